@@ -1,0 +1,122 @@
+"""PyTorch backends: ``predict()`` in strict FP32 or TF32, and rfdetr's optimized FP16 / bf16 / inductor paths."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Any
+
+from pytest_rfdetr_latency import models
+from pytest_rfdetr_latency.backends.base import (
+    BackendContext,
+    BackendUnavailable,
+    Prepared,
+    observed_fp32_precision,
+    preprocess_tensor,
+    threshold_for,
+    torch_matmul_precision,
+)
+
+_DTYPES = {"torch-fp16": "float16", "torch-bf16": "bfloat16", "torch-compile": "float16"}
+
+
+def _tensor_outputs(raw: Any) -> dict[str, Any]:
+    """Name a forward's outputs the way the ONNX export does: boxes, logits, then masks or keypoints."""
+    if isinstance(raw, dict):
+        out = {"boxes": raw["pred_boxes"], "logits": raw["pred_logits"]}
+        for key, name in (("pred_masks", "masks"), ("pred_keypoints", "keypoints")):
+            if key in raw:
+                out[name] = raw[key]
+        return out
+    names = ["boxes", "logits", "extra"]
+    return dict(zip(names, raw))
+
+
+def prepare(ctx: BackendContext) -> Prepared:
+    import torch
+
+    backend = ctx.case.backend
+    device = ctx.device
+    if ctx.case.info.needs_cuda and not device.is_cuda:
+        raise BackendUnavailable(f"{backend} needs a CUDA device; this run measures on {device.spec} ({device.name})")
+    if backend == "torch-bf16" and device.is_cuda and not torch.cuda.is_bf16_supported():
+        raise BackendUnavailable(f"{device.name} does not support bfloat16")
+
+    model = ctx.load_model()
+    models.unoptimize(model)
+    tf32 = backend == "torch-tf32"
+    details: dict[str, Any] = {}
+
+    def precision_context() -> contextlib.AbstractContextManager[None]:
+        # Only the float32 paths care; the half-precision ones keep whatever the process has.
+        return torch_matmul_precision(tf32) if backend in ("torch-fp32", "torch-tf32") else contextlib.nullcontext()
+
+    batch = ctx.case.batch
+    images = ctx.images
+    resolution = ctx.case.resolution or models.resolution_of(model)
+    with precision_context():
+        if backend in _DTYPES:
+            dtype = getattr(torch, _DTYPES[backend])
+            compile_backend = "inductor" if backend == "torch-compile" else "torchscript"
+            start = time.perf_counter()
+            try:
+                models.optimize(model, dtype, compile=True, compile_backend=compile_backend)
+            except models.ModelError as exc:
+                raise BackendUnavailable(str(exc)) from exc
+            details["compile_seconds"] = round(time.perf_counter() - start, 3)
+            net = models.optimized_module(model)
+            precision = {"float16": "fp16", "bfloat16": "bf16"}[_DTYPES[backend]]
+        else:
+            dtype = torch.float32
+            net = models.inner_module(model)
+            precision = observed_fp32_precision(device)
+        x = preprocess_tensor(images[:1] * batch, resolution, model.means, model.stds).to(device.spec, dtype=dtype)
+
+        probe = model.predict(images[0], threshold=0.0)
+        threshold = threshold_for(models.detection_scores(probe), ctx.detections)
+        counts = []
+        for image in images:
+            counts.append(len(models.detection_scores(model.predict(image, threshold=threshold))))
+    detections = sum(counts) / len(counts)
+
+    state = {"i": 0}
+
+    def e2e() -> object:
+        i = state["i"]
+        state["i"] = i + 1
+        if batch == 1:
+            return model.predict(images[i % len(images)], threshold=threshold)
+        return model.predict([images[(i + k) % len(images)] for k in range(batch)], threshold=threshold)
+
+    def forward() -> object:
+        with torch.inference_mode():
+            return net(x)
+
+    def outputs() -> dict[str, Any]:
+        with precision_context(), torch.inference_mode():
+            raw = _tensor_outputs(net(x))
+        return {k: v.float().cpu().numpy() for k, v in raw.items() if hasattr(v, "float")}
+
+    unavailable: dict[str, str] = {"iobinding": "IO binding is an ONNX Runtime scope"}
+    if not device.is_cuda:
+        unavailable["device"] = "the device scope replays a CUDA graph; this run measures on the CPU"
+
+    def close() -> None:
+        models.unoptimize(model)
+
+    details["precision_flags"] = {
+        "tf32_matmul": bool(tf32) if backend in ("torch-fp32", "torch-tf32") else None,
+        "dtype": str(dtype).replace("torch.", ""),
+    }
+    return Prepared(
+        scopes={"e2e": e2e, "forward": forward},
+        graphable=forward if device.is_cuda else None,
+        unavailable=unavailable,
+        precision=precision,
+        detections=detections,
+        score_threshold=threshold,
+        details=details,
+        outputs=outputs,
+        context=precision_context,
+        close=close,
+    )

@@ -1,0 +1,104 @@
+"""The model × backend (× batch × resolution) matrix and its test ids. Pure data: nothing here imports torch."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+# Every RF-DETR variant that builds offline with random weights (deprecated aliases left out).
+ALL_MODELS: tuple[str, ...] = (
+    "RFDETRNano",
+    "RFDETRSmall",
+    "RFDETRMedium",
+    "RFDETRLarge",
+    "RFDETRSegNano",
+    "RFDETRSegSmall",
+    "RFDETRSegMedium",
+    "RFDETRSegLarge",
+    "RFDETRSegXLarge",
+    "RFDETRSeg2XLarge",
+    "RFDETRKeypointPreview",
+)
+DEFAULT_MODELS: tuple[str, ...] = ("RFDETRMedium", "RFDETRSegSmall", "RFDETRKeypointPreview")
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    name: str
+    needs_cuda: bool
+    precision: str  # what the computation really runs in; the fingerprint records what was observed
+    summary: str
+
+
+BACKENDS: dict[str, BackendInfo] = {
+    info.name: info
+    for info in (
+        BackendInfo("torch-fp32", False, "fp32", "predict() in strict FP32 (TF32 switched off while measuring)"),
+        BackendInfo("torch-tf32", True, "tf32", "predict() with TF32 matmuls, as rfdetr sets them on import"),
+        BackendInfo("torch-fp16", True, "fp16", "rfdetr's FP16 + TorchScript path: inference(dtype=float16)"),
+        BackendInfo("torch-bf16", True, "bf16", "rfdetr's bfloat16 + TorchScript path: inference(dtype=bfloat16)"),
+        BackendInfo("torch-compile", True, "fp16", "inference(compile_backend='inductor'), FP16; compile time "
+                    "reported apart from latency"),
+        BackendInfo("onnx-cpu", False, "fp32", "exported ONNX on ONNX Runtime's CPUExecutionProvider"),
+        BackendInfo("onnx-cuda", True, "fp32", "exported ONNX on ONNX Runtime's CUDAExecutionProvider (fails if "
+                    "the session falls back to CPU)"),
+        BackendInfo("onnx-tensorrt", True, "fp16", "exported ONNX on ONNX Runtime's TensorrtExecutionProvider, FP16"),
+    )
+}
+ALL_BACKENDS: tuple[str, ...] = tuple(BACKENDS)
+DEFAULT_BACKENDS: tuple[str, ...] = ("torch-fp32", "torch-fp16", "onnx-cpu", "onnx-cuda")
+
+
+def task_of(model: str) -> str:
+    """``detection``, ``segmentation`` or ``keypoints``: what the model's outputs hold besides boxes."""
+    if model.startswith("RFDETRSeg"):
+        return "segmentation"
+    if "Keypoint" in model:
+        return "keypoints"
+    return "detection"
+
+
+@dataclass(frozen=True)
+class Case:
+    model: str
+    backend: str
+    batch: int = 1
+    resolution: int | None = None  # None: the model's own
+
+    @property
+    def id(self) -> str:
+        parts = [self.model, self.backend]
+        if self.batch != 1:
+            parts.append(f"b{self.batch}")
+        if self.resolution is not None:
+            parts.append(f"r{self.resolution}")
+        return "-".join(parts)
+
+    @property
+    def info(self) -> BackendInfo:
+        return BACKENDS[self.backend]
+
+    @property
+    def group(self) -> str:
+        """Cases that share a model build and an ONNX export; xdist's loadgroup keeps them on one worker."""
+        suffix = f"-r{self.resolution}" if self.resolution is not None else ""
+        return f"{self.model}{suffix}"
+
+
+def matrix(
+    models: Iterable[str],
+    backends: Iterable[str],
+    batches: Iterable[int] = (1,),
+    resolutions: Iterable[int | None] = (None,),
+) -> list[Case]:
+    """Every combination, models outermost so that one model's cases run one after another."""
+    backends = tuple(backends)
+    batches = tuple(batches)
+    resolutions = tuple(resolutions)
+    return [
+        Case(model, backend, batch, resolution)
+        for model in models
+        for resolution in resolutions
+        for batch in batches
+        for backend in backends
+    ]

@@ -1,0 +1,128 @@
+"""The rfdetr adapter: build a model offline, with seeded random weights or from a local checkpoint.
+
+Everything that depends on rfdetr's API across versions lives here: ``inference()`` (rfdetr >= 1.9) versus the
+older ``optimize_for_inference()``, and ``from_checkpoint`` where it exists.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+
+class ModelError(RuntimeError):
+    """A model could not be built; the message names the model, the path and the fix."""
+
+
+def rfdetr_class(name: str) -> Any:
+    import rfdetr
+
+    cls = getattr(rfdetr, name, None)
+    if cls is None:
+        available = sorted(n for n in dir(rfdetr) if n.startswith("RFDETR") and n != "RFDETR")
+        raise ModelError(
+            f"rfdetr {getattr(rfdetr, '__version__', '')} has no model {name!r}; it offers {', '.join(available)}"
+        )
+    return cls
+
+
+def seed_everything(seed: int) -> None:
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def build_model(name: str, device: str, seed: int = 0, checkpoint: Path | None = None) -> Any:
+    """An ``RFDETR`` instance of variant ``name`` on ``device``, in eval mode, built without any download."""
+    cls = rfdetr_class(name)
+    seed_everything(seed)
+    if checkpoint is None:
+        return cls(pretrain_weights=None, device=device)
+    return _from_checkpoint(name, cls, Path(checkpoint), device)
+
+
+def _from_checkpoint(name: str, cls: Any, path: Path, device: str) -> Any:
+    if not path.exists():
+        raise ModelError(f"checkpoint {path} for {name} does not exist: check --rfdetr-weights")
+    if not path.is_file() or not os.access(path, os.R_OK):
+        raise ModelError(f"checkpoint {path} for {name} is not a readable file: check its permissions")
+    import rfdetr
+
+    loader = getattr(rfdetr.RFDETR, "from_checkpoint", None)
+    try:
+        model = loader(path, device=device) if loader is not None else cls(pretrain_weights=str(path), device=device)
+    except Exception as exc:
+        raise ModelError(
+            f"checkpoint {path} could not be loaded as {name}: {type(exc).__name__}: {str(exc)[:500]}"
+        ) from exc
+    found = type(model).__name__
+    if found != name:
+        raise ModelError(
+            f"checkpoint {path} holds a {found} model, but the case asks for {name}: select "
+            f"--rfdetr-models {found}, or point --rfdetr-weights at a {name} checkpoint"
+        )
+    return model
+
+
+def optimize(model: Any, dtype: Any, *, compile: bool = True, compile_backend: str = "torchscript") -> None:
+    """rfdetr's inference optimization, under whichever name this rfdetr version gives it."""
+    if hasattr(model, "inference"):
+        kwargs: dict[str, Any] = {"compile": compile, "dtype": dtype}
+        if compile_backend != "torchscript":
+            kwargs["compile_backend"] = compile_backend
+        model.inference(**kwargs)
+    elif hasattr(model, "optimize_for_inference"):
+        if compile_backend != "torchscript":
+            raise ModelError("this rfdetr version has no inductor compile path (needs rfdetr with inference())")
+        model.optimize_for_inference(compile=compile, dtype=dtype)
+    else:
+        raise ModelError("this rfdetr version has neither inference() nor optimize_for_inference()")
+
+
+def unoptimize(model: Any) -> None:
+    remove = getattr(model, "remove_optimized_model", None)
+    if remove is not None:
+        remove()
+
+
+def resolution_of(model: Any) -> int:
+    return int(model.model.resolution)
+
+
+def inner_module(model: Any) -> Any:
+    """The torch module that an unoptimized ``predict()`` calls, in eval mode."""
+    net = model.model.model
+    net.eval()
+    return net
+
+
+def optimized_module(model: Any) -> Any:
+    return model.model.inference_model
+
+
+def export_onnx(model: Any, out_dir: Path, resolution: int, batch: int) -> Path:
+    """Export ``model`` to ONNX in ``out_dir`` and return the file. rfdetr exports from a copy of the module."""
+    path = model.export(
+        output_dir=str(out_dir), verbose=False, shape=(resolution, resolution), batch_size=batch, opset_version=17
+    )
+    if path is None:  # rfdetr before 1.9 returned nothing
+        found = sorted(out_dir.glob("*.onnx"))
+        if not found:
+            raise ModelError(f"rfdetr's export wrote no .onnx file in {out_dir}")
+        path = found[0]
+    return Path(path)
+
+
+def detection_scores(result: Any) -> Any:
+    """The confidences of a ``predict()`` result: ``Detections.confidence`` or ``KeyPoints.detection_confidence``."""
+    import numpy as np
+
+    scores = getattr(result, "confidence", None)
+    if scores is None:
+        scores = getattr(result, "detection_confidence", None)
+    return np.asarray(scores if scores is not None else [], dtype=np.float64)

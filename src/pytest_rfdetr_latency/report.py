@@ -1,0 +1,208 @@
+"""What people read: the terminal summary, the FPS table, the JSON report and the Markdown job summary.
+
+Every function here is pure: it takes result dictionaries (``CaseResult.to_json()``, as they travel from xdist
+workers too) and returns lines or documents, so tests can call them without a terminal.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+REPORT_SCHEMA_VERSION = 1
+_ORDER = {"regression": 0, "inconclusive": 1, "no-baseline": 2, "improvement": 3, "pass": 4, "saved": 5}
+_VERDICT_WORDS = {
+    "pass": "pass",
+    "regression": "REGRESSION",
+    "improvement": "improvement (passes)",
+    "inconclusive": "inconclusive (passes)",
+}
+
+
+def _pct(value: float) -> str:
+    return f"{value * 100:+.2f}%"
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
+
+
+def rows(results: Iterable[Mapping[str, Any]]) -> list[dict[str, str]]:
+    """One row per case and scope: case, scope, statistic, baseline, now, delta, threshold, verdict."""
+    out: list[dict[str, str]] = []
+    for result in sorted(results, key=lambda r: (_ORDER.get(r["outcome"], 9), r["id"])):
+        verdicts = result.get("verdicts", {})
+        for scope, current in result.get("scopes", {}).items():
+            verdict = verdicts.get(scope)
+            if verdict is not None:
+                out.append({
+                    "case": result["id"],
+                    "scope": scope,
+                    "statistic": verdict["statistic"],
+                    "baseline": _ms(verdict["baseline_ms"]),
+                    "now": _ms(verdict["current_ms"]),
+                    "delta": _pct(verdict["delta"]),
+                    "threshold": f"{verdict['threshold'] * 100:.3g}%",
+                    "verdict": _VERDICT_WORDS[verdict["kind"]],
+                })
+            else:
+                word = {"saved": "saved as baseline", "no-baseline": "no baseline"}.get(result["outcome"], "not compared")
+                out.append({
+                    "case": result["id"],
+                    "scope": scope,
+                    "statistic": current["statistic"],
+                    "baseline": "-",
+                    "now": _ms(current["value_ms"]),
+                    "delta": "-",
+                    "threshold": "-",
+                    "verdict": word,
+                })
+    return out
+
+
+_COLUMNS = (
+    ("case", "case"),
+    ("scope", "scope"),
+    ("statistic", "stat"),
+    ("baseline", "baseline ms"),
+    ("now", "now ms"),
+    ("delta", "Δ"),
+    ("threshold", "threshold"),
+    ("verdict", "verdict"),
+)
+
+
+def table_lines(table: Sequence[Mapping[str, str]], columns: Sequence[tuple[str, str]]) -> list[str]:
+    widths = [max([len(title), *(len(r[key]) for r in table)]) for key, title in columns]
+    lines = ["  ".join(title.ljust(w) for (_, title), w in zip(columns, widths)).rstrip()]
+    for row in table:
+        lines.append("  ".join(row[key].ljust(w) for (key, _), w in zip(columns, widths)).rstrip())
+    return lines
+
+
+def fps_table(results: Iterable[Mapping[str, Any]]) -> tuple[list[str], list[str], dict[str, dict[str, float]]]:
+    """The notebook's table: end-to-end images per second (from the median), model × backend."""
+    fps: dict[str, dict[str, float]] = {}
+    backends: list[str] = []
+    for result in results:
+        e2e = result.get("scopes", {}).get("e2e")
+        if not e2e or e2e["median_ms"] <= 0:
+            continue
+        label = result["id"].replace(f"-{result['backend']}", "", 1)
+        fps.setdefault(label, {})[result["backend"]] = result.get("batch", 1) * 1000.0 / e2e["median_ms"]
+        if result["backend"] not in backends:
+            backends.append(result["backend"])
+    return list(fps), backends, fps
+
+
+def fps_lines(results: Iterable[Mapping[str, Any]]) -> list[str]:
+    models, backends, fps = fps_table(list(results))
+    if not models:
+        return []
+    table = [{"model": m, **{b: (f"{fps[m][b]:.1f}" if b in fps[m] else "-") for b in backends}} for m in models]
+    columns = [("model", "FPS (end to end, median)"), *[(b, b) for b in backends]]
+    return table_lines(table, columns)
+
+
+def summary_lines(results: Sequence[Mapping[str, Any]], device: str | None) -> list[str]:
+    """The terminal summary section: the verdict table, then environment drift, then the FPS table."""
+    if not results:
+        return []
+    lines = table_lines(rows(results), _COLUMNS)
+    unavailable = [
+        f"  {r['id']} {scope}: {reason}" for r in results for scope, reason in r.get("unavailable_scopes", {}).items()
+    ]
+    if unavailable:
+        lines += ["", "scopes not measured:", *unavailable]
+    drifted = [r for r in results if r.get("drift")]
+    if drifted:
+        lines += ["", "environment changed since the baseline (comparisons may reflect it, not the code):"]
+        lines += [f"  {r['id']}: {'; '.join(r['drift'])}" for r in drifted]
+    fps = fps_lines(results)
+    if fps:
+        lines += ["", *fps]
+    counts = outcome_counts(results)
+    lines += ["", f"device: {device or 'unknown'}; " + ", ".join(f"{n} {k}" for k, n in counts.items())]
+    return lines
+
+
+def outcome_counts(results: Iterable[Mapping[str, Any]]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for result in sorted(results, key=lambda r: _ORDER.get(r["outcome"], 9)):
+        counts[result["outcome"]] = counts.get(result["outcome"], 0) + 1
+    return counts
+
+
+def json_report(
+    results: Sequence[Mapping[str, Any]],
+    device: str | None,
+    fingerprint: Mapping[str, Any] | None,
+    command: Sequence[str],
+    baseline_file: str | None,
+) -> dict[str, Any]:
+    models, backends, fps = fps_table(results)
+    return {
+        "schema_version": REPORT_SCHEMA_VERSION,
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "command": list(command),
+        "device": device,
+        "fingerprint": dict(fingerprint or {}),
+        "baseline_file": baseline_file,
+        "summary": outcome_counts(results),
+        "drift": {r["id"]: r["drift"] for r in results if r.get("drift")},
+        "fps": fps,
+        "cases": sorted(results, key=lambda r: (_ORDER.get(r["outcome"], 9), r["id"])),
+    }
+
+
+def markdown(results: Sequence[Mapping[str, Any]], device: str | None, fingerprint: Mapping[str, Any] | None) -> str:
+    """A GitHub job-summary section: regressions first, then the device and versions, then how to refresh."""
+    counts = outcome_counts(results)
+    headline = "regressed" if counts.get("regression") else "no regression"
+    out = [f"## RF-DETR latency on {device or 'unknown device'}: {headline}", ""]
+    out.append(", ".join(f"**{n}** {k}" for k, n in counts.items()) or "no cases ran")
+    out += ["", "| case | scope | statistic | baseline ms | now ms | Δ | threshold | verdict |",
+            "|---|---|---|---|---|---|---|---|"]
+    for row in rows(results):
+        verdict = f"**{row['verdict']}**" if row["verdict"] == "REGRESSION" else row["verdict"]
+        out.append(f"| `{row['case']}` | {row['scope']} | {row['statistic']} | {row['baseline']} | {row['now']} | "
+                   f"{row['delta']} | {row['threshold']} | {verdict} |")
+    drifted = [r for r in results if r.get("drift")]
+    if drifted:
+        out += ["", "**Environment changed since the baseline:**", ""]
+        out += [f"- `{r['id']}`: {'; '.join(r['drift'])}" for r in drifted]
+    fp = dict(fingerprint or {})
+    versions = ", ".join(
+        f"{k} {fp[k]}" for k in ("driver", "cuda", "torch", "onnxruntime", "rfdetr", "python") if fp.get(k)
+    )
+    if versions:
+        out += ["", f"Versions: {versions}."]
+    out += [
+        "",
+        "To accept a slowdown, record the baseline again on this runner with `pytest --save-baseline` "
+        "(or run the baseline-refresh workflow) and review the changed baseline file in a pull request.",
+        "",
+    ]
+    return "\n".join(out)
+
+
+def annotations(results: Iterable[Mapping[str, Any]]) -> list[str]:
+    """GitHub workflow commands that pin each regression to its case."""
+    lines = []
+    for result in results:
+        for verdict in result.get("verdicts", {}).values():
+            if verdict["kind"] == "regression":
+                title = f"latency regression: {result['id']}"
+                text = (f"{verdict['scope']} {verdict['statistic']} {verdict['baseline_ms']:.4g} -> "
+                        f"{verdict['current_ms']:.4g} ms ({verdict['delta'] * 100:+.2f}%, threshold "
+                        f"{verdict['threshold'] * 100:.3g}%)")
+                lines.append(f"::error title={_escape(title, True)}::{_escape(text)}")
+    return lines
+
+
+def _escape(text: str, property_value: bool = False) -> str:
+    text = text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    if property_value:
+        text = text.replace(":", "%3A").replace(",", "%2C")
+    return text

@@ -1,0 +1,88 @@
+"""How long to warm up and how many samples to take: presets and their overrides.
+
+Samples are taken in blocks. Consecutive calls are not independent (clocks, caches and the allocator drift
+together), so the block, not the call, is the unit the verdict's statistics count: a block's median is one
+observation. Sampling stops once the median of the block medians is known to the target relative uncertainty,
+or when the scope's time cap is reached.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class SamplingPlan:
+    block_size: int  # timed calls per block
+    min_blocks: int  # never fewer blocks than this
+    max_blocks: int  # never more
+    target: float  # stop once the relative standard error of the median is at most this
+    max_seconds: float  # time cap for one scope's sampling, warm-up excluded
+    warmup_calls: int  # at least this many untimed calls first
+    warmup_seconds: float  # cap on waiting for GPU clocks and call times to settle
+
+    def __post_init__(self) -> None:
+        if self.block_size < 1 or self.min_blocks < 2 or self.max_blocks < self.min_blocks:
+            raise ValueError(
+                f"sampling needs block >= 1, min-blocks >= 2 and max-blocks >= min-blocks (got block={self.block_size}, "
+                f"min-blocks={self.min_blocks}, max-blocks={self.max_blocks})"
+            )
+        if not (0 < self.target < 1) or self.max_seconds <= 0 or self.warmup_calls < 0 or self.warmup_seconds < 0:
+            raise ValueError("sampling needs 0 < target < 1, max-seconds > 0, warmup-calls >= 0, warmup-seconds >= 0")
+
+
+PRESETS: dict[str, SamplingPlan] = {
+    # For CPU runs in CI and for the plugin's own tests: a few seconds a case.
+    # Six blocks a side are the fewest with which the verdict's test can reach p < 0.002; one spare.
+    "quick": SamplingPlan(block_size=2, min_blocks=7, max_blocks=16, target=0.05, max_seconds=2.0,
+                          warmup_calls=2, warmup_seconds=1.0),
+    # The gate's default: about 20 s of measurement per case on a GPU (docs/gate-power.md).
+    "standard": SamplingPlan(block_size=10, min_blocks=10, max_blocks=80, target=0.005, max_seconds=4.0,
+                             warmup_calls=10, warmup_seconds=3.0),
+    "thorough": SamplingPlan(block_size=20, min_blocks=20, max_blocks=400, target=0.002, max_seconds=15.0,
+                             warmup_calls=30, warmup_seconds=10.0),
+}
+
+_KEYS = {
+    "block": "block_size",
+    "min-blocks": "min_blocks",
+    "max-blocks": "max_blocks",
+    "target": "target",
+    "max-seconds": "max_seconds",
+    "warmup-calls": "warmup_calls",
+    "warmup-seconds": "warmup_seconds",
+}
+_FORMS = (
+    f"a preset ({', '.join(PRESETS)}) optionally followed by KEY=VALUE overrides, keys: {', '.join(_KEYS)}; "
+    "e.g. 'standard,max-seconds=5,target=1%'"
+)
+
+
+def parse_sampling(text: str) -> SamplingPlan:
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    if not parts:
+        raise ValueError(f"empty sampling plan: expected {_FORMS}")
+    plan = PRESETS["standard"]
+    if "=" not in parts[0]:
+        name = parts.pop(0).lower()
+        if name not in PRESETS:
+            raise ValueError(f"unknown sampling preset {name!r}: expected {_FORMS}")
+        plan = PRESETS[name]
+    changes: dict[str, float | int] = {}
+    for part in parts:
+        key, sep, value = part.partition("=")
+        field_name = _KEYS.get(key.strip().lower())
+        if not sep or field_name is None:
+            raise ValueError(f"invalid sampling override {part!r}: expected {_FORMS}")
+        value = value.strip()
+        try:
+            if field_name == "target":
+                changes[field_name] = float(value.rstrip("%")) / (100.0 if value.endswith("%") else 1.0)
+            elif field_name in ("max_seconds", "warmup_seconds"):
+                changes[field_name] = float(value)
+            else:
+                changes[field_name] = int(value)
+        except ValueError:
+            raise ValueError(f"invalid sampling override {part!r}: {key} takes a number") from None
+    return dataclasses.replace(plan, **changes)  # type: ignore[arg-type]

@@ -1,0 +1,390 @@
+"""Run settings: one frozen dataclass, resolved from the command line, then the environment, then the ini file.
+
+Every option is described once, in :data:`OPTIONS`; ``plugin.py`` registers them with pytest from this table and
+hands the raw values back to :func:`resolve`. A bad value raises :class:`SettingsError` naming where it came from
+(the flag, the environment variable or the ini key) and the accepted forms. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pytest_rfdetr_latency.cases import ALL_BACKENDS, ALL_MODELS, DEFAULT_BACKENDS, DEFAULT_MODELS
+from pytest_rfdetr_latency.sampling import PRESETS, SamplingPlan, parse_sampling
+from pytest_rfdetr_latency.scopes import ALL_SCOPES, DEFAULT_GATING_SCOPES
+
+
+class SettingsError(ValueError):
+    """A setting has a value that cannot be used; the message names its source and the accepted forms."""
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """Relative regression thresholds, per scope; scopes not named keep the verdict's data-derived defaults."""
+
+    per_scope: Mapping[str, float] = field(default_factory=dict)
+    everywhere: float | None = None
+
+    def for_scope(self, scope: str, default: float) -> float:
+        if scope in self.per_scope:
+            return self.per_scope[scope]
+        return self.everywhere if self.everywhere is not None else default
+
+    def describe(self) -> str:
+        parts = [f"{s}={v * 100:g}%" for s, v in sorted(self.per_scope.items())]
+        if self.everywhere is not None:
+            parts.insert(0, f"{self.everywhere * 100:g}%")
+        return ",".join(parts) or "defaults"
+
+
+@dataclass(frozen=True)
+class Weights:
+    """``random`` (seeded, offline) unless a local checkpoint is named, for one model or for all."""
+
+    checkpoints: Mapping[str, Path] = field(default_factory=dict)
+    everywhere: Path | None = None
+
+    def for_model(self, model: str) -> Path | None:
+        return self.checkpoints.get(model, self.everywhere)
+
+    @property
+    def is_random(self) -> bool:
+        return not self.checkpoints and self.everywhere is None
+
+
+@dataclass(frozen=True)
+class Settings:
+    enabled: bool = False
+    save_baseline: bool = False
+    models: tuple[str, ...] = DEFAULT_MODELS
+    backends: tuple[str, ...] = DEFAULT_BACKENDS
+    device: str = "auto"
+    baseline_dir: Path = Path("latency_baselines")
+    weights: Weights = field(default_factory=Weights)
+    tolerance: Tolerance = field(default_factory=Tolerance)
+    scopes: tuple[str, ...] = DEFAULT_GATING_SCOPES
+    report: Path | None = None
+    markdown: Path | None = None
+    strict: bool = False
+    image_size: tuple[int, int] = (640, 640)
+    image_count: int = 4
+    detections: int = 50
+    seed: int = 0
+    sampling: SamplingPlan = field(default_factory=lambda: PRESETS["standard"])
+    rounds: int = 3
+    inject: float | None = None
+    replace_corrupt: bool = False
+    fail_on_drift: bool = False
+    cache_dir: Path | None = None
+
+    @property
+    def active(self) -> bool:
+        """Whether latency cases run at all (checking or recording)."""
+        return self.enabled or self.save_baseline
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Parsers: each takes the raw string and returns a value or raises argparse.ArgumentTypeError with the bad value.
+
+
+def _split(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def _choice_list(kind: str, choices: tuple[str, ...]) -> Callable[[str], tuple[str, ...]]:
+    lowered = {c.lower(): c for c in choices}
+
+    def parse(value: str) -> tuple[str, ...]:
+        parts = _split(value)
+        if not parts:
+            raise argparse.ArgumentTypeError(f"no {kind} given: name one or more of {', '.join(choices)}, or 'all'")
+        if [p.lower() for p in parts] == ["all"]:
+            return choices
+        chosen: list[str] = []
+        for part in parts:
+            if part.lower() not in lowered:
+                raise argparse.ArgumentTypeError(
+                    f"unknown {kind} {part!r}: choose from {', '.join(choices)} (comma-separated), or 'all'"
+                )
+            name = lowered[part.lower()]
+            if name not in chosen:
+                chosen.append(name)
+        return tuple(chosen)
+
+    parse.__name__ = kind
+    return parse
+
+
+parse_models = _choice_list("model", ALL_MODELS)
+parse_backends = _choice_list("backend", ALL_BACKENDS)
+parse_scopes = _choice_list("scope", ALL_SCOPES)
+
+_DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+
+
+def parse_device(value: str) -> str:
+    text = value.strip().lower()
+    if not _DEVICE_RE.match(text):
+        raise argparse.ArgumentTypeError(f"invalid device {value!r}: use 'cuda', 'cuda:N' (N a GPU index), or 'cpu'")
+    return text
+
+
+_PERCENT_RE = re.compile(r"^\+?(\d+(\.\d+)?|\.\d+)%$")
+TOLERANCE_FORMS = "a percentage such as '5%', or per scope such as 'device=1%,forward=3%,e2e=10%'"
+
+
+def _percent(value: str, what: str, forms: str) -> float:
+    text = value.strip()
+    if not _PERCENT_RE.match(text):
+        raise argparse.ArgumentTypeError(f"invalid {what} {value!r}: expected {forms}")
+    fraction = float(text.rstrip("%").lstrip("+")) / 100.0
+    if not (0.0 < fraction < 10.0) or not math.isfinite(fraction):
+        raise argparse.ArgumentTypeError(f"invalid {what} {value!r}: must lie above 0% and below 1000%")
+    return fraction
+
+
+def parse_tolerance(value: str) -> Tolerance:
+    parts = _split(value)
+    if not parts:
+        raise argparse.ArgumentTypeError(f"empty tolerance: expected {TOLERANCE_FORMS}")
+    per_scope: dict[str, float] = {}
+    everywhere: float | None = None
+    for part in parts:
+        if "=" in part:
+            scope, _, amount = part.partition("=")
+            scope = scope.strip().lower()
+            if scope not in ALL_SCOPES:
+                raise argparse.ArgumentTypeError(
+                    f"unknown scope {scope!r} in tolerance {value!r}: scopes are {', '.join(ALL_SCOPES)}"
+                )
+            per_scope[scope] = _percent(amount, "tolerance", TOLERANCE_FORMS)
+        else:
+            everywhere = _percent(part, "tolerance", TOLERANCE_FORMS)
+    return Tolerance(per_scope=per_scope, everywhere=everywhere)
+
+
+def parse_inject(value: str) -> float:
+    return _percent(value, "injected slowdown", "a percentage such as '5%'") * 100.0
+
+
+def parse_weights(value: str) -> Weights:
+    text = value.strip()
+    if text.lower() in ("", "random"):
+        return Weights()
+    if "=" not in text:
+        return Weights(everywhere=Path(text).expanduser())
+    checkpoints: dict[str, Path] = {}
+    for part in _split(text):
+        model, sep, path = part.partition("=")
+        if not sep or not path.strip():
+            raise argparse.ArgumentTypeError(
+                f"invalid weights {value!r}: use 'random', a checkpoint path, or MODEL=PATH[,MODEL=PATH]"
+            )
+        (name,) = parse_models(model)
+        checkpoints[name] = Path(path.strip()).expanduser()
+    return Weights(checkpoints=checkpoints)
+
+
+def _positive_int(what: str) -> Callable[[str], int]:
+    def parse(value: str) -> int:
+        try:
+            number = int(value.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid {what} {value!r}: expected a whole number >= 1") from None
+        if number < 1:
+            raise argparse.ArgumentTypeError(f"invalid {what} {value!r}: expected a whole number >= 1")
+        return number
+
+    parse.__name__ = what
+    return parse
+
+
+def parse_seed(value: str) -> int:
+    try:
+        return int(value.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid seed {value!r}: expected a whole number") from None
+
+
+def parse_image_size(value: str) -> tuple[int, int]:
+    match = re.fullmatch(r"\s*(\d+)\s*(?:[xX]\s*(\d+))?\s*", value)
+    if not match:
+        raise argparse.ArgumentTypeError(f"invalid image size {value!r}: use WIDTHxHEIGHT such as '640x480', or '640'")
+    width = int(match.group(1))
+    height = int(match.group(2) or width)
+    if not (16 <= width <= 8192 and 16 <= height <= 8192):
+        raise argparse.ArgumentTypeError(f"invalid image size {value!r}: each side must lie between 16 and 8192")
+    return width, height
+
+
+def parse_bool(value: str) -> bool:
+    text = value.strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise argparse.ArgumentTypeError(f"invalid boolean {value!r}: use true/false, yes/no, on/off or 1/0")
+
+
+def parse_path(value: str) -> Path:
+    if not value.strip():
+        raise argparse.ArgumentTypeError("empty path")
+    return Path(value.strip()).expanduser()
+
+
+def parse_sampling_option(value: str) -> SamplingPlan:
+    try:
+        return parse_sampling(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The option table.
+
+
+@dataclass(frozen=True)
+class OptionSpec:
+    dest: str
+    flag: str
+    help: str
+    parser: Callable[[str], Any] | None = None  # None: an on/off flag
+    metavar: str | None = None
+    ini: bool = True  # also an ini key rfdetr_latency_<dest>, for settings that belong to a repository
+
+    @property
+    def ini_name(self) -> str:
+        return f"rfdetr_latency_{self.dest}"
+
+    @property
+    def env_name(self) -> str:
+        return f"RFDETR_LATENCY_{self.dest.upper()}"
+
+    @property
+    def is_flag(self) -> bool:
+        return self.parser is None
+
+
+_SCOPES_HELP = ", ".join(ALL_SCOPES)
+OPTIONS: tuple[OptionSpec, ...] = (
+    OptionSpec("enabled", "--rfdetr-latency", "run the RF-DETR latency cases (without it they are collected and "
+               "skipped). Default: off.", ini=False),
+    OptionSpec("save_baseline", "--save-baseline", "measure the latency cases and record the results as the "
+               "baseline of this device; those cases pass. Default: off.", ini=False),
+    OptionSpec("models", "--rfdetr-models", f"comma list of RF-DETR variants, or 'all'. Choices: "
+               f"{', '.join(ALL_MODELS)}. Default: {','.join(DEFAULT_MODELS)}.", parse_models, "LIST"),
+    OptionSpec("backends", "--rfdetr-backends", f"comma list of backends, or 'all'. Choices: {', '.join(ALL_BACKENDS)}. "
+               f"Default: {','.join(DEFAULT_BACKENDS)}.", parse_backends, "LIST"),
+    OptionSpec("device", "--rfdetr-device", "device to measure on: 'cuda', 'cuda:N' or 'cpu'. Default: cuda when "
+               "a GPU is visible, else cpu.", parse_device, "DEVICE"),
+    OptionSpec("baseline_dir", "--rfdetr-baseline-dir", "folder of the per-device baseline files, relative to the "
+               "rootdir. Default: latency_baselines/.", parse_path, "DIR"),
+    OptionSpec("weights", "--rfdetr-weights", "'random' (seeded, offline), a local checkpoint path, or "
+               "MODEL=PATH[,MODEL=PATH]. Nothing is downloaded. Default: random.", parse_weights, "WEIGHTS"),
+    OptionSpec("tolerance", "--rfdetr-tolerance", f"regression threshold: {TOLERANCE_FORMS}. Default: each scope's "
+               "threshold derived from measured noise (see docs/gate-power.md).", parse_tolerance, "TOL"),
+    OptionSpec("scopes", "--rfdetr-scopes", f"comma list of the scopes that gate (others are reported only): "
+               f"{_SCOPES_HELP}. Default: {','.join(DEFAULT_GATING_SCOPES)}.", parse_scopes, "LIST"),
+    OptionSpec("report", "--rfdetr-report", "write a JSON report of every case to PATH. Default: none.",
+               parse_path, "PATH", ini=False),
+    OptionSpec("markdown", "--rfdetr-markdown", "append a Markdown summary to PATH (also done to "
+               "$GITHUB_STEP_SUMMARY when it is set). Default: none.", parse_path, "PATH", ini=False),
+    OptionSpec("strict", "--rfdetr-strict", "fail a case that has no baseline for this device, or whose verdict "
+               "stays inconclusive, instead of skipping or passing it with a warning. Default: off."),
+    OptionSpec("image_size", "--rfdetr-image-size", "synthetic image size, WIDTHxHEIGHT. Default: 640x640.",
+               parse_image_size, "WxH"),
+    OptionSpec("image_count", "--rfdetr-images", "number of seeded synthetic images the cases cycle through. "
+               "Default: 4.", _positive_int("image count"), "N"),
+    OptionSpec("detections", "--rfdetr-detections", "detections each image must yield, so that post-processing "
+               "does real work (the score threshold is calibrated to it). Default: 50.",
+               _positive_int("detection count"), "N"),
+    OptionSpec("seed", "--rfdetr-seed", "seed of the random weights and the synthetic images. Default: 0.",
+               parse_seed, "N"),
+    OptionSpec("sampling", "--rfdetr-sampling", f"sampling preset ({', '.join(PRESETS)}) with optional overrides, "
+               "e.g. 'standard,max-seconds=5'. Default: standard.", parse_sampling_option, "PLAN"),
+    OptionSpec("rounds", "--rfdetr-rounds", "most measuring rounds for a case whose verdict is inconclusive. "
+               "Default: 3.", _positive_int("round count"), "N"),
+    OptionSpec("inject", "--rfdetr-inject-slowdown", "self-test: slow every measured scope down by PCT (a "
+               "calibrated GPU kernel, or host delay on CPU) to see what the gate catches. Default: none.",
+               parse_inject, "PCT", ini=False),
+    OptionSpec("replace_corrupt", "--rfdetr-replace-corrupt-baseline", "with --save-baseline, replace a baseline "
+               "file that cannot be read; the old file is kept beside it as a backup. Default: off.", ini=False),
+    OptionSpec("fail_on_drift", "--rfdetr-fail-on-drift", "fail a case whose environment (driver, CUDA, torch, "
+               "onnxruntime, rfdetr, clocks, precision) differs from its baseline's. Default: warn only."),
+    OptionSpec("cache_dir", "--rfdetr-cache-dir", "folder for exported ONNX files, reused across runs. Default: "
+               "the pytest cache (.pytest_cache/d/rfdetr-latency).", parse_path, "DIR"),
+)
+
+OPTIONS_BY_DEST = {spec.dest: spec for spec in OPTIONS}
+
+
+@dataclass(frozen=True)
+class RawValue:
+    """What pytest knows of one option: the command-line value (None when not given) and the ini string."""
+
+    cli: Any = None
+    ini: str | None = None
+    ini_file: str | None = None
+
+
+def resolve(raw: Mapping[str, RawValue], environ: Mapping[str, str], rootdir: Path) -> Settings:
+    """Build :class:`Settings` from command line > environment > ini > defaults.
+
+    Command-line values are already parsed by argparse (``type=`` is the parser); environment and ini strings are
+    parsed here with the same function, so the error names the environment variable or ini key.
+    """
+    values: dict[str, Any] = {}
+    for spec in OPTIONS:
+        entry = raw.get(spec.dest, RawValue())
+        if entry.cli not in (None, False):
+            values[spec.dest] = entry.cli
+            continue
+        env_text = environ.get(spec.env_name)
+        if env_text is not None and env_text.strip():
+            values[spec.dest] = _parse_from(spec, env_text, f"environment variable {spec.env_name}")
+            continue
+        if spec.ini and entry.ini is not None and str(entry.ini).strip():
+            where = f"ini key {spec.ini_name}" + (f" in {entry.ini_file}" if entry.ini_file else "")
+            values[spec.dest] = _parse_from(spec, str(entry.ini), where)
+    baseline_dir = values.get("baseline_dir", Settings.baseline_dir)
+    values["baseline_dir"] = baseline_dir if baseline_dir.is_absolute() else rootdir / baseline_dir
+    if "cache_dir" in values and not values["cache_dir"].is_absolute():
+        values["cache_dir"] = rootdir / values["cache_dir"]
+    settings = Settings(**values)
+    _check_combination(settings)
+    return settings
+
+
+def _parse_from(spec: OptionSpec, text: str, where: str) -> Any:
+    parser = spec.parser or parse_bool
+    try:
+        return parser(text)
+    except argparse.ArgumentTypeError as exc:
+        raise SettingsError(f"{where}: {exc}") from None
+
+
+def _check_combination(settings: Settings) -> None:
+    if settings.inject is not None and settings.save_baseline:
+        raise SettingsError(
+            "--rfdetr-inject-slowdown with --save-baseline would record a deliberately slowed run as the baseline: "
+            "drop one of the two"
+        )
+    weights = settings.weights
+    if weights.everywhere is not None and len(settings.models) > 1:
+        raise SettingsError(
+            f"--rfdetr-weights {weights.everywhere} names one checkpoint but {len(settings.models)} models are "
+            f"selected ({', '.join(settings.models)}): select its model with --rfdetr-models, or write "
+            "--rfdetr-weights MODEL=PATH"
+        )
+    for model in weights.checkpoints:
+        if model not in settings.models:
+            raise SettingsError(
+                f"--rfdetr-weights names a checkpoint for {model}, which is not among the selected models "
+                f"({', '.join(settings.models)}): add it to --rfdetr-models"
+            )

@@ -1,0 +1,387 @@
+"""Timers, warm-up and block sampling.
+
+GPU cases are timed with CUDA events, and each timed call ends with a synchronization so that the next one starts
+on an idle device: the figure is the latency of one call, launch gaps included. CPU cases use the host clock.
+Garbage collection is off while sampling. Where NVML answers, every block records the GPU's clocks, temperature
+and throttle reasons; a block taken while the GPU throttled for heat or a hardware slowdown is dropped and counted.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from pytest_rfdetr_latency.sampling import SamplingPlan
+from pytest_rfdetr_latency.stats import relative_uncertainty, statistic_of
+
+Fn = Callable[[], object]
+
+
+class Clock(Protocol):
+    kind: str
+
+    def time_calls(self, fn: Fn, count: int) -> list[float]:
+        """Milliseconds taken by each of ``count`` calls of ``fn``."""
+        ...
+
+
+class HostClock:
+    """``time.perf_counter_ns`` around each call: right for anything that blocks until its work is done."""
+
+    kind = "host"
+
+    def time_calls(self, fn: Fn, count: int) -> list[float]:
+        out: list[float] = []
+        counter = time.perf_counter_ns
+        for _ in range(count):
+            start = counter()
+            fn()
+            out.append((counter() - start) / 1e6)
+        return out
+
+
+class CudaEventClock:
+    """CUDA events on the current stream around each call, then a synchronization, so calls never overlap."""
+
+    kind = "cuda-event"
+
+    def __init__(self, device: Any) -> None:
+        import torch
+
+        self._torch = torch
+        self._device = torch.device(device)
+        self._pairs: list[tuple[Any, Any]] = []
+
+    def _events(self, count: int) -> list[tuple[Any, Any]]:
+        torch = self._torch
+        while len(self._pairs) < count:
+            with torch.cuda.device(self._device):
+                self._pairs.append(
+                    (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+                )
+        return self._pairs[:count]
+
+    def time_calls(self, fn: Fn, count: int) -> list[float]:
+        torch = self._torch
+        pairs = self._events(count)
+        stream = torch.cuda.current_stream(self._device)
+        torch.cuda.synchronize(self._device)
+        for start, end in pairs:
+            start.record(stream)
+            fn()
+            end.record(stream)
+            end.synchronize()
+        return [float(start.elapsed_time(end)) for start, end in pairs]
+
+
+def clock_for(device: str) -> Clock:
+    return CudaEventClock(device) if device.startswith("cuda") else HostClock()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# GPU state through NVML (nvidia-ml-py). Optional: where NVML does not answer, nothing is recorded or dropped.
+
+# Throttle reasons that change the speed of the work being timed; the power cap is recorded but not dropped
+# (a GPU at its power limit is in its normal loaded state).
+_DROP_REASONS = {
+    "hw_slowdown": 0x8,
+    "sw_thermal_slowdown": 0x20,
+    "hw_thermal_slowdown": 0x40,
+    "hw_power_brake_slowdown": 0x80,
+}
+_NOTE_REASONS = {"sw_power_cap": 0x4}
+
+
+@dataclass(frozen=True)
+class GpuState:
+    sm_clock_mhz: int | None = None
+    mem_clock_mhz: int | None = None
+    temperature_c: int | None = None
+    power_w: float | None = None
+    reasons: tuple[str, ...] = ()
+
+    @property
+    def throttled(self) -> bool:
+        return any(r in _DROP_REASONS for r in self.reasons)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "sm_clock_mhz": self.sm_clock_mhz,
+            "mem_clock_mhz": self.mem_clock_mhz,
+            "temperature_c": self.temperature_c,
+            "power_w": self.power_w,
+            "reasons": list(self.reasons),
+        }
+
+
+class GpuMonitor:
+    """Reads one GPU's clocks, temperature and throttle reasons; ``available`` is False where NVML is missing."""
+
+    def __init__(self, handle: Any = None, nvml: Any = None) -> None:
+        self._handle = handle
+        self._nvml = nvml
+
+    @property
+    def available(self) -> bool:
+        return self._handle is not None
+
+    @classmethod
+    def for_device(cls, device: str) -> GpuMonitor:
+        if not device.startswith("cuda"):
+            return cls()
+        try:
+            import pynvml
+            import torch
+
+            pynvml.nvmlInit()
+            index = torch.device(device).index or 0
+            handle = None
+            uuid = getattr(torch.cuda.get_device_properties(index), "uuid", None)
+            if uuid is not None:
+                text = str(uuid)
+                try:
+                    handle = pynvml.nvmlDeviceGetHandleByUUID(text if text.startswith("GPU-") else f"GPU-{text}")
+                except pynvml.NVMLError:
+                    handle = None
+            if handle is None:
+                handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+            return cls(handle, pynvml)
+        except Exception:
+            return cls()
+
+    def read(self) -> GpuState:
+        if self._handle is None:
+            return GpuState()
+        nvml, handle = self._nvml, self._handle
+
+        def ask(call: Callable[[], Any]) -> Any:
+            try:
+                return call()
+            except Exception:
+                return None
+
+        mask = ask(lambda: nvml.nvmlDeviceGetCurrentClocksEventReasons(handle))
+        if mask is None:
+            mask = ask(lambda: nvml.nvmlDeviceGetCurrentClocksThrottleReasons(handle))
+        reasons = tuple(
+            name for name, bit in {**_DROP_REASONS, **_NOTE_REASONS}.items() if mask is not None and mask & bit
+        )
+        power = ask(lambda: nvml.nvmlDeviceGetPowerUsage(handle))
+        return GpuState(
+            sm_clock_mhz=ask(lambda: nvml.nvmlDeviceGetClockInfo(handle, nvml.NVML_CLOCK_SM)),
+            mem_clock_mhz=ask(lambda: nvml.nvmlDeviceGetClockInfo(handle, nvml.NVML_CLOCK_MEM)),
+            temperature_c=ask(lambda: nvml.nvmlDeviceGetTemperature(handle, nvml.NVML_TEMPERATURE_GPU)),
+            power_w=None if power is None else power / 1000.0,
+            reasons=reasons,
+        )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Warm-up and sampling.
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    was_enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+@dataclass
+class Warmup:
+    calls: int = 0
+    seconds: float = 0.0
+    settled: bool = False  # False: the cap was reached before clocks and call times settled
+    sm_clocks_mhz: list[int] = field(default_factory=list)
+
+
+def _close(a: float, b: float, tolerance: float) -> bool:
+    return abs(a - b) <= tolerance * max(abs(a), abs(b), 1e-9)
+
+
+def warm_up(fn: Fn, clock: Clock, monitor: GpuMonitor, plan: SamplingPlan) -> Warmup:
+    """Call ``fn`` until the GPU clock and the call time have settled, at least ``plan.warmup_calls`` times.
+
+    Settled: the last three SM-clock readings agree within 1 % (where NVML answers), and the median of the last
+    five call times agrees within 5 % with that of the five before.
+    """
+    record = Warmup()
+    start = time.perf_counter()
+    for _ in range(plan.warmup_calls):
+        fn()
+        record.calls += 1
+    times: list[float] = []
+    while True:
+        elapsed = time.perf_counter() - start
+        if elapsed >= plan.warmup_seconds:
+            break
+        times.extend(clock.time_calls(fn, 5))
+        record.calls += 5
+        state = monitor.read()
+        if state.sm_clock_mhz is not None:
+            record.sm_clocks_mhz.append(state.sm_clock_mhz)
+        clocks = record.sm_clocks_mhz[-3:]
+        clocks_settled = not monitor.available or (
+            len(clocks) == 3 and all(_close(c, clocks[-1], 0.01) for c in clocks)
+        )
+        times_settled = len(times) >= 10 and _close(
+            statistic_of(times[-5:], "median"), statistic_of(times[-10:-5], "median"), 0.05
+        )
+        if clocks_settled and times_settled:
+            record.settled = True
+            break
+    record.seconds = time.perf_counter() - start
+    return record
+
+
+@dataclass
+class Sampled:
+    """The raw blocks of one scope: kept and dropped, each with the GPU state read after it."""
+
+    blocks: list[list[float]] = field(default_factory=list)
+    states: list[GpuState] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def kept(self) -> list[list[float]]:
+        return [b for b, s in zip(self.blocks, self.states) if not s.throttled]
+
+    @property
+    def dropped(self) -> int:
+        return sum(1 for s in self.states if s.throttled)
+
+
+def sample(
+    fn: Fn,
+    clock: Clock,
+    monitor: GpuMonitor,
+    plan: SamplingPlan,
+    statistic: str,
+    into: Sampled | None = None,
+) -> Sampled:
+    """Take blocks until the statistic's relative uncertainty reaches ``plan.target``, or time is up.
+
+    ``into`` continues an earlier round: its blocks count, and ``plan.min_blocks`` more are taken at least.
+    Never fewer than ``plan.min_blocks`` kept blocks unless throttling drops them past three times the time cap.
+    """
+    result = into if into is not None else Sampled()
+    already = len(result.kept)
+    need = already + plan.min_blocks
+    start = time.perf_counter()
+    with gc_paused():
+        while len(result.blocks) < plan.max_blocks + already:
+            result.blocks.append(clock.time_calls(fn, plan.block_size))
+            result.states.append(monitor.read())
+            kept = result.kept
+            elapsed = time.perf_counter() - start
+            if len(kept) >= need:
+                values = [statistic_of(b, statistic) for b in kept]
+                overall = statistic_of([x for b in kept for x in b], statistic)
+                if relative_uncertainty(values, overall) <= plan.target or elapsed >= plan.max_seconds:
+                    break
+            elif elapsed >= 3 * plan.max_seconds and len(kept) < len(result.blocks):
+                break
+    result.seconds += time.perf_counter() - start
+    return result
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# CUDA graphs and injected slowdowns.
+
+
+def capture_cuda_graph(fn: Fn, device: str) -> Fn:
+    """Capture ``fn``'s GPU work as a CUDA graph and return its replay. Raises if ``fn`` cannot be captured."""
+    import torch
+
+    dev = torch.device(device)
+    side = torch.cuda.Stream(dev)
+    side.wait_stream(torch.cuda.current_stream(dev))
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream(dev).wait_stream(side)
+    torch.cuda.synchronize(dev)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    replay: Fn = graph.replay
+    replay.graph = graph  # type: ignore[attr-defined]  # keep it alive as long as the replay
+    return replay
+
+
+def host_delay(ms: float) -> Fn:
+    """A busy wait of ``ms`` milliseconds on the calling thread (sleep() is too coarse below a millisecond)."""
+    ns = int(ms * 1e6)
+
+    def delay() -> None:
+        end = time.perf_counter_ns() + ns
+        while time.perf_counter_ns() < end:
+            pass
+
+    return delay
+
+
+def gpu_delay(ms: float, device: str) -> Fn:
+    """One GPU kernel that spins for ``ms`` milliseconds, calibrated on this GPU against CUDA events."""
+    import torch
+
+    dev = torch.device(device)
+    clock = CudaEventClock(dev)
+    cycles = [200_000, 2_000_000]
+    with torch.cuda.device(dev):
+        for c in cycles:
+            torch.cuda._sleep(c)  # warm
+        times = [statistic_of(clock.time_calls(lambda c=c: torch.cuda._sleep(c), 7), "median") for c in cycles]
+    per_ms = (cycles[1] - cycles[0]) / max(times[1] - times[0], 1e-6)
+    overhead_ms = max(0.0, times[0] - cycles[0] / per_ms)
+    count = max(1, int((ms - overhead_ms) * per_ms))
+
+    def delay() -> None:
+        with torch.cuda.device(dev):
+            torch.cuda._sleep(count)
+
+    delay.cycles = count  # type: ignore[attr-defined]
+    return delay
+
+
+def with_extra(fn: Fn, extra: Fn | None) -> Fn:
+    if extra is None:
+        return fn
+
+    def both() -> object:
+        out = fn()
+        extra()
+        return out
+
+    return both
+
+
+class Timer:
+    """Warm-up, block sampling and a summary in one call: what the ``rfdetr_timer`` fixture hands to tests."""
+
+    def __init__(self, clock: Clock, monitor: GpuMonitor, plan: SamplingPlan) -> None:
+        self.clock = clock
+        self.monitor = monitor
+        self.plan = plan
+
+    def measure(self, fn: Fn, statistic: str = "median") -> Any:
+        """Warm ``fn`` up, sample it until precise enough (or out of time), and return its ``ScopeStats``."""
+        from pytest_rfdetr_latency.stats import summarize
+
+        warm_up(fn, self.clock, self.monitor, self.plan)
+        sampled = sample(fn, self.clock, self.monitor, self.plan, statistic)
+        return summarize(sampled.kept, statistic, sampled.dropped)
+
+    @property
+    def host(self) -> Timer:
+        """The same timer on the host clock, for work that blocks until done (CPU backends, ONNX Runtime)."""
+        return Timer(HostClock(), GpuMonitor(), self.plan)

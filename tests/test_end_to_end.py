@@ -1,0 +1,198 @@
+"""Real RF-DETR Nano cases on the CPU, through real pytest runs: record, check, catch a slowdown, merge, fail well."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_rfdetr_latency.environment import cpu_name, slugify
+
+SUITE = """
+def test_latency(rfdetr_case):
+    rfdetr_case.check()
+"""
+
+
+@pytest.fixture(scope="session")
+def onnx_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Exports are cached across the tests of this module, as across the runs of a real user."""
+    return tmp_path_factory.mktemp("onnx-cache")
+
+
+@pytest.fixture
+def run(pytester: pytest.Pytester, onnx_cache: Path) -> Any:
+    pytester.makepyfile(test_suite=SUITE)
+
+    def go(*args: str, backends: str = "torch-fp32,onnx-cpu") -> pytest.RunResult:
+        return pytester.runpytest(
+            "--rfdetr-device=cpu",
+            "--rfdetr-models=RFDETRNano",
+            f"--rfdetr-backends={backends}",
+            "--rfdetr-sampling=quick",
+            "--rfdetr-images=2",
+            f"--rfdetr-cache-dir={onnx_cache}",
+            "-p", "no:randomly",
+            "-rs",
+            *args,
+        )
+
+    return go
+
+
+def baseline_file(pytester: pytest.Pytester) -> Path:
+    return pytester.path / "latency_baselines" / f"{slugify(cpu_name())}.json"
+
+
+def test_record_check_report_and_catch_a_slowdown(pytester: pytest.Pytester, run: Any) -> None:
+    saved = run("--save-baseline")
+    saved.assert_outcomes(passed=2)
+    saved.stdout.fnmatch_lines([
+        "*RF-DETR latency*",
+        "*RFDETRNano-onnx-cpu*e2e*saved as baseline*",
+        "*RFDETRNano-torch-fp32*forward*saved as baseline*",
+        "FPS (end to end, median)*torch-fp32*onnx-cpu*",
+        "RFDETRNano *",
+        "baseline: 2 case(s) recorded in *latency_baselines*",
+    ])
+    path = baseline_file(pytester)
+    data = json.loads(path.read_text())
+    assert data["schema_version"] == 1 and data["device"] == cpu_name()
+    torch_entry = data["entries"]["RFDETRNano-torch-fp32"]
+    onnx_entry = data["entries"]["RFDETRNano-onnx-cpu"]
+    assert torch_entry["fingerprint"]["precision"] == "fp32"
+    assert onnx_entry["fingerprint"]["provider"] == "CPUExecutionProvider"
+    for key in ("torch", "rfdetr", "onnxruntime", "python", "cpu", "timer"):
+        assert torch_entry["fingerprint"][key], key
+    assert set(torch_entry["scopes"]) == {"e2e", "forward"}
+    assert torch_entry["detections"] > 0 and len(torch_entry["scopes"]["forward"]["blocks_ms"]) >= 7
+    recorded = path.read_bytes()
+
+    # A clean re-run passes; a shared 2-core CI machine is noisy, so this one is given a wide tolerance.
+    checked = run("--rfdetr-latency", "--rfdetr-tolerance=60%", "--rfdetr-report=report.json")
+    checked.assert_outcomes(passed=2)
+    checked.stdout.fnmatch_lines(["*RFDETRNano-torch-fp32*forward*p20*60%*"])
+    report = json.loads((pytester.path / "report.json").read_text())
+    assert [c["id"] for c in report["cases"]] and report["device"] == cpu_name()
+    assert {c["outcome"] for c in report["cases"]} <= {"pass", "improvement", "inconclusive"}
+    assert report["fps"]["RFDETRNano"]["onnx-cpu"] > 0
+    assert path.read_bytes() == recorded  # checking never writes the baseline
+
+    slowed = run("--rfdetr-latency", "--rfdetr-tolerance=60%", "--rfdetr-inject-slowdown=300%")
+    slowed.assert_outcomes(failed=2)
+    slowed.stdout.fnmatch_lines([
+        "*RFDETRNano-torch-fp32 on * regressed:",
+        "*forward p20: baseline * ms, now * ms, +*% (threshold 60%, p=*) -> regression",
+        f"*baseline file: {path}",
+        "*if this slowdown is accepted, update the baseline: pytest --save-baseline -k 'RFDETRNano-torch-fp32'",
+    ])
+    assert path.read_bytes() == recorded
+
+
+def test_missing_baseline_skips_or_fails_when_strict_and_saving_merges(pytester: pytest.Pytester, run: Any) -> None:
+    run("--save-baseline", backends="torch-fp32").assert_outcomes(passed=1)
+    missing = run("--rfdetr-latency", backends="onnx-cpu")
+    missing.assert_outcomes(skipped=1)
+    missing.stdout.fnmatch_lines(["*no baseline for RFDETRNano-onnx-cpu on * record one with pytest --save-baseline*"])
+    strict = run("--rfdetr-latency", "--rfdetr-strict", backends="onnx-cpu")
+    strict.assert_outcomes(failed=1)
+    strict.stdout.fnmatch_lines(["*no baseline for RFDETRNano-onnx-cpu*--rfdetr-strict makes this a failure*"])
+    run("--save-baseline", backends="onnx-cpu").stdout.fnmatch_lines(["*1 case(s) recorded in * (1 other(s) kept)"])
+    entries = json.loads(baseline_file(pytester).read_text())["entries"]
+    assert sorted(entries) == ["RFDETRNano-onnx-cpu", "RFDETRNano-torch-fp32"]
+
+
+def test_gpu_cases_are_skipped_with_their_reason_on_a_cpu_run(run: Any) -> None:
+    result = run("--rfdetr-latency", backends="torch-fp16,onnx-cuda")
+    result.assert_outcomes(skipped=2)
+    result.stdout.fnmatch_lines([
+        "*RFDETRNano-torch-fp16: torch-fp16 needs a CUDA device; this run measures on cpu*",
+        "*RFDETRNano-onnx-cuda: onnx-cuda needs a CUDA device; this run measures on cpu*",
+    ])
+
+
+def test_environment_drift_is_reported_and_can_fail(pytester: pytest.Pytester, run: Any) -> None:
+    run("--save-baseline", "--rfdetr-scopes=forward", backends="torch-fp32").assert_outcomes(passed=1)
+    path = baseline_file(pytester)
+    data = json.loads(path.read_text())
+    fingerprint = data["entries"]["RFDETRNano-torch-fp32"]["fingerprint"]
+    fingerprint["torch"] = "1.0.0"
+    fingerprint["rfdetr"] = "0.9.0"
+    path.write_text(json.dumps(data))
+    warned = run("--rfdetr-latency", "--rfdetr-scopes=forward", "--rfdetr-tolerance=60%",
+                 "--rfdetr-report=report.json", backends="torch-fp32")
+    warned.assert_outcomes(passed=1)
+    warned.stdout.fnmatch_lines([
+        "environment changed since the baseline*",
+        "  RFDETRNano-torch-fp32: torch: 1.0.0 -> *; rfdetr: 0.9.0 -> *",
+    ])
+    report = json.loads((pytester.path / "report.json").read_text())
+    assert report["drift"]["RFDETRNano-torch-fp32"][0].startswith("torch: 1.0.0 -> ")
+    failed = run("--rfdetr-latency", "--rfdetr-scopes=forward", "--rfdetr-tolerance=60%", "--rfdetr-fail-on-drift",
+                 backends="torch-fp32")
+    failed.assert_outcomes(failed=1)
+    failed.stdout.fnmatch_lines(["*the environment changed since the baseline (--rfdetr-fail-on-drift):*"])
+
+
+def _spin(stop_at: float) -> None:
+    while time.time() < stop_at:
+        pass
+
+
+@pytest.fixture
+def busy_cores() -> Iterator[Any]:
+    """Starts two spinning processes per core when called; stops them after the test."""
+    procs: list[multiprocessing.Process] = []
+
+    def start() -> None:
+        stop_at = time.time() + 300
+        for _ in range(2 * (os.cpu_count() or 1)):
+            proc = multiprocessing.Process(target=_spin, args=(stop_at,), daemon=True)
+            proc.start()
+            procs.append(proc)
+
+    yield start
+    for proc in procs:
+        proc.terminate()
+        proc.join()
+
+
+def test_a_run_on_a_machine_made_slower_fails(run: Any, busy_cores: Any) -> None:
+    run("--save-baseline", "--rfdetr-scopes=forward", backends="torch-fp32").assert_outcomes(passed=1)
+    busy_cores()
+    result = run("--rfdetr-latency", "--rfdetr-scopes=forward", backends="torch-fp32")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*RFDETRNano-torch-fp32 on * regressed:", "*forward p20: baseline*-> regression*"])
+
+
+def test_user_written_tests_with_the_fixtures(pytester: pytest.Pytester, onnx_cache: Path) -> None:
+    pytester.makepyfile(
+        """
+        def test_predict_and_time(rfdetr_model_loader, rfdetr_images, rfdetr_timer):
+            model = rfdetr_model_loader("RFDETRNano")
+            assert model is rfdetr_model_loader("RFDETRNano")  # built once per session
+            assert rfdetr_images[0].size == (320, 240) and len(rfdetr_images) == 3
+            detections = model.predict(rfdetr_images[0], threshold=0.0)
+            assert len(detections) > 0
+            stats = rfdetr_timer.host.measure(lambda: model.predict(rfdetr_images[0]))
+            assert stats.n >= 14 and 0 < stats.min <= stats.median <= stats.p90
+        """
+    )
+    result = pytester.runpytest("--rfdetr-device=cpu", "--rfdetr-sampling=quick", "--rfdetr-image-size=320x240",
+                                "--rfdetr-images=3", f"--rfdetr-cache-dir={onnx_cache}")
+    result.assert_outcomes(passed=1)
+
+
+def test_synthetic_images_are_seeded() -> None:
+    from pytest_rfdetr_latency.images import synthetic_images
+
+    first = [img.tobytes() for img in synthetic_images(2, (64, 48), seed=3)]
+    again = [img.tobytes() for img in synthetic_images(2, (64, 48), seed=3)]
+    other = [img.tobytes() for img in synthetic_images(2, (64, 48), seed=4)]
+    assert first == again and first != other

@@ -1,0 +1,191 @@
+"""The plugin's options, skips and usage errors, driven through real pytest runs (no model is built here)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+SUITE = """
+def test_latency(rfdetr_case):
+    rfdetr_case.check()
+"""
+
+
+@pytest.fixture
+def suite(pytester: pytest.Pytester) -> pytest.Pytester:
+    pytester.makepyfile(test_suite=SUITE)
+    return pytester
+
+
+def test_help_lists_every_option_and_imports_no_heavy_module(tmp_path: Path) -> None:
+    code = (
+        "import sys, pytest\n"
+        "rc = pytest.main(['--help'])\n"
+        "heavy = sorted(m for m in ('torch', 'rfdetr', 'onnxruntime', 'numpy', 'PIL') if m in sys.modules)\n"
+        "print('HEAVY', heavy)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True, cwd=tmp_path
+    )
+    assert "HEAVY []" in out.stdout
+    for flag in ("--rfdetr-latency", "--save-baseline", "--rfdetr-models", "--rfdetr-backends", "--rfdetr-device",
+                 "--rfdetr-baseline-dir", "--rfdetr-weights", "--rfdetr-tolerance", "--rfdetr-report"):
+        assert flag in out.stdout
+    assert "rfdetr_latency_models" in out.stdout  # the ini key
+
+
+def test_cases_are_collected_and_skipped_without_the_flag(suite: pytest.Pytester) -> None:
+    result = suite.runpytest("-rs")
+    result.assert_outcomes(skipped=12)
+    result.stdout.fnmatch_lines(["*run only with --rfdetr-latency (to check) or --save-baseline*"])
+
+
+def test_ids_name_model_and_backend(suite: pytest.Pytester) -> None:
+    result = suite.runpytest("--collect-only", "-q", "--rfdetr-models=RFDETRNano,RFDETRSegNano")
+    result.stdout.fnmatch_lines([
+        "test_suite.py::test_latency[[]RFDETRNano-torch-fp32[]]",
+        "test_suite.py::test_latency[[]RFDETRNano-onnx-cuda[]]",
+        "test_suite.py::test_latency[[]RFDETRSegNano-onnx-cpu[]]",
+    ])
+
+
+def test_ini_keys_configure_the_matrix(suite: pytest.Pytester) -> None:
+    suite.makeini("[pytest]\nrfdetr_latency_models = RFDETRSmall\nrfdetr_latency_backends = onnx-cpu\n")
+    result = suite.runpytest("--collect-only", "-q")
+    result.stdout.fnmatch_lines(["*test_latency[[]RFDETRSmall-onnx-cpu[]]", "*1 test collected*"])
+
+
+def test_marker_restricts_the_cases(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.rfdetr_latency(models=["RFDETRNano"], backends=["onnx-cpu", "torch-fp32"])
+        def test_mine(rfdetr_case):
+            rfdetr_case.check()
+        """
+    )
+    result = pytester.runpytest("--collect-only", "-q")
+    result.stdout.fnmatch_lines(["*test_mine[[]RFDETRNano-onnx-cpu[]]", "*test_mine[[]RFDETRNano-torch-fp32[]]"])
+
+
+def test_marker_with_an_unknown_backend_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.rfdetr_latency(backends=["tensorflow"])
+        def test_mine(rfdetr_case):
+            rfdetr_case.check()
+        """
+    )
+    result = pytester.runpytest("--collect-only")
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    result.stdout.fnmatch_lines(["*@pytest.mark.rfdetr_latency on test_*::test_mine: unknown backend 'tensorflow'*"])
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--rfdetr-models=RFDETRHuge"], "*unknown model 'RFDETRHuge': choose from RFDETRNano, *"),
+        (["--rfdetr-backends=torch-fp8"], "*unknown backend 'torch-fp8': choose from torch-fp32, *"),
+        (["--rfdetr-tolerance=10"], "*invalid tolerance '10': expected a percentage such as '5%'*"),
+        (["--rfdetr-tolerance=ten%"], "*invalid tolerance 'ten%'*"),
+        (["--rfdetr-tolerance=-5%"], "*invalid tolerance '-5%'*"),
+        (["--rfdetr-device=gpu0"], "*invalid device 'gpu0': use 'cuda', 'cuda:N'*"),
+        (["--rfdetr-images=0"], "*invalid image count '0': expected a whole number >= 1*"),
+        (["--rfdetr-sampling=fastest"], "*unknown sampling preset 'fastest'*"),
+    ],
+)
+def test_bad_values_are_usage_errors(suite: pytest.Pytester, args: list[str], message: str) -> None:
+    result = suite.runpytest(*args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([message])
+
+
+def test_bad_environment_value_names_the_variable(suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RFDETR_LATENCY_BACKENDS", "onnx-gpu")
+    result = suite.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*environment variable RFDETR_LATENCY_BACKENDS: unknown backend 'onnx-gpu'*"])
+
+
+def test_bad_ini_value_names_the_key(suite: pytest.Pytester) -> None:
+    suite.makeini("[pytest]\nrfdetr_latency_tolerance = 5\n")
+    result = suite.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*ini key rfdetr_latency_tolerance in *tox.ini: invalid tolerance '5'*"])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_cuda_without_a_gpu_is_a_usage_error(suite: pytest.Pytester) -> None:
+    result = suite.runpytest("--rfdetr-latency", "--rfdetr-device=cuda")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--rfdetr-device cuda: no CUDA device is visible here*pass --rfdetr-device cpu*"])
+    result = suite.runpytest("--rfdetr-latency", "--rfdetr-device=cuda:7")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--rfdetr-device cuda:7: no CUDA device is visible here*"])
+
+
+def _cpu_slug() -> str:
+    from pytest_rfdetr_latency.environment import cpu_name, slugify
+
+    return slugify(cpu_name())
+
+
+def test_damaged_baseline_is_a_usage_error_and_stays_as_it_was(suite: pytest.Pytester) -> None:
+    folder = suite.path / "latency_baselines"
+    folder.mkdir()
+    damaged = folder / f"{_cpu_slug()}.json"
+    damaged.write_bytes(b'{"schema_version": 1, "device": ')
+    for args in (["--rfdetr-latency"], ["--save-baseline"]):
+        result = suite.runpytest(*args, "--rfdetr-device=cpu")
+        assert result.ret == pytest.ExitCode.USAGE_ERROR
+        result.stderr.fnmatch_lines([f"*baseline file {damaged} is not usable at line 1 column *: not valid JSON*"])
+        assert damaged.read_bytes() == b'{"schema_version": 1, "device": '
+
+
+def test_baseline_of_newer_schema_is_refused(suite: pytest.Pytester) -> None:
+    folder = suite.path / "latency_baselines"
+    folder.mkdir()
+    (folder / f"{_cpu_slug()}.json").write_text('{"schema_version": 2, "device": "x", "entries": {}}')
+    result = suite.runpytest("--rfdetr-latency", "--rfdetr-device=cpu")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*has schema version 2; this pytest-rfdetr-latency reads version 1 only*"])
+
+
+def test_baseline_file_of_another_device_under_this_name_is_refused(suite: pytest.Pytester) -> None:
+    folder = suite.path / "latency_baselines"
+    folder.mkdir()
+    (folder / f"{_cpu_slug()}.json").write_text('{"schema_version": 1, "device": "NVIDIA A100", "entries": {}}')
+    result = suite.runpytest("--rfdetr-latency", "--rfdetr-device=cpu")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*records device 'NVIDIA A100', but this run measures on*never compared against*"])
+
+
+def test_injection_cannot_be_saved(suite: pytest.Pytester) -> None:
+    result = suite.runpytest("--save-baseline", "--rfdetr-inject-slowdown=5%")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*would record a deliberately slowed run as the baseline*"])
+
+
+def test_fixtures_are_documented_with_examples(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest("--fixtures", "-v")
+    for name in ("rfdetr_case", "rfdetr_model_loader", "rfdetr_images", "rfdetr_timer", "rfdetr_latency_session"):
+        result.stdout.fnmatch_lines([f"{name}*"])
+    assert result.stdout.str().count("Example::") >= 5
+
+
+def test_pyargs_suite_is_collected(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest("--pyargs", "pytest_rfdetr_latency.suite", "--collect-only", "-q",
+                                "--rfdetr-models=RFDETRNano", "--rfdetr-backends=onnx-cpu")
+    result.stdout.fnmatch_lines(["*::test_latency[[]RFDETRNano-onnx-cpu[]]"])
+
+
+def test_readme_commands_exist() -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    assert "pytest --rfdetr-latency" in readme

@@ -1,0 +1,141 @@
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from pytest_rfdetr_latency.cases import DEFAULT_MODELS, Case, matrix
+from pytest_rfdetr_latency.sampling import PRESETS, parse_sampling
+from pytest_rfdetr_latency.settings import (
+    OPTIONS_BY_DEST,
+    RawValue,
+    SettingsError,
+    parse_device,
+    parse_models,
+    parse_tolerance,
+    parse_weights,
+    resolve,
+)
+
+
+@pytest.mark.parametrize("bad", ["10", "ten%", "-5%", "0%", "%", "5%%", "1e3%", ""])
+def test_tolerance_rejects_ambiguous_or_negative_values(bad: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError, match="expected a percentage such as '5%'|must lie above"):
+        parse_tolerance(bad)
+
+
+def test_tolerance_accepts_global_and_per_scope_forms() -> None:
+    tolerance = parse_tolerance("4%, device=1%, e2e=+12.5%")
+    assert tolerance.everywhere == pytest.approx(0.04)
+    assert tolerance.for_scope("device", 0.3) == pytest.approx(0.01)
+    assert tolerance.for_scope("e2e", 0.3) == pytest.approx(0.125)
+    assert tolerance.for_scope("forward", 0.3) == pytest.approx(0.04)
+    assert parse_tolerance("device=2%").for_scope("forward", 0.05) == 0.05
+
+
+def test_tolerance_names_unknown_scope() -> None:
+    with pytest.raises(argparse.ArgumentTypeError, match="unknown scope 'gpu'.*e2e, forward, iobinding, device"):
+        parse_tolerance("gpu=1%")
+
+
+def test_models_are_validated_case_insensitively_and_list_choices() -> None:
+    assert parse_models("rfdetrnano, RFDETRMedium") == ("RFDETRNano", "RFDETRMedium")
+    assert len(parse_models("all")) == 11
+    with pytest.raises(argparse.ArgumentTypeError) as info:
+        parse_models("RFDETRHuge")
+    assert "unknown model 'RFDETRHuge'" in str(info.value)
+    assert "RFDETRKeypointPreview" in str(info.value)
+
+
+@pytest.mark.parametrize(("value", "expected"), [("cuda", "cuda"), ("CUDA:1", "cuda:1"), ("cpu", "cpu")])
+def test_device_forms(value: str, expected: str) -> None:
+    assert parse_device(value) == expected
+
+
+@pytest.mark.parametrize("bad", ["gpu", "cuda:", "cuda:x", "mps"])
+def test_device_rejects_other_forms(bad: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError, match="use 'cuda', 'cuda:N'"):
+        parse_device(bad)
+
+
+def test_weights_forms(tmp_path: Path) -> None:
+    assert parse_weights("random").is_random
+    ckpt = tmp_path / "m.pth"
+    assert parse_weights(str(ckpt)).for_model("RFDETRNano") == ckpt
+    pair = parse_weights(f"RFDETRNano={ckpt}")
+    assert pair.for_model("RFDETRNano") == ckpt
+    assert pair.for_model("RFDETRSmall") is None
+    with pytest.raises(argparse.ArgumentTypeError, match="unknown model"):
+        parse_weights(f"Nope={ckpt}")
+
+
+def raw(**values: object) -> dict[str, RawValue]:
+    return {key: RawValue(cli=value) for key, value in values.items()}
+
+
+def test_precedence_cli_over_environment_over_ini(tmp_path: Path) -> None:
+    entries = {"models": RawValue(cli=None, ini="RFDETRSmall", ini_file="tox.ini")}
+    assert resolve(entries, {}, tmp_path).models == ("RFDETRSmall",)
+    env = {"RFDETR_LATENCY_MODELS": "RFDETRNano"}
+    assert resolve(entries, env, tmp_path).models == ("RFDETRNano",)
+    entries["models"] = RawValue(cli=("RFDETRLarge",), ini="RFDETRSmall")
+    assert resolve(entries, env, tmp_path).models == ("RFDETRLarge",)
+    assert resolve({}, {}, tmp_path).models == DEFAULT_MODELS
+
+
+def test_bad_environment_value_names_the_variable(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="environment variable RFDETR_LATENCY_TOLERANCE: invalid tolerance '10'"):
+        resolve({}, {"RFDETR_LATENCY_TOLERANCE": "10"}, tmp_path)
+
+
+def test_bad_ini_value_names_the_key_and_file(tmp_path: Path) -> None:
+    entries = {"backends": RawValue(ini="torch-fp8", ini_file="/repo/pytest.ini")}
+    with pytest.raises(SettingsError, match=r"ini key rfdetr_latency_backends in /repo/pytest.ini: unknown backend"):
+        resolve(entries, {}, tmp_path)
+
+
+def test_relative_baseline_dir_is_under_the_rootdir(tmp_path: Path) -> None:
+    assert resolve({}, {}, tmp_path).baseline_dir == tmp_path / "latency_baselines"
+    settings = resolve(raw(baseline_dir=Path("perf/base")), {}, tmp_path)
+    assert settings.baseline_dir == tmp_path / "perf" / "base"
+
+
+def test_injection_and_saving_do_not_mix(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="drop one of the two"):
+        resolve(raw(save_baseline=True, inject=5.0), {}, tmp_path)
+
+
+def test_one_checkpoint_for_several_models_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="write --rfdetr-weights MODEL=PATH"):
+        resolve(raw(weights=parse_weights("x.pth")), {}, tmp_path)
+
+
+def test_every_option_has_help_with_its_default() -> None:
+    for spec in OPTIONS_BY_DEST.values():
+        assert "Default" in spec.help, spec.flag
+        assert spec.flag.startswith("--")
+
+
+def test_sampling_presets_and_overrides() -> None:
+    plan = parse_sampling("quick,max-seconds=5,target=1%")
+    assert plan.max_seconds == 5.0 and plan.target == pytest.approx(0.01)
+    assert plan.block_size == PRESETS["quick"].block_size
+    with pytest.raises(ValueError, match="unknown sampling preset 'fast'"):
+        parse_sampling("fast")
+    with pytest.raises(ValueError, match="min-blocks >= 2"):
+        parse_sampling("standard,min-blocks=1")
+    with pytest.raises(ValueError, match="takes a number"):
+        parse_sampling("standard,block=many")
+
+
+def test_case_ids_and_matrix_order() -> None:
+    assert Case("RFDETRMedium", "onnx-cuda").id == "RFDETRMedium-onnx-cuda"
+    assert Case("RFDETRMedium", "torch-fp16", batch=4, resolution=640).id == "RFDETRMedium-torch-fp16-b4-r640"
+    cases = matrix(["RFDETRNano", "RFDETRSmall"], ["torch-fp32", "onnx-cpu"])
+    assert [c.id for c in cases] == [
+        "RFDETRNano-torch-fp32",
+        "RFDETRNano-onnx-cpu",
+        "RFDETRSmall-torch-fp32",
+        "RFDETRSmall-onnx-cpu",
+    ]

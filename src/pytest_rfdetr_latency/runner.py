@@ -282,6 +282,7 @@ class LatencyCase:
             detections=session.settings.detections,
             load_model=lambda: session.model(self.case.model, self.case.resolution),
             onnx_path=lambda: session.onnx_path(self.case),
+            scopes=self.scopes,
         )
         from pytest_rfdetr_latency.backends import prepare
 
@@ -383,7 +384,7 @@ class LatencyCase:
                 continue
             statistic = stats.DEFAULT_STATISTICS[scope]
             warm = timing.warm_up(fn, session.clock, session.monitor, plan)
-            sampled = timing.sample(fn, session.clock, session.monitor, plan, statistic)
+            sampled = timing.sample(fn, session.clock, session.monitor, plan, statistic, call_ms=warm.call_ms)
             self._fns[scope] = fn
             self._sampled[scope] = sampled
             result.scopes[scope] = self._summarize(scope, sampled)
@@ -392,6 +393,8 @@ class LatencyCase:
                 warmup_seconds=round(warm.seconds, 3),
                 warmup_settled=warm.settled,
                 sample_seconds=round(sampled.seconds, 3),
+                block_size=sampled.block_size,
+                blocks=len(sampled.blocks),
                 gpu=[s.to_json() for s in sampled.states[-1:]],
             )
             per_scope[scope] = meta

@@ -202,6 +202,19 @@ class Warmup:
     seconds: float = 0.0
     settled: bool = False  # False: the cap was reached before clocks and call times settled
     sm_clocks_mhz: list[int] = field(default_factory=list)
+    call_ms: float | None = None  # median of the last timed warm-up calls
+
+
+# A block should last about this long: long enough to average out timer resolution and single hiccups, short enough
+# that a scope's time budget holds many blocks (the verdict's test counts blocks).
+BLOCK_MS = 50.0
+
+
+def block_size_for(call_ms: float | None, plan: SamplingPlan) -> int:
+    """Calls per block: ``plan.block_size`` at most, fewer for slow calls (one 120 ms ONNX-CPU call is a block)."""
+    if call_ms is None or call_ms <= 0:
+        return plan.block_size
+    return max(1, min(plan.block_size, round(BLOCK_MS / call_ms)))
 
 
 def _close(a: float, b: float, tolerance: float) -> bool:
@@ -239,6 +252,10 @@ def warm_up(fn: Fn, clock: Clock, monitor: GpuMonitor, plan: SamplingPlan) -> Wa
         if clocks_settled and times_settled:
             record.settled = True
             break
+    if not times:
+        times = clock.time_calls(fn, 3)
+        record.calls += 3
+    record.call_ms = statistic_of(times[-5:], "median")
     record.seconds = time.perf_counter() - start
     return record
 
@@ -250,6 +267,7 @@ class Sampled:
     blocks: list[list[float]] = field(default_factory=list)
     states: list[GpuState] = field(default_factory=list)
     seconds: float = 0.0
+    block_size: int = 0
 
     @property
     def kept(self) -> list[list[float]]:
@@ -267,19 +285,23 @@ def sample(
     plan: SamplingPlan,
     statistic: str,
     into: Sampled | None = None,
+    call_ms: float | None = None,
 ) -> Sampled:
     """Take blocks until the statistic's relative uncertainty reaches ``plan.target``, or time is up.
 
-    ``into`` continues an earlier round: its blocks count, and ``plan.min_blocks`` more are taken at least.
-    Never fewer than ``plan.min_blocks`` kept blocks unless throttling drops them past three times the time cap.
+    ``call_ms`` (from the warm-up) sizes the blocks; ``into`` continues an earlier round with its block size: its
+    blocks count, and ``plan.min_blocks`` more are taken at least. Never fewer than ``plan.min_blocks`` kept blocks
+    unless throttling drops them past three times the time cap.
     """
     result = into if into is not None else Sampled()
+    if not result.block_size:
+        result.block_size = block_size_for(call_ms, plan)
     already = len(result.kept)
     need = already + plan.min_blocks
     start = time.perf_counter()
     with gc_paused():
         while len(result.blocks) < plan.max_blocks + already:
-            result.blocks.append(clock.time_calls(fn, plan.block_size))
+            result.blocks.append(clock.time_calls(fn, result.block_size))
             result.states.append(monitor.read())
             kept = result.kept
             elapsed = time.perf_counter() - start
@@ -377,8 +399,8 @@ class Timer:
         """Warm ``fn`` up, sample it until precise enough (or out of time), and return its ``ScopeStats``."""
         from pytest_rfdetr_latency.stats import summarize
 
-        warm_up(fn, self.clock, self.monitor, self.plan)
-        sampled = sample(fn, self.clock, self.monitor, self.plan, statistic)
+        warm = warm_up(fn, self.clock, self.monitor, self.plan)
+        sampled = sample(fn, self.clock, self.monitor, self.plan, statistic, call_ms=warm.call_ms)
         return summarize(sampled.kept, statistic, sampled.dropped)
 
     @property

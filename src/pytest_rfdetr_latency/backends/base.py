@@ -35,6 +35,7 @@ class BackendContext:
     detections: int  # detections each image must yield
     load_model: Callable[[], Any]
     onnx_path: Callable[[], Path]
+    scopes: tuple[str, ...] = ("e2e", "forward", "iobinding", "device")  # only these need preparing
 
 
 @dataclass

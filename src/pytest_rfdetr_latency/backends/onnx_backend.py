@@ -222,16 +222,18 @@ def prepare(ctx: BackendContext) -> Prepared:
         unavailable["iobinding"] = "IO binding keeps inputs on the GPU; onnx-cpu has none"
         unavailable["device"] = "the device scope replays a CUDA graph; onnx-cpu runs on the CPU"
     else:
-        scopes["iobinding"], binding_alive = _iobinding(ort, session, input_name, x, index)
-        keep_alive.append(binding_alive)
-        try:
-            scopes["device"], graph_alive = _cuda_graph(ort, path, input_name, x, index, session)
-            keep_alive.append(graph_alive)
-        except Exception as exc:  # ONNX Runtime refuses graphs when any node is not on the CUDA EP
-            unavailable["device"] = f"ONNX Runtime could not capture a CUDA graph: {str(exc).splitlines()[0][:300]}"
+        if "iobinding" in ctx.scopes:
+            scopes["iobinding"], binding_alive = _iobinding(ort, session, input_name, x, index)
+            keep_alive.append(binding_alive)
         if backend == "onnx-tensorrt":
-            scopes.pop("device", None)
             unavailable["device"] = "CUDA graphs are measured on onnx-cuda only"
+        elif "device" in ctx.scopes:
+            try:
+                scopes["device"], graph_alive = _cuda_graph(ort, path, input_name, x, index, session)
+                keep_alive.append(graph_alive)
+            except Exception as exc:  # ONNX Runtime refuses graphs when any node is not on the CUDA EP
+                reason = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+                unavailable["device"] = f"ONNX Runtime could not capture a CUDA graph: {reason}"
 
     def outputs() -> dict[str, Any]:
         return {k: np.asarray(v, dtype=np.float32) for k, v in run(x).items()}

@@ -57,7 +57,7 @@ def test_record_check_report_and_catch_a_slowdown(pytester: pytest.Pytester, run
         "*RF-DETR latency*",
         "*RFDETRNano-onnx-cpu*e2e*saved as baseline*",
         "*RFDETRNano-torch-fp32*forward*saved as baseline*",
-        "FPS (end to end, median)*torch-fp32*onnx-cpu*",
+        "images/s (end to end, median)*torch-fp32*onnx-cpu*",
         "RFDETRNano *",
         "baseline: 2 case(s) recorded in *latency_baselines*",
     ])

@@ -108,7 +108,7 @@ def test_injection_and_saving_do_not_mix(tmp_path: Path) -> None:
 
 def test_one_checkpoint_for_several_models_is_refused(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match="write --rfdetr-weights MODEL=PATH"):
-        resolve(raw(weights=parse_weights("x.pth")), {}, tmp_path)
+        resolve(raw(weights=parse_weights("x.pth"), models=("RFDETRNano", "RFDETRSmall")), {}, tmp_path)
 
 
 def test_every_option_has_help_with_its_default() -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 # Every RF-DETR variant that builds offline with random weights (deprecated aliases left out).
@@ -60,10 +60,11 @@ def task_of(model: str) -> str:
 
 @dataclass(frozen=True)
 class Case:
-    model: str
+    model: str  # an RF-DETR variant, or the name given to a user's ONNX file
     backend: str
     batch: int = 1
     resolution: int | None = None  # None: the model's own
+    onnx_file: str | None = None  # a user's exported model, measured as it is (no PyTorch model behind it)
 
     @property
     def id(self) -> str:
@@ -90,15 +91,20 @@ def matrix(
     backends: Iterable[str],
     batches: Iterable[int] = (1,),
     resolutions: Iterable[int | None] = (None,),
+    onnx_models: Mapping[str, str] | None = None,
 ) -> list[Case]:
-    """Every combination, models outermost so that one model's cases run one after another."""
+    """Every combination, models outermost so that one model's cases run one after another; then each user ONNX
+    file on the selected ONNX Runtime backends (its resolution is the file's own)."""
     backends = tuple(backends)
     batches = tuple(batches)
     resolutions = tuple(resolutions)
-    return [
+    cases = [
         Case(model, backend, batch, resolution)
         for model in models
         for resolution in resolutions
         for batch in batches
         for backend in backends
     ]
+    for name, path in (onnx_models or {}).items():
+        cases += [Case(name, backend, onnx_file=str(path)) for backend in backends if backend.startswith("onnx-")]
+    return cases

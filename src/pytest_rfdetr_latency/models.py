@@ -37,16 +37,45 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build_model(name: str, device: str, seed: int = 0, checkpoint: Path | None = None) -> Any:
-    """An ``RFDETR`` instance of variant ``name`` on ``device``, in eval mode, built without any download."""
+def build_model(
+    name: str, device: str, seed: int = 0, checkpoint: Path | None = None, resolution: int | None = None
+) -> Any:
+    """An ``RFDETR`` instance of variant ``name`` on ``device``, built without any download."""
     cls = rfdetr_class(name)
     seed_everything(seed)
-    if checkpoint is None:
-        return cls(pretrain_weights=None, device=device)
-    return _from_checkpoint(name, cls, Path(checkpoint), device)
+    extra: dict[str, Any] = {} if resolution is None else {"resolution": resolution}
+    try:
+        if checkpoint is None:
+            return cls(pretrain_weights=None, device=device, **extra)
+        return _from_checkpoint(name, cls, Path(checkpoint), device, extra)
+    except ModelError:
+        raise
+    except Exception as exc:
+        if resolution is not None:
+            raise ModelError(f"{name} cannot be built at resolution {resolution}: {str(exc)[:400]}") from exc
+        raise
 
 
-def _from_checkpoint(name: str, cls: Any, path: Path, device: str) -> Any:
+def checkpoint_architecture(path: Path) -> str:
+    """The RF-DETR variant a checkpoint holds, from the name it records (rfdetr >= 1.7 writes ``model_name``)."""
+    import torch
+
+    if not path.is_file():
+        raise ModelError(f"checkpoint {path} does not exist: check --rfdetr-weights")
+    try:
+        data = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ModelError(f"checkpoint {path} cannot be read: {type(exc).__name__}: {str(exc)[:300]}") from exc
+    name = data.get("model_name") if isinstance(data, dict) else None
+    if not isinstance(name, str) or not name.startswith("RFDETR"):
+        raise ModelError(
+            f"checkpoint {path} does not record its architecture (no model_name): name it, e.g. "
+            f"--rfdetr-models RFDETRMedium --rfdetr-weights {path}"
+        )
+    return name
+
+
+def _from_checkpoint(name: str, cls: Any, path: Path, device: str, extra: dict[str, Any]) -> Any:
     if not path.exists():
         raise ModelError(f"checkpoint {path} for {name} does not exist: check --rfdetr-weights")
     if not path.is_file() or not os.access(path, os.R_OK):
@@ -55,7 +84,10 @@ def _from_checkpoint(name: str, cls: Any, path: Path, device: str) -> Any:
 
     loader = getattr(rfdetr.RFDETR, "from_checkpoint", None)
     try:
-        model = loader(path, device=device) if loader is not None else cls(pretrain_weights=str(path), device=device)
+        if loader is not None:
+            model = loader(path, device=device, **extra)
+        else:
+            model = cls(pretrain_weights=str(path), device=device, **extra)
     except Exception as exc:
         raise ModelError(
             f"checkpoint {path} could not be loaded as {name}: {type(exc).__name__}: {str(exc)[:500]}"
@@ -69,17 +101,19 @@ def _from_checkpoint(name: str, cls: Any, path: Path, device: str) -> Any:
     return model
 
 
-def optimize(model: Any, dtype: Any, *, compile: bool = True, compile_backend: str = "torchscript") -> None:
+def optimize(
+    model: Any, dtype: Any, *, compile: bool = True, compile_backend: str = "torchscript", batch_size: int = 1
+) -> None:
     """rfdetr's inference optimization, under whichever name this rfdetr version gives it."""
     if hasattr(model, "inference"):
-        kwargs: dict[str, Any] = {"compile": compile, "dtype": dtype}
+        kwargs: dict[str, Any] = {"compile": compile, "dtype": dtype, "batch_size": batch_size}
         if compile_backend != "torchscript":
             kwargs["compile_backend"] = compile_backend
         model.inference(**kwargs)
     elif hasattr(model, "optimize_for_inference"):
         if compile_backend != "torchscript":
             raise ModelError("this rfdetr version has no inductor compile path (needs rfdetr with inference())")
-        model.optimize_for_inference(compile=compile, dtype=dtype)
+        model.optimize_for_inference(compile=compile, dtype=dtype, batch_size=batch_size)
     else:
         raise ModelError("this rfdetr version has neither inference() nor optimize_for_inference()")
 
@@ -122,7 +156,8 @@ def detection_scores(result: Any) -> Any:
     """The confidences of a ``predict()`` result: ``Detections.confidence`` or ``KeyPoints.detection_confidence``."""
     import numpy as np
 
-    scores = getattr(result, "confidence", None)
+    # KeyPoints.confidence is the per-keypoint score (and deprecated); its detections' scores are elsewhere.
+    scores = getattr(result, "detection_confidence", None)
     if scores is None:
-        scores = getattr(result, "detection_confidence", None)
+        scores = getattr(result, "confidence", None)
     return np.asarray(scores if scores is not None else [], dtype=np.float64)

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 SETTINGS_KEY = pytest.StashKey[Settings]()
 SESSION_KEY = pytest.StashKey["LatencySession"]()
 RESULT_ITEM_KEY = pytest.StashKey[dict[str, Any]]()
+WORKER_KEY = pytest.StashKey[dict[str, Any]]()
 PROPERTY = "rfdetr_latency_result"
 MARKER = "rfdetr_latency"
 DISABLED_REASON = "RF-DETR latency cases run only with --rfdetr-latency (to check) or --save-baseline (to record)"
@@ -58,8 +59,9 @@ def _is_worker(config: pytest.Config) -> bool:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        f"{MARKER}(models=None, backends=None, scopes=None, tolerance=None): restrict the RF-DETR latency cases "
-        "of a test that uses the rfdetr_case fixture, and set which scopes gate and with what tolerance",
+        f"{MARKER}(models=None, backends=None, scopes=None, tolerance=None, budget=None): restrict the RF-DETR "
+        "latency cases of a test that uses the rfdetr_case fixture, set which scopes gate and with what tolerance, "
+        "and give absolute budgets ('e2e:median<=12ms@nvidia-h200')",
     )
     config.addinivalue_line("markers", "xdist_group(name): keep the tests of one group on one xdist worker")
     raw = {
@@ -80,6 +82,43 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(str(exc)) from None
     config.stash[SETTINGS_KEY] = settings
     config.pluginmanager.register(ResultCollector(config), "rfdetr-latency-results")
+    if settings.active:
+        _bind_xdist_workers(config, settings)
+
+
+def _xdist_workers(config: pytest.Config) -> int:
+    """How many xdist workers this run starts (0 without xdist); read on the controller."""
+    count = getattr(config.option, "numprocesses", None)
+    return count if isinstance(count, int) and getattr(config.option, "dist", "no") != "no" else 0
+
+
+def _bind_xdist_workers(config: pytest.Config, settings: Settings) -> None:
+    """On the controller, check that the workers can be bound; on a worker, bind it to its GPU and cores."""
+    from pytest_rfdetr_latency import workers
+
+    if _is_worker(config):
+        index, count = workers.worker_index(config.workerinput)  # type: ignore[attr-defined]
+    else:
+        index, count = 0, _xdist_workers(config)
+        if count == 0:
+            return
+    gpus = [] if settings.device == "cpu" else workers.visible_gpus()
+    try:
+        bindings = workers.plan(count, settings.device, gpus, workers.affinity())
+    except workers.WorkerPlanError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    if _is_worker(config):
+        config.stash[WORKER_KEY] = {"worker": f"gw{index}", **workers.apply(bindings[index])}
+    else:
+        config.stash[WORKER_KEY] = {"plan": [b.describe() for b in bindings]}
+
+
+def pytest_cmdline_main(config: pytest.Config) -> None:
+    # xdist's default distribution spreads one model's cases over every worker, so each builds the model again;
+    # loadgroup keeps a model's cases together (the plugin marks each case with its model's group).
+    latency = config.getoption("rfdetr_enabled", False) or config.getoption("rfdetr_save_baseline", False)
+    if latency and getattr(config.option, "dist", None) == "load":
+        config.option.dist = "loadgroup"
 
 
 def _settings(config: pytest.Config) -> Settings:
@@ -105,9 +144,11 @@ def _open_session(config: pytest.Config) -> LatencySession:
     extra: dict[str, Any] = {}
     for fields in config.hook.pytest_rfdetr_latency_fingerprint(config=config):
         extra.update(fields or {})
+    worker = config.stash.get(WORKER_KEY, {})
+    threads = int(worker["threads"]) if "threads" in worker else None
     try:
         device = resolve_device(settings.device)
-        return LatencySession(settings, device, _cache_dir(config, settings), config.rootpath, extra)
+        return LatencySession(settings, device, _cache_dir(config, settings), config.rootpath, extra, threads)
     except (DeviceError, BaselineError) as exc:
         raise pytest.UsageError(str(exc)) from None
 
@@ -115,8 +156,31 @@ def _open_session(config: pytest.Config) -> LatencySession:
 def pytest_sessionstart(session: pytest.Session) -> None:
     config = session.config
     settings = _settings(config)
-    if settings.active:
-        config.stash[SESSION_KEY] = _open_session(config)
+    if not settings.active:
+        return
+    if _xdist_workers(config) and not _is_worker(config):
+        _check_baselines_on_controller(config, settings)  # the workers measure; no CUDA context here
+        return
+    config.stash[SESSION_KEY] = _open_session(config)
+
+
+def _check_baselines_on_controller(config: pytest.Config, settings: Settings) -> None:
+    from pytest_rfdetr_latency import baselines, workers
+    from pytest_rfdetr_latency.environment import cpu_name, slugify
+
+    gpus = [] if settings.device == "cpu" else workers.visible_gpus()
+    name = gpus[0].name if gpus else cpu_name()
+    try:
+        found = baselines.load(baselines.path_for(settings.baseline_dir, slugify(name)))
+    except baselines.BaselineError as exc:
+        if not (settings.save_baseline and settings.replace_corrupt):
+            raise pytest.UsageError(str(exc)) from None
+        return
+    if found is not None and found.device != name:
+        raise pytest.UsageError(
+            f"baseline file {found.path} records device {found.device!r}, but this run measures on {name!r}: a "
+            "baseline of another device is never compared against"
+        )
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -132,11 +196,19 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         backends = parse_backends(",".join(kwargs["backends"])) if kwargs.get("backends") else settings.backends
     except Exception as exc:
         pytest.fail(f"@pytest.mark.{MARKER} on {metafunc.definition.nodeid}: {exc}", pytrace=False)
-    if kwargs.get("models") and settings.models != Settings().models:
+    # A marker narrows the run's selection; it never adds what the command line left out.
+    if kwargs.get("models") and settings.models_explicit:
         models = tuple(m for m in models if m in settings.models)
     if kwargs.get("backends") and settings.backends != Settings().backends:
         backends = tuple(b for b in backends if b in settings.backends)
-    cases = matrix(models, backends)
+    if settings.weights.everywhere is not None and not settings.models_explicit and not kwargs.get("models"):
+        from pytest_rfdetr_latency.models import ModelError, checkpoint_architecture
+
+        try:  # one checkpoint and no model named: measure the architecture the checkpoint holds
+            models = (checkpoint_architecture(settings.weights.everywhere),)
+        except ModelError as exc:
+            pytest.fail(str(exc), pytrace=False)
+    cases = matrix(models, backends, settings.batch_sizes, settings.resolutions, settings.onnx_models)
     params = [pytest.param(c, id=c.id, marks=pytest.mark.xdist_group(c.group)) for c in cases]
     metafunc.parametrize("rfdetr_case", params, indirect=True)
 
@@ -230,6 +302,9 @@ def rfdetr_case(request: pytest.FixtureRequest, rfdetr_latency_session: LatencyS
     marker = request.node.get_closest_marker(MARKER)
     kwargs = marker.kwargs if marker else {}
     scopes = parse_scopes(",".join(kwargs["scopes"])) if kwargs.get("scopes") else None
+    from pytest_rfdetr_latency import budgets
+
+    marker_budgets = tuple(budgets.parse(str(spec), case=case.id) for spec in _as_list(kwargs.get("budget")))
     thresholds: dict[str, float] = {}
     if kwargs.get("tolerance"):
         tolerance = parse_tolerance(str(kwargs["tolerance"]))
@@ -240,13 +315,23 @@ def rfdetr_case(request: pytest.FixtureRequest, rfdetr_latency_session: LatencyS
 
     def publish(result: Any) -> None:
         data = result.to_json()
+        worker = request.config.stash.get(WORKER_KEY, None)
+        if worker is not None:
+            data["details"]["worker"] = worker
         if result.scopes:  # what --save-baseline records; tools such as benchmarks/gate_power.py reuse it
             data["baseline_entry"] = result.entry(rfdetr_latency_session.commit)
         node.stash[RESULT_ITEM_KEY] = data
 
     return rfdetr_latency_session.case(
-        case, skip=pytest.skip, fail=pytest.fail, publish=publish, scopes=scopes, thresholds=thresholds
+        case, skip=pytest.skip, fail=pytest.fail, publish=publish, scopes=scopes, thresholds=thresholds,
+        budgets=marker_budgets,
     )
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -285,16 +370,13 @@ class ResultCollector:
         settings = _settings(self.config)
         if settings.save_baseline:
             self._save(settings)
-        latency_session = self.config.stash.get(SESSION_KEY, None)
-        device = latency_session.device.name if latency_session else None
-        fingerprint = latency_session.fingerprint if latency_session and self.results else None
+        device = self._device()
+        fingerprint = self.results[0]["fingerprint"] if self.results else None
         if settings.report is not None and (self.results or settings.active):
             from pytest_rfdetr_latency.baselines import atomic_write
 
-            document = report.json_report(
-                self.results, device, fingerprint, sys.argv,
-                str(latency_session.baseline_path) if latency_session else None,
-            )
+            files = sorted({r["baseline_file"] for r in self.results})
+            document = report.json_report(self.results, device, fingerprint, sys.argv, ", ".join(files) or None)
             settings.report.parent.mkdir(parents=True, exist_ok=True)
             atomic_write(settings.report, json.dumps(document, indent=2, sort_keys=True) + "\n")
             self.notes.append(f"JSON report written to {settings.report}")
@@ -331,14 +413,23 @@ class ResultCollector:
                 note += f"; the unreadable old file was kept as {saved.backup}"
             self.notes.append(note)
 
+    def _device(self) -> str | None:
+        names = sorted({r["device"] for r in self.results})
+        if names:
+            return ", ".join(names)
+        latency_session = self.config.stash.get(SESSION_KEY, None)
+        return latency_session.device.name if latency_session else None
+
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if not (self.results or self.notes or self.errors):
             return
-        latency_session = self.config.stash.get(SESSION_KEY, None)
-        device = latency_session.device.name if latency_session else None
+        device = self._device()
         terminalreporter.write_sep("=", f"RF-DETR latency ({device or 'no device'})")
         for line in report.summary_lines(self.results, device):
             terminalreporter.write_line(line)
+        plan = self.config.stash.get(WORKER_KEY, {}).get("plan")
+        if plan:
+            terminalreporter.write_line("xdist workers: " + "; ".join(plan))
         for note in self.notes:
             terminalreporter.write_line(note)
         for error in self.errors:

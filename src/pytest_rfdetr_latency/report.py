@@ -11,7 +11,22 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 REPORT_SCHEMA_VERSION = 1
-_ORDER = {"regression": 0, "inconclusive": 1, "no-baseline": 2, "improvement": 3, "pass": 4, "saved": 5}
+_ORDER = {
+    "regression": 0,
+    "over-budget": 0,
+    "parity-failure": 0,
+    "inconclusive": 1,
+    "no-baseline": 2,
+    "improvement": 3,
+    "pass": 4,
+    "saved": 5,
+}
+_UNCOMPARED = {
+    "saved": "saved as baseline",
+    "no-baseline": "no baseline",
+    "over-budget": "OVER BUDGET",
+    "parity-failure": "OUTPUTS DIVERGE",
+}
 _VERDICT_WORDS = {
     "pass": "pass",
     "regression": "REGRESSION",
@@ -24,8 +39,8 @@ def _pct(value: float) -> str:
     return f"{value * 100:+.2f}%"
 
 
-def _ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4g}"
+def _value(value: float | None, unit: str = "ms") -> str:
+    return "-" if value is None else f"{value:.4g} {unit}"
 
 
 def rows(results: Iterable[Mapping[str, Any]]) -> list[dict[str, str]]:
@@ -34,30 +49,42 @@ def rows(results: Iterable[Mapping[str, Any]]) -> list[dict[str, str]]:
     for result in sorted(results, key=lambda r: (_ORDER.get(r["outcome"], 9), r["id"])):
         verdicts = result.get("verdicts", {})
         for scope, current in result.get("scopes", {}).items():
-            verdict = verdicts.get(scope)
+            verdict = verdicts.get(scope) if scope != "memory" else None
             if verdict is not None:
                 out.append({
                     "case": result["id"],
                     "scope": scope,
                     "statistic": verdict["statistic"],
-                    "baseline": _ms(verdict["baseline_ms"]),
-                    "now": _ms(verdict["current_ms"]),
+                    "baseline": _value(verdict["baseline"], verdict["unit"]),
+                    "now": _value(verdict["current"], verdict["unit"]),
                     "delta": _pct(verdict["delta"]),
                     "threshold": f"{verdict['threshold'] * 100:.3g}%",
                     "verdict": _VERDICT_WORDS[verdict["kind"]],
                 })
             else:
-                word = {"saved": "saved as baseline", "no-baseline": "no baseline"}.get(result["outcome"], "not compared")
+                word = _UNCOMPARED.get(result["outcome"], "not compared")
                 out.append({
                     "case": result["id"],
                     "scope": scope,
                     "statistic": current["statistic"],
                     "baseline": "-",
-                    "now": _ms(current["value_ms"]),
+                    "now": _value(current["value_ms"]),
                     "delta": "-",
                     "threshold": "-",
                     "verdict": word,
                 })
+        memory = verdicts.get("memory")
+        if memory is not None:
+            out.append({
+                "case": result["id"],
+                "scope": "memory",
+                "statistic": "peak",
+                "baseline": _value(memory["baseline"], "MiB"),
+                "now": _value(memory["current"], "MiB"),
+                "delta": _pct(memory["delta"]),
+                "threshold": f"{memory['threshold'] * 100:.3g}%",
+                "verdict": _VERDICT_WORDS[memory["kind"]],
+            })
     return out
 
 
@@ -65,8 +92,8 @@ _COLUMNS = (
     ("case", "case"),
     ("scope", "scope"),
     ("statistic", "stat"),
-    ("baseline", "baseline ms"),
-    ("now", "now ms"),
+    ("baseline", "baseline"),
+    ("now", "now"),
     ("delta", "Δ"),
     ("threshold", "threshold"),
     ("verdict", "verdict"),
@@ -101,7 +128,7 @@ def fps_lines(results: Iterable[Mapping[str, Any]]) -> list[str]:
     if not models:
         return []
     table = [{"model": m, **{b: (f"{fps[m][b]:.1f}" if b in fps[m] else "-") for b in backends}} for m in models]
-    columns = [("model", "FPS (end to end, median)"), *[(b, b) for b in backends]]
+    columns = [("model", "images/s (end to end, median)"), *[(b, b) for b in backends]]
     return table_lines(table, columns)
 
 
@@ -110,11 +137,15 @@ def summary_lines(results: Sequence[Mapping[str, Any]], device: str | None) -> l
     if not results:
         return []
     lines = table_lines(rows(results), _COLUMNS)
-    unavailable = [
-        f"  {r['id']} {scope}: {reason}" for r in results for scope, reason in r.get("unavailable_scopes", {}).items()
-    ]
-    if unavailable:
-        lines += ["", "scopes not measured:", *unavailable]
+    reasons: dict[tuple[str, str], list[str]] = {}
+    for r in results:
+        for scope, reason in r.get("unavailable_scopes", {}).items():
+            reasons.setdefault((scope, reason), []).append(r["id"])
+    if reasons:
+        lines += ["", "scopes not measured:"]
+        for (scope, reason), ids in reasons.items():
+            who = ids[0] if len(ids) == 1 else f"{len(ids)} cases"
+            lines.append(f"  {scope} ({who}): {reason}")
     drifted = [r for r in results if r.get("drift")]
     if drifted:
         lines += ["", "environment changed since the baseline (comparisons may reflect it, not the code):"]
@@ -162,7 +193,7 @@ def markdown(results: Sequence[Mapping[str, Any]], device: str | None, fingerpri
     headline = "regressed" if counts.get("regression") else "no regression"
     out = [f"## RF-DETR latency on {device or 'unknown device'}: {headline}", ""]
     out.append(", ".join(f"**{n}** {k}" for k, n in counts.items()) or "no cases ran")
-    out += ["", "| case | scope | statistic | baseline ms | now ms | Δ | threshold | verdict |",
+    out += ["", "| case | scope | statistic | baseline | now | Δ | threshold | verdict |",
             "|---|---|---|---|---|---|---|---|"]
     for row in rows(results):
         verdict = f"**{row['verdict']}**" if row["verdict"] == "REGRESSION" else row["verdict"]
@@ -194,8 +225,8 @@ def annotations(results: Iterable[Mapping[str, Any]]) -> list[str]:
         for verdict in result.get("verdicts", {}).values():
             if verdict["kind"] == "regression":
                 title = f"latency regression: {result['id']}"
-                text = (f"{verdict['scope']} {verdict['statistic']} {verdict['baseline_ms']:.4g} -> "
-                        f"{verdict['current_ms']:.4g} ms ({verdict['delta'] * 100:+.2f}%, threshold "
+                text = (f"{verdict['scope']} {verdict['statistic']} {verdict['baseline']:.4g} -> "
+                        f"{verdict['current']:.4g} {verdict['unit']} ({verdict['delta'] * 100:+.2f}%, threshold "
                         f"{verdict['threshold'] * 100:.3g}%)")
                 lines.append(f"::error title={_escape(title, True)}::{_escape(text)}")
     return lines

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
-from pytest_rfdetr_latency import baselines, stats, timing
+from pytest_rfdetr_latency import baselines, budgets, stats, timing
 from pytest_rfdetr_latency.backends import BackendContext, BackendMisconfigured, BackendUnavailable, Prepared
 from pytest_rfdetr_latency.cases import Case
 from pytest_rfdetr_latency.environment import Device, drift, fingerprint, git_commit, host_probe_ms
@@ -54,6 +54,9 @@ class CaseResult:
     baseline_file: str = ""
     baseline: dict[str, Any] | None = None  # the entry compared against, if any
     message: str = ""
+    memory: dict[str, Any] | None = None
+    parity: dict[str, Any] | None = None
+    budget_failures: list[str] = field(default_factory=list)
 
     def entry(self, commit: str | None) -> dict[str, Any]:
         """This result as a baseline entry."""
@@ -64,6 +67,8 @@ class CaseResult:
             "detections": round(self.detections, 3),
             "score_threshold": round(self.score_threshold, 6),
             "scopes": {scope: s.to_json() for scope, s in self.scopes.items()},
+            "memory": self.memory,
+            "parity": self.parity,
         }
 
     def to_json(self) -> dict[str, Any]:
@@ -86,6 +91,9 @@ class CaseResult:
             "baseline_file": self.baseline_file,
             "baseline": self.baseline,
             "message": self.message,
+            "memory": self.memory,
+            "parity": self.parity,
+            "budget_failures": self.budget_failures,
         }
 
 
@@ -99,8 +107,14 @@ class LatencySession:
         cache_dir: Path,
         root: Path,
         extra_fingerprint: Mapping[str, Any] | None = None,
+        threads: int | None = None,
     ) -> None:
         self.settings = settings
+        self.threads = threads  # set when this process is bound to a slice of the cores (xdist workers)
+        if threads is not None:
+            import torch
+
+            torch.set_num_threads(threads)
         self.device = device
         self.cache_dir = cache_dir
         self.root = root
@@ -123,6 +137,7 @@ class LatencySession:
         self.monitor = timing.GpuMonitor.for_device(device.spec)
         self._models: dict[tuple[str, int | None], Any] = {}
         self._exports: dict[str, Path] = {}
+        self._references: dict[tuple[str, int | None, int], dict[str, Any]] = {}
         self._fingerprint: dict[str, Any] | None = None
         self.commit = git_commit(root)
 
@@ -141,12 +156,37 @@ class LatencySession:
             from pytest_rfdetr_latency.models import build_model
 
             start = time.perf_counter()
-            model = build_model(name, self.device.spec, self.settings.seed, self.settings.weights.for_model(name))
-            if resolution is not None:
-                model.model.resolution = resolution
+            model = build_model(
+                name, self.device.spec, self.settings.seed, self.settings.weights.for_model(name), resolution
+            )
             model.build_seconds = round(time.perf_counter() - start, 3)
             self._models[key] = model
         return self._models[key]
+
+    def reference_outputs(self, case: Case) -> dict[str, Any] | None:
+        """FP32 PyTorch's raw outputs for the case's model and input (TF32 off): what parity compares against."""
+        if case.onnx_file is not None:
+            return None
+        key = (case.model, case.resolution, case.batch)
+        if key not in self._references:
+            import torch
+
+            from pytest_rfdetr_latency import models
+            from pytest_rfdetr_latency.backends.base import preprocess_tensor, torch_matmul_precision
+            from pytest_rfdetr_latency.backends.torch_backend import tensor_outputs
+            from pytest_rfdetr_latency.cases import task_of
+
+            model = self.model(case.model, case.resolution)
+            with torch_matmul_precision(False):
+                models.optimize(model, torch.float32, compile=True, batch_size=case.batch)
+                net = models.optimized_module(model)
+                models.unoptimize(model)
+                resolution = case.resolution or models.resolution_of(model)
+                x = preprocess_tensor(self.images[:1] * case.batch, resolution, model.means, model.stds)
+                with torch.inference_mode():
+                    raw = tensor_outputs(net(x.to(self.device.spec)), task_of(case.model))
+            self._references[key] = {k: v.float().cpu().numpy() for k, v in raw.items()}
+        return self._references[key]
 
     def onnx_path(self, case: Case) -> Path:
         """The case's ONNX export, made once and cached on disk across runs (keyed by everything it depends on)."""
@@ -155,6 +195,11 @@ class LatencySession:
         from pytest_rfdetr_latency import models
         from pytest_rfdetr_latency.environment import _version
 
+        if case.onnx_file is not None:
+            path = Path(case.onnx_file)
+            if not path.is_file():
+                raise CaseError(f"{case.id}: ONNX file {path} does not exist (given with --rfdetr-onnx)")
+            return path
         checkpoint = self.settings.weights.for_model(case.model)
         source = f"seed={self.settings.seed}"
         if checkpoint is not None:
@@ -199,8 +244,11 @@ class LatencySession:
         publish: Callable[[CaseResult], None],
         scopes: tuple[str, ...] | None = None,
         thresholds: Mapping[str, float] | None = None,
+        budgets: tuple[budgets.Budget, ...] = (),
     ) -> LatencyCase:
-        return LatencyCase(self, case, skip=skip, fail=fail, publish=publish, scopes=scopes, thresholds=thresholds)
+        return LatencyCase(
+            self, case, skip=skip, fail=fail, publish=publish, scopes=scopes, thresholds=thresholds, budgets=budgets
+        )
 
 
 class LatencyCase:
@@ -216,6 +264,7 @@ class LatencyCase:
         publish: Callable[[CaseResult], None],
         scopes: tuple[str, ...] | None = None,
         thresholds: Mapping[str, float] | None = None,
+        budgets: tuple[budgets.Budget, ...] = (),
     ) -> None:
         self.session = session
         self.case = case
@@ -225,6 +274,7 @@ class LatencyCase:
         self._publish = publish
         self.scopes = scopes or session.settings.scopes
         self._thresholds = dict(thresholds or {})
+        self._budgets = budgets
         self._sampled: dict[str, timing.Sampled] = {}
         self._fns: dict[str, Any] = {}
 
@@ -250,6 +300,16 @@ class LatencyCase:
         settings = self.session.settings
         inject = settings.inject if inject is None else inject
         result = self.measure(inject=inject)
+        result.budget_failures = budgets.violations(
+            (*settings.budgets, *self._budgets), self.id, self.session.device.slug,
+            {scope: s.to_json() for scope, s in result.scopes.items()},
+        )
+        if result.budget_failures:
+            result.outcome = "over-budget"
+            result.message = "; ".join(result.budget_failures)
+            self._publish(result)
+            self._fail(f"{self.id} on {result.device} is over budget:\n  " + "\n  ".join(result.budget_failures)
+                       + "\n  (a budget is absolute: no --save-baseline makes this pass; raise the budget if intended)")
         entry = self.baseline_entry
         if settings.save_baseline:
             result.outcome = "saved"
@@ -283,9 +343,13 @@ class LatencyCase:
             load_model=lambda: session.model(self.case.model, self.case.resolution),
             onnx_path=lambda: session.onnx_path(self.case),
             scopes=self.scopes,
+            threads=session.threads,
         )
         from pytest_rfdetr_latency.backends import prepare
+        from pytest_rfdetr_latency.memory import MemoryProbe
 
+        probe = MemoryProbe(session.device, self.case.backend)
+        probe.start()
         start = time.perf_counter()
         try:
             prepared = prepare(context)
@@ -295,7 +359,8 @@ class LatencyCase:
             self._fail(f"{self.id}: {exc}")
         try:
             result.details["prepare_seconds"] = round(time.perf_counter() - start, 3)
-            self._check_outputs(prepared)
+            result.details["batch"] = self.case.batch
+            self._check_outputs(prepared, result)
             if prepared.detections <= 0:
                 self._fail(
                     f"{self.id}: post-processing would be timed with zero detections (score threshold "
@@ -310,6 +375,7 @@ class LatencyCase:
                 result.details["injected_slowdown_pct"] = inject
             with prepared.context():
                 self._sample_all(prepared, result, inject)
+            result.memory = probe.stop()
         finally:
             prepared.close()
         result.fingerprint = {
@@ -326,16 +392,36 @@ class LatencyCase:
 
     # Internals ----------------------------------------------------------------------------------------------
 
-    def _check_outputs(self, prepared: Prepared) -> None:
+    def _check_outputs(self, prepared: Prepared, result: CaseResult) -> None:
+        """NaN/inf in the outputs is an error; outputs that diverge from FP32 PyTorch fail the case (parity)."""
         import numpy as np
+
+        from pytest_rfdetr_latency import parity
 
         if prepared.outputs is None:
             return
-        for name, array in prepared.outputs().items():
+        outputs = prepared.outputs()
+        for name, array in outputs.items():
             bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
             if bad:
                 raise CaseError(f"{self.id}: output {name!r} holds {bad} NaN/inf value(s); latency of a broken "
                                 "computation is not measured (and never saved as a baseline)")
+        if self.session.settings.no_parity:
+            return
+        reference = self.session.reference_outputs(self.case)
+        if reference is None:
+            result.details["parity"] = "not checked: a user's ONNX file has no PyTorch model to compare with"
+            return
+        found = parity.compare(reference, outputs, prepared.precision)
+        result.parity = found.to_json()
+        if not found.passed:
+            result.outcome = "parity-failure"
+            result.message = "; ".join(found.failures)
+            self._publish(result)
+            self._fail(
+                f"{self.id}: outputs diverge from FP32 PyTorch on the same input and weights, so its latency does "
+                f"not count: {result.message} (metrics: {found.metrics})"
+            )
 
     def _scope_fn(self, prepared: Prepared, scope: str, inject: float | None, meta: dict[str, Any]) -> Any:
         session = self.session
@@ -439,6 +525,13 @@ class LatencyCase:
                                         settings.sampling, stats.DEFAULT_STATISTICS[scope], into=self._sampled[scope])
                 result.scopes[scope] = self._summarize(scope, sampled)
         result.details["rounds"] = rounds
+        stored_memory = entry.get("memory") or {}
+        if result.memory and stored_memory.get("peak_mib") is not None and stored_memory.get("kind") == result.memory[
+            "kind"
+        ]:
+            result.verdicts["memory"] = stats.decide_memory(
+                float(stored_memory["peak_mib"]), float(result.memory["peak_mib"]), settings.memory_tolerance
+            )
         missing = [s for s in result.scopes if s not in entry["scopes"]]
         if missing:
             result.details["scopes_without_baseline"] = missing

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pytest_rfdetr_latency import budgets as budget_specs
 from pytest_rfdetr_latency.cases import ALL_BACKENDS, ALL_MODELS, DEFAULT_BACKENDS, DEFAULT_MODELS
 from pytest_rfdetr_latency.sampling import PRESETS, SamplingPlan, parse_sampling
 from pytest_rfdetr_latency.scopes import ALL_SCOPES, DEFAULT_GATING_SCOPES
@@ -82,6 +83,13 @@ class Settings:
     replace_corrupt: bool = False
     fail_on_drift: bool = False
     cache_dir: Path | None = None
+    batch_sizes: tuple[int, ...] = (1,)
+    resolutions: tuple[int | None, ...] = (None,)
+    budgets: tuple[budget_specs.Budget, ...] = ()
+    no_parity: bool = False
+    memory_tolerance: float = 0.10
+    onnx_models: Mapping[str, Path] = field(default_factory=dict)
+    models_explicit: bool = False  # --rfdetr-models (or its ini key or variable) was given
 
     @property
     def active(self) -> bool:
@@ -205,6 +213,53 @@ def _positive_int(what: str) -> Callable[[str], int]:
     return parse
 
 
+def parse_batch_sizes(value: str) -> tuple[int, ...]:
+    parse = _positive_int("batch size")
+    sizes = tuple(dict.fromkeys(parse(part) for part in _split(value)))
+    if not sizes:
+        raise argparse.ArgumentTypeError("no batch size given: expected e.g. '1,4'")
+    return sizes
+
+
+def parse_resolutions(value: str) -> tuple[int | None, ...]:
+    parse = _positive_int("resolution")
+    out: list[int | None] = []
+    for part in _split(value):
+        out.append(None if part.lower() == "native" else parse(part))
+    if not out:
+        raise argparse.ArgumentTypeError("no resolution given: expected e.g. 'native,640'")
+    return tuple(dict.fromkeys(out))
+
+
+def parse_budgets(value: str) -> tuple[budget_specs.Budget, ...]:
+    try:
+        return budget_specs.parse_many(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def parse_memory_tolerance(value: str) -> float:
+    return _percent(value, "memory tolerance", "a percentage such as '10%'")
+
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.]*$")
+
+
+def parse_onnx_models(value: str) -> dict[str, Path]:
+    models: dict[str, Path] = {}
+    for part in _split(value):
+        name, sep, path = part.partition("=")
+        name = name.strip()
+        if not sep or not path.strip():
+            raise argparse.ArgumentTypeError(f"invalid ONNX model {part!r}: expected NAME=PATH[,NAME=PATH]")
+        if not _NAME.match(name) or name in ALL_MODELS:
+            raise argparse.ArgumentTypeError(
+                f"invalid ONNX model name {name!r}: letters, digits, '_' and '.', and not an RF-DETR variant's name"
+            )
+        models[name] = Path(path.strip()).expanduser()
+    return models
+
+
 def parse_seed(value: str) -> int:
     try:
         return int(value.strip())
@@ -319,6 +374,19 @@ OPTIONS: tuple[OptionSpec, ...] = (
                "onnxruntime, rfdetr, clocks, precision) differs from its baseline's. Default: warn only."),
     OptionSpec("cache_dir", "--rfdetr-cache-dir", "folder for exported ONNX files, reused across runs. Default: "
                "the pytest cache (.pytest_cache/d/rfdetr-latency).", parse_path, "DIR"),
+    OptionSpec("batch_sizes", "--rfdetr-batch-sizes", "comma list of batch sizes, an axis of the matrix (ids gain "
+               "-bN; throughput is reported in images/s). Default: 1.", parse_batch_sizes, "LIST"),
+    OptionSpec("resolutions", "--rfdetr-resolutions", "comma list of square input resolutions, an axis of the "
+               "matrix (ids gain -rN; each must divide by the model's patch size x windows), or 'native'. "
+               "Default: native.", parse_resolutions, "LIST"),
+    OptionSpec("budgets", "--rfdetr-budget", f"absolute limits that fail a case whatever its baseline: {budget_specs.FORMS}; "
+               "several separated by ';' (the ini key takes one per line). Default: none.", parse_budgets, "SPEC"),
+    OptionSpec("no_parity", "--rfdetr-no-parity", "do not compare each backend's outputs with FP32 PyTorch's "
+               "(by default a case whose outputs diverge fails, whatever its speed). Default: parity checked."),
+    OptionSpec("memory_tolerance", "--rfdetr-memory-tolerance", "threshold for peak GPU memory against the "
+               "baseline, a percentage. Default: 10%.", parse_memory_tolerance, "PCT"),
+    OptionSpec("onnx_models", "--rfdetr-onnx", "your own exported ONNX files as cases, run on the selected onnx-* "
+               "backends: NAME=PATH[,NAME=PATH]. Default: none.", parse_onnx_models, "NAME=PATH", ini=False),
 )
 
 OPTIONS_BY_DEST = {spec.dest: spec for spec in OPTIONS}
@@ -352,6 +420,7 @@ def resolve(raw: Mapping[str, RawValue], environ: Mapping[str, str], rootdir: Pa
         if spec.ini and entry.ini is not None and str(entry.ini).strip():
             where = f"ini key {spec.ini_name}" + (f" in {entry.ini_file}" if entry.ini_file else "")
             values[spec.dest] = _parse_from(spec, str(entry.ini), where)
+    values["models_explicit"] = "models" in values
     baseline_dir = values.get("baseline_dir", Settings.baseline_dir)
     values["baseline_dir"] = baseline_dir if baseline_dir.is_absolute() else rootdir / baseline_dir
     if "cache_dir" in values and not values["cache_dir"].is_absolute():
@@ -376,7 +445,7 @@ def _check_combination(settings: Settings) -> None:
             "drop one of the two"
         )
     weights = settings.weights
-    if weights.everywhere is not None and len(settings.models) > 1:
+    if weights.everywhere is not None and settings.models_explicit and len(settings.models) > 1:
         raise SettingsError(
             f"--rfdetr-weights {weights.everywhere} names one checkpoint but {len(settings.models)} models are "
             f"selected ({', '.join(settings.models)}): select its model with --rfdetr-models, or write "

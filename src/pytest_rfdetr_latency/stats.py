@@ -218,18 +218,19 @@ def min_p_value(n1: int, n2: int) -> float:
 @dataclass(frozen=True)
 class Verdict:
     kind: Kind
-    scope: str
+    scope: str  # a timing scope, or "memory"
     statistic: str
-    baseline_ms: float
-    current_ms: float
+    baseline: float
+    current: float
     threshold: float
     p_value: float
     alpha: float
     notes: tuple[str, ...] = field(default_factory=tuple)
+    unit: str = "ms"
 
     @property
     def ratio(self) -> float:
-        return self.current_ms / self.baseline_ms
+        return self.current / self.baseline
 
     @property
     def delta(self) -> float:
@@ -241,10 +242,10 @@ class Verdict:
 
     def describe(self) -> str:
         sign = "+" if self.delta >= 0 else ""
+        test = f", p={self.p_value:.2g}, alpha={self.alpha:g}" if self.unit == "ms" else ""
         text = (
-            f"{self.scope} {self.statistic}: baseline {self.baseline_ms:.4g} ms, now {self.current_ms:.4g} ms, "
-            f"{sign}{self.delta * 100:.2f}% (threshold {self.threshold * 100:.3g}%, p={self.p_value:.2g}, "
-            f"alpha={self.alpha:g}) -> {self.kind}"
+            f"{self.scope} {self.statistic}: baseline {self.baseline:.4g} {self.unit}, now {self.current:.4g} "
+            f"{self.unit}, {sign}{self.delta * 100:.2f}% (threshold {self.threshold * 100:.3g}%{test}) -> {self.kind}"
         )
         return text + "".join(f"; {note}" for note in self.notes)
 
@@ -253,8 +254,9 @@ class Verdict:
             "kind": self.kind,
             "scope": self.scope,
             "statistic": self.statistic,
-            "baseline_ms": _sig(self.baseline_ms),
-            "current_ms": _sig(self.current_ms),
+            "unit": self.unit,
+            "baseline": _sig(self.baseline),
+            "current": _sig(self.current),
             "delta": _sig(self.delta, 4),
             "threshold": self.threshold,
             "p_value": _sig(self.p_value, 4),
@@ -306,6 +308,17 @@ def decide(
     if current.dropped_blocks:
         notes.append(f"{current.dropped_blocks} block(s) dropped while the GPU throttled")
     return Verdict(kind, scope, current.statistic, baseline.value, current.value, threshold, p, alpha, tuple(notes))
+
+
+MEMORY_SLACK_MIB = 16.0  # allocator rounding: a few MiB either way is not a change in what the case needs
+
+
+def decide_memory(baseline_mib: float, current_mib: float, threshold: float) -> Verdict:
+    """Peak device memory is deterministic enough to compare directly: over ``threshold`` (and the slack) fails."""
+    limit = baseline_mib * (1.0 + threshold) + MEMORY_SLACK_MIB
+    floor = baseline_mib * (1.0 - threshold) - MEMORY_SLACK_MIB
+    kind: Kind = "regression" if current_mib > limit else "improvement" if current_mib < floor else "pass"
+    return Verdict(kind, "memory", "peak", max(baseline_mib, 1e-9), current_mib, threshold, 0.0, 0.0, unit="MiB")
 
 
 def worst(verdicts: Sequence[Verdict]) -> Kind:

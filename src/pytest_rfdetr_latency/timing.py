@@ -335,8 +335,10 @@ def capture_cuda_graph(fn: Fn, device: str) -> Fn:
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
         fn()
-    replay: Fn = graph.replay
-    replay.graph = graph  # type: ignore[attr-defined]  # keep it alive as long as the replay
+
+    def replay() -> None:  # holds the graph, and so its memory pool, for as long as the replay lives
+        graph.replay()
+
     return replay
 
 

@@ -36,6 +36,7 @@ class BackendContext:
     load_model: Callable[[], Any]
     onnx_path: Callable[[], Path]
     scopes: tuple[str, ...] = ("e2e", "forward", "iobinding", "device")  # only these need preparing
+    threads: int | None = None  # CPU threads this process may use, when bound to a slice of the cores
 
 
 @dataclass

@@ -159,6 +159,8 @@ def prepare(ctx: BackendContext) -> Prepared:
     options.enable_profiling = True
     options.profile_file_prefix = str(profile_dir / "ort")
     options.log_severity_level = 3
+    if ctx.threads is not None:
+        options.intra_op_num_threads = ctx.threads
     session = ort.InferenceSession(
         str(path), sess_options=options, providers=_provider_entry(backend, index, path.parent / "trt-cache")
     )

@@ -1,0 +1,133 @@
+"""Output parity: does a backend compute what FP32 PyTorch computes, on the same seeded input and weights?
+
+A backend that got fast by getting wrong must fail whatever its speed. Comparing outputs element by element is
+wrong for DETR-style models, though: the decoder's queries come from a top-k over encoder proposals, and a
+half-precision backend may pick the same objects in another order. So detections are compared as sets: the best
+``TOP`` detections of the reference, each matched to the candidate's detection of the same class with the highest
+box IoU. Reported: the share of reference detections found again (IoU >= 0.5), the mean IoU of the matches, the
+largest score difference between matched detections, and for segmentation and keypoint models the mask IoU and the
+keypoint distance of the matches. Pure numpy; no torch here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+TOP = 50
+
+# Per precision: (least share of reference detections found again, least mean IoU of matches, largest score
+# difference). FP32 backends differ only in summation order; TF32 and half precision round matmul inputs.
+LIMITS: dict[str, tuple[float, float, float]] = {
+    "fp32": (0.98, 0.98, 2e-3),
+    "tf32": (0.90, 0.95, 2e-2),
+    "fp16": (0.80, 0.90, 5e-2),
+    "bf16": (0.70, 0.85, 1e-1),
+}
+
+
+@dataclass(frozen=True)
+class Parity:
+    precision: str
+    metrics: dict[str, float]
+    limits: dict[str, float]
+    failures: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "precision": self.precision,
+            "passed": self.passed,
+            "metrics": {k: round(v, 6) for k, v in self.metrics.items()},
+            "limits": self.limits,
+            "failures": list(self.failures),
+        }
+
+
+def _detections(outputs: Mapping[str, Any], image: int = 0) -> tuple[Any, Any, Any, Any]:
+    """Top detections of one image: query index, class, score, normalized xyxy box."""
+    import numpy as np
+
+    logits = np.asarray(outputs["logits"][image], dtype=np.float64)[:, :-1]
+    scores = 1.0 / (1.0 + np.exp(-logits))
+    flat = scores.ravel()
+    k = min(TOP, flat.size)
+    top = np.argsort(-flat, kind="stable")[:k]
+    query, cls = np.divmod(top, scores.shape[1])
+    cx, cy, w, h = np.asarray(outputs["boxes"][image], dtype=np.float64)[query].T
+    boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
+    return query, cls, flat[top], boxes
+
+
+def _iou(a: Any, b: Any) -> Any:
+    """IoU of every box in ``a`` against every box in ``b`` (xyxy)."""
+    import numpy as np
+
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.clip(rb - lt, 0, None).prod(axis=2)
+    area_a = np.clip(a[:, 2:] - a[:, :2], 0, None).prod(axis=1)
+    area_b = np.clip(b[:, 2:] - b[:, :2], 0, None).prod(axis=1)
+    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-12)
+
+
+def compare(reference: Mapping[str, Any], candidate: Mapping[str, Any], precision: str) -> Parity:
+    """Compare ``candidate``'s raw outputs with FP32 PyTorch's ``reference`` (names: boxes, logits, masks,
+    keypoints; arrays with the batch first)."""
+    import numpy as np
+
+    limits = LIMITS.get(precision, LIMITS["fp16"])
+    metrics: dict[str, float] = {}
+    failures: list[str] = []
+    for name, array in candidate.items():
+        values = np.asarray(array)
+        if values.size and not np.all(np.isfinite(values)):
+            failures.append(f"output {name!r} holds NaN or inf")
+    if failures:
+        return Parity(precision, metrics, _named(limits), tuple(failures))
+
+    rq, rc, rs, rb = _detections(reference)
+    cq, cc, cs, cb = _detections(candidate)
+    iou = _iou(rb, cb)
+    same_class = rc[:, None] == cc[None, :]
+    matched_iou = np.where(same_class, iou, 0.0)
+    best = matched_iou.argmax(axis=1)
+    best_iou = matched_iou[np.arange(len(rq)), best]
+    found = best_iou >= 0.5
+    metrics["found_share"] = float(found.mean()) if len(found) else 1.0
+    metrics["mean_iou"] = float(best_iou[found].mean()) if found.any() else 0.0
+    metrics["max_score_error"] = float(np.abs(rs[found] - cs[best[found]]).max()) if found.any() else 1.0
+    metrics["mean_score_error"] = float(np.abs(rs[found] - cs[best[found]]).mean()) if found.any() else 1.0
+
+    if "masks" in reference and "masks" in candidate and found.any():
+        ref_masks = np.asarray(reference["masks"][0])[rq[found]] > 0
+        cand_masks = np.asarray(candidate["masks"][0])[cq[best[found]]] > 0
+        inter = np.logical_and(ref_masks, cand_masks).sum(axis=(1, 2))
+        union = np.logical_or(ref_masks, cand_masks).sum(axis=(1, 2))
+        metrics["mask_iou"] = float(np.mean(np.where(union > 0, inter / np.maximum(union, 1), 1.0)))
+    if "keypoints" in reference and "keypoints" in candidate and found.any():
+        ref_points = np.asarray(reference["keypoints"][0], dtype=np.float64)[rq[found]][..., :2]
+        cand_points = np.asarray(candidate["keypoints"][0], dtype=np.float64)[cq[best[found]]][..., :2]
+        metrics["keypoint_error"] = float(np.abs(ref_points - cand_points).mean())
+
+    least_found, least_iou, most_score = limits
+    if metrics["found_share"] < least_found:
+        failures.append(f"only {metrics['found_share']:.0%} of the FP32 reference's top {len(rq)} detections were "
+                        f"found again (at least {least_found:.0%} expected for {precision})")
+    if metrics["mean_iou"] < least_iou:
+        failures.append(f"matched boxes overlap the reference's by a mean IoU of {metrics['mean_iou']:.3f} "
+                        f"(at least {least_iou} expected for {precision})")
+    if metrics["max_score_error"] > most_score:
+        failures.append(f"matched scores differ by up to {metrics['max_score_error']:.3g} "
+                        f"(at most {most_score:g} expected for {precision})")
+    if metrics.get("mask_iou", 1.0) < least_iou - 0.1:
+        failures.append(f"matched masks overlap the reference's by a mean IoU of {metrics['mask_iou']:.3f}")
+    return Parity(precision, metrics, _named(limits), tuple(failures))
+
+
+def _named(limits: tuple[float, float, float]) -> dict[str, float]:
+    return {"found_share_min": limits[0], "mean_iou_min": limits[1], "max_score_error_max": limits[2]}

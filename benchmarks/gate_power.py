@@ -61,7 +61,7 @@ def _write_baseline(result_file: Path, folder: Path) -> bool:
     return True
 
 
-def _trial(
+def _trial(  # noqa: PLR0913
     stream: int, streams: int, gpu: str, index: int, level: float | None, baseline_dir: Path | None, work: Path,
     cache_dir: Path, model: str, extra: list[str],
 ) -> dict[str, Any]:
@@ -79,7 +79,7 @@ def _trial(
         sys.executable, "-m", "pytest", str(HERE / "gate_power_suite.py"), "-p", "no:cacheprovider", "-q",
         "--rfdetr-latency", f"--rfdetr-cache-dir={cache_dir}",
         f"--rfdetr-report={report}", f"--rfdetr-baseline-dir={baseline_dir or work / 'none'}",
-        "-W", "ignore", *extra,
+        "-W", "ignore", "--rfdetr-no-parity", "--rfdetr-images=2", *extra,
     ]
     start = time.time()
     proc = subprocess.run(
@@ -117,7 +117,8 @@ def run(args: argparse.Namespace) -> None:
         for i in range(args.processes):
             if time.time() > deadline:
                 break
-            level = None if baseline_dir is None else LEVELS[(i + s + args.level_offset) % len(LEVELS)]
+            ab = baseline_dir is not None and i % args.ab_every == 0
+            level = LEVELS[(i // args.ab_every + s + args.level_offset) % len(LEVELS)] if ab else None
             record = _trial(s, len(gpus), gpu, i, level, baseline_dir, work, cache, args.model, args.pytest_args)
             record["baseline_from"] = baseline_from
             record["seed"] = baseline_dir is None  # the first process only records the first baseline
@@ -292,6 +293,7 @@ def main() -> None:
     r.add_argument("--model", default="RFDETRMedium")
     r.add_argument("--label", default="run")
     r.add_argument("--level-offset", type=int, default=0, help="rotate the injected levels (continuing a series)")
+    r.add_argument("--ab-every", type=int, default=1, help="every Nth process also measures an injected slowdown")
     r.add_argument("--max-seconds", type=float, default=540.0, help="start no new process after this long")
     r.add_argument("--pytest-args", nargs=argparse.REMAINDER, default=["--rfdetr-device=cuda"],
                    help="passed to each trial's pytest (default: --rfdetr-device=cuda)")

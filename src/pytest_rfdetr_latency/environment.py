@@ -236,7 +236,7 @@ def host_probe_ms() -> float:
         return total
 
     times = []
-    for _ in range(9):
+    for _ in range(5):
         start = time.perf_counter_ns()
         work()
         times.append((time.perf_counter_ns() - start) / 1e6)

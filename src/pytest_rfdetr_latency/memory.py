@@ -11,6 +11,8 @@ from pytest_rfdetr_latency.environment import Device
 
 class MemoryProbe:
     def __init__(self, device: Device, backend: str) -> None:
+        # ONNX Runtime's CPU provider holds no GPU memory; a CPU run has no GPU to ask.
+        self.enabled = device.is_cuda and backend != "onnx-cpu"
         self.device = device
         self.kind = "nvml" if backend.startswith("onnx-") else "torch"
         self._start_allocated = 0
@@ -32,7 +34,7 @@ class MemoryProbe:
             return None
 
     def start(self) -> None:
-        if not self.device.is_cuda:
+        if not self.enabled:
             return
         import torch
 
@@ -44,7 +46,7 @@ class MemoryProbe:
 
     def stop(self) -> dict[str, Any] | None:
         """``{"peak_mib": ..., "kind": ...}``, or None on the CPU or where NVML does not answer."""
-        if not self.device.is_cuda:
+        if not self.enabled:
             return None
         import torch
 
@@ -53,7 +55,8 @@ class MemoryProbe:
         if self.kind == "torch":
             peak = torch.cuda.max_memory_allocated(self.device.spec) - self._start_allocated
             reserved = torch.cuda.max_memory_reserved(self.device.spec)
-            return {"kind": "torch-allocator", "peak_mib": round(peak / mib, 1), "reserved_mib": round(reserved / mib, 1)}
+            return {"kind": "torch-allocator", "peak_mib": round(peak / mib, 1),
+                    "reserved_mib": round(reserved / mib, 1)}
         used = self._nvml_used()
         if used is None or self._start_used is None:
             return None

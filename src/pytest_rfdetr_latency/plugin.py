@@ -388,7 +388,7 @@ class ResultCollector:
                     handle.write(text)
                 self.notes.append(f"Markdown summary appended to {target}")
             if os.environ.get("GITHUB_ACTIONS") == "true":
-                for line in report.annotations(self.results):
+                for line in report.github_annotations(self.results):
                     sys.stdout.write(line + "\n")
         if self.errors and session.exitstatus == 0:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED

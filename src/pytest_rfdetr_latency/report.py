@@ -218,7 +218,7 @@ def markdown(results: Sequence[Mapping[str, Any]], device: str | None, fingerpri
     return "\n".join(out)
 
 
-def annotations(results: Iterable[Mapping[str, Any]]) -> list[str]:
+def github_annotations(results: Iterable[Mapping[str, Any]]) -> list[str]:
     """GitHub workflow commands that pin each regression to its case."""
     lines = []
     for result in results:

@@ -299,7 +299,24 @@ class LatencyCase:
         __tracebackhide__ = True
         settings = self.session.settings
         inject = settings.inject if inject is None else inject
-        result = self.measure(inject=inject)
+        prepared, result = self._measure(inject)
+        try:
+            return self._judge(prepared, result)
+        finally:
+            prepared.close()
+
+    def measure(self, inject: float | None = None) -> CaseResult:
+        """Prepare the backend and sample every selected scope; no baseline involved."""
+        __tracebackhide__ = True
+        prepared, result = self._measure(inject)
+        prepared.close()
+        return result
+
+    # Internals ----------------------------------------------------------------------------------------------
+
+    def _judge(self, prepared: Prepared, result: CaseResult) -> CaseResult:
+        __tracebackhide__ = True
+        settings = self.session.settings
         result.budget_failures = budgets.violations(
             (*settings.budgets, *self._budgets), self.id, self.session.device.slug,
             {scope: s.to_json() for scope, s in result.scopes.items()},
@@ -323,15 +340,15 @@ class LatencyCase:
             if settings.strict:
                 self._fail(result.message + " (--rfdetr-strict makes this a failure)")
             self._skip(result.message)
-        self._decide(result, entry)
+        with prepared.context():
+            self._decide(result, entry)
         self._publish(result)
         failures = self._failures(result)
         if failures:
             self._fail(failures)
         return result
 
-    def measure(self, inject: float | None = None) -> CaseResult:
-        """Prepare the backend and sample every selected scope; no baseline involved."""
+    def _measure(self, inject: float | None) -> tuple[Prepared, CaseResult]:
         __tracebackhide__ = True
         session = self.session
         result = CaseResult(self.case, session.device.name, "measured", baseline_file=str(session.baseline_path))
@@ -348,6 +365,11 @@ class LatencyCase:
         from pytest_rfdetr_latency.backends import prepare
         from pytest_rfdetr_latency.memory import MemoryProbe
 
+        # What other cases share (the model build, the parity reference) is made before the memory probe starts.
+        if self.case.onnx_file is None and not self.case.backend.startswith("onnx-"):
+            session.model(self.case.model, self.case.resolution)
+        if not session.settings.no_parity:
+            session.reference_outputs(self.case)
         probe = MemoryProbe(session.device, self.case.backend)
         probe.start()
         start = time.perf_counter()
@@ -376,8 +398,9 @@ class LatencyCase:
             with prepared.context():
                 self._sample_all(prepared, result, inject)
             result.memory = probe.stop()
-        finally:
+        except BaseException:
             prepared.close()
+            raise
         result.fingerprint = {
             **session.fingerprint,
             "precision": prepared.precision,
@@ -386,11 +409,10 @@ class LatencyCase:
             "timer": session.clock.kind,
         }
         if not result.scopes:
+            prepared.close()
             self._skip(f"{self.id}: none of the selected scopes ({', '.join(self.scopes)}) can be measured: "
                        + "; ".join(f"{s}: {r}" for s, r in result.unavailable.items()))
-        return result
-
-    # Internals ----------------------------------------------------------------------------------------------
+        return prepared, result
 
     def _check_outputs(self, prepared: Prepared, result: CaseResult) -> None:
         """NaN/inf in the outputs is an error; outputs that diverge from FP32 PyTorch fail the case (parity)."""
@@ -453,8 +475,26 @@ class LatencyCase:
 
     def _sample_all(self, prepared: Prepared, result: CaseResult, inject: float | None) -> None:
         session = self.session
-        plan = session.settings.sampling
         per_scope: dict[str, Any] = {}
+        core = None
+        if session.device.is_cuda and not session.settings.no_pin:
+            speeds = timing.core_speeds()
+            if speeds:
+                core = min(speeds, key=speeds.__getitem__)
+                result.details["pinned_core"] = core
+                result.details["core_speed_ms"] = {"chosen": speeds[core], "slowest": max(speeds.values()),
+                                                   "cores": len(speeds)}
+        with timing.pinned_to(core):
+            self._sample_scopes(prepared, result, inject, per_scope)
+        result.details["scopes"] = per_scope
+        result.details["measure_seconds"] = round(sum(m["warmup_seconds"] + m["sample_seconds"]
+                                                      for m in per_scope.values()), 3)
+
+    def _sample_scopes(
+        self, prepared: Prepared, result: CaseResult, inject: float | None, per_scope: dict[str, Any]
+    ) -> None:
+        session = self.session
+        plan = session.settings.sampling
         for scope in MEASURE_ORDER:
             if scope not in self.scopes or scope in prepared.unavailable:
                 continue
@@ -484,9 +524,6 @@ class LatencyCase:
                 gpu=[s.to_json() for s in sampled.states[-1:]],
             )
             per_scope[scope] = meta
-        result.details["scopes"] = per_scope
-        result.details["measure_seconds"] = round(sum(m["warmup_seconds"] + m["sample_seconds"]
-                                                      for m in per_scope.values()), 3)
 
     def _summarize(self, scope: str, sampled: timing.Sampled) -> stats.ScopeStats:
         kept = sampled.kept
@@ -520,11 +557,10 @@ class LatencyCase:
             if not pending or rounds >= settings.rounds:
                 break
             rounds += 1
-            for scope in pending:
-                sampled = timing.sample(self._fns[scope], self.session.clock, self.session.monitor,
-                                        settings.sampling, stats.DEFAULT_STATISTICS[scope], into=self._sampled[scope])
-                result.scopes[scope] = self._summarize(scope, sampled)
+            with timing.pinned_to(result.details.get("pinned_core")):
+                self._resample(pending, result)
         result.details["rounds"] = rounds
+
         stored_memory = entry.get("memory") or {}
         if result.memory and stored_memory.get("peak_mib") is not None and stored_memory.get("kind") == result.memory[
             "kind"
@@ -541,6 +577,14 @@ class LatencyCase:
                 f"the baseline of {self.id} holds none of the measured scopes ({', '.join(result.scopes)}): "
                 f"record it again with {update_command(self.id)}"
             )
+
+    def _resample(self, scopes: list[str], result: CaseResult) -> None:
+        """Another round of blocks for inconclusive scopes, pooled with the earlier ones."""
+        session = self.session
+        for scope in scopes:
+            sampled = timing.sample(self._fns[scope], session.clock, session.monitor, session.settings.sampling,
+                                    stats.DEFAULT_STATISTICS[scope], into=self._sampled[scope])
+            result.scopes[scope] = self._summarize(scope, sampled)
 
     def _failures(self, result: CaseResult) -> str:
         settings = self.session.settings

@@ -89,6 +89,7 @@ class Settings:
     no_parity: bool = False
     memory_tolerance: float = 0.10
     onnx_models: Mapping[str, Path] = field(default_factory=dict)
+    no_pin: bool = False
     models_explicit: bool = False  # --rfdetr-models (or its ini key or variable) was given
 
     @property
@@ -385,6 +386,8 @@ OPTIONS: tuple[OptionSpec, ...] = (
                "(by default a case whose outputs diverge fails, whatever its speed). Default: parity checked."),
     OptionSpec("memory_tolerance", "--rfdetr-memory-tolerance", "threshold for peak GPU memory against the "
                "baseline, a percentage. Default: 10%.", parse_memory_tolerance, "PCT"),
+    OptionSpec("no_pin", "--rfdetr-no-pin", "on a GPU run, leave the launching thread where the OS puts it instead "
+               "of moving it to the fastest allowed core while sampling. Default: pinned."),
     OptionSpec("onnx_models", "--rfdetr-onnx", "your own exported ONNX files as cases, run on the selected onnx-* "
                "backends: NAME=PATH[,NAME=PATH]. Default: none.", parse_onnx_models, "NAME=PATH", ini=False),
 )

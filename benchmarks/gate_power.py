@@ -61,7 +61,7 @@ def _write_baseline(result_file: Path, folder: Path) -> bool:
     return True
 
 
-def _trial(  # noqa: PLR0913
+def _trial(
     stream: int, streams: int, gpu: str, index: int, level: float | None, baseline_dir: Path | None, work: Path,
     cache_dir: Path, model: str, extra: list[str],
 ) -> dict[str, Any]:
@@ -149,77 +149,84 @@ def _scope_key(case: dict[str, Any], scope: str) -> str:
     return f"{case['backend']}:{scope}"
 
 
-def _trials(raws: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    out = []
+def _series(raws: list[dict[str, Any]]) -> dict[tuple[str, int], list[dict[str, Any]]]:
+    """Per stream, in order: each process's clean and injected measurements, as ScopeStats, and its verdicts."""
+    from pytest_rfdetr_latency.stats import ScopeStats
+
+    series: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
     for raw in raws:
         for record in raw["records"]:
-            if record.get("seed"):
-                continue
+            entry: dict[str, Any] = {"process": record["process"], "seed": record.get("seed", False),
+                                     "clean": {}, "injected": {}, "verdicts": {}}
             for case in record["cases"]:
                 pct = case.get("details", {}).get("injected_slowdown_pct") or 0.0
+                for scope, data in case.get("scopes", {}).items():
+                    key = _scope_key(case, scope)
+                    stats = ScopeStats.from_json(data)
+                    if pct:
+                        delay = case["details"]["scopes"][scope].get("injected_ms", 0.0)
+                        entry["injected"][key] = (pct, stats, delay)
+                    else:
+                        entry["clean"][key] = stats
                 for scope, verdict in case.get("verdicts", {}).items():
-                    out.append({
-                        "label": raw.get("label"), "stream": record["stream"], "process": record["process"],
-                        "key": _scope_key(case, scope), "injected_pct": pct, "kind": verdict["kind"],
-                        "delta": verdict["delta"], "p_value": verdict["p_value"], "threshold": verdict["threshold"],
-                        "rounds": case["details"].get("rounds"),
-                    })
-    return out
+                    if scope != "memory":
+                        entry["verdicts"][(_scope_key(case, scope), pct)] = verdict
+            series[(raw.get("label", "run"), record["stream"])].append(entry)
+    for entries in series.values():
+        entries.sort(key=lambda e: e["process"])
+    return series
 
 
-def _pairwise(raws: list[dict[str, Any]], thresholds: dict[str, float]) -> dict[str, Any]:
-    """Every measurement against every *other* process's clean measurement, with the plugin's verdict."""
-    sys.path.insert(0, str(HERE.parent / "src"))
-    from pytest_rfdetr_latency.stats import ScopeStats, decide
+def _shifted(stats: Any, delay: float) -> Any:
+    import dataclasses
 
-    measurements = []  # (process id, key, injected pct, stats)
-    for raw in raws:
-        for record in raw["records"]:
-            pid = (raw.get("label"), record["stream"], record["process"])
-            for case in record["cases"]:
-                pct = case.get("details", {}).get("injected_slowdown_pct") or 0.0
-                for scope, stats in case.get("scopes", {}).items():
-                    measurements.append((pid, _scope_key(case, scope), pct, ScopeStats.from_json(stats)))
-    clean = [m for m in measurements if m[2] == 0.0]
-    result: dict[str, Any] = {}
-    for key in sorted({m[1] for m in measurements}):
-        sweep: dict[str, Any] = {}
-        candidates = sorted({thresholds.get(key.split(":")[1], 0.05), 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.15,
-                             0.2, 0.3})
-        for threshold in candidates:
-            counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-            for pid, k, pct, current in measurements:
-                if k != key:
-                    continue
-                for bpid, bk, _, base in clean:
-                    if bk != key or bpid == pid:
-                        continue
-                    verdict = decide(key.split(":")[1], base, current, threshold)
-                    bucket = counts[f"{pct:g}"]
-                    bucket[0] += verdict.kind == "regression"
-                    bucket[1] += 1
-            sweep[f"{threshold:g}"] = {
-                level: {"regression_rate": round(hit / total, 4), "pairs": total}
-                for level, (hit, total) in sorted(counts.items(), key=lambda kv: float(kv[0]))
-            }
-        deltas = []
-        for pid, k, pct, current in clean:
-            if k != key:
+    return dataclasses.replace(stats, value=stats.value + delay, blocks=tuple(b + delay for b in stats.blocks))
+
+
+def _rates(hits: dict[str, list[int]]) -> dict[str, Any]:
+    return {level: {"rate": round(h / n, 4), "trials": n} for level, (h, n) in sorted(hits.items(), key=lambda kv:
+                                                                                       float(kv[0])) if n}
+
+
+def _policy(series: dict[tuple[str, int], list[dict[str, Any]]], key: str, threshold: float, baseline_of: int,
+            confirm: int) -> dict[str, Any]:
+    """Re-decide offline: baseline = fastest of the ``baseline_of`` previous clean processes; a regression in a
+    host-bound scope is confirmed by the next ``confirm`` processes (the fastest of all decides). For injected
+    trials the confirming processes are the next clean ones plus the same injected delay (additive model)."""
+    from pytest_rfdetr_latency.stats import decide
+
+    scope = key.split(":")[1]
+    host_bound = scope != "device"
+    aa = [0, 0]
+    ab: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for entries in series.values():
+        for i in range(baseline_of, len(entries)):
+            previous = [e["clean"][key] for e in entries[i - baseline_of:i] if key in e["clean"]]
+            later = [e["clean"][key] for e in entries[i + 1:i + 1 + confirm] if key in e["clean"]]
+            if len(previous) < baseline_of or (host_bound and len(later) < confirm):
                 continue
-            for bpid, bk, _, base in clean:
-                if bk == key and bpid != pid:
-                    deltas.append(current.value / base.value - 1.0)
-        deltas.sort()
-        result[key] = {
-            "clean_pair_delta": {
-                "pairs": len(deltas),
-                "min": round(deltas[0], 5) if deltas else None,
-                "max": round(deltas[-1], 5) if deltas else None,
-                "p99_abs": round(sorted(abs(d) for d in deltas)[int(0.99 * (len(deltas) - 1))], 5) if deltas else None,
-            },
-            "threshold_sweep": sweep,
-        }
-    return result
+            base = min(previous, key=lambda s: s.value)
+            current = entries[i]["clean"].get(key)
+            if current is not None:
+                verdict = decide(scope, base, current, threshold)
+                if verdict.kind == "regression" and host_bound and confirm:
+                    verdict = decide(scope, base, min([current, *later], key=lambda s: s.value), threshold)
+                aa[0] += verdict.kind == "regression"
+                aa[1] += 1
+            if key in entries[i]["injected"]:
+                pct, stats, delay = entries[i]["injected"][key]
+                verdict = decide(scope, base, stats, threshold)
+                if verdict.kind == "regression" and host_bound and confirm:
+                    options = [stats, *(_shifted(s, delay) for s in later)]
+                    verdict = decide(scope, base, min(options, key=lambda s: s.value), threshold)
+                bucket = ab[f"{pct:g}"]
+                bucket[0] += verdict.kind == "regression"
+                bucket[1] += 1
+    return {
+        "threshold": threshold, "baseline_of": baseline_of, "confirm_processes": confirm,
+        "aa_trials": aa[1], "false_alarm_rate": round(aa[0] / aa[1], 4) if aa[1] else None,
+        "detection_rate": _rates(ab),
+    }
 
 
 def summarize(args: argparse.Namespace) -> None:
@@ -227,59 +234,92 @@ def summarize(args: argparse.Namespace) -> None:
     from pytest_rfdetr_latency.stats import DEFAULT_THRESHOLDS
 
     raws = [json.loads(Path(p).read_text()) for p in args.raw]
-    trials = _trials(raws)
-    per_key: dict[str, Any] = {}
-    for key in sorted({t["key"] for t in trials}):
-        mine = [t for t in trials if t["key"] == key]
-        aa = [t for t in mine if t["injected_pct"] == 0.0]
-        detection: dict[str, Any] = {}
-        for level in LEVELS:
-            ab = [t for t in mine if t["injected_pct"] == level]
-            if ab:
-                detection[f"{level:g}"] = round(sum(t["kind"] == "regression" for t in ab) / len(ab), 4)
-        per_key[key] = {
-            "aa_trials": len(aa),
-            "false_alarm_rate": round(sum(t["kind"] == "regression" for t in aa) / len(aa), 4) if aa else None,
-            "aa_inconclusive_rate": round(sum(t["kind"] == "inconclusive" for t in aa) / len(aa), 4) if aa else None,
-            "aa_delta_range": [round(min(t["delta"] for t in aa), 5), round(max(t["delta"] for t in aa), 5)]
-            if aa else None,
-            "detection_rate": detection,
-            "ab_trials": {f"{level:g}": sum(t["injected_pct"] == level for t in mine) for level in LEVELS},
-            "threshold": mine[0]["threshold"],
+    series = _series(raws)
+    keys = sorted({k for entries in series.values() for e in entries for k in e["clean"]})
+    scopes: dict[str, Any] = {}
+    for key in keys:
+        aa = [0, 0]
+        inconclusive = 0
+        ab: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+        deltas: list[float] = []
+        effective: dict[str, list[float]] = defaultdict(list)
+        for entries in series.values():
+            for e in entries:
+                if e["seed"]:
+                    continue
+                verdict = e["verdicts"].get((key, 0.0))
+                if verdict is not None:
+                    aa[0] += verdict["kind"] == "regression"
+                    aa[1] += 1
+                    inconclusive += verdict["kind"] == "inconclusive"
+                    deltas.append(verdict["delta"])
+                if key in e["injected"]:
+                    pct = e["injected"][key][0]
+                    verdict = e["verdicts"].get((key, pct))
+                    if verdict is not None:
+                        bucket = ab[f"{pct:g}"]
+                        bucket[0] += verdict["kind"] == "regression"
+                        bucket[1] += 1
+                    clean = e["clean"].get(key)
+                    if clean is not None:  # the slowdown the injection really caused, within the process
+                        effective[f"{pct:g}"].append(round((e["injected"][key][1].value / clean.value - 1) * 100, 2))
+        threshold_then = next((v["threshold"] for es in series.values() for e in es for (k, _), v in
+                               e["verdicts"].items() if k == key), None)
+        scope = key.split(":")[1]
+        confirm = 0 if scope == "device" else 2
+        scopes[key] = {
+            "aa_trials": aa[1],
+            "false_alarm_rate": round(aa[0] / aa[1], 4) if aa[1] else None,
+            "aa_inconclusive": inconclusive,
+            "aa_delta_range": [round(min(deltas), 5), round(max(deltas), 5)] if deltas else None,
+            "detection_rate": {level: r["rate"] for level, r in _rates(ab).items()},
+            "ab_trials": {level: r["trials"] for level, r in _rates(ab).items()},
+            "injected_effect_pct_within_process": dict(effective),
+            "threshold_in_trials": threshold_then,
+            "offline": {
+                "single_process_at_default": _policy(series, key, DEFAULT_THRESHOLDS[scope], 1, 0),
+                "default_policy": _policy(series, key, DEFAULT_THRESHOLDS[scope], 1, confirm),
+                "with_save_processes_3": _policy(series, key, DEFAULT_THRESHOLDS[scope], 3, confirm),
+                "threshold_sweep_single_process": [
+                    _policy(series, key, t, 1, 0)
+                    for t in ((0.003, 0.005, 0.01) if scope == "device" else (0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.8))
+                ],
+            },
         }
     seconds: dict[str, list[float]] = defaultdict(list)
-    scope_seconds: dict[str, list[float]] = defaultdict(list)
     processes = 0
+    walls = []
     for raw in raws:
         for record in raw["records"]:
             processes += 1
+            walls.append(record["wall_seconds"])
             for case in record["cases"]:
                 details = case.get("details", {})
-                if details.get("injected_slowdown_pct"):
-                    continue
-                seconds[case["backend"]].append(details.get("prepare_seconds", 0) + details.get("measure_seconds", 0))
-                for scope, meta in details.get("scopes", {}).items():
-                    scope_seconds[_scope_key(case, scope)].append(meta["warmup_seconds"] + meta["sample_seconds"])
-    for key, entry in per_key.items():
+                if not details.get("injected_slowdown_pct"):
+                    seconds[case["backend"]].append(details.get("prepare_seconds", 0) +
+                                                    details.get("measure_seconds", 0))
+    for key, entry in scopes.items():
         backend = key.split(":")[0]
-        entry["seconds_per_case"] = round(sum(seconds[backend]) / len(seconds[backend]), 2) if seconds[backend] else None
-        values = scope_seconds[key]
-        entry["seconds_per_scope"] = round(sum(values) / len(values), 2) if values else None
+        entry["seconds_per_case"] = round(sum(seconds[backend]) / len(seconds[backend]), 2)
     fingerprints = [r.get("fingerprint") for raw in raws for r in raw["records"] if r.get("fingerprint")]
     document = {
         "machine": args.machine,
-        "command": "python benchmarks/gate_power.py run ...; python benchmarks/gate_power.py summarize ...",
+        "command": "python benchmarks/gate_power.py run --gpus 0,1 --ab-every 2 ...; "
+                   "python benchmarks/gate_power.py summarize ...",
         "raw_files": [Path(p).name for p in args.raw],
         "processes": processes,
+        "seconds_per_process": round(sum(walls) / len(walls), 1) if walls else None,
         "fingerprint": fingerprints[0] if fingerprints else None,
-        "thresholds": DEFAULT_THRESHOLDS,
-        "scopes": per_key,
-        "pairwise": _pairwise(raws, DEFAULT_THRESHOLDS),
+        "default_thresholds": DEFAULT_THRESHOLDS,
+        "scopes": scopes,
     }
     Path(args.out).write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
-    for key, entry in per_key.items():
-        print(f"{key:24s} A/A {entry['aa_trials']:3d} FA {entry['false_alarm_rate']}  "
-              f"detect {entry['detection_rate']}  {entry['seconds_per_case']} s/case")
+    for key, entry in scopes.items():
+        policy = entry["offline"]["default_policy"]
+        print(f"{key:22s} measured: A/A {entry['aa_trials']:2d} FA {entry['false_alarm_rate']} detect "
+              f"{entry['detection_rate']} | default policy: A/A {policy['aa_trials']} FA {policy['false_alarm_rate']}"
+              f" detect { {k: v['rate'] for k, v in policy['detection_rate'].items()} } | {entry['seconds_per_case']} "
+              "s/case")
 
 
 def main() -> None:

@@ -74,21 +74,22 @@ def test_record_check_report_and_catch_a_slowdown(pytester: pytest.Pytester, run
     assert torch_entry["detections"] > 0 and len(torch_entry["scopes"]["forward"]["blocks_ms"]) >= 7
     recorded = path.read_bytes()
 
-    # A clean re-run passes; a shared 2-core CI machine is noisy, so this one is given a wide tolerance.
-    checked = run("--rfdetr-latency", "--rfdetr-tolerance=60%", "--rfdetr-report=report.json")
+    # A clean re-run passes. A shared 2-core CI machine has slow spells (+65 % seen between two clean runs), so this
+    # check gets a wide tolerance and confirms any suspected regression in up to two fresh processes.
+    checked = run("--rfdetr-latency", "--rfdetr-tolerance=100%", "--rfdetr-confirm=2", "--rfdetr-report=report.json")
     checked.assert_outcomes(passed=2)
-    checked.stdout.fnmatch_lines(["*RFDETRNano-torch-fp32*forward*p20*60%*"])
+    checked.stdout.fnmatch_lines(["*RFDETRNano-torch-fp32*forward*p20*100%*"])
     report = json.loads((pytester.path / "report.json").read_text())
     assert [c["id"] for c in report["cases"]] and report["device"] == cpu_name()
     assert {c["outcome"] for c in report["cases"]} <= {"pass", "improvement", "inconclusive"}
     assert report["fps"]["RFDETRNano"]["onnx-cpu"] > 0
     assert path.read_bytes() == recorded  # checking never writes the baseline
 
-    slowed = run("--rfdetr-latency", "--rfdetr-tolerance=60%", "--rfdetr-inject-slowdown=300%")
+    slowed = run("--rfdetr-latency", "--rfdetr-tolerance=100%", "--rfdetr-inject-slowdown=400%")
     slowed.assert_outcomes(failed=2)
     slowed.stdout.fnmatch_lines([
         "*RFDETRNano-torch-fp32 on * regressed:",
-        "*forward p20: baseline * ms, now * ms, +*% (threshold 60%, p=*) -> regression",
+        "*forward p20: baseline * ms, now * ms, +*% (threshold 100%, p=*) -> regression",
         f"*baseline file: {path}",
         "*if this slowdown is accepted, update the baseline: pytest --save-baseline -k 'RFDETRNano-torch-fp32'",
     ])
@@ -125,7 +126,7 @@ def test_environment_drift_is_reported_and_can_fail(pytester: pytest.Pytester, r
     fingerprint["torch"] = "1.0.0"
     fingerprint["rfdetr"] = "0.9.0"
     path.write_text(json.dumps(data))
-    warned = run("--rfdetr-latency", "--rfdetr-scopes=forward", "--rfdetr-tolerance=60%",
+    warned = run("--rfdetr-latency", "--rfdetr-scopes=forward", "--rfdetr-tolerance=100%", "--rfdetr-confirm=2",
                  "--rfdetr-report=report.json", backends="torch-fp32")
     warned.assert_outcomes(passed=1)
     warned.stdout.fnmatch_lines([
@@ -134,8 +135,8 @@ def test_environment_drift_is_reported_and_can_fail(pytester: pytest.Pytester, r
     ])
     report = json.loads((pytester.path / "report.json").read_text())
     assert report["drift"]["RFDETRNano-torch-fp32"][0].startswith("torch: 1.0.0 -> ")
-    failed = run("--rfdetr-latency", "--rfdetr-scopes=forward", "--rfdetr-tolerance=60%", "--rfdetr-fail-on-drift",
-                 backends="torch-fp32")
+    failed = run("--rfdetr-latency", "--rfdetr-scopes=forward", "--rfdetr-tolerance=100%", "--rfdetr-confirm=2",
+                 "--rfdetr-fail-on-drift", backends="torch-fp32")
     failed.assert_outcomes(failed=1)
     failed.stdout.fnmatch_lines(["*the environment changed since the baseline (--rfdetr-fail-on-drift):*"])
 

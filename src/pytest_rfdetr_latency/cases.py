@@ -40,8 +40,8 @@ BACKENDS: dict[str, BackendInfo] = {
         BackendInfo("torch-compile", True, "fp16", "inference(compile_backend='inductor'), FP16; compile time "
                     "reported apart from latency"),
         BackendInfo("onnx-cpu", False, "fp32", "exported ONNX on ONNX Runtime's CPUExecutionProvider"),
-        BackendInfo("onnx-cuda", True, "fp32", "exported ONNX on ONNX Runtime's CUDAExecutionProvider (fails if "
-                    "the session falls back to CPU)"),
+        BackendInfo("onnx-cuda", True, "tf32", "exported ONNX on ONNX Runtime's CUDAExecutionProvider, whose "
+                    "default use_tf32 runs float32 in TF32 (fails if the session falls back to CPU)"),
         BackendInfo("onnx-tensorrt", True, "fp16", "exported ONNX on ONNX Runtime's TensorrtExecutionProvider, FP16"),
     )
 }

@@ -18,16 +18,18 @@ from typing import Any
 TOP = 50
 
 # Per precision: (least share of reference detections found again, least mean IoU of matches, largest score
-# difference). FP32 backends differ only in summation order; TF32 and half precision round matmul inputs.
+# difference, least mean mask IoU). FP32 backends differ only in summation order; TF32 and half precision round
+# matmul inputs.
 # With seeded random weights every score sits near every other (0.04-0.12 for RFDETRMedium), so which detections make
-# a top-50 reshuffles under any rounding; the shares below were set from the H200 (TF32 found 74 %, FP16 58 %, bf16
-# 52 % with class-aware matching) with a margin. Broken outputs find almost nothing again; a trained checkpoint's
-# confident detections sit far from these limits.
-LIMITS: dict[str, tuple[float, float, float]] = {
-    "fp32": (0.98, 0.98, 2e-3),
-    "tf32": (0.50, 0.95, 3e-2),
-    "fp16": (0.40, 0.90, 5e-2),
-    "bf16": (0.35, 0.85, 8e-2),
+# a top-50 reshuffles under any rounding. Measured on the H200 (docs/h200-matrix.md), the three default models found
+# again 82-100 % (TF32), 84-100 % (FP16), 72-94 % (bf16), with score errors up to 0.021 and mask IoU down to 0.91
+# (FP16) and 0.68 (bf16); the limits leave a margin below that. Broken outputs find almost nothing again; a trained
+# checkpoint's confident detections sit far from these limits.
+LIMITS: dict[str, tuple[float, float, float, float]] = {
+    "fp32": (0.98, 0.98, 2e-3, 0.95),
+    "tf32": (0.50, 0.95, 3e-2, 0.80),
+    "fp16": (0.40, 0.90, 5e-2, 0.80),
+    "bf16": (0.35, 0.85, 8e-2, 0.55),
 }
 
 
@@ -121,7 +123,7 @@ def compare(reference: Mapping[str, Any], candidate: Mapping[str, Any], precisio
         cand_points = np.asarray(candidate["keypoints"][0], dtype=np.float64)[cq[best[found]]][..., :2]
         metrics["keypoint_error"] = float(np.abs(ref_points - cand_points).mean())
 
-    least_found, least_iou, most_score = limits
+    least_found, least_iou, most_score, least_mask = limits
     if metrics["found_share"] < least_found:
         failures.append(f"only {metrics['found_share']:.0%} of the FP32 reference's top {len(rq)} detections were "
                         f"found again (at least {least_found:.0%} expected for {precision})")
@@ -131,10 +133,12 @@ def compare(reference: Mapping[str, Any], candidate: Mapping[str, Any], precisio
     if metrics["max_score_error"] > most_score:
         failures.append(f"matched scores differ by up to {metrics['max_score_error']:.3g} "
                         f"(at most {most_score:g} expected for {precision})")
-    if metrics.get("mask_iou", 1.0) < least_iou - 0.1:
-        failures.append(f"matched masks overlap the reference's by a mean IoU of {metrics['mask_iou']:.3f}")
+    if metrics.get("mask_iou", 1.0) < least_mask:
+        failures.append(f"matched masks overlap the reference's by a mean IoU of {metrics['mask_iou']:.3f} "
+                        f"(at least {least_mask} expected for {precision})")
     return Parity(precision, metrics, _named(limits), tuple(failures))
 
 
-def _named(limits: tuple[float, float, float]) -> dict[str, float]:
-    return {"found_share_min": limits[0], "mean_iou_min": limits[1], "max_score_error_max": limits[2]}
+def _named(limits: tuple[float, float, float, float]) -> dict[str, float]:
+    return {"found_share_min": limits[0], "mean_iou_min": limits[1], "max_score_error_max": limits[2],
+            "mask_iou_min": limits[3]}

@@ -148,7 +148,9 @@ def _open_session(config: pytest.Config) -> LatencySession:
     threads = int(worker["threads"]) if "threads" in worker else None
     try:
         device = resolve_device(settings.device)
-        return LatencySession(settings, device, _cache_dir(config, settings), config.rootpath, extra, threads)
+        session = LatencySession(settings, device, _cache_dir(config, settings), config.rootpath, extra, threads)
+        session.progress = lambda text: _progress(config, text)
+        return session
     except (DeviceError, BaselineError) as exc:
         raise pytest.UsageError(str(exc)) from None
 
@@ -322,10 +324,88 @@ def rfdetr_case(request: pytest.FixtureRequest, rfdetr_latency_session: LatencyS
             data["baseline_entry"] = result.entry(rfdetr_latency_session.commit)
         node.stash[RESULT_ITEM_KEY] = data
 
+    def spawn(inject: float | None) -> dict[str, Any] | None:
+        _progress(request.config, f"{case.id}: measuring again in a fresh process")
+        return _measure_in_fresh_process(request.config, node, inject)
+
     return rfdetr_latency_session.case(
         case, skip=pytest.skip, fail=pytest.fail, publish=publish, scopes=scopes, thresholds=thresholds,
-        budgets=marker_budgets,
+        budgets=marker_budgets, spawn=spawn,
     )
+
+
+_NOT_FOR_CHILDREN = ("--rfdetr-report", "--rfdetr-markdown", "--rfdetr-child-report", "--rfdetr-inject-slowdown",
+                     "--rfdetr-confirm", "--rfdetr-save-processes")
+
+
+def child_arguments(args: list[str]) -> list[str]:
+    """The invocation's RF-DETR options and plugin selections (-p), for a fresh process that measures one case."""
+    from pytest_rfdetr_latency.settings import OPTIONS
+
+    flags = {spec.flag for spec in OPTIONS if spec.is_flag}
+    keep: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        name = arg.split("=", 1)[0]
+        takes_value = "=" not in arg and name not in flags
+        if name.startswith("--rfdetr-") and name not in _NOT_FOR_CHILDREN:
+            keep.append(arg)
+            if takes_value and i + 1 < len(args):
+                keep.append(args[i + 1])
+                i += 1
+        elif name.startswith("--rfdetr-") and takes_value:
+            i += 1  # drop the option's value too
+        elif arg == "-p" and i + 1 < len(args):
+            keep += [arg, args[i + 1]]
+            i += 1
+        elif arg.startswith("-p") and len(arg) > 2:
+            keep.append(arg)
+        i += 1
+    return keep
+
+
+def _measure_in_fresh_process(config: pytest.Config, node: pytest.Item, inject: float | None) -> dict[str, Any] | None:
+    """Run this one case in a new pytest process, measuring only; its result, or None if it did not finish."""
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="rfdetr-latency-child-") as folder:
+        out = Path(folder) / "result.json"
+        target = f"{node.path}::{node.nodeid.split('::', 1)[1]}"
+        command = [
+            sys.executable, "-m", "pytest", target, "-q", "-p", "no:cacheprovider", f"--rootdir={config.rootpath}",
+            *(["-c", str(config.inipath)] if config.inipath else []),
+            *child_arguments(list(config.invocation_params.args)),
+            "--rfdetr-latency", "--rfdetr-no-parity", "--rfdetr-confirm=0", f"--rfdetr-child-report={out}",
+            *([f"--rfdetr-inject-slowdown={inject:g}%"] if inject else []),
+        ]
+        env = {k: v for k, v in os.environ.items() if k != "GITHUB_STEP_SUMMARY"}
+        try:
+            subprocess.run(command, cwd=config.invocation_params.dir, env=env, capture_output=True, timeout=900,
+                           check=False)
+        except subprocess.TimeoutExpired:
+            return None
+        if not out.exists():
+            return None
+        data: dict[str, Any] = json.loads(out.read_text())
+        return data
+
+
+def _progress(config: pytest.Config, text: str) -> None:
+    """A line about a long step, shown live with -v (or on a terminal), around pytest's output capture."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is None or _settings(config).child_report is not None or _is_worker(config):
+        return
+    if config.get_verbosity() < 1 and not reporter.isatty():
+        return
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    disabled = getattr(capture, "global_and_fixture_disabled", None)
+    import contextlib
+
+    with disabled() if disabled is not None else contextlib.nullcontext():
+        reporter.ensure_newline()
+        reporter.write_line(f"  [rfdetr-latency] {text}", cyan=True)
 
 
 def _as_list(value: Any) -> list[Any]:
@@ -357,6 +437,7 @@ class ResultCollector:
         self.results: list[dict[str, Any]] = []
         self.notes: list[str] = []
         self.errors: list[str] = []
+        self.annotations: list[str] = []  # GitHub workflow commands, each at the start of its own line
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         for name, value in report.user_properties:
@@ -365,9 +446,9 @@ class ResultCollector:
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
-        if _is_worker(self.config):
-            return
         settings = _settings(self.config)
+        if _is_worker(self.config) or settings.child_report is not None:
+            return
         if settings.save_baseline:
             self._save(settings)
         device = self._device()
@@ -380,6 +461,23 @@ class ResultCollector:
             settings.report.parent.mkdir(parents=True, exist_ok=True)
             atomic_write(settings.report, json.dumps(document, indent=2, sort_keys=True) + "\n")
             self.notes.append(f"JSON report written to {settings.report}")
+        if settings.benchmark_json is not None and self.results:
+            from pytest_rfdetr_latency.baselines import atomic_write
+            from pytest_rfdetr_latency.exports import benchmark_json
+
+            commit = next((r.get("baseline_entry", {}).get("git_commit") for r in self.results), None)
+            settings.benchmark_json.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(settings.benchmark_json,
+                         json.dumps(benchmark_json(self.results, fingerprint, commit), indent=2) + "\n")
+            self.notes.append(f"pytest-benchmark JSON written to {settings.benchmark_json}")
+        if settings.plot_dir is not None and self.results:
+            try:
+                from pytest_rfdetr_latency.plots import write_all
+
+                written = write_all(self.results, settings.plot_dir)
+                self.notes.append(f"{len(written)} plot(s) written to {settings.plot_dir}")
+            except ImportError:
+                self.errors.append("--rfdetr-plot needs matplotlib: pip install 'pytest-rfdetr-latency[plot]'")
         targets = [p for p in (settings.markdown, os.environ.get("GITHUB_STEP_SUMMARY")) if p]
         if self.results:
             text = report.markdown(self.results, device, fingerprint)
@@ -388,8 +486,7 @@ class ResultCollector:
                     handle.write(text)
                 self.notes.append(f"Markdown summary appended to {target}")
             if os.environ.get("GITHUB_ACTIONS") == "true":
-                for line in report.github_annotations(self.results):
-                    sys.stdout.write(line + "\n")
+                self.annotations = report.github_annotations(self.results)
         if self.errors and session.exitstatus == 0:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
@@ -421,7 +518,7 @@ class ResultCollector:
         return latency_session.device.name if latency_session else None
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        if not (self.results or self.notes or self.errors):
+        if not (self.results or self.notes or self.errors) or _settings(self.config).child_report is not None:
             return
         device = self._device()
         terminalreporter.write_sep("=", f"RF-DETR latency ({device or 'no device'})")
@@ -430,6 +527,8 @@ class ResultCollector:
         plan = self.config.stash.get(WORKER_KEY, {}).get("plan")
         if plan:
             terminalreporter.write_line("xdist workers: " + "; ".join(plan))
+        for line in self.annotations:
+            terminalreporter.write_line(line)
         for note in self.notes:
             terminalreporter.write_line(note)
         for error in self.errors:

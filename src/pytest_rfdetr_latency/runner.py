@@ -8,6 +8,7 @@ and ``fail`` callables and receives each result through ``publish``.
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 import tempfile
 import time
@@ -27,6 +28,8 @@ from pytest_rfdetr_latency.settings import Settings
 # Order of measurement: the GPU-only scopes first, while nothing else has warmed the host caches differently.
 MEASURE_ORDER: tuple[str, ...] = ("device", "iobinding", "forward", "e2e")
 assert set(MEASURE_ORDER) == set(ALL_SCOPES)
+# Scopes whose time is mostly the host's (Python, kernel launches, copies): they inherit the host's slow spells.
+HOST_BOUND: tuple[str, ...] = ("iobinding", "forward", "e2e")
 
 
 class CaseError(RuntimeError):
@@ -57,6 +60,7 @@ class CaseResult:
     memory: dict[str, Any] | None = None
     parity: dict[str, Any] | None = None
     budget_failures: list[str] = field(default_factory=list)
+    samples: dict[str, list[float]] = field(default_factory=dict)  # kept samples per scope, ms (reports only)
 
     def entry(self, commit: str | None) -> dict[str, Any]:
         """This result as a baseline entry."""
@@ -94,6 +98,7 @@ class CaseResult:
             "memory": self.memory,
             "parity": self.parity,
             "budget_failures": self.budget_failures,
+            "samples_ms": {scope: [round(x, 5) for x in values] for scope, values in self.samples.items()},
         }
 
 
@@ -111,6 +116,7 @@ class LatencySession:
     ) -> None:
         self.settings = settings
         self.threads = threads  # set when this process is bound to a slice of the cores (xdist workers)
+        self.confirm = settings.confirm if settings.confirm is not None else (2 if device.is_cuda else 0)
         if threads is not None:
             import torch
 
@@ -140,6 +146,7 @@ class LatencySession:
         self._references: dict[tuple[str, int | None, int], dict[str, Any]] = {}
         self._fingerprint: dict[str, Any] | None = None
         self.commit = git_commit(root)
+        self.progress: Callable[[str], None] = lambda text: None  # the plugin shows these lines live
 
     # Shared, lazily built resources -------------------------------------------------------------------------
 
@@ -155,6 +162,8 @@ class LatencySession:
         if key not in self._models:
             from pytest_rfdetr_latency.models import build_model
 
+            source = self.settings.weights.for_model(name) or f"random weights, seed {self.settings.seed}"
+            self.progress(f"building {name} ({source}) on {self.device.spec}")
             start = time.perf_counter()
             model = build_model(
                 name, self.device.spec, self.settings.seed, self.settings.weights.for_model(name), resolution
@@ -218,6 +227,7 @@ class LatencySession:
         with FileLock(str(folder / f".{target.name}.lock")):
             if not target.exists():
                 model = self.model(case.model, case.resolution)
+                self.progress(f"exporting {case.model} to ONNX (cached in {folder})")
                 scratch = Path(tempfile.mkdtemp(prefix=".export-", dir=folder))
                 try:
                     start = time.perf_counter()
@@ -245,9 +255,11 @@ class LatencySession:
         scopes: tuple[str, ...] | None = None,
         thresholds: Mapping[str, float] | None = None,
         budgets: tuple[budgets.Budget, ...] = (),
+        spawn: Callable[[float | None], dict[str, Any] | None] | None = None,
     ) -> LatencyCase:
         return LatencyCase(
-            self, case, skip=skip, fail=fail, publish=publish, scopes=scopes, thresholds=thresholds, budgets=budgets
+            self, case, skip=skip, fail=fail, publish=publish, scopes=scopes, thresholds=thresholds, budgets=budgets,
+            spawn=spawn,
         )
 
 
@@ -265,8 +277,10 @@ class LatencyCase:
         scopes: tuple[str, ...] | None = None,
         thresholds: Mapping[str, float] | None = None,
         budgets: tuple[budgets.Budget, ...] = (),
+        spawn: Callable[[float | None], dict[str, Any] | None] | None = None,
     ) -> None:
         self.session = session
+        self._spawn = spawn
         self.case = case
         self.id = case.id
         self._skip = skip
@@ -317,6 +331,19 @@ class LatencyCase:
     def _judge(self, prepared: Prepared, result: CaseResult) -> CaseResult:
         __tracebackhide__ = True
         settings = self.session.settings
+        entry = self.baseline_entry
+        if settings.child_report is not None:
+            # A fresh process of --rfdetr-confirm or --rfdetr-save-processes: hand the measurement back, judge nothing.
+            settings.child_report.write_text(json.dumps(result.to_json()))
+            return result
+        if settings.save_baseline:
+            prepared.close()
+            self._best_of_processes(result, list(result.scopes), settings.save_processes - 1)
+        elif entry is not None:
+            with prepared.context():
+                self._decide(result, entry)
+            prepared.close()
+            self._confirm(result, entry)
         result.budget_failures = budgets.violations(
             (*settings.budgets, *self._budgets), self.id, self.session.device.slug,
             {scope: s.to_json() for scope, s in result.scopes.items()},
@@ -327,7 +354,6 @@ class LatencyCase:
             self._publish(result)
             self._fail(f"{self.id} on {result.device} is over budget:\n  " + "\n  ".join(result.budget_failures)
                        + "\n  (a budget is absolute: no --save-baseline makes this pass; raise the budget if intended)")
-        entry = self.baseline_entry
         if settings.save_baseline:
             result.outcome = "saved"
             result.message = f"recorded for {self.session.device.name} (saved to {self.session.baseline_path})"
@@ -340,13 +366,55 @@ class LatencyCase:
             if settings.strict:
                 self._fail(result.message + " (--rfdetr-strict makes this a failure)")
             self._skip(result.message)
-        with prepared.context():
-            self._decide(result, entry)
         self._publish(result)
         failures = self._failures(result)
         if failures:
             self._fail(failures)
         return result
+
+    def _best_of_processes(self, result: CaseResult, scopes: list[str], extra: int) -> list[str]:
+        """Measure ``scopes`` again in up to ``extra`` fresh processes; keep each scope's fastest process.
+
+        Returns the scopes whose figure came from another process. Without a spawner (no pytest item behind the
+        case) or with ``extra`` 0, nothing happens.
+        """
+        replaced: list[str] = []
+        record = result.details.setdefault("processes", {"extra": 0, "failed": 0, "chosen": {}})
+        for _ in range(max(0, extra)):
+            if self._spawn is None or not scopes:
+                break
+            other = self._spawn(result.details.get("injected_slowdown_pct"))
+            record["extra"] += 1
+            if other is None:
+                record["failed"] += 1
+                continue
+            for scope in scopes:
+                data = other.get("scopes", {}).get(scope)
+                if data is None:
+                    continue
+                candidate = stats.ScopeStats.from_json(data)
+                if candidate.value < result.scopes[scope].value:
+                    result.scopes[scope] = candidate
+                    result.samples[scope] = list(other.get("samples_ms", {}).get(scope, []))
+                    record["chosen"][scope] = f"process {record['extra'] + 1}"
+                    if scope not in replaced:
+                        replaced.append(scope)
+        return replaced
+
+    def _confirm(self, result: CaseResult, entry: dict[str, Any]) -> None:
+        """A host-bound scope that regressed is measured again in fresh processes before the case fails: slow
+        spells on shared hosts last whole processes, while a real regression is there in every process."""
+        for _ in range(self.session.confirm):
+            suspects = [s for s, v in result.verdicts.items() if v.kind == "regression" and s in HOST_BOUND]
+            if not suspects:
+                return
+            if not self._best_of_processes(result, suspects, 1):
+                continue
+            memory = result.verdicts.get("memory")
+            self._decide(result, entry, rounds=1)
+            if memory is not None:
+                result.verdicts["memory"] = memory
+                result.outcome = stats.worst(list(result.verdicts.values()))
 
     def _measure(self, inject: float | None) -> tuple[Prepared, CaseResult]:
         __tracebackhide__ = True
@@ -372,6 +440,7 @@ class LatencyCase:
             session.reference_outputs(self.case)
         probe = MemoryProbe(session.device, self.case.backend)
         probe.start()
+        session.progress(f"{self.id}: preparing {self.case.backend}")
         start = time.perf_counter()
         try:
             prepared = prepare(context)
@@ -509,11 +578,12 @@ class LatencyCase:
             if fn is None:
                 continue
             statistic = stats.DEFAULT_STATISTICS[scope]
+            session.progress(f"{self.id}: measuring {scope} (warm-up, then blocks for up to {plan.max_seconds:g} s)")
             warm = timing.warm_up(fn, session.clock, session.monitor, plan)
             sampled = timing.sample(fn, session.clock, session.monitor, plan, statistic, call_ms=warm.call_ms)
             self._fns[scope] = fn
             self._sampled[scope] = sampled
-            result.scopes[scope] = self._summarize(scope, sampled)
+            result.scopes[scope] = self._summarize(scope, sampled, result)
             meta.update(
                 warmup_calls=warm.calls,
                 warmup_seconds=round(warm.seconds, 3),
@@ -525,8 +595,10 @@ class LatencyCase:
             )
             per_scope[scope] = meta
 
-    def _summarize(self, scope: str, sampled: timing.Sampled) -> stats.ScopeStats:
+    def _summarize(self, scope: str, sampled: timing.Sampled, result: CaseResult | None = None) -> stats.ScopeStats:
         kept = sampled.kept
+        if result is not None:
+            result.samples[scope] = [x for block in kept for x in block]
         if len(kept) < 2:
             raise CaseError(
                 f"{self.id}: {scope}: only {len(kept)} of {len(sampled.blocks)} blocks were taken while the GPU "
@@ -537,10 +609,11 @@ class LatencyCase:
         except ValueError as exc:
             raise CaseError(f"{self.id}: {scope}: {exc}") from exc
 
-    def _decide(self, result: CaseResult, entry: dict[str, Any]) -> None:
+    def _decide(self, result: CaseResult, entry: dict[str, Any], rounds: int | None = None) -> None:
         settings = self.session.settings
         result.baseline = entry
         result.drift = drift(entry.get("fingerprint", {}), result.fingerprint, tuple(self.session.extra_fingerprint))
+        max_rounds = settings.rounds if rounds is None else rounds
         rounds = 1
         while True:
             result.verdicts = {}
@@ -554,12 +627,12 @@ class LatencyCase:
                 except ValueError as exc:
                     raise CaseError(f"{self.id}: {exc}") from exc
             pending = [s for s, v in result.verdicts.items() if v.kind == "inconclusive"]
-            if not pending or rounds >= settings.rounds:
+            if not pending or rounds >= max_rounds:
                 break
             rounds += 1
             with timing.pinned_to(result.details.get("pinned_core")):
                 self._resample(pending, result)
-        result.details["rounds"] = rounds
+        result.details["rounds"] = max(rounds, result.details.get("rounds", 1))
 
         stored_memory = entry.get("memory") or {}
         if result.memory and stored_memory.get("peak_mib") is not None and stored_memory.get("kind") == result.memory[
@@ -584,7 +657,7 @@ class LatencyCase:
         for scope in scopes:
             sampled = timing.sample(self._fns[scope], session.clock, session.monitor, session.settings.sampling,
                                     stats.DEFAULT_STATISTICS[scope], into=self._sampled[scope])
-            result.scopes[scope] = self._summarize(scope, sampled)
+            result.scopes[scope] = self._summarize(scope, sampled, result)
 
     def _failures(self, result: CaseResult) -> str:
         settings = self.session.settings
@@ -594,6 +667,9 @@ class LatencyCase:
         if regressions:
             lines.append(f"{self.id} on {result.device} regressed:")
             lines += [f"  {v.describe()}" for v in regressions]
+            extra = result.details.get("processes", {}).get("extra", 0)
+            if extra:
+                lines.append(f"  (the host-bound figures are the best of this process and {extra} fresh one(s))")
         if inconclusive and settings.strict:
             lines.append(f"{self.id}: verdict inconclusive after {result.details.get('rounds')} round(s) "
                          "(--rfdetr-strict makes this a failure):")

@@ -90,6 +90,11 @@ class Settings:
     memory_tolerance: float = 0.10
     onnx_models: Mapping[str, Path] = field(default_factory=dict)
     no_pin: bool = False
+    benchmark_json: Path | None = None
+    plot_dir: Path | None = None
+    confirm: int | None = None  # None: 2 on a GPU, 0 on the CPU (LatencySession resolves it)
+    save_processes: int = 1
+    child_report: Path | None = None
     models_explicit: bool = False  # --rfdetr-models (or its ini key or variable) was given
 
     @property
@@ -261,6 +266,20 @@ def parse_onnx_models(value: str) -> dict[str, Path]:
     return models
 
 
+def _count(what: str) -> Callable[[str], int]:
+    def parse(value: str) -> int:
+        try:
+            number = int(value.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid {what} {value!r}: expected a whole number >= 0") from None
+        if number < 0:
+            raise argparse.ArgumentTypeError(f"invalid {what} {value!r}: expected a whole number >= 0")
+        return number
+
+    parse.__name__ = what
+    return parse
+
+
 def parse_seed(value: str) -> int:
     try:
         return int(value.strip())
@@ -349,6 +368,11 @@ OPTIONS: tuple[OptionSpec, ...] = (
                f"{_SCOPES_HELP}. Default: {','.join(DEFAULT_GATING_SCOPES)}.", parse_scopes, "LIST"),
     OptionSpec("report", "--rfdetr-report", "write a JSON report of every case to PATH. Default: none.",
                parse_path, "PATH", ini=False),
+    OptionSpec("benchmark_json", "--rfdetr-benchmark-json", "write the results in pytest-benchmark's JSON format to "
+               "PATH (for pytest-benchmark compare and github-action-benchmark); timings are CUDA events on a GPU. "
+               "Default: none.", parse_path, "PATH", ini=False),
+    OptionSpec("plot_dir", "--rfdetr-plot", "write PNG plots to DIR: per case, each scope now against its baseline; "
+               "and the throughput chart. Needs matplotlib. Default: none.", parse_path, "DIR", ini=False),
     OptionSpec("markdown", "--rfdetr-markdown", "append a Markdown summary to PATH (also done to "
                "$GITHUB_STEP_SUMMARY when it is set). Default: none.", parse_path, "PATH", ini=False),
     OptionSpec("strict", "--rfdetr-strict", "fail a case that has no baseline for this device, or whose verdict "
@@ -388,6 +412,15 @@ OPTIONS: tuple[OptionSpec, ...] = (
                "baseline, a percentage. Default: 10%.", parse_memory_tolerance, "PCT"),
     OptionSpec("no_pin", "--rfdetr-no-pin", "on a GPU run, leave the launching thread where the OS puts it instead "
                "of moving it to the fastest allowed core while sampling. Default: pinned."),
+    OptionSpec("confirm", "--rfdetr-confirm", "before a host-bound scope (forward, iobinding, e2e) fails, measure the "
+               "case again in up to N fresh processes; the fastest process decides (shared hosts have slow spells "
+               "that last whole processes; a real regression is in every process). Default: 2 on a GPU, 0 on the CPU.",
+               _count("confirmation count"), "N"),
+    OptionSpec("save_processes", "--rfdetr-save-processes", "with --save-baseline, measure each case in N "
+               "processes and record the fastest, so that a slow spell does not become the baseline. Default: 1.",
+               _positive_int("process count"), "N"),
+    OptionSpec("child_report", "--rfdetr-child-report", "internal: measure only, and write the result to PATH (what "
+               "the fresh processes of --rfdetr-confirm and --rfdetr-save-processes run). Default: none.", parse_path, "PATH", ini=False),
     OptionSpec("onnx_models", "--rfdetr-onnx", "your own exported ONNX files as cases, run on the selected onnx-* "
                "backends: NAME=PATH[,NAME=PATH]. Default: none.", parse_onnx_models, "NAME=PATH", ini=False),
 )

@@ -15,12 +15,14 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any, Literal
 
-# Thresholds per scope, as fractions. They come from A/A trials on an NVIDIA H200 (docs/gate-power.md): each sits
-# above the largest change seen between clean processes, so that a clean re-run fails rarely.
+# Thresholds per scope, as fractions, from A/A trials on NVIDIA H200s (docs/gate-power.md). The CUDA-graph replay
+# moved at most +0.3 % between clean processes, so 0.5 % holds and still sees a 1 % slowdown. The host-bound scopes
+# have slow spells lasting whole processes (+40-80 % in about one process in eight); their thresholds hold only
+# together with the confirmation in fresh processes (--rfdetr-processes), and are what that data supports.
 DEFAULT_THRESHOLDS: dict[str, float] = {
-    "device": 0.01,
-    "iobinding": 0.03,
-    "forward": 0.05,
+    "device": 0.005,
+    "iobinding": 0.10,
+    "forward": 0.10,
     "e2e": 0.15,
 }
 # The statistic compared, per scope. Host-bound scopes use a low quantile: interference only ever adds time, so

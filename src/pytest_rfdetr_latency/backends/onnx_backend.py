@@ -131,6 +131,35 @@ def _provider_entry(backend: str, index: int, cache: Path) -> list[Any]:
     return [trt, cuda, "CPUExecutionProvider"]
 
 
+def _precision(backend: str, session: Any) -> str:
+    """What the session computes in. ONNX Runtime's CUDA provider runs float32 matmuls and convolutions in TF32
+    unless told otherwise (provider option use_tf32, on by default): a float32 model on it is a TF32 measurement."""
+    if backend == "onnx-tensorrt":
+        return "fp16"
+    if backend == "onnx-cuda":
+        options = session.get_provider_options().get("CUDAExecutionProvider", {})
+        return "fp32" if str(options.get("use_tf32", "1")) == "0" else "tf32"
+    return "fp32"
+
+
+def open_session(ort: Any, path: Path, backend: str, index: int, options: Any) -> Any:
+    """An InferenceSession on ``backend``'s provider, or an error if ONNX Runtime quietly chose another one."""
+    session = ort.InferenceSession(
+        str(path), sess_options=options, providers=_provider_entry(backend, index, path.parent / "trt-cache")
+    )
+    want = PROVIDERS[backend]
+    used = session.get_providers()
+    if used[0] != want:
+        message = (
+            f"{backend} asked ONNX Runtime for {want} but the session runs on {', '.join(used)}: "
+            "the provider failed to load (for CUDA: check that onnxruntime-gpu matches the installed CUDA and cuDNN)"
+        )
+        if backend == "onnx-tensorrt":
+            raise BackendUnavailable(message)
+        raise BackendMisconfigured(message)
+    return session
+
+
 def prepare(ctx: BackendContext) -> Prepared:
     import numpy as np
 
@@ -161,18 +190,12 @@ def prepare(ctx: BackendContext) -> Prepared:
     options.log_severity_level = 3
     if ctx.threads is not None:
         options.intra_op_num_threads = ctx.threads
-    session = ort.InferenceSession(
-        str(path), sess_options=options, providers=_provider_entry(backend, index, path.parent / "trt-cache")
-    )
+    try:
+        session = open_session(ort, path, backend, index, options)
+    except BaseException:
+        shutil.rmtree(profile_dir, ignore_errors=True)
+        raise
     used = session.get_providers()
-    if used[0] != want:
-        message = (
-            f"{backend} asked ONNX Runtime for {want} but the session runs on {', '.join(used)}: "
-            "the provider failed to load (for CUDA: check that onnxruntime-gpu matches the installed CUDA and cuDNN)"
-        )
-        if backend == "onnx-tensorrt":
-            raise BackendUnavailable(message)
-        raise BackendMisconfigured(message)
 
     meta = session.get_inputs()[0]
     input_name = meta.name
@@ -247,7 +270,7 @@ def prepare(ctx: BackendContext) -> Prepared:
         scopes=scopes,
         graphable=None,
         unavailable=unavailable,
-        precision="fp16" if backend == "onnx-tensorrt" else "fp32",
+        precision=_precision(backend, session),
         detections=detections,
         score_threshold=threshold,
         details=details,

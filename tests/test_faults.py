@@ -1,0 +1,177 @@
+"""Faults end in one clear message and lose nothing: checkpoints, exports, NaN, providers, the network."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_rfdetr_latency.environment import cpu_name, slugify
+
+SUITE = """
+def test_latency(rfdetr_case):
+    rfdetr_case.check()
+"""
+QUICK = ("--rfdetr-device=cpu", "--rfdetr-sampling=quick", "--rfdetr-images=2", "--rfdetr-scopes=forward",
+         "-p", "no:randomly")
+
+
+@pytest.fixture(scope="module")
+def nano_state() -> dict[str, Any]:
+
+    from pytest_rfdetr_latency.models import build_model
+
+    model = build_model("RFDETRNano", "cpu", seed=0)
+    return {k: v.clone() for k, v in model.model.model.state_dict().items()}
+
+
+def save_checkpoint(path: Path, state: dict[str, Any], name: str = "RFDETRNano") -> Path:
+    import torch
+
+    torch.save({"model": state, "args": {"pretrain_weights": "none"}, "model_name": name}, path)
+    return path
+
+
+def baseline_entries(pytester: pytest.Pytester) -> list[str]:
+    path = pytester.path / "latency_baselines" / f"{slugify(cpu_name())}.json"
+    return sorted(json.loads(path.read_text())["entries"]) if path.exists() else []
+
+
+def test_missing_checkpoint_names_the_path(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    pytester.makepyfile(test_suite=SUITE)
+    missing = tmp_path / "nope.pth"
+    result = pytester.runpytest(*QUICK, "--save-baseline", "--rfdetr-models=RFDETRNano", "--rfdetr-backends=torch-fp32",
+                                f"--rfdetr-weights={missing}")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([f"*checkpoint {missing} for RFDETRNano does not exist: check --rfdetr-weights*"])
+    assert baseline_entries(pytester) == []
+
+
+def test_unreadable_checkpoint_names_the_path(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    pytester.makepyfile(test_suite=SUITE)
+    folder = tmp_path / "a-folder.pth"
+    folder.mkdir()
+    result = pytester.runpytest(*QUICK, "--save-baseline", "--rfdetr-models=RFDETRNano", "--rfdetr-backends=torch-fp32",
+                                f"--rfdetr-weights={folder}")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([f"*checkpoint {folder} for RFDETRNano is not a readable file*"])
+
+
+def test_checkpoint_of_another_architecture_is_refused(
+    pytester: pytest.Pytester, tmp_path: Path, nano_state: dict[str, Any]
+) -> None:
+    pytester.makepyfile(test_suite=SUITE)
+    checkpoint = save_checkpoint(tmp_path / "nano.pth", nano_state)
+    result = pytester.runpytest(*QUICK, "--save-baseline", "--rfdetr-models=RFDETRSmall",
+                                "--rfdetr-backends=torch-fp32", f"--rfdetr-weights={checkpoint}")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([
+        f"*checkpoint {checkpoint} holds a RFDETRNano model, but the case asks for RFDETRSmall: select "
+        "--rfdetr-models RFDETRNano*",
+    ])
+    assert baseline_entries(pytester) == []
+
+
+def test_checkpoint_architecture_is_detected(
+    pytester: pytest.Pytester, tmp_path: Path, nano_state: dict[str, Any]
+) -> None:
+    pytester.makepyfile(test_suite=SUITE)
+    checkpoint = save_checkpoint(tmp_path / "mine.pth", nano_state)
+    collected = pytester.runpytest("--collect-only", "-q", f"--rfdetr-weights={checkpoint}",
+                                   "--rfdetr-backends=torch-fp32")
+    collected.stdout.fnmatch_lines(["*test_latency[[]RFDETRNano-torch-fp32[]]", "*1 test collected*"])
+    measured = pytester.runpytest(*QUICK, "--save-baseline", f"--rfdetr-weights={checkpoint}",
+                                  "--rfdetr-backends=torch-fp32")
+    measured.assert_outcomes(passed=1)
+    assert baseline_entries(pytester) == ["RFDETRNano-torch-fp32"]
+
+
+def test_nan_outputs_fail_and_are_never_saved(
+    pytester: pytest.Pytester, tmp_path: Path, nano_state: dict[str, Any]
+) -> None:
+    import torch
+
+    pytester.makepyfile(test_suite=SUITE)
+    broken = dict(nano_state)
+    key = next(k for k in broken if k.startswith("class_embed") and k.endswith("weight"))
+    broken[key] = torch.full_like(broken[key], float("nan"))
+    checkpoint = save_checkpoint(tmp_path / "nan.pth", broken)
+    result = pytester.runpytest(*QUICK, "--save-baseline", "--rfdetr-models=RFDETRNano",
+                                "--rfdetr-backends=torch-fp32", f"--rfdetr-weights={checkpoint}")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*output 'logits' holds * NaN/inf value(s)*never saved as a baseline*"])
+    assert baseline_entries(pytester) == []
+
+
+def test_failed_export_errors_its_case_and_the_others_still_run(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    pytester.makepyfile(test_suite=SUITE)
+    pytester.makeconftest(
+        """
+        import rfdetr
+
+        def broken_export(self, *args, **kwargs):
+            raise RuntimeError("exporter crashed: unsupported operator GridSample")
+
+        rfdetr.RFDETR.export = broken_export
+        """
+    )
+    result = pytester.runpytest(*QUICK, "--save-baseline", "--rfdetr-models=RFDETRNano",
+                                "--rfdetr-backends=torch-fp32,onnx-cpu", f"--rfdetr-cache-dir={tmp_path / 'fresh'}")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines([
+        "*ONNX export of RFDETRNano failed: RuntimeError: exporter crashed: unsupported operator GridSample*",
+    ])
+    assert baseline_entries(pytester) == ["RFDETRNano-torch-fp32"]
+    assert not list((tmp_path / "fresh" / "onnx").glob("*.onnx"))  # nothing half-exported left in the cache
+
+
+def test_a_whole_run_works_with_the_network_blocked(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    pytester.makepyfile(test_suite=SUITE)
+    pytester.makeconftest(
+        """
+        import socket
+
+        def refuse(*args, **kwargs):
+            raise OSError("network blocked by the test")
+
+        socket.socket.connect = refuse
+        socket.socket.connect_ex = refuse
+        socket.create_connection = refuse
+        socket.getaddrinfo = refuse
+        """
+    )
+    args = (*QUICK, "--rfdetr-models=RFDETRNano", "--rfdetr-backends=torch-fp32,onnx-cpu",
+            f"--rfdetr-cache-dir={tmp_path / 'offline'}", "--rfdetr-tolerance=100%")
+    pytester.runpytest(*args, "--save-baseline").assert_outcomes(passed=2)
+    pytester.runpytest(*args, "--rfdetr-latency").assert_outcomes(passed=2)
+
+
+def test_cuda_provider_absent_is_a_skip_with_its_reason() -> None:
+    from pytest_rfdetr_latency.backends import BackendContext, BackendUnavailable
+    from pytest_rfdetr_latency.backends.onnx_backend import prepare
+    from pytest_rfdetr_latency.cases import Case
+    from pytest_rfdetr_latency.environment import Device
+
+    context = BackendContext(
+        case=Case("RFDETRNano", "onnx-cuda"), device=Device("cuda:0", "NVIDIA H200", "cuda", 0), images=[],
+        detections=50, load_model=lambda: None, onnx_path=lambda: Path("unused.onnx"),
+    )
+    with pytest.raises(BackendUnavailable, match="CUDAExecutionProvider is not available in onnxruntime .*"
+                                                 r"install onnxruntime-gpu, not onnxruntime"):
+        prepare(context)
+
+
+def test_a_session_that_falls_back_to_the_cpu_fails(tmp_path: Path) -> None:
+    """The CPU build of onnxruntime, asked for CUDA, quietly runs on the CPU: the trap the check exists for."""
+    import onnxruntime
+
+    from pytest_rfdetr_latency.backends import BackendMisconfigured
+    from pytest_rfdetr_latency.backends.onnx_backend import open_session
+    from pytest_rfdetr_latency.models import build_model, export_onnx
+
+    path = export_onnx(build_model("RFDETRNano", "cpu"), tmp_path, 384, 1)
+    with pytest.raises(BackendMisconfigured, match="onnx-cuda asked ONNX Runtime for CUDAExecutionProvider but the "
+                                                   "session runs on CPUExecutionProvider"):
+        open_session(onnxruntime, path, "onnx-cuda", 0, onnxruntime.SessionOptions())

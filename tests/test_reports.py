@@ -1,0 +1,126 @@
+"""What people read: job summary, annotations, pytest-benchmark export, plots, workflows."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_rfdetr_latency import report
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKFLOWS = sorted([*(ROOT / ".github" / "workflows").glob("*.yml"), *(ROOT / "examples").rglob("*.yml")])
+SUITE = """
+def test_latency(rfdetr_case):
+    rfdetr_case.check()
+"""
+
+
+def verdict(kind: str, delta: float, scope: str = "forward") -> dict[str, Any]:
+    return {"kind": kind, "scope": scope, "statistic": "p20", "unit": "ms", "baseline": 10.0,
+            "current": 10.0 * (1 + delta), "delta": delta, "threshold": 0.1, "p_value": 0.0001, "alpha": 0.002,
+            "notes": []}
+
+
+def result(case_id: str, kind: str, delta: float) -> dict[str, Any]:
+    model, backend = case_id.split("-", 1)
+    return {"id": case_id, "model": model, "backend": backend, "batch": 1, "device": "NVIDIA H200",
+            "outcome": kind, "scopes": {"forward": {"statistic": "p20", "value_ms": 10.0 * (1 + delta),
+                                                    "median_ms": 10.0}},
+            "verdicts": {"forward": verdict(kind, delta)}, "drift": [], "unavailable_scopes": {}}
+
+
+def test_rows_put_regressions_first_and_markdown_says_how_to_refresh() -> None:
+    results = [result("RFDETRNano-torch-fp32", "pass", 0.01), result("RFDETRSmall-onnx-cuda", "regression", 0.25)]
+    rows = report.rows(results)
+    assert [r["case"] for r in rows] == ["RFDETRSmall-onnx-cuda", "RFDETRNano-torch-fp32"]
+    assert rows[0]["verdict"] == "REGRESSION" and rows[0]["delta"] == "+25.00%"
+    text = report.markdown(results, "NVIDIA H200", {"driver": "580.159.04", "torch": "2.11.0"})
+    assert text.startswith("## RF-DETR latency on NVIDIA H200: regressed")
+    assert "| `RFDETRSmall-onnx-cuda` | forward | p20 | 10 ms | 12.5 ms | +25.00% | 10% | **REGRESSION** |" in text
+    assert "Versions: driver 580.159.04, torch 2.11.0." in text
+    assert "pytest --save-baseline" in text and "http" not in text
+
+
+def test_annotations_pin_regressions_and_escape_what_github_parses() -> None:
+    lines = report.github_annotations([result("RFDETRSmall-onnx-cuda", "regression", 0.25),
+                                       result("RFDETRNano-torch-fp32", "pass", 0.0)])
+    assert lines == [
+        "::error title=latency regression%3A RFDETRSmall-onnx-cuda::forward p20 10 -> 12.5 ms (+25.00%25, "
+        "threshold 10%25)"
+    ]
+
+
+def test_a_cpu_run_writes_summary_annotations_benchmark_json_and_plots(
+    pytester: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytester.makepyfile(test_suite=SUITE)
+    args = ("--rfdetr-device=cpu", "--rfdetr-models=RFDETRNano", "--rfdetr-backends=torch-fp32",
+            "--rfdetr-sampling=quick", "--rfdetr-images=2", f"--rfdetr-cache-dir={tmp_path / 'cache'}",
+            "-p", "no:randomly")
+    pytester.runpytest(*args, "--save-baseline").assert_outcomes(passed=1)
+    summary = tmp_path / "step-summary.md"
+    summary.write_text("## earlier step\n")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    checked = pytester.runpytest(*args, "--rfdetr-latency", "--rfdetr-inject-slowdown=300%",
+                                 "--rfdetr-benchmark-json=bench/results.json", "--rfdetr-plot=plots")
+    checked.assert_outcomes(failed=1)
+
+    text = summary.read_text()
+    assert text.startswith("## earlier step\n## RF-DETR latency on ")  # appended, never overwritten
+    assert ": regressed" in text and "| `RFDETRNano-torch-fp32` | forward | p20 |" in text
+    assert "**REGRESSION**" in text
+    checked.stdout.fnmatch_lines(["::error title=latency regression%3A RFDETRNano-torch-fp32::forward p20 *"])
+
+    exported = pytester.path / "bench" / "results.json"
+    data = json.loads(exported.read_text())
+    names = sorted(b["name"] for b in data["benchmarks"])
+    assert names == ["RFDETRNano-torch-fp32[e2e]", "RFDETRNano-torch-fp32[forward]"]
+    assert all(b["options"]["timer"] == "host" and b["stats"]["rounds"] >= 7 for b in data["benchmarks"])
+    compare = subprocess.run([sys.executable, "-m", "pytest_benchmark", "compare", str(exported)],
+                             capture_output=True, text=True, timeout=120, check=False)
+    assert compare.returncode == 0, compare.stderr
+    assert "RFDETRNano-torch-fp32[forward]" in compare.stdout and "benchmark 'e2e'" in compare.stdout
+    from pytest_benchmark.utils import load_storage
+
+    storage = load_storage(str(exported.parent), logger=None, default_machine_id=None, netrc="")
+    loaded = [bench for _, content in storage.load(str(exported)) for bench in content["benchmarks"]]
+    assert len(loaded) == 2
+
+    from PIL import Image
+
+    pictures = sorted((pytester.path / "plots").glob("*.png"))
+    assert [p.name for p in pictures] == ["RFDETRNano-torch-fp32.png", "throughput.png"]
+    for picture in pictures:
+        with Image.open(picture) as image:
+            width, height = image.size
+            assert width >= 300 and height >= 300
+            assert len(set(image.convert("L").getdata())) > 20  # drawn, not blank
+
+
+@pytest.mark.parametrize("workflow", WORKFLOWS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_workflows_pass_actionlint(workflow: Path) -> None:
+    actionlint = shutil.which("actionlint") or str(Path(sys.executable).parent / "actionlint")
+    out = subprocess.run([actionlint, "-no-color", str(workflow)], capture_output=True, text=True, timeout=120,
+                         check=False)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_workflows_match_githubs_schema() -> None:
+    tool = shutil.which("check-jsonschema") or str(Path(sys.executable).parent / "check-jsonschema")
+    out = subprocess.run([tool, "--builtin-schema", "vendor.github-workflows", *map(str, WORKFLOWS)],
+                         capture_output=True, text=True, timeout=120, check=False)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert len(WORKFLOWS) >= 5
+
+
+def test_the_refresh_workflow_proposes_and_never_pushes_to_the_default_branch() -> None:
+    text = (ROOT / ".github" / "workflows" / "refresh-baseline.yml").read_text()
+    assert "workflow_dispatch" in text and "gh pr create" in text and "--save-baseline" in text
+    assert 'git push origin "$branch"' in text and "git push origin main" not in text

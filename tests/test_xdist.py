@@ -1,0 +1,92 @@
+"""Several workers through pytest-xdist: the binding plan (pure) and a real two-worker CPU run."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from pytest_rfdetr_latency.workers import Gpu, WorkerPlanError, plan, worker_index
+
+H200 = [Gpu("0", "NVIDIA H200"), Gpu("1", "NVIDIA H200")]
+
+
+def test_each_worker_gets_its_own_gpu_and_cores() -> None:
+    bindings = plan(2, "cuda", H200, list(range(32)))
+    assert [b.gpu.visible_id for b in bindings if b.gpu] == ["0", "1"]
+    assert bindings[0].cores == tuple(range(16)) and bindings[1].cores == tuple(range(16, 32))
+    assert "worker gw1: GPU 1 (NVIDIA H200), cores 16," in bindings[1].describe()
+
+
+def test_auto_uses_the_gpus_when_there_are_some() -> None:
+    assert all(b.gpu is not None for b in plan(2, "auto", H200, [0, 1, 2, 3]))
+    assert all(b.gpu is None for b in plan(2, "auto", [], [0, 1, 2, 3]))
+
+
+def test_more_workers_than_gpus_is_refused() -> None:
+    with pytest.raises(WorkerPlanError, match=r"-n 4 asks for 4 workers but this host shows 2 GPU\(s\).*use -n 2"):
+        plan(4, "cuda", H200, list(range(32)))
+
+
+def test_gpus_of_different_models_are_refused() -> None:
+    mixed = [Gpu("0", "NVIDIA H200"), Gpu("1", "NVIDIA A100-SXM4-80GB")]
+    with pytest.raises(WorkerPlanError, match="different models.*run one pytest per model"):
+        plan(2, "cuda", mixed, list(range(8)))
+    # Only the GPUs in use count: one worker on the first GPU is fine.
+    assert plan(1, "cuda", mixed, list(range(8)))[0].gpu == mixed[0]
+
+
+def test_naming_one_gpu_under_xdist_is_refused() -> None:
+    with pytest.raises(WorkerPlanError, match="names one GPU"):
+        plan(2, "cuda:1", H200, list(range(8)))
+
+
+def test_cuda_without_gpus_and_too_few_cores_are_refused() -> None:
+    with pytest.raises(WorkerPlanError, match="no GPU is visible"):
+        plan(2, "cuda", [], [0, 1])
+    with pytest.raises(WorkerPlanError, match="more workers than this process may use cores"):
+        plan(3, "cpu", [], [0, 1])
+
+
+def test_cpu_workers_split_the_cores() -> None:
+    bindings = plan(2, "cpu", H200, [0, 1, 2, 3, 4])
+    assert [b.cores for b in bindings] == [(0, 1), (2, 3)]
+    assert all(b.gpu is None for b in bindings)
+
+
+def test_worker_index_reads_xdist_input() -> None:
+    assert worker_index({"workerid": "gw3", "workercount": 4}) == (3, 4)
+
+
+SUITE = """
+def test_latency(rfdetr_case):
+    rfdetr_case.check()
+"""
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two cores for two workers")
+def test_two_cpu_workers_measure_and_the_controller_saves_once(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    pytester.makepyfile(test_suite=SUITE)
+    cores = sorted(os.sched_getaffinity(0))
+    common = ("-n", "2", "--rfdetr-device=cpu", "--rfdetr-models=RFDETRNano", "--rfdetr-backends=torch-fp32,onnx-cpu",
+              "--rfdetr-sampling=quick", "--rfdetr-images=2", "--rfdetr-scopes=forward",
+              f"--rfdetr-cache-dir={tmp_path / 'cache'}", "-p", "no:randomly")
+    result = pytester.runpytest(*common, "--save-baseline", "--rfdetr-report=report.json")
+    result.assert_outcomes(passed=2)
+    share = len(cores) // 2
+    result.stdout.fnmatch_lines([f"xdist workers: worker gw0: no GPU, cores {','.join(map(str, cores[:share]))}; *"])
+    report = json.loads((pytester.path / "report.json").read_text())
+    workers = {case["details"]["worker"]["worker"] for case in report["cases"]}
+    assert workers <= {"gw0", "gw1"}
+    for case in report["cases"]:
+        assert case["details"]["worker"]["threads"] == str(share)
+        assert case["fingerprint"]["cpu_count"] == share
+    saved = list((pytester.path / "latency_baselines").glob("*.json"))
+    assert len(saved) == 1
+    assert sorted(json.loads(saved[0].read_text())["entries"]) == ["RFDETRNano-onnx-cpu", "RFDETRNano-torch-fp32"]
+
+    too_many = pytester.runpytest(*("-n", str(len(cores) + 1), *common[2:]), "--rfdetr-latency")
+    assert too_many.ret == pytest.ExitCode.USAGE_ERROR
+    too_many.stderr.fnmatch_lines(["*asks for more workers than this process may use cores*"])

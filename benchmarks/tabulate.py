@@ -26,17 +26,17 @@ def rows(reports: list[dict[str, Any]]) -> list[str]:
         case = cases[case_id]
         scopes = case.get("scopes", {})
 
-        def ms(scope: str, key: str = "value_ms") -> str:
-            return f"{scopes[scope][key]:.3g}" if scope in scopes else "-"
+        def ms(scope: str, scopes: dict[str, Any] = scopes) -> str:
+            return f"{scopes[scope]['value_ms']:.3g}" if scope in scopes else "-"
 
         e2e = scopes.get("e2e")
         fps = f"{1000.0 * case.get('batch', 1) / e2e['median_ms']:.1f}" if e2e else "-"
         e2e_text = f"{e2e['value_ms']:.3g} / {e2e['median_ms']:.3g}" if e2e else "-"
         memory = case.get("memory") or {}
         parity = (case.get("parity") or {}).get("metrics")
-        parity_text = (
-            f"{parity['found_share']:.2f} / {parity['mean_iou']:.3f} / {parity['max_score_error']:.3g}" if parity else "-"
-        )
+        parity_text = "-"
+        if parity:
+            parity_text = f"{parity['found_share']:.2f} / {parity['mean_iou']:.3f} / {parity['max_score_error']:.3g}"
         out.append(
             f"| {case_id} | {case['fingerprint'].get('precision', '-') if case.get('fingerprint') else '-'} | "
             f"{ms('device')} | {ms('forward')} | {e2e_text} | {fps} | {memory.get('peak_mib', '-')} | {parity_text} | "

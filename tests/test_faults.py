@@ -109,12 +109,15 @@ def test_failed_export_errors_its_case_and_the_others_still_run(pytester: pytest
     pytester.makepyfile(test_suite=SUITE)
     pytester.makeconftest(
         """
+        import pytest
         import rfdetr
 
         def broken_export(self, *args, **kwargs):
             raise RuntimeError("exporter crashed: unsupported operator GridSample")
 
-        rfdetr.RFDETR.export = broken_export
+        @pytest.fixture(autouse=True)
+        def break_the_exporter(monkeypatch):
+            monkeypatch.setattr(rfdetr.RFDETR, "export", broken_export)
         """
     )
     result = pytester.runpytest(*QUICK, "--save-baseline", "--rfdetr-models=RFDETRNano",
@@ -133,13 +136,20 @@ def test_a_whole_run_works_with_the_network_blocked(pytester: pytest.Pytester, t
         """
         import socket
 
+        SAVED = {}
+
         def refuse(*args, **kwargs):
             raise OSError("network blocked by the test")
 
-        socket.socket.connect = refuse
-        socket.socket.connect_ex = refuse
-        socket.create_connection = refuse
-        socket.getaddrinfo = refuse
+        def pytest_configure(config):  # for the whole session, and undone at its end
+            for owner, name in ((socket.socket, "connect"), (socket.socket, "connect_ex"),
+                                (socket, "create_connection"), (socket, "getaddrinfo")):
+                SAVED[(owner, name)] = getattr(owner, name)
+                setattr(owner, name, refuse)
+
+        def pytest_unconfigure(config):
+            for (owner, name), value in SAVED.items():
+                setattr(owner, name, value)
         """
     )
     args = (*QUICK, "--rfdetr-models=RFDETRNano", "--rfdetr-backends=torch-fp32,onnx-cpu",

@@ -21,7 +21,7 @@ from pytest_rfdetr_latency.settings import (
 
 @pytest.mark.parametrize("bad", ["10", "ten%", "-5%", "0%", "%", "5%%", "1e3%", ""])
 def test_tolerance_rejects_ambiguous_or_negative_values(bad: str) -> None:
-    with pytest.raises(argparse.ArgumentTypeError, match="expected a percentage such as '5%'|must lie above"):
+    with pytest.raises(argparse.ArgumentTypeError, match=r"expected a percentage such as '5%'|must lie above"):
         parse_tolerance(bad)
 
 
@@ -35,7 +35,7 @@ def test_tolerance_accepts_global_and_per_scope_forms() -> None:
 
 
 def test_tolerance_names_unknown_scope() -> None:
-    with pytest.raises(argparse.ArgumentTypeError, match="unknown scope 'gpu'.*e2e, forward, iobinding, device"):
+    with pytest.raises(argparse.ArgumentTypeError, match=r"unknown scope 'gpu'.*e2e, forward, iobinding, device"):
         parse_tolerance("gpu=1%")
 
 

@@ -32,7 +32,7 @@ def test_more_workers_than_gpus_is_refused() -> None:
 
 def test_gpus_of_different_models_are_refused() -> None:
     mixed = [Gpu("0", "NVIDIA H200"), Gpu("1", "NVIDIA A100-SXM4-80GB")]
-    with pytest.raises(WorkerPlanError, match="different models.*run one pytest per model"):
+    with pytest.raises(WorkerPlanError, match=r"different models.*run one pytest per model"):
         plan(2, "cuda", mixed, list(range(8)))
     # Only the GPUs in use count: one worker on the first GPU is fine.
     assert plan(1, "cuda", mixed, list(range(8)))[0].gpu == mixed[0]

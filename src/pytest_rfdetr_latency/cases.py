@@ -91,7 +91,7 @@ def matrix(
     backends: Iterable[str],
     batches: Iterable[int] = (1,),
     resolutions: Iterable[int | None] = (None,),
-    onnx_models: Mapping[str, str] | None = None,
+    onnx_models: Mapping[str, object] | None = None,
 ) -> list[Case]:
     """Every combination, models outermost so that one model's cases run one after another; then each user ONNX
     file on the selected ONNX Runtime backends (its resolution is the file's own)."""

@@ -209,7 +209,8 @@ def drift(baseline: Mapping[str, Any], current: Mapping[str, Any], extra_fields:
             continue
         before, after = baseline.get(key), current.get(key)
         if before != after:
-            lines.append(f"{key}: {before if before is not None else '<none>'} -> {after if after is not None else '<none>'}")
+            shown = ["<none>" if v is None else v for v in (before, after)]
+            lines.append(f"{key}: {shown[0]} -> {shown[1]}")
     return lines
 
 

@@ -29,6 +29,6 @@ def synthetic_images(count: int, size: tuple[int, int] = (640, 640), seed: int =
             colour = rng.uniform(0, 255, size=3).astype(np.float32)
             weight = np.exp(-((xs - cx) ** 2 + (ys - cy) ** 2) / (2 * radius**2))
             field += weight[..., None] * colour
-        field = field / max(float(field.max()), 1.0) * 200.0 + rng.normal(0, 20, size=field.shape)
-        images.append(Image.fromarray(np.clip(field, 0, 255).astype(np.uint8)))
+        pixels = field / max(float(field.max()), 1.0) * 200.0 + rng.normal(0, 20, size=field.shape)
+        images.append(Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)))
     return images

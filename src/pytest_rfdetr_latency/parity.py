@@ -4,9 +4,10 @@ A backend that got fast by getting wrong must fail whatever its speed. Comparing
 wrong for DETR-style models, though: the decoder's queries come from a top-k over encoder proposals, and a
 half-precision backend may pick the same objects in another order. So detections are compared as sets: the best
 ``TOP`` detections of the reference, each matched to the candidate's detection (among its best ``2 * TOP``) with the
-highest box IoU; the share whose classes agree is reported too. Reported: the share of reference detections found again (IoU >= 0.5), the mean IoU of the matches, the
-largest score difference between matched detections, and for segmentation and keypoint models the mask IoU and the
-keypoint distance of the matches. Pure numpy; no torch here.
+highest box IoU, the same class preferred among equal boxes. Reported: the share of reference detections found again
+(IoU >= 0.5), the share of those whose class agrees, the mean IoU of the matches, the largest score difference
+between matched detections of the same class, and for segmentation and keypoint models the mask IoU and the keypoint
+distance of the matches. Pure numpy; no torch here.
 """
 
 from __future__ import annotations
@@ -61,12 +62,11 @@ def _detections(outputs: Mapping[str, Any], top: int = TOP, image: int = 0) -> t
     logits = np.asarray(outputs["logits"][image], dtype=np.float64)[:, :-1]
     scores = 1.0 / (1.0 + np.exp(-logits))
     flat = scores.ravel()
-    k = min(top, flat.size)
-    top = np.argsort(-flat, kind="stable")[:k]
-    query, cls = np.divmod(top, scores.shape[1])
+    best = np.argsort(-flat, kind="stable")[: min(top, flat.size)]
+    query, cls = np.divmod(best, scores.shape[1])
     cx, cy, w, h = np.asarray(outputs["boxes"][image], dtype=np.float64)[query].T
     boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
-    return query, cls, flat[top], boxes
+    return query, cls, flat[best], boxes
 
 
 def _iou(a: Any, b: Any) -> Any:

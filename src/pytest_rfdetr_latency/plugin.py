@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Generator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -130,7 +130,7 @@ def _cache_dir(config: pytest.Config, settings: Settings) -> Path:
         return settings.cache_dir
     cache = getattr(config, "cache", None)  # absent with -p no:cacheprovider
     if cache is not None:
-        return cache.mkdir("rfdetr-latency")
+        return Path(cache.mkdir("rfdetr-latency"))
     return config.rootpath / ".rfdetr-latency-cache"
 
 
@@ -419,7 +419,9 @@ def _as_list(value: Any) -> list[Any]:
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     rep = yield
     data = item.stash.get(RESULT_ITEM_KEY, None)
     if data is not None and rep.when == "call":
@@ -442,7 +444,7 @@ class ResultCollector:
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         for name, value in report.user_properties:
             if name == PROPERTY:
-                self.results.append(json.loads(value))
+                self.results.append(json.loads(str(value)))
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:

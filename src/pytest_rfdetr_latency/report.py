@@ -172,7 +172,7 @@ def json_report(
     command: Sequence[str],
     baseline_file: str | None,
 ) -> dict[str, Any]:
-    models, backends, fps = fps_table(results)
+    fps = fps_table(results)[2]
     return {
         "schema_version": REPORT_SCHEMA_VERSION,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

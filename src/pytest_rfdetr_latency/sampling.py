@@ -25,8 +25,8 @@ class SamplingPlan:
     def __post_init__(self) -> None:
         if self.block_size < 1 or self.min_blocks < 2 or self.max_blocks < self.min_blocks:
             raise ValueError(
-                f"sampling needs block >= 1, min-blocks >= 2 and max-blocks >= min-blocks (got block={self.block_size}, "
-                f"min-blocks={self.min_blocks}, max-blocks={self.max_blocks})"
+                "sampling needs block >= 1, min-blocks >= 2 and max-blocks >= min-blocks (got "
+                f"block={self.block_size}, min-blocks={self.min_blocks}, max-blocks={self.max_blocks})"
             )
         if not (0 < self.target < 1) or self.max_seconds <= 0 or self.warmup_calls < 0 or self.warmup_seconds < 0:
             raise ValueError("sampling needs 0 < target < 1, max-seconds > 0, warmup-calls >= 0, warmup-seconds >= 0")

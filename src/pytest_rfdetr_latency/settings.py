@@ -354,8 +354,8 @@ OPTIONS: tuple[OptionSpec, ...] = (
                "baseline of this device; those cases pass. Default: off.", ini=False),
     OptionSpec("models", "--rfdetr-models", f"comma list of RF-DETR variants, or 'all'. Choices: "
                f"{', '.join(ALL_MODELS)}. Default: {','.join(DEFAULT_MODELS)}.", parse_models, "LIST"),
-    OptionSpec("backends", "--rfdetr-backends", f"comma list of backends, or 'all'. Choices: {', '.join(ALL_BACKENDS)}. "
-               f"Default: {','.join(DEFAULT_BACKENDS)}.", parse_backends, "LIST"),
+    OptionSpec("backends", "--rfdetr-backends", f"comma list of backends, or 'all'. Choices: "
+               f"{', '.join(ALL_BACKENDS)}. Default: {','.join(DEFAULT_BACKENDS)}.", parse_backends, "LIST"),
     OptionSpec("device", "--rfdetr-device", "device to measure on: 'cuda', 'cuda:N' or 'cpu'. Default: cuda when "
                "a GPU is visible, else cpu.", parse_device, "DEVICE"),
     OptionSpec("baseline_dir", "--rfdetr-baseline-dir", "folder of the per-device baseline files, relative to the "
@@ -404,8 +404,9 @@ OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("resolutions", "--rfdetr-resolutions", "comma list of square input resolutions, an axis of the "
                "matrix (ids gain -rN; each must divide by the model's patch size x windows), or 'native'. "
                "Default: native.", parse_resolutions, "LIST"),
-    OptionSpec("budgets", "--rfdetr-budget", f"absolute limits that fail a case whatever its baseline: {budget_specs.FORMS}; "
-               "several separated by ';' (the ini key takes one per line). Default: none.", parse_budgets, "SPEC"),
+    OptionSpec("budgets", "--rfdetr-budget", "absolute limits that fail a case whatever its baseline: "
+               f"{budget_specs.FORMS}; several separated by ';' (the ini key takes one per line). Default: none.",
+               parse_budgets, "SPEC"),
     OptionSpec("no_parity", "--rfdetr-no-parity", "do not compare each backend's outputs with FP32 PyTorch's "
                "(by default a case whose outputs diverge fails, whatever its speed). Default: parity checked."),
     OptionSpec("memory_tolerance", "--rfdetr-memory-tolerance", "threshold for peak GPU memory against the "
@@ -420,7 +421,8 @@ OPTIONS: tuple[OptionSpec, ...] = (
                "processes and record the fastest, so that a slow spell does not become the baseline. Default: 1.",
                _positive_int("process count"), "N"),
     OptionSpec("child_report", "--rfdetr-child-report", "internal: measure only, and write the result to PATH (what "
-               "the fresh processes of --rfdetr-confirm and --rfdetr-save-processes run). Default: none.", parse_path, "PATH", ini=False),
+               "the fresh processes of --rfdetr-confirm and --rfdetr-save-processes run). Default: none.",
+               parse_path, "PATH", ini=False),
     OptionSpec("onnx_models", "--rfdetr-onnx", "your own exported ONNX files as cases, run on the selected onnx-* "
                "backends: NAME=PATH[,NAME=PATH]. Default: none.", parse_onnx_models, "NAME=PATH", ini=False),
 )

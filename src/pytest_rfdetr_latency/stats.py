@@ -326,7 +326,8 @@ def decide_memory(baseline_mib: float, current_mib: float, threshold: float) -> 
 def worst(verdicts: Sequence[Verdict]) -> Kind:
     """The case's overall verdict: any regression, else any inconclusive, else any improvement, else pass."""
     kinds = {v.kind for v in verdicts}
-    for kind in ("regression", "inconclusive", "improvement"):
+    order: tuple[Kind, ...] = ("regression", "inconclusive", "improvement")
+    for kind in order:
         if kind in kinds:
-            return kind  # type: ignore[return-value]
+            return kind
     return "pass"

@@ -8,6 +8,7 @@ and throttle reasons; a block taken while the GPU throttled for heat or a hardwa
 
 from __future__ import annotations
 
+import functools
 import gc
 import time
 from collections.abc import Callable, Iterator
@@ -408,7 +409,7 @@ def gpu_delay(ms: float, device: str) -> Fn:
     with torch.cuda.device(dev):
         for c in cycles:
             torch.cuda._sleep(c)  # warm
-        times = [statistic_of(clock.time_calls(lambda c=c: torch.cuda._sleep(c), 7), "median") for c in cycles]
+        times = [statistic_of(clock.time_calls(functools.partial(torch.cuda._sleep, c), 7), "median") for c in cycles]
     per_ms = (cycles[1] - cycles[0]) / max(times[1] - times[0], 1e-6)
     overhead_ms = max(0.0, times[0] - cycles[0] / per_ms)
     count = max(1, int((ms - overhead_ms) * per_ms))

@@ -98,8 +98,8 @@ def visible_gpus(environ: Mapping[str, str] | None = None) -> list[Gpu]:
     for token in (t.strip() for t in mask.split(",")):
         if not token:
             continue
-        for index, name, uuid in every:
-            if token == index or (token.startswith("GPU-") and uuid.startswith(token)):
+        for number, name, uuid in every:
+            if token == number or (token.startswith("GPU-") and uuid.startswith(token)):
                 chosen.append(Gpu(token, name))
                 break
         else:

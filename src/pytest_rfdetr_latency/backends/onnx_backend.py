@@ -199,7 +199,7 @@ def prepare(ctx: BackendContext) -> Prepared:
 
     meta = session.get_inputs()[0]
     input_name = meta.name
-    _, _, height, width = meta.shape
+    height = meta.shape[2]
     batch = ctx.case.batch
     images = ctx.images
     x = preprocess_tensor(images[:1] * batch, int(height), _MEANS, _STDS).numpy()

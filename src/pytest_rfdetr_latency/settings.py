@@ -205,18 +205,22 @@ def parse_weights(value: str) -> Weights:
     return Weights(checkpoints=checkpoints)
 
 
-def _positive_int(what: str) -> Callable[[str], int]:
+def _whole_number(what: str, least: int) -> Callable[[str], int]:
     def parse(value: str) -> int:
         try:
             number = int(value.strip())
         except ValueError:
-            raise argparse.ArgumentTypeError(f"invalid {what} {value!r}: expected a whole number >= 1") from None
-        if number < 1:
-            raise argparse.ArgumentTypeError(f"invalid {what} {value!r}: expected a whole number >= 1")
+            number = least - 1
+        if number < least:
+            raise argparse.ArgumentTypeError(f"invalid {what} {value!r}: expected a whole number >= {least}")
         return number
 
     parse.__name__ = what
     return parse
+
+
+def _positive_int(what: str) -> Callable[[str], int]:
+    return _whole_number(what, 1)
 
 
 def parse_batch_sizes(value: str) -> tuple[int, ...]:
@@ -264,20 +268,6 @@ def parse_onnx_models(value: str) -> dict[str, Path]:
             )
         models[name] = Path(path.strip()).expanduser()
     return models
-
-
-def _count(what: str) -> Callable[[str], int]:
-    def parse(value: str) -> int:
-        try:
-            number = int(value.strip())
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"invalid {what} {value!r}: expected a whole number >= 0") from None
-        if number < 0:
-            raise argparse.ArgumentTypeError(f"invalid {what} {value!r}: expected a whole number >= 0")
-        return number
-
-    parse.__name__ = what
-    return parse
 
 
 def parse_seed(value: str) -> int:
@@ -416,7 +406,7 @@ OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("confirm", "--rfdetr-confirm", "before a host-bound scope (forward, iobinding, e2e) fails, measure the "
                "case again in up to N fresh processes; the fastest process decides (shared hosts have slow spells "
                "that last whole processes; a real regression is in every process). Default: 2 on a GPU, 0 on the CPU.",
-               _count("confirmation count"), "N"),
+               _whole_number("confirmation count", 0), "N"),
     OptionSpec("save_processes", "--rfdetr-save-processes", "with --save-baseline, measure each case in N "
                "processes and record the fastest, so that a slow spell does not become the baseline. Default: 1.",
                _positive_int("process count"), "N"),

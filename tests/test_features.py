@@ -1,0 +1,134 @@
+"""Budgets, parity, axes, a user's ONNX file, and measuring in fresh processes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_rfdetr_latency import budgets, parity
+
+SUITE = """
+def test_latency(rfdetr_case):
+    rfdetr_case.check()
+"""
+QUICK = ("--rfdetr-device=cpu", "--rfdetr-sampling=quick", "--rfdetr-images=2", "-p", "no:randomly")
+
+
+def test_budget_specs_parse_and_apply() -> None:
+    budget = budgets.parse("RFDETRMedium-*:e2e:median<=12ms@nvidia-h*")
+    assert budget == budgets.Budget("RFDETRMedium-*", "e2e", "median", 12.0, "nvidia-h*")
+    assert budgets.parse("forward:p90<=8.5ms", case="X-onnx-cuda").case == "X-onnx-cuda"
+    assert len(budgets.parse_many("A:e2e:median<=1ms\nB:forward:min<=2ms@cpu")) == 2
+    stats = {"e2e": {"median_ms": 13.0}}
+    assert budgets.violations([budget], "RFDETRMedium-torch-fp16", "nvidia-h200", stats) == [
+        "budget RFDETRMedium-*:e2e:median<=12ms@nvidia-h*: e2e median is 13 ms, +8.3% over the 12 ms limit"
+    ]
+    assert budgets.violations([budget], "RFDETRMedium-torch-fp16", "nvidia-l4", stats) == []
+    assert budgets.violations([budget], "RFDETRSmall-torch-fp16", "nvidia-h200", stats) == []
+
+
+@pytest.mark.parametrize("bad", ["e2e<=12ms", "X:e2e:median<12ms", "X:warp:median<=1ms", "X:e2e:mode<=1ms",
+                                 "X:e2e:median<=0ms"])
+def test_bad_budgets_name_the_form(bad: str) -> None:
+    with pytest.raises(ValueError, match="invalid budget"):
+        budgets.parse(bad)
+
+
+@pytest.fixture(scope="module")
+def nano_outputs() -> dict[str, Any]:
+    """Real FP32 outputs of a seeded RFDETRNano on a synthetic image."""
+    import torch
+
+    from pytest_rfdetr_latency.backends.base import preprocess_tensor
+    from pytest_rfdetr_latency.backends.torch_backend import tensor_outputs
+    from pytest_rfdetr_latency.images import synthetic_images
+    from pytest_rfdetr_latency.models import build_model, optimize, optimized_module
+
+    model = build_model("RFDETRNano", "cpu")
+    optimize(model, torch.float32)
+    x = preprocess_tensor(synthetic_images(1), 384, model.means, model.stds)
+    with torch.inference_mode():
+        raw = tensor_outputs(optimized_module(model)(x), "detection")
+    return {k: v.numpy() for k, v in raw.items()}
+
+
+def test_identical_outputs_pass_parity(nano_outputs: dict[str, Any]) -> None:
+    found = parity.compare(nano_outputs, nano_outputs, "fp32")
+    assert found.passed
+    assert found.metrics["found_share"] == 1.0 and found.metrics["max_score_error"] == 0.0
+
+
+def test_half_precision_rounding_passes_its_limits(nano_outputs: dict[str, Any]) -> None:
+    import numpy as np
+
+    rounded = {k: v.astype(np.float16).astype(np.float32) for k, v in nano_outputs.items()}
+    assert parity.compare(nano_outputs, rounded, "fp16").passed
+
+
+def test_wrong_outputs_fail_parity_whatever_their_speed(nano_outputs: dict[str, Any]) -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    shuffled = dict(nano_outputs)
+    shuffled["boxes"] = rng.permutation(nano_outputs["boxes"], axis=1)  # boxes no longer belong to their scores
+    found = parity.compare(nano_outputs, shuffled, "fp16")
+    assert not found.passed
+    assert any("found again" in f or "IoU" in f for f in found.failures)
+    nan = {k: v.copy() for k, v in nano_outputs.items()}
+    nan["logits"][0, 0, 0] = np.nan
+    assert parity.compare(nano_outputs, nan, "fp32").failures == ("output 'logits' holds NaN or inf",)
+
+
+def test_axes_show_in_ids(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_suite=SUITE)
+    result = pytester.runpytest("--collect-only", "-q", "--rfdetr-models=RFDETRNano", "--rfdetr-backends=onnx-cpu",
+                                "--rfdetr-batch-sizes=1,2", "--rfdetr-resolutions=native,320")
+    result.stdout.fnmatch_lines([
+        "*[[]RFDETRNano-onnx-cpu[]]", "*[[]RFDETRNano-onnx-cpu-b2[]]", "*[[]RFDETRNano-onnx-cpu-r320[]]",
+        "*[[]RFDETRNano-onnx-cpu-b2-r320[]]", "*4 tests collected*",
+    ])
+
+
+def test_batch_resolution_budget_and_a_users_onnx_file(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    from pytest_rfdetr_latency.models import build_model, export_onnx
+
+    own = export_onnx(build_model("RFDETRNano", "cpu", resolution=320), tmp_path / "export", 320, 1)
+    pytester.makepyfile(test_suite=SUITE)
+    result = pytester.runpytest(
+        *QUICK, "--save-baseline", "--rfdetr-models=RFDETRNano", "--rfdetr-backends=onnx-cpu",
+        "--rfdetr-batch-sizes=2", "--rfdetr-resolutions=320", "--rfdetr-scopes=e2e",
+        f"--rfdetr-onnx=mine={own}", f"--rfdetr-cache-dir={tmp_path / 'cache'}", "--rfdetr-report=report.json",
+        "--rfdetr-budget=mine-*:e2e:median<=0.5ms",
+    )
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*mine-onnx-cpu on * is over budget:*", "*budget mine-[*]:e2e:median<=0.5ms: *"])
+    report = json.loads((pytester.path / "report.json").read_text())
+    cases = {c["id"]: c for c in report["cases"]}
+    batched = cases["RFDETRNano-onnx-cpu-b2-r320"]
+    assert batched["outcome"] == "saved" and batched["batch"] == 2
+    assert batched["parity"]["passed"]
+    assert report["fps"]["RFDETRNano-b2-r320"]["onnx-cpu"] > 0
+    mine = cases["mine-onnx-cpu"]
+    assert mine["outcome"] == "over-budget"
+    assert mine["details"]["parity"].startswith("not checked: a user's ONNX file")
+    saved = next((pytester.path / "latency_baselines").glob("*.json"))
+    assert sorted(json.loads(saved.read_text())["entries"]) == ["RFDETRNano-onnx-cpu-b2-r320"]  # over budget: not saved
+
+
+def test_fresh_processes_record_the_fastest_and_confirm_regressions(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    pytester.makepyfile(test_suite=SUITE)
+    args = (*QUICK, "--rfdetr-models=RFDETRNano", "--rfdetr-backends=torch-fp32", "--rfdetr-scopes=forward",
+            f"--rfdetr-cache-dir={tmp_path / 'cache'}", "--rfdetr-report=report.json")
+    pytester.runpytest(*args, "--save-baseline", "--rfdetr-save-processes=2").assert_outcomes(passed=1)
+    saved = json.loads((pytester.path / "report.json").read_text())["cases"][0]
+    assert saved["details"]["processes"]["extra"] == 1 and saved["details"]["processes"]["failed"] == 0
+
+    slowed = pytester.runpytest(*args, "--rfdetr-latency", "--rfdetr-confirm=1", "--rfdetr-inject-slowdown=300%")
+    slowed.assert_outcomes(failed=1)
+    slowed.stdout.fnmatch_lines(["*(the host-bound figures are the best of this process and 1 fresh one(s))"])
+    checked = json.loads((pytester.path / "report.json").read_text())["cases"][0]
+    assert checked["details"]["processes"]["extra"] == 1
+    assert checked["verdicts"]["forward"]["kind"] == "regression"

@@ -100,11 +100,15 @@ def test_batch_resolution_budget_and_a_users_onnx_file(pytester: pytest.Pytester
     result = pytester.runpytest(
         *QUICK, "--save-baseline", "--rfdetr-models=RFDETRNano", "--rfdetr-backends=onnx-cpu",
         "--rfdetr-batch-sizes=2", "--rfdetr-resolutions=320", "--rfdetr-scopes=e2e",
-        f"--rfdetr-onnx=mine={own}", f"--rfdetr-cache-dir={tmp_path / 'cache'}", "--rfdetr-report=report.json",
+        f"--rfdetr-onnx=mine={own}", f"--rfdetr-cache-dir={tmp_path / 'cache'}", "--rfdetr-report=report.json", "-v",
         "--rfdetr-budget=mine-*:e2e:median<=0.5ms",
     )
     result.assert_outcomes(passed=1, failed=1)
-    result.stdout.fnmatch_lines(["*mine-onnx-cpu on * is over budget:*", "*budget mine-[*]:e2e:median<=0.5ms: *"])
+    result.stdout.fnmatch_lines([
+        "  [[]rfdetr-latency[]] exporting RFDETRNano to ONNX (cached in *",  # progress, shown live with -v
+        "*mine-onnx-cpu on * is over budget:*",
+        "*budget mine-[*]:e2e:median<=0.5ms: *",
+    ])
     report = json.loads((pytester.path / "report.json").read_text())
     cases = {c["id"]: c for c in report["cases"]}
     batched = cases["RFDETRNano-onnx-cpu-b2-r320"]
@@ -132,3 +136,13 @@ def test_fresh_processes_record_the_fastest_and_confirm_regressions(pytester: py
     checked = json.loads((pytester.path / "report.json").read_text())["cases"][0]
     assert checked["details"]["processes"]["extra"] == 1
     assert checked["verdicts"]["forward"]["kind"] == "regression"
+
+
+def test_a_fresh_process_inherits_the_rfdetr_options_and_plugins_only() -> None:
+    from pytest_rfdetr_latency.processes import inherited_arguments
+
+    args = ["tests/latency", "-n", "2", "-k", "Medium", "--rfdetr-models", "RFDETRMedium", "--rfdetr-strict",
+            "--rfdetr-report=out.json", "--rfdetr-plot", "plots", "-p", "myplugin", "-pno:randomly",
+            "--rfdetr-tolerance=5%", "--rfdetr-confirm", "2"]
+    assert inherited_arguments(args) == ["--rfdetr-models", "RFDETRMedium", "--rfdetr-strict", "-p", "myplugin",
+                                         "-pno:randomly", "--rfdetr-tolerance=5%"]

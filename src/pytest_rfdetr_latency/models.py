@@ -82,7 +82,7 @@ def _from_checkpoint(name: str, cls: Any, path: Path, device: str, extra: dict[s
         raise ModelError(f"checkpoint {path} for {name} is not a readable file: check its permissions")
     import rfdetr
 
-    loader = getattr(rfdetr.RFDETR, "from_checkpoint", None)
+    loader = getattr(rfdetr.RFDETR, "from_checkpoint", None)  # type: ignore[attr-defined]
     try:
         if loader is not None:
             model = loader(path, device=device, **extra)

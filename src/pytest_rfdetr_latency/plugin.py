@@ -334,62 +334,17 @@ def rfdetr_case(request: pytest.FixtureRequest, rfdetr_latency_session: LatencyS
     )
 
 
-_NOT_FOR_CHILDREN = ("--rfdetr-report", "--rfdetr-markdown", "--rfdetr-child-report", "--rfdetr-inject-slowdown",
-                     "--rfdetr-confirm", "--rfdetr-save-processes")
-
-
-def child_arguments(args: list[str]) -> list[str]:
-    """The invocation's RF-DETR options and plugin selections (-p), for a fresh process that measures one case."""
-    from pytest_rfdetr_latency.settings import OPTIONS
-
-    flags = {spec.flag for spec in OPTIONS if spec.is_flag}
-    keep: list[str] = []
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        name = arg.split("=", 1)[0]
-        takes_value = "=" not in arg and name not in flags
-        if name.startswith("--rfdetr-") and name not in _NOT_FOR_CHILDREN:
-            keep.append(arg)
-            if takes_value and i + 1 < len(args):
-                keep.append(args[i + 1])
-                i += 1
-        elif name.startswith("--rfdetr-") and takes_value:
-            i += 1  # drop the option's value too
-        elif arg == "-p" and i + 1 < len(args):
-            keep += [arg, args[i + 1]]
-            i += 1
-        elif arg.startswith("-p") and len(arg) > 2:
-            keep.append(arg)
-        i += 1
-    return keep
-
-
 def _measure_in_fresh_process(config: pytest.Config, node: pytest.Item, inject: float | None) -> dict[str, Any] | None:
-    """Run this one case in a new pytest process, measuring only; its result, or None if it did not finish."""
-    import subprocess
-    import tempfile
+    from pytest_rfdetr_latency.processes import measure_in_fresh_process
 
-    with tempfile.TemporaryDirectory(prefix="rfdetr-latency-child-") as folder:
-        out = Path(folder) / "result.json"
-        target = f"{node.path}::{node.nodeid.split('::', 1)[1]}"
-        command = [
-            sys.executable, "-m", "pytest", target, "-q", "-p", "no:cacheprovider", f"--rootdir={config.rootpath}",
-            *(["-c", str(config.inipath)] if config.inipath else []),
-            *child_arguments(list(config.invocation_params.args)),
-            "--rfdetr-latency", "--rfdetr-no-parity", "--rfdetr-confirm=0", f"--rfdetr-child-report={out}",
-            *([f"--rfdetr-inject-slowdown={inject:g}%"] if inject else []),
-        ]
-        env = {k: v for k, v in os.environ.items() if k != "GITHUB_STEP_SUMMARY"}
-        try:
-            subprocess.run(command, cwd=config.invocation_params.dir, env=env, capture_output=True, timeout=900,
-                           check=False)
-        except subprocess.TimeoutExpired:
-            return None
-        if not out.exists():
-            return None
-        data: dict[str, Any] = json.loads(out.read_text())
-        return data
+    return measure_in_fresh_process(
+        target=f"{node.path}::{node.nodeid.split('::', 1)[1]}",
+        args=list(config.invocation_params.args),
+        cwd=config.invocation_params.dir,
+        rootdir=config.rootpath,
+        inifile=config.inipath,
+        inject=inject,
+    )
 
 
 def _progress(config: pytest.Config, text: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -87,12 +88,13 @@ def test_record_check_report_and_catch_a_slowdown(pytester: pytest.Pytester, run
 
     slowed = run("--rfdetr-latency", "--rfdetr-tolerance=100%", "--rfdetr-inject-slowdown=400%")
     slowed.assert_outcomes(failed=2)
-    slowed.stdout.fnmatch_lines([
-        "*RFDETRNano-torch-fp32 on * regressed:",
-        "*forward p20: baseline * ms, now * ms, +*% (threshold 100%, p=*) -> regression",
-        f"*baseline file: {path}",
-        "*if this slowdown is accepted, update the baseline: pytest --save-baseline -k 'RFDETRNano-torch-fp32'",
-    ])
+    out = slowed.stdout.str()
+    for case in ("RFDETRNano-torch-fp32", "RFDETRNano-onnx-cpu"):
+        assert f"{case} on {cpu_name()} regressed:" in out
+        assert f"if this slowdown is accepted, update the baseline: pytest --save-baseline -k '{case}'" in out
+    assert re.search(r"(forward|e2e) p20: baseline [\d.]+ ms, now [\d.]+ ms, \+[\d.]+% \(threshold 100%, "
+                     r"p=[\d.e-]+, alpha=0.002\) -> regression", out)
+    assert f"baseline file: {path}" in out
     assert path.read_bytes() == recorded
 
 

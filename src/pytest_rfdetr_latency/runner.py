@@ -408,13 +408,8 @@ class LatencyCase:
             suspects = [s for s, v in result.verdicts.items() if v.kind == "regression" and s in HOST_BOUND]
             if not suspects:
                 return
-            if not self._best_of_processes(result, suspects, 1):
-                continue
-            memory = result.verdicts.get("memory")
-            self._decide(result, entry, rounds=1)
-            if memory is not None:
-                result.verdicts["memory"] = memory
-                result.outcome = stats.worst(list(result.verdicts.values()))
+            if self._best_of_processes(result, suspects, 1):
+                self._decide(result, entry, rounds=1)
 
     def _measure(self, inject: float | None) -> tuple[Prepared, CaseResult]:
         __tracebackhide__ = True

@@ -11,6 +11,7 @@ from pytest_rfdetr_latency.settings import (
     OPTIONS_BY_DEST,
     RawValue,
     SettingsError,
+    Weights,
     parse_device,
     parse_models,
     parse_tolerance,
@@ -60,7 +61,7 @@ def test_device_rejects_other_forms(bad: str) -> None:
 
 
 def test_weights_forms(tmp_path: Path) -> None:
-    assert parse_weights("random").is_random
+    assert parse_weights("random") == Weights()
     ckpt = tmp_path / "m.pth"
     assert parse_weights(str(ckpt)).for_model("RFDETRNano") == ckpt
     pair = parse_weights(f"RFDETRNano={ckpt}")

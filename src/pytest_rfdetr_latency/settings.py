@@ -37,12 +37,6 @@ class Tolerance:
             return self.per_scope[scope]
         return self.everywhere if self.everywhere is not None else default
 
-    def describe(self) -> str:
-        parts = [f"{s}={v * 100:g}%" for s, v in sorted(self.per_scope.items())]
-        if self.everywhere is not None:
-            parts.insert(0, f"{self.everywhere * 100:g}%")
-        return ",".join(parts) or "defaults"
-
 
 @dataclass(frozen=True)
 class Weights:
@@ -53,10 +47,6 @@ class Weights:
 
     def for_model(self, model: str) -> Path | None:
         return self.checkpoints.get(model, self.everywhere)
-
-    @property
-    def is_random(self) -> bool:
-        return not self.checkpoints and self.everywhere is None
 
 
 @dataclass(frozen=True)

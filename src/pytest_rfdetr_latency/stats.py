@@ -238,10 +238,6 @@ class Verdict:
     def delta(self) -> float:
         return self.ratio - 1.0
 
-    @property
-    def failed(self) -> bool:
-        return self.kind == "regression"
-
     def describe(self) -> str:
         sign = "+" if self.delta >= 0 else ""
         test = f", p={self.p_value:.2g}, alpha={self.alpha:g}" if self.unit == "ms" else ""

@@ -141,6 +141,26 @@ def load(path: Path) -> Baselines | None:
     return _validate(path, data)
 
 
+def load_for_device(directory: Path, device: str, *, replacing: bool = False) -> tuple[Path, Baselines | None]:
+    """The baseline file of ``device`` in ``directory`` and its contents (None: no file). A damaged file raises,
+    unless the run was asked to replace it (``replacing``); a file that records another device always raises."""
+    from pytest_rfdetr_latency.environment import slugify
+
+    path = path_for(directory, slugify(device))
+    try:
+        found = load(path)
+    except BaselineError:
+        if not replacing:
+            raise
+        return path, None  # recording over a damaged file was asked for; saving keeps the old one as a backup
+    if found is not None and found.device != device:
+        raise BaselineError(
+            f"baseline file {path} records device {found.device!r}, but this run measures on {device!r}: a "
+            "baseline of another device is never compared against"
+        )
+    return path, found
+
+
 def render(device: str, entries: Mapping[str, Mapping[str, Any]]) -> str:
     """The file's text: schema version, sorted keys, indent 2, trailing newline (reviewable in pull requests)."""
     document = {"schema_version": SCHEMA_VERSION, "device": device, "entries": dict(entries)}

@@ -110,22 +110,37 @@ def _version(*dists: str) -> str | None:
     return None
 
 
-def _nvml_facts(device: Device) -> dict[str, Any]:
-    facts: dict[str, Any] = {}
+def nvml_handle(index: int) -> tuple[Any, Any] | None:
+    """(pynvml, handle) for torch's CUDA device ``index``, matched by UUID (NVML counts every GPU of the host, CUDA
+    only the visible ones), or None where NVML does not answer."""
     try:
         import pynvml
 
         pynvml.nvmlInit()
-        handle = pynvml.nvmlDeviceGetHandleByIndex(device.index or 0)
-        try:
-            import torch
+    except Exception:
+        return None
+    try:
+        import torch
 
-            uuid = getattr(torch.cuda.get_device_properties(device.index or 0), "uuid", None)
-            if uuid is not None:
-                text = str(uuid)
-                handle = pynvml.nvmlDeviceGetHandleByUUID(text if text.startswith("GPU-") else f"GPU-{text}")
-        except Exception:
-            pass
+        uuid = getattr(torch.cuda.get_device_properties(index), "uuid", None)
+        if uuid is not None:
+            text = str(uuid)
+            return pynvml, pynvml.nvmlDeviceGetHandleByUUID(text if text.startswith("GPU-") else f"GPU-{text}")
+    except Exception:
+        pass
+    try:
+        return pynvml, pynvml.nvmlDeviceGetHandleByIndex(index)
+    except Exception:
+        return None
+
+
+def _nvml_facts(device: Device) -> dict[str, Any]:
+    facts: dict[str, Any] = {}
+    found = nvml_handle(device.index or 0)
+    if found is None:
+        return {"nvml": "unavailable"}
+    pynvml, handle = found
+    try:
         driver = pynvml.nvmlSystemGetDriverVersion()
         facts["driver"] = driver.decode() if isinstance(driver, bytes) else str(driver)
         facts["max_sm_clock_mhz"] = pynvml.nvmlDeviceGetMaxClockInfo(handle, pynvml.NVML_CLOCK_SM)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pytest_rfdetr_latency.environment import Device
+from pytest_rfdetr_latency.environment import Device, nvml_handle
 
 
 class MemoryProbe:
@@ -20,16 +20,13 @@ class MemoryProbe:
         self._handle: Any = None
 
     def _nvml_used(self) -> int | None:
+        if self._handle is None:
+            self._handle = nvml_handle(self.device.index or 0)
+        if self._handle is None:
+            return None
+        pynvml, handle = self._handle
         try:
-            import pynvml
-
-            if self._handle is None:
-                pynvml.nvmlInit()
-                import torch
-
-                uuid = str(torch.cuda.get_device_properties(self.device.index or 0).uuid)
-                self._handle = pynvml.nvmlDeviceGetHandleByUUID(uuid if uuid.startswith("GPU-") else f"GPU-{uuid}")
-            return int(pynvml.nvmlDeviceGetMemoryInfo(self._handle).used)
+            return int(pynvml.nvmlDeviceGetMemoryInfo(handle).used)
         except Exception:
             return None
 

@@ -168,21 +168,14 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 def _check_baselines_on_controller(config: pytest.Config, settings: Settings) -> None:
     from pytest_rfdetr_latency import baselines, workers
-    from pytest_rfdetr_latency.environment import cpu_name, slugify
+    from pytest_rfdetr_latency.environment import cpu_name
 
     gpus = [] if settings.device == "cpu" else workers.visible_gpus()
-    name = gpus[0].name if gpus else cpu_name()
     try:
-        found = baselines.load(baselines.path_for(settings.baseline_dir, slugify(name)))
+        baselines.load_for_device(settings.baseline_dir, gpus[0].name if gpus else cpu_name(),
+                                  replacing=settings.save_baseline and settings.replace_corrupt)
     except baselines.BaselineError as exc:
-        if not (settings.save_baseline and settings.replace_corrupt):
-            raise pytest.UsageError(str(exc)) from None
-        return
-    if found is not None and found.device != name:
-        raise pytest.UsageError(
-            f"baseline file {found.path} records device {found.device!r}, but this run measures on {name!r}: a "
-            "baseline of another device is never compared against"
-        )
+        raise pytest.UsageError(str(exc)) from None
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -125,19 +125,9 @@ class LatencySession:
         self.cache_dir = cache_dir
         self.root = root
         self.extra_fingerprint = dict(extra_fingerprint or {})
-        self.baseline_path = baselines.path_for(settings.baseline_dir, device.slug)
-        try:
-            self.baselines = baselines.load(self.baseline_path)
-        except baselines.BaselineError:
-            if not (settings.save_baseline and settings.replace_corrupt):
-                raise
-            # Recording over a damaged file was asked for explicitly; saving keeps the old file as a backup.
-            self.baselines = None
-        if self.baselines is not None and self.baselines.device != device.name:
-            raise baselines.BaselineError(
-                f"baseline file {self.baseline_path} records device {self.baselines.device!r}, but this run "
-                f"measures on {device.name!r}: a baseline of another device is never compared against"
-            )
+        self.baseline_path, self.baselines = baselines.load_for_device(
+            settings.baseline_dir, device.name, replacing=settings.save_baseline and settings.replace_corrupt
+        )
         self.images = synthetic_images(settings.image_count, settings.image_size, settings.seed)
         self.clock = timing.clock_for(device.spec)
         self.monitor = timing.GpuMonitor.for_device(device.spec)

@@ -134,25 +134,12 @@ class GpuMonitor:
     def for_device(cls, device: str) -> GpuMonitor:
         if not device.startswith("cuda"):
             return cls()
-        try:
-            import pynvml
-            import torch
+        import torch
 
-            pynvml.nvmlInit()
-            index = torch.device(device).index or 0
-            handle = None
-            uuid = getattr(torch.cuda.get_device_properties(index), "uuid", None)
-            if uuid is not None:
-                text = str(uuid)
-                try:
-                    handle = pynvml.nvmlDeviceGetHandleByUUID(text if text.startswith("GPU-") else f"GPU-{text}")
-                except pynvml.NVMLError:
-                    handle = None
-            if handle is None:
-                handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-            return cls(handle, pynvml)
-        except Exception:
-            return cls()
+        from pytest_rfdetr_latency.environment import nvml_handle
+
+        found = nvml_handle(torch.device(device).index or 0)
+        return cls() if found is None else cls(found[1], found[0])
 
     def read(self) -> GpuState:
         if self._handle is None:

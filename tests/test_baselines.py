@@ -17,10 +17,16 @@ from pytest_rfdetr_latency import baselines
 from pytest_rfdetr_latency.stats import summarize
 
 
-def entry(value: float = 10.0) -> dict[str, Any]:
-    scope = summarize([[value, value * 1.01], [value * 0.99, value]], "median").to_json()
-    return {"recorded_at": "2026-11-29T00:00:00Z", "git_commit": None, "fingerprint": {"torch": "2.11"},
-            "scopes": {"forward": scope}}
+def result(value: float) -> dict[str, Any]:
+    """A case's result in one process, as CaseResult.to_json() makes it (the fields a baseline entry takes)."""
+    scope = summarize([[value, value * 1.01], [value * 0.99, value]], "median", block_size=2).to_json()
+    return {"id": "A", "backend": "torch-fp32", "fingerprint": {"torch": "2.11"}, "detections": 50.0,
+            "score_threshold": 0.1, "scopes": {"forward": scope}, "memory": {"kind": "torch-allocator",
+                                                                            "peak_mib": 100.0}}
+
+
+def entry(value: float = 10.0, processes: int = 1) -> dict[str, Any]:
+    return baselines.entry_from_processes([result(value * (1 + i / 100)) for i in range(processes)], None)
 
 
 def test_missing_file_loads_as_none(tmp_path: Path) -> None:
@@ -36,8 +42,8 @@ def test_save_creates_then_merges_keeping_other_cases(tmp_path: Path) -> None:
     loaded = baselines.load(path)
     assert loaded is not None
     assert sorted(loaded.entries) == ["A", "B", "C"]
-    assert loaded.entries["A"]["scopes"]["forward"]["value_ms"] == 1.0
-    assert loaded.entries["B"]["scopes"]["forward"]["value_ms"] == 3.0
+    assert loaded.entries["A"]["scopes"]["forward"]["value_ms"] == pytest.approx(1.0, rel=0.01)
+    assert loaded.entries["B"]["scopes"]["forward"]["value_ms"] == pytest.approx(3.0, rel=0.01)
     text = path.read_text()
     assert text.endswith("}\n") and '\n  "device": "NVIDIA H200"' in text
     assert json.loads(text)["schema_version"] == baselines.SCHEMA_VERSION
@@ -53,19 +59,27 @@ def test_other_devices_files_are_never_touched(tmp_path: Path) -> None:
     assert baselines.other_devices(tmp_path, "nvidia-h200") == [other]
 
 
+V2_SCOPE = (b'"scopes": {"forward": {"statistic": "median", "value_ms": 1.0, "block_size": 1, "spread": null, '
+            b'"processes": []}}')
+
+
 @pytest.mark.parametrize(
     ("content", "problem"),
     [
         (b"", "empty file"),
-        (b'{"schema_version": 1, "device": "NVIDIA H200", "entr', "not valid JSON"),
+        (b'{"schema_version": 2, "device": "NVIDIA H200", "entr', "not valid JSON"),
         (b"\xff\xfe garbage", "not UTF-8"),
         (b"[1, 2]", "expected a JSON object"),
         (b'{"schema_version": "1", "device": "x", "entries": {}}', "schema_version: expected a whole number"),
-        (b'{"schema_version": 1, "device": "x", "entries": []}', "entries: expected an object"),
+        (b'{"schema_version": 2, "device": "x", "entries": []}', "at entries: Input should be a valid dictionary"),
+        (b'{"schema_version": 2, "device": "", "entries": {}}', "at device: String should have at least 1 char"),
+        (b'{"schema_version": 2, "device": "x", "entries": {"A": {"fingerprint": {}, "recorded_at": "t", '
+         b'"processes": 3, ' + V2_SCOPE + b"}}}", "at entries['A'].scopes.forward.processes: List should have at least 1"),
         (b'{"schema_version": 1, "device": "x", "entries": {"A": {"fingerprint": {}, "recorded_at": "t", '
-         b'"scopes": {"forward": {"statistic": "median", "value_ms": "fast"}}}}}', "value_ms: expected a finite"),
+         b'"scopes": {"forward": {"statistic": "median", "value_ms": "fast"}}}}}',
+         "at entries['A'].scopes.forward.value_ms: Input should be a valid number"),
         (b'{"schema_version": 1, "device": "x", "entries": {"A": {"fingerprint": {}, "recorded_at": "t", '
-         b'"scopes": {"warp": {}}}}}', "unknown scope 'warp'"),
+         b'"scopes": {"warp": {}}}}}', "at entries['A'].scopes.warp.[key]: Input should be 'e2e', 'forward'"),
     ],
 )
 def test_damaged_files_are_reported_with_the_problem_and_left_untouched(
@@ -84,8 +98,65 @@ def test_damaged_files_are_reported_with_the_problem_and_left_untouched(
 def test_newer_schema_is_refused_with_both_versions(tmp_path: Path) -> None:
     path = tmp_path / "nvidia-h200.json"
     path.write_text('{"schema_version": 7, "device": "NVIDIA H200", "entries": {}}')
-    with pytest.raises(baselines.BaselineError, match="schema version 7; this pytest-rfdetr-latency reads version 1"):
+    with pytest.raises(baselines.BaselineError, match="schema version 7; this pytest-rfdetr-latency reads versions 1 "
+                       "to 2. Upgrade pytest-rfdetr-latency"):
         baselines.load(path)
+
+
+V1_FILE = {
+    "schema_version": 1, "device": "NVIDIA H200",
+    "entries": {"A": {"recorded_at": "t", "git_commit": None, "fingerprint": {"torch": "2.11"},
+                      "memory": {"kind": "torch-allocator", "peak_mib": 640.0},
+                      "scopes": {"device": {"statistic": "median", "value_ms": 5.0, "blocks_ms": [5.0, 5.01, 4.99],
+                                            "n": 30, "median_ms": 5.0, "mean_ms": 5.0, "std_ms": 0.01,
+                                            "min_ms": 4.98, "p10_ms": 4.99, "p90_ms": 5.01,
+                                            "rel_uncertainty": 0.001, "dropped_blocks": 0}}}},
+}
+
+
+def test_a_version_1_file_reads_as_one_process_and_saving_keeps_its_other_entries(tmp_path: Path) -> None:
+    path = tmp_path / "nvidia-h200.json"
+    path.write_text(json.dumps(V1_FILE))
+    loaded = baselines.load(path)
+    assert loaded is not None and loaded.upgraded_from == 1
+    device = loaded.entries["A"]["scopes"]["device"]
+    assert loaded.entries["A"]["processes"] == 1 and device["value_ms"] == 5.0
+    assert device["block_size"] == 10 and [p["value_ms"] for p in device["processes"]] == [5.0]
+    assert loaded.entries["A"]["memory"]["processes"] == [640.0]
+    baselines.save(path, "NVIDIA H200", {"B": entry(2.0, processes=3)})
+    data = json.loads(path.read_text())
+    assert data["schema_version"] == 2 and sorted(data["entries"]) == ["A", "B"]
+    assert data["entries"]["B"]["processes"] == 3 and len(data["entries"]["B"]["scopes"]["forward"]["processes"]) == 3
+
+
+def test_an_entry_is_checked_against_the_schema_before_anything_is_written(tmp_path: Path) -> None:
+    path = tmp_path / "nvidia-h200.json"
+    baselines.save(path, "NVIDIA H200", {"A": entry()})
+    before = path.read_bytes()
+    bad = entry()
+    bad["scopes"]["forward"]["processes"][0]["value_ms"] = -1.0
+    with pytest.raises(baselines.BaselineError, match=r"refusing to write .* entries\['B'\]\.scopes\.forward\."
+                       r"processes\[0\]\.value_ms is invalid .*nothing was written"):
+        baselines.save(path, "NVIDIA H200", {"B": bad})
+    assert path.read_bytes() == before
+
+
+def test_an_entry_holds_every_process_their_median_and_spread() -> None:
+    made = entry(10.0, processes=3)
+    forward = made["scopes"]["forward"]
+    values = [p["value_ms"] for p in forward["processes"]]
+    assert made["processes"] == 3 and forward["value_ms"] == pytest.approx(sorted(values)[1])
+    assert forward["spread"] == pytest.approx(0.01, rel=0.1) and forward["block_size"] == 2
+    assert made["memory"]["processes"] == [100.0, 100.0, 100.0] and made["backend"] == "torch-fp32"
+
+
+def test_the_published_schema_is_the_one_the_code_checks() -> None:
+    from importlib.resources import files
+
+    from pytest_rfdetr_latency.schema import json_schema
+
+    published = files("pytest_rfdetr_latency").joinpath("baseline.schema.json").read_text()
+    assert published == json_schema(), "regenerate: python -m pytest_rfdetr_latency.schema > src/.../baseline.schema.json"
 
 
 def test_saving_over_a_damaged_file_is_refused_unless_asked(tmp_path: Path) -> None:
@@ -141,9 +212,9 @@ WRITER = textwrap.dedent(
     path, case, n = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
     scope = summarize([[1.0, 1.1], [1.0, 1.2]], "median").to_json()
     big = {"padding": "x" * 200_000}  # a large file, so that a kill lands mid-write
+    made = baselines.entry_from_processes([{"fingerprint": big, "scopes": {"forward": scope}}], None)
     for i in range(n):
-        entry = {"recorded_at": "t", "git_commit": None, "fingerprint": big, "scopes": {"forward": scope}}
-        baselines.save(path, "NVIDIA H200", {f"{case}-{i % 5}": entry})
+        baselines.save(path, "NVIDIA H200", {f"{case}-{i % 5}": made})
     """
 )
 

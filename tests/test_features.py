@@ -122,27 +122,83 @@ def test_batch_resolution_budget_and_a_users_onnx_file(pytester: pytest.Pytester
     assert sorted(json.loads(saved.read_text())["entries"]) == ["RFDETRNano-onnx-cpu-b2-r320"]  # over budget: not saved
 
 
-def test_fresh_processes_record_the_fastest_and_confirm_regressions(pytester: pytest.Pytester, tmp_path: Path) -> None:
+def test_a_baseline_of_several_processes_and_a_check_confirmed_in_fresh_ones(
+    pytester: pytest.Pytester, tmp_path: Path
+) -> None:
+    pytester.makepyfile(test_suite=SUITE)
+    pytester.makeini("[pytest]\nrfdetr_latency_detections = 40\n")
+    args = (*QUICK, "--rfdetr-models=RFDETRNano", "--rfdetr-backends=torch-fp32,onnx-cpu", "--rfdetr-scopes=forward",
+            f"--rfdetr-cache-dir={tmp_path / 'cache'}", "--rfdetr-report=report.json")
+    saved = pytester.runpytest(*args, "--save-baseline", "--rfdetr-save-processes=2")
+    saved.assert_outcomes(passed=2)
+    saved.stdout.fnmatch_lines(["*RFDETRNano-torch-fp32*forward*2*saved as baseline, spread *",
+                                "*2 case(s) recorded in * (0 other(s) kept; 2 process(es) each)"])
+    entries = json.loads(next((pytester.path / "latency_baselines").glob("*.json")).read_text())["entries"]
+    forward = entries["RFDETRNano-torch-fp32"]["scopes"]["forward"]
+    assert entries["RFDETRNano-torch-fp32"]["processes"] == 2 and len(forward["processes"]) == 2
+    assert {p["block_size"] for p in forward["processes"]} == {forward["block_size"]}  # sampled alike
+    assert entries["RFDETRNano-onnx-cpu"]["fingerprint"]["detections"] == 40  # the fresh process measured alike
+
+    slowed = pytester.runpytest(*args, "--rfdetr-latency", "--rfdetr-confirm=2", "--rfdetr-inject-slowdown=300%",
+                                "--rfdetr-tolerance=50%")
+    slowed.assert_outcomes(failed=2)
+    slowed.stdout.fnmatch_lines([
+        "*forward p20: baseline * (2 processes: *), now * (2 processes: *), +*% (threshold *) -> regression",
+        "measured again in fresh processes:",
+        "  RFDETRNano-onnx-cpu forward: 2 process(es): * ms -> regression",
+    ])
+    checked = {c["id"]: c for c in json.loads((pytester.path / "report.json").read_text())["cases"]}
+    torch_case = checked["RFDETRNano-torch-fp32"]
+    # Two processes beyond the line settle the median of three: the third is not started.
+    assert torch_case["details"]["processes"] == {"planned": 3, "measured": 2, "failed": 0, "suspects": ["forward"]}
+    assert len(torch_case["verdicts"]["forward"]["processes"]) == 2
+    assert torch_case["processes"][0]["scopes"]["forward"]["block_size"] == forward["block_size"]
+
+
+def test_a_fresh_process_that_fails_is_shown_with_its_output(pytester: pytest.Pytester, tmp_path: Path) -> None:
     pytester.makepyfile(test_suite=SUITE)
     args = (*QUICK, "--rfdetr-models=RFDETRNano", "--rfdetr-backends=torch-fp32", "--rfdetr-scopes=forward",
-            f"--rfdetr-cache-dir={tmp_path / 'cache'}", "--rfdetr-report=report.json")
-    pytester.runpytest(*args, "--save-baseline", "--rfdetr-save-processes=2").assert_outcomes(passed=1)
-    saved = json.loads((pytester.path / "report.json").read_text())["cases"][0]
-    assert saved["details"]["processes"]["extra"] == 1 and saved["details"]["processes"]["failed"] == 0
+            f"--rfdetr-cache-dir={tmp_path / 'cache'}")
+    pytester.runpytest(*args, "--save-baseline").assert_outcomes(passed=1)
+    # The fresh process inherits the environment: this one cannot start.
+    pytester.makeconftest("import os\nif os.environ.get('_PYTEST_RFDETR_LATENCY_CHILD'):\n"
+                          "    raise SystemExit('this conftest refuses fresh processes')\n")
+    result = pytester.runpytest(*args, "--rfdetr-latency", "--rfdetr-confirm=1", "--rfdetr-inject-slowdown=300%",
+                                "--rfdetr-strict")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([
+        "*forward p20: * -> inconclusive; the fresh processes that were to confirm it failed: exit code *; its last "
+        "lines:*",
+        "*this conftest refuses fresh processes*",
+    ])
 
-    slowed = pytester.runpytest(*args, "--rfdetr-latency", "--rfdetr-confirm=1", "--rfdetr-inject-slowdown=300%")
-    slowed.assert_outcomes(failed=1)
-    slowed.stdout.fnmatch_lines(["*(the host-bound figures are the best of this process and 1 fresh one(s))"])
-    checked = json.loads((pytester.path / "report.json").read_text())["cases"][0]
-    assert checked["details"]["processes"]["extra"] == 1
-    assert checked["verdicts"]["forward"]["kind"] == "regression"
 
-
-def test_a_fresh_process_inherits_the_rfdetr_options_and_plugins_only() -> None:
-    from pytest_rfdetr_latency.processes import inherited_arguments
+def test_what_a_fresh_process_and_a_recording_command_repeat_of_the_invocation() -> None:
+    from pytest_rfdetr_latency.processes import given_options, recording_arguments
 
     args = ["tests/latency", "-n", "2", "-k", "Medium", "--rfdetr-models", "RFDETRMedium", "--rfdetr-strict",
             "--rfdetr-report=out.json", "--rfdetr-plot", "plots", "-p", "myplugin", "-pno:randomly",
-            "--rfdetr-tolerance=5%", "--rfdetr-confirm", "2"]
-    assert inherited_arguments(args) == ["--rfdetr-models", "RFDETRMedium", "--rfdetr-strict", "-p", "myplugin",
-                                         "-pno:randomly", "--rfdetr-tolerance=5%"]
+            "--rfdetr-tolerance=5%", "--rfdetr-confirm", "0", "-o", "x=1", "--import-mode=importlib", "--noconftest"]
+    assert given_options(args) == ("-p", "myplugin", "-pno:randomly", "-o", "x=1", "--import-mode=importlib",
+                                   "--noconftest")
+    flags = ["--rfdetr-strict", "--rfdetr-latency"]
+    assert recording_arguments(args, ["tests/latency"], False, flags) == (
+        "tests/latency", "-p", "myplugin", "-pno:randomly", "-o", "x=1", "--import-mode=importlib", "--noconftest",
+        "--rfdetr-models", "RFDETRMedium",
+    )
+    assert recording_arguments(["--rfdetr-latency"], ["pytest_rfdetr_latency.suite"], True, flags) == (
+        "pytest_rfdetr_latency.suite", "--pyargs")
+
+
+def test_a_fresh_process_gets_the_settings_exactly() -> None:
+    import dataclasses
+
+    from pytest_rfdetr_latency.processes import child_settings
+    from pytest_rfdetr_latency.settings import Settings
+
+    parent = Settings(enabled=True, seed=0, confirm=2, save_processes=3, report=Path("r.json"), detections=40)
+    child = child_settings(parent, process_index=2, cache_dir=Path("/c"), inject=3.0, block_sizes={"A": {"e2e": 4}})
+    changed = {f.name for f in dataclasses.fields(Settings) if getattr(child, f.name) != getattr(parent, f.name)}
+    assert changed == {"no_parity", "confirm", "save_processes", "report", "inject", "cache_dir", "process_index",
+                       "block_sizes"}
+    assert child.seed == 0 and child.detections == 40 and child.block_sizes == {"A": {"e2e": 4}}

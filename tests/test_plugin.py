@@ -152,10 +152,10 @@ def test_damaged_baseline_is_a_usage_error_and_stays_as_it_was(suite: pytest.Pyt
 def test_baseline_of_newer_schema_is_refused(suite: pytest.Pytester) -> None:
     folder = suite.path / "latency_baselines"
     folder.mkdir()
-    (folder / f"{_cpu_slug()}.json").write_text('{"schema_version": 2, "device": "x", "entries": {}}')
+    (folder / f"{_cpu_slug()}.json").write_text('{"schema_version": 3, "device": "x", "entries": {}}')
     result = suite.runpytest("--rfdetr-latency", "--rfdetr-device=cpu")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*has schema version 2; this pytest-rfdetr-latency reads version 1 only*"])
+    result.stderr.fnmatch_lines(["*has schema version 3; this pytest-rfdetr-latency reads versions 1 to 2*"])
 
 
 def test_baseline_file_of_another_device_under_this_name_is_refused(suite: pytest.Pytester) -> None:

@@ -22,9 +22,11 @@ def test_latency(rfdetr_case):
 
 
 def verdict(kind: str, delta: float, scope: str = "forward") -> dict[str, Any]:
-    return {"kind": kind, "scope": scope, "statistic": "p20", "unit": "ms", "baseline": 10.0,
-            "current": 10.0 * (1 + delta), "delta": delta, "threshold": 0.1, "p_value": 0.0001, "alpha": 0.002,
-            "notes": []}
+    from pytest_rfdetr_latency.judge import judge
+
+    made = judge(scope, "p20", [10.0, 10.0, 10.0], [10.0 * (1 + delta)] * 3, asked=0.1).to_json()
+    assert made["kind"] == kind
+    return made
 
 
 def result(case_id: str, kind: str, delta: float) -> dict[str, Any]:
@@ -42,7 +44,7 @@ def test_rows_put_regressions_first_and_markdown_says_how_to_refresh() -> None:
     assert rows[0]["verdict"] == "REGRESSION" and rows[0]["delta"] == "+25.00%"
     text = report.markdown(results, "NVIDIA H200", {"driver": "580.159.04", "torch": "2.11.0"})
     assert text.startswith("## RF-DETR latency on NVIDIA H200: regressed")
-    assert "| `RFDETRSmall-onnx-cuda` | forward | p20 | 10 ms | 12.5 ms | +25.00% | 10% | **REGRESSION** |" in text
+    assert "| `RFDETRSmall-onnx-cuda` | forward | p20 | 10 ms | 12.5 ms | +25.00% | 10% | 3+3 | **REGRESSION** |" in text
     assert "Versions: driver 580.159.04, torch 2.11.0." in text
     assert "pytest --save-baseline" in text and "http" not in text
 

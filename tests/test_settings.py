@@ -85,6 +85,16 @@ def test_precedence_cli_over_environment_over_ini(tmp_path: Path) -> None:
     assert resolve({}, {}, tmp_path).models == DEFAULT_MODELS
 
 
+def test_zero_on_the_command_line_is_a_value_not_an_absence(tmp_path: Path) -> None:
+    env = {"RFDETR_LATENCY_CONFIRM": "2", "RFDETR_LATENCY_SEED": "7"}
+    given = {"confirm": RawValue(cli=0), "seed": RawValue(cli=0)}
+    settings = resolve(given, env, tmp_path)
+    assert settings.confirm == 0 and settings.seed == 0
+    assert resolve({}, env, tmp_path).confirm == 2
+    # A flag left off still leaves the environment's value standing.
+    assert resolve({"strict": RawValue(cli=False)}, {"RFDETR_LATENCY_STRICT": "1"}, tmp_path).strict is True
+
+
 def test_bad_environment_value_names_the_variable(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match="environment variable RFDETR_LATENCY_TOLERANCE: invalid tolerance '10'"):
         resolve({}, {"RFDETR_LATENCY_TOLERANCE": "10"}, tmp_path)

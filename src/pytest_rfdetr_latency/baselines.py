@@ -10,22 +10,18 @@ and its permissions survive the replacement.
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import shutil
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pytest_rfdetr_latency.scopes import ALL_SCOPES
-
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,95}$")
-_STAT_NUMBERS = ("value_ms", "median_ms", "mean_ms", "std_ms", "min_ms", "p10_ms", "p90_ms", "rel_uncertainty")
 
 
 class BaselineError(Exception):
@@ -37,6 +33,7 @@ class Baselines:
     path: Path
     device: str
     entries: dict[str, dict[str, Any]] = field(default_factory=dict)
+    upgraded_from: int | None = None  # the schema version the file was written in, when older than this one
 
 
 def path_for(directory: Path, slug: str) -> Path:
@@ -64,63 +61,81 @@ def _fail(path: Path, where: str, problem: str) -> BaselineError:
     )
 
 
+def _upgrade_v1(data: dict[str, Any]) -> None:
+    """Version 1 recorded one process per case: each scope's figure becomes that one process (its block size, which
+    version 1 did not store, is what its samples and blocks imply)."""
+    entries = data.get("entries")
+    if not isinstance(entries, dict):
+        return
+    for entry in entries.values():
+        if not isinstance(entry, dict):
+            continue
+        entry.setdefault("processes", 1)
+        scopes = entry.get("scopes")
+        if not isinstance(scopes, dict):
+            continue
+        for scope, stats in scopes.items():
+            if not isinstance(stats, dict) or "processes" in stats:
+                continue
+            blocks, n = stats.get("blocks_ms"), stats.get("n")
+            size = stats.get("block_size")
+            if not size and isinstance(blocks, list) and blocks and isinstance(n, int):
+                size = max(1, n // len(blocks))
+            process = {**stats, "block_size": size}
+            scopes[scope] = {"statistic": stats.get("statistic"), "value_ms": stats.get("value_ms"),
+                             "block_size": size, "spread": None, "processes": [process]}
+        memory = entry.get("memory")
+        if isinstance(memory, dict) and "processes" not in memory:
+            memory["processes"] = [memory.get("peak_mib")]
+
+
+def _where(loc: tuple[int | str, ...]) -> str:
+    text = ""
+    for i, part in enumerate(loc):
+        if i == 1 and loc[0] == "entries":
+            text += f"[{part!r}]"
+        elif isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += ("." if text else "") + str(part)
+    return text
+
+
 def _validate(path: Path, data: Any) -> Baselines:
+    from pydantic import ValidationError
+
+    from pytest_rfdetr_latency.schema import BaselineFile
+
     if not isinstance(data, dict):
         raise _fail(path, "", f"expected a JSON object, found {type(data).__name__}")
     version = data.get("schema_version")
     if not isinstance(version, int) or isinstance(version, bool):
         raise _fail(path, "schema_version", f"expected a whole number, found {version!r}")
-    if version != SCHEMA_VERSION:
-        newer = version > SCHEMA_VERSION
+    if version > SCHEMA_VERSION or version < 1:
         raise BaselineError(
-            f"baseline file {path} has schema version {version}; this pytest-rfdetr-latency reads version "
-            f"{SCHEMA_VERSION} only. "
-            + ("Upgrade pytest-rfdetr-latency to read it." if newer else "Record it again with --save-baseline.")
+            f"baseline file {path} has schema version {version}; this pytest-rfdetr-latency reads versions 1 to "
+            f"{SCHEMA_VERSION}. "
+            + ("Upgrade pytest-rfdetr-latency to read it." if version > SCHEMA_VERSION else
+               "Record it again with --save-baseline --rfdetr-replace-corrupt-baseline.")
             + " The file was left untouched."
         )
-    device = data.get("device")
-    if not isinstance(device, str) or not device:
-        raise _fail(path, "device", f"expected the device name as text, found {device!r}")
-    entries = data.get("entries")
-    if not isinstance(entries, dict):
-        raise _fail(path, "entries", f"expected an object of case ids, found {type(entries).__name__}")
-    for case_id, entry in entries.items():
-        where = f"entries[{case_id!r}]"
-        if not isinstance(entry, dict):
-            raise _fail(path, where, f"expected an object, found {type(entry).__name__}")
-        if not isinstance(entry.get("fingerprint"), dict):
-            raise _fail(path, f"{where}.fingerprint", "expected an object")
-        if not isinstance(entry.get("recorded_at"), str):
-            raise _fail(path, f"{where}.recorded_at", "expected a timestamp text")
-        scopes = entry.get("scopes")
-        if not isinstance(scopes, dict) or not scopes:
-            raise _fail(path, f"{where}.scopes", "expected a non-empty object of scopes")
-        for scope, stats in scopes.items():
-            _validate_stats(path, f"{where}.scopes.{scope}", scope, stats)
-    return Baselines(path=path, device=device, entries=entries)
-
-
-def _validate_stats(path: Path, where: str, scope: str, stats: Any) -> None:
-    if scope not in ALL_SCOPES:
-        raise _fail(path, where, f"unknown scope {scope!r} (known: {', '.join(ALL_SCOPES)})")
-    if not isinstance(stats, dict):
-        raise _fail(path, where, f"expected an object, found {type(stats).__name__}")
-    if not isinstance(stats.get("statistic"), str):
-        raise _fail(path, f"{where}.statistic", f"expected text, found {stats.get('statistic')!r}")
-    for key in _STAT_NUMBERS:
-        value = stats.get(key)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-            raise _fail(path, f"{where}.{key}", f"expected a finite non-negative number, found {value!r}")
-    if stats["value_ms"] <= 0:
-        raise _fail(path, f"{where}.value_ms", f"expected a positive number, found {stats['value_ms']!r}")
-    blocks = stats.get("blocks_ms")
-    if not isinstance(blocks, list) or len(blocks) < 2 or not all(
-        isinstance(b, (int, float)) and not isinstance(b, bool) and math.isfinite(b) and b >= 0 for b in blocks
-    ):
-        raise _fail(path, f"{where}.blocks_ms", "expected a list of at least two finite non-negative numbers")
-    n = stats.get("n")
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise _fail(path, f"{where}.n", f"expected a whole number >= 1, found {n!r}")
+    upgraded = None
+    if version < SCHEMA_VERSION:
+        data = json.loads(json.dumps(data))  # a copy to upgrade
+        _upgrade_v1(data)
+        data["schema_version"] = SCHEMA_VERSION
+        upgraded = version
+    try:
+        document = BaselineFile.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        found = repr(first.get("input"))
+        problem = f"{first['msg']} (found {found[:80]}{'...' if len(found) > 80 else ''})"
+        if upgraded:
+            problem += f"; the file has schema version {upgraded}, read as version {SCHEMA_VERSION}"
+        raise _fail(path, _where(tuple(first["loc"])), problem) from None
+    dumped = document.model_dump(mode="json")
+    return Baselines(path=path, device=dumped["device"], entries=dumped["entries"], upgraded_from=upgraded)
 
 
 def load(path: Path) -> Baselines | None:
@@ -161,9 +176,22 @@ def load_for_device(directory: Path, device: str, *, replacing: bool = False) ->
     return path, found
 
 
-def render(device: str, entries: Mapping[str, Mapping[str, Any]]) -> str:
-    """The file's text: schema version, sorted keys, indent 2, trailing newline (reviewable in pull requests)."""
+def render(path: Path, device: str, entries: Mapping[str, Mapping[str, Any]]) -> str:
+    """The file's text: schema version, sorted keys, indent 2, trailing newline (reviewable in pull requests).
+    Checked against the schema first, so that a bad entry is refused here rather than found by the next reader."""
+    from pydantic import ValidationError
+
+    from pytest_rfdetr_latency.schema import BaselineFile
+
     document = {"schema_version": SCHEMA_VERSION, "device": device, "entries": dict(entries)}
+    try:
+        BaselineFile.model_validate(document)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise BaselineError(
+            f"refusing to write baseline file {path}: the entry at {_where(tuple(first['loc']))} is invalid "
+            f"({first['msg']}); nothing was written"
+        ) from None
     return json.dumps(document, indent=2, sort_keys=True, allow_nan=False) + "\n"
 
 
@@ -251,7 +279,7 @@ def save(
         entries = dict(current.entries) if current else {}
         kept = sum(1 for case_id in entries if case_id not in new_entries)
         entries.update({case_id: dict(entry) for case_id, entry in new_entries.items()})
-        atomic_write(path, render(device, entries))
+        atomic_write(path, render(path, device, entries))
         return SaveResult(path=path, written=sorted(new_entries), kept=kept, backup=backup)
     finally:
         lock.release()
@@ -265,3 +293,41 @@ def _ignore_scratch_files(directory: Path) -> None:
             ignore.write_text(".*.lock\n.*.tmp\n")
         except OSError:
             pass
+
+
+def entry_from_processes(results: Sequence[Mapping[str, Any]], commit: str | None) -> dict[str, Any]:
+    """A baseline entry from one case's results in several processes (``CaseResult.to_json()``, the first the
+    process that ran the test): every process's figures per scope, their median and their spread."""
+    from pytest_rfdetr_latency.judge import median
+    from pytest_rfdetr_latency.stats import log_spread
+
+    first = results[0]
+    scopes: dict[str, Any] = {}
+    for scope, stats in first["scopes"].items():
+        processes = [r["scopes"][scope] for r in results if scope in r.get("scopes", {})]
+        values = [float(p["value_ms"]) for p in processes]
+        spread, _ = log_spread([values])
+        scopes[scope] = {
+            "statistic": stats["statistic"],
+            "value_ms": float(f"{median(values):.6g}"),
+            "block_size": stats["block_size"],
+            "spread": None if spread is None else round(spread, 6),
+            "processes": processes,
+        }
+    memory = None
+    if first.get("memory"):
+        peaks = [float(r["memory"]["peak_mib"]) for r in results
+                 if r.get("memory") and r["memory"].get("kind") == first["memory"]["kind"]]
+        memory = {**first["memory"], "peak_mib": median(peaks), "processes": peaks}
+    return {
+        "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "git_commit": commit,
+        "backend": first.get("backend"),
+        "fingerprint": first.get("fingerprint", {}),
+        "detections": first.get("detections", 0.0),
+        "score_threshold": first.get("score_threshold", 0.0),
+        "processes": len(results),
+        "scopes": scopes,
+        "memory": memory,
+        "parity": first.get("parity"),
+    }

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 # Every RF-DETR variant that builds offline with random weights (deprecated aliases left out).
 ALL_MODELS: tuple[str, ...] = (
@@ -108,3 +109,26 @@ def matrix(
     for name, path in (onnx_models or {}).items():
         cases += [Case(name, backend, onnx_file=str(path)) for backend in backends if backend.startswith("onnx-")]
     return cases
+
+
+T = TypeVar("T")
+
+
+def rotated(items: Sequence[T], case_of: Callable[[T], Case | None], k: int) -> list[T]:
+    """The order of the ``k``-th process of a recording: the model groups rotated by ``k``, and the cases within
+    each group rotated by ``k``, so that no case always runs first, last, or after the same neighbour. Items that
+    are no latency case follow, in their order."""
+    groups: dict[str, list[T]] = {}
+    others: list[T] = []
+    for item in items:
+        case = case_of(item)
+        if case is None:
+            others.append(item)
+        else:
+            groups.setdefault(case.group, []).append(item)
+
+    def turn(values: list[Any]) -> list[Any]:
+        shift = k % len(values) if values else 0
+        return values[shift:] + values[:shift]
+
+    return [item for group in turn(list(groups.values())) for item in turn(group)] + others

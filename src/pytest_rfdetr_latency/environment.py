@@ -216,10 +216,19 @@ def fingerprint(device: Device) -> dict[str, Any]:
     return facts
 
 
-def drift(baseline: Mapping[str, Any], current: Mapping[str, Any], extra_fields: tuple[str, ...] = ()) -> list[str]:
+# Fields that cannot change what a backend measures: a PyTorch case does not run ONNX Runtime.
+_IRRELEVANT = {"torch": ("onnxruntime", "provider")}
+
+
+def drift(
+    baseline: Mapping[str, Any], current: Mapping[str, Any], extra_fields: tuple[str, ...] = (), backend: str = ""
+) -> list[str]:
     """Human-readable lines for each drift field whose value differs: ``torch: 2.10.0 -> 2.11.0``."""
     lines = []
+    skip = _IRRELEVANT.get(backend.split("-", 1)[0], ())
     for key in (*DRIFT_FIELDS, *extra_fields):
+        if key in skip:
+            continue
         if key not in baseline and key not in current:
             continue
         before, after = baseline.get(key), current.get(key)
@@ -241,20 +250,30 @@ def git_commit(root: Path) -> str | None:
     return commit if out.returncode == 0 and re.fullmatch(r"[0-9a-f]{40}", commit) else None
 
 
-def host_probe_ms() -> float:
-    """Milliseconds of a fixed pure-Python workload: a yardstick of this process's host speed, for the record."""
+def yardstick_ms(loops: int = 4000) -> float:
+    """Milliseconds of one run of a fixed pure-Python loop: the host's speed right now, as the launching thread sees
+    it. Timed after every sampled block (about 0.2 ms), so that a slow spell of the host shows beside the blocks it
+    slowed."""
     import time
 
-    def work() -> int:
-        total = 0
-        for i in range(20000):
-            total += i * i % 7
-        return total
+    start = time.perf_counter_ns()
+    total = 0
+    for i in range(loops):
+        total += i * i % 7
+    return (time.perf_counter_ns() - start) / 1e6
 
-    times = []
-    for _ in range(5):
-        start = time.perf_counter_ns()
-        work()
-        times.append((time.perf_counter_ns() - start) / 1e6)
-    times.sort()
+
+def host_probe_ms() -> float:
+    """The median of five yardsticks of 20000 loops: this process's host speed, for the record and core choice."""
+    times = sorted(yardstick_ms(20000) for _ in range(5))
     return times[len(times) // 2]
+
+
+def steal_jiffies() -> int | None:
+    """The host's CPU time stolen by the hypervisor so far (the ``steal`` column of /proc/stat), or None."""
+    try:
+        with open("/proc/stat", encoding="ascii") as handle:
+            fields = handle.readline().split()
+    except OSError:
+        return None
+    return int(fields[8]) if len(fields) > 8 and fields[0] == "cpu" else None

@@ -22,36 +22,37 @@ def _pyplot() -> Any:
 
 
 def case_figure(result: Mapping[str, Any], path: Path) -> Path:
-    """One panel per scope: baseline blocks, blocks now, the baseline's figure and the failing threshold."""
+    """One panel per scope: every baseline process's figure, this check's processes' figures (this process's blocks
+    behind them, faint), the baseline's median and the effective threshold, with a legend."""
     plt = _pyplot()
     scopes = list(result.get("scopes", {}))
-    fig, axes = plt.subplots(1, max(1, len(scopes)), figsize=(3.2 * max(1, len(scopes)), 3.6), squeeze=False)
-    baseline = (result.get("baseline") or {}).get("scopes", {})
+    fig, axes = plt.subplots(1, max(1, len(scopes)), figsize=(3.4 * max(1, len(scopes)), 3.8), squeeze=False)
+    baseline = (result.get("baseline") or result.get("baseline_entry") or {}).get("scopes", {})
     verdicts = result.get("verdicts", {})
     for ax, scope in zip(axes[0], scopes):
         now = result["scopes"][scope]
-        before = baseline.get(scope)
-        series = [before["blocks_ms"]] if before else []
-        labels = ["baseline"] if before else []
-        series.append(now["blocks_ms"])
-        labels.append("now")
-        ax.boxplot(series, tick_labels=labels, widths=0.5, showfliers=True)
-        for i, values in enumerate(series, start=1):
-            ax.scatter([i] * len(values), values, s=8, alpha=0.5, color="#5d6d7e", zorder=3)
+        before = [p["value_ms"] for p in (baseline.get(scope) or {}).get("processes", [])]
         verdict = verdicts.get(scope)
+        checked = verdict["processes"] if verdict is not None else [now["value_ms"]]
+        ax.scatter([2.15] * len(now["blocks_ms"]), now["blocks_ms"], s=6, alpha=0.25, color="#5d6d7e",
+                   label="this process's blocks")
+        if before:
+            ax.scatter([1] * len(before), before, s=28, color="#2e4053", zorder=3, label="baseline processes")
+        colour = _COLOURS.get(verdict["kind"], "black") if verdict is not None else "black"
+        ax.scatter([2] * len(checked), checked, s=28, color=colour, zorder=3, label="processes now")
         if verdict is not None:
-            ax.axhline(verdict["baseline"], color="#7f8c8d", linestyle="--", linewidth=1, label="baseline")
+            ax.axhline(verdict["baseline"], color="#7f8c8d", linestyle="--", linewidth=1, label="baseline median")
             ax.axhline(verdict["baseline"] * (1 + verdict["threshold"]), color="#c0392b", linestyle=":",
-                       linewidth=1.2, label=f"+{verdict['threshold'] * 100:.3g}%")
-            colour = _COLOURS.get(verdict["kind"], "black")
-            ax.hlines(verdict["current"], len(series) - 0.3, len(series) + 0.3, color=colour, linewidth=2.5,
-                      zorder=4)  # the figure the verdict compares: the statistic over all samples
+                       linewidth=1.2, label=f"threshold +{verdict['threshold'] * 100:.3g}%")
             title = f"{scope} ({now['statistic']}): {verdict['delta'] * 100:+.1f}%\n{verdict['kind']}"
         else:
-            title, colour = f"{scope} ({now['statistic']})\n{result.get('outcome')}", "black"
+            title = f"{scope} ({now['statistic']})\n{result.get('outcome')}"
+        ax.set_xticks([1, 2], ["baseline", "now"])
+        ax.set_xlim(0.5, 2.6)
         ax.set_title(title, fontsize=9, color=colour)
-        ax.set_ylabel("ms per call: blocks; thick bar: the compared figure", fontsize=7)
+        ax.set_ylabel("ms per call (one point per process)", fontsize=7)
         ax.tick_params(labelsize=8)
+        ax.legend(fontsize=6, loc="best")
     fig.suptitle(f"{result['id']} on {result.get('device')}", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

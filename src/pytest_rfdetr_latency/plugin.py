@@ -8,28 +8,35 @@ from __future__ import annotations
 
 import json
 import os
-import sys
-from collections.abc import Generator
-from pathlib import Path
+from collections.abc import Generator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_rfdetr_latency import report
 from pytest_rfdetr_latency.cases import Case, matrix
 from pytest_rfdetr_latency.settings import OPTIONS, RawValue, Settings, SettingsError, parse_scopes, parse_tolerance
+from pytest_rfdetr_latency.stash import (
+    LAUNCH_KEY,
+    PROPERTY,
+    RESULT_ITEM_KEY,
+    SESSION_KEY,
+    SETTINGS_KEY,
+    WORKER_KEY,
+    cache_dir,
+    is_worker,
+    progress,
+    xdist_workers,
+)
+from pytest_rfdetr_latency.stash import settings as _settings
 
 if TYPE_CHECKING:
     from PIL import Image
 
-    from pytest_rfdetr_latency.runner import LatencyCase, LatencySession
+    from pytest_rfdetr_latency.processes import ChildOutcome
+    from pytest_rfdetr_latency.runner import LatencyCase
+    from pytest_rfdetr_latency.session import LatencySession
     from pytest_rfdetr_latency.timing import Timer
 
-SETTINGS_KEY = pytest.StashKey[Settings]()
-SESSION_KEY = pytest.StashKey["LatencySession"]()
-RESULT_ITEM_KEY = pytest.StashKey[dict[str, Any]]()
-WORKER_KEY = pytest.StashKey[dict[str, Any]]()
-PROPERTY = "rfdetr_latency_result"
 MARKER = "rfdetr_latency"
 DISABLED_REASON = "RF-DETR latency cases run only with --rfdetr-latency (to check) or --save-baseline (to record)"
 
@@ -52,10 +59,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
             parser.addini(spec.ini_name, spec.help, type="string", default="")
 
 
-def _is_worker(config: pytest.Config) -> bool:
-    return hasattr(config, "workerinput")
-
-
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
@@ -64,6 +67,34 @@ def pytest_configure(config: pytest.Config) -> None:
         "and give absolute budgets ('e2e:median<=12ms@nvidia-h200')",
     )
     config.addinivalue_line("markers", "xdist_group(name): keep the tests of one group on one xdist worker")
+    from pytest_rfdetr_latency.collector import ResultCollector
+    from pytest_rfdetr_latency.processes import CHILD_ENV, Launch, given_options, load_child_settings
+
+    child = os.environ.get(CHILD_ENV)
+    if child:  # a fresh process of a recording or a confirmation: the parent's settings, exactly
+        settings = load_child_settings(child)
+    else:
+        try:
+            settings = _resolve(config)
+        except SettingsError as exc:
+            if config.getoption("help"):
+                return
+            raise pytest.UsageError(str(exc)) from None
+    config.stash[SETTINGS_KEY] = settings
+    has_xdist = config.pluginmanager.hasplugin("xdist")
+    config.stash[LAUNCH_KEY] = Launch(
+        cwd=config.invocation_params.dir, rootdir=config.rootpath, inifile=config.inipath,
+        options=given_options(config.invocation_params.args),
+        xdist_workers=(0 if is_worker(config) else xdist_workers(config)) if has_xdist else None,
+    )
+    config.pluginmanager.register(ResultCollector(config), "rfdetr-latency-results")
+    if settings.active:
+        _bind_xdist_workers(config, settings)
+
+
+def _resolve(config: pytest.Config) -> Settings:
+    from pytest_rfdetr_latency.settings import resolve
+
     raw = {
         spec.dest: RawValue(
             cli=config.getoption(f"rfdetr_{spec.dest}"),
@@ -72,34 +103,17 @@ def pytest_configure(config: pytest.Config) -> None:
         )
         for spec in OPTIONS
     }
-    from pytest_rfdetr_latency.settings import resolve
-
-    try:
-        settings = resolve(raw, os.environ, config.rootpath)
-    except SettingsError as exc:
-        if config.getoption("help"):
-            return
-        raise pytest.UsageError(str(exc)) from None
-    config.stash[SETTINGS_KEY] = settings
-    config.pluginmanager.register(ResultCollector(config), "rfdetr-latency-results")
-    if settings.active:
-        _bind_xdist_workers(config, settings)
-
-
-def _xdist_workers(config: pytest.Config) -> int:
-    """How many xdist workers this run starts (0 without xdist); read on the controller."""
-    count = getattr(config.option, "numprocesses", None)
-    return count if isinstance(count, int) and getattr(config.option, "dist", "no") != "no" else 0
+    return resolve(raw, os.environ, config.rootpath)
 
 
 def _bind_xdist_workers(config: pytest.Config, settings: Settings) -> None:
     """On the controller, check that the workers can be bound; on a worker, bind it to its GPU and cores."""
     from pytest_rfdetr_latency import workers
 
-    if _is_worker(config):
+    if is_worker(config):
         index, count = workers.worker_index(config.workerinput)  # type: ignore[attr-defined]
     else:
-        index, count = 0, _xdist_workers(config)
+        index, count = 0, xdist_workers(config)
         if count == 0:
             return
     gpus = [] if settings.device == "cpu" else workers.visible_gpus()
@@ -107,7 +121,7 @@ def _bind_xdist_workers(config: pytest.Config, settings: Settings) -> None:
         bindings = workers.plan(count, settings.device, gpus, workers.affinity())
     except workers.WorkerPlanError as exc:
         raise pytest.UsageError(str(exc)) from None
-    if _is_worker(config):
+    if is_worker(config):
         config.stash[WORKER_KEY] = {"worker": f"gw{index}", **workers.apply(bindings[index])}
     else:
         config.stash[WORKER_KEY] = {"plan": [b.describe() for b in bindings]}
@@ -121,24 +135,11 @@ def pytest_cmdline_main(config: pytest.Config) -> None:
         config.option.dist = "loadgroup"
 
 
-def _settings(config: pytest.Config) -> Settings:
-    return config.stash.get(SETTINGS_KEY, Settings())
-
-
-def _cache_dir(config: pytest.Config, settings: Settings) -> Path:
-    if settings.cache_dir is not None:
-        return settings.cache_dir
-    cache = getattr(config, "cache", None)  # absent with -p no:cacheprovider
-    if cache is not None:
-        return Path(cache.mkdir("rfdetr-latency"))
-    return config.rootpath / ".rfdetr-latency-cache"
-
-
 def _open_session(config: pytest.Config) -> LatencySession:
     """Resolve the device and load its baseline file; a problem with either is a usage error."""
     from pytest_rfdetr_latency.baselines import BaselineError
     from pytest_rfdetr_latency.environment import DeviceError, resolve_device
-    from pytest_rfdetr_latency.runner import LatencySession
+    from pytest_rfdetr_latency.session import LatencySession
 
     settings = _settings(config)
     extra: dict[str, Any] = {}
@@ -148,11 +149,20 @@ def _open_session(config: pytest.Config) -> LatencySession:
     threads = int(worker["threads"]) if "threads" in worker else None
     try:
         device = resolve_device(settings.device)
-        session = LatencySession(settings, device, _cache_dir(config, settings), config.rootpath, extra, threads)
-        session.progress = lambda text: _progress(config, text)
+        session = LatencySession(settings, device, cache_dir(config), config.rootpath, extra, threads)
+        session.progress = lambda text: progress(config, text)
+        session.invocation = _recording_arguments(config)
         return session
     except (DeviceError, BaselineError) as exc:
         raise pytest.UsageError(str(exc)) from None
+
+
+def _recording_arguments(config: pytest.Config) -> tuple[str, ...]:
+    from pytest_rfdetr_latency.processes import recording_arguments
+
+    paths = config.args if config.args_source == pytest.Config.ArgsSource.ARGS else []
+    flags = [spec.flag for spec in OPTIONS if spec.is_flag]
+    return recording_arguments(config.invocation_params.args, paths, bool(config.option.pyargs), flags)
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -160,7 +170,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     settings = _settings(config)
     if not settings.active:
         return
-    if _xdist_workers(config) and not _is_worker(config):
+    if xdist_workers(config) and not is_worker(config):
         _check_baselines_on_controller(config, settings)  # the workers measure; no CUDA context here
         return
     config.stash[SESSION_KEY] = _open_session(config)
@@ -209,7 +219,14 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if _settings(config).active:
+    settings = _settings(config)
+    if settings.process_index:
+        from pytest_rfdetr_latency.cases import rotated
+
+        cases = {id(item): item.callspec.params["rfdetr_case"] for item in items
+                 if hasattr(item, "callspec") and isinstance(item.callspec.params.get("rfdetr_case"), Case)}
+        items[:] = rotated(items, lambda item: cases.get(id(item)), settings.process_index)
+    if settings.active:
         return
     skip = pytest.mark.skip(reason=DISABLED_REASON)
     for item in items:
@@ -307,53 +324,31 @@ def rfdetr_case(request: pytest.FixtureRequest, rfdetr_latency_session: LatencyS
             if scope in tolerance.per_scope or tolerance.everywhere is not None:
                 thresholds[scope] = tolerance.for_scope(scope, 0.0)
     node = request.node
+    target = f"{node.path}::{node.nodeid.split('::', 1)[1]}"
+    config = request.config
 
     def publish(result: Any) -> None:
         data = result.to_json()
-        worker = request.config.stash.get(WORKER_KEY, None)
+        worker = config.stash.get(WORKER_KEY, None)
         if worker is not None:
             data["details"]["worker"] = worker
-        if result.scopes:  # what --save-baseline records; tools such as benchmarks/gate_power.py reuse it
-            data["baseline_entry"] = result.entry(rfdetr_latency_session.commit)
+        data["git_commit"] = rfdetr_latency_session.commit
         node.stash[RESULT_ITEM_KEY] = data
 
-    def spawn(inject: float | None) -> dict[str, Any] | None:
-        _progress(request.config, f"{case.id}: measuring again in a fresh process")
-        return _measure_in_fresh_process(request.config, node, inject)
+    def spawn(inject: float | None, block_sizes: Mapping[str, int]) -> ChildOutcome:
+        from pytest_rfdetr_latency.processes import child_settings, run_child
 
-    return rfdetr_latency_session.case(
-        case, skip=pytest.skip, fail=pytest.fail, publish=publish, scopes=scopes, thresholds=thresholds,
-        budgets=marker_budgets, spawn=spawn,
+        progress(config, f"{case.id}: moved past its threshold; measuring it again in a fresh process")
+        child = child_settings(_settings(config), process_index=0, cache_dir=rfdetr_latency_session.cache_dir,
+                               inject=inject, block_sizes={case.id: block_sizes})
+        return run_child(config.stash[LAUNCH_KEY], [target], child, timeout=900)
+
+    from pytest_rfdetr_latency.runner import LatencyCase
+
+    return LatencyCase(
+        rfdetr_latency_session, case, skip=pytest.skip, fail=pytest.fail, publish=publish, scopes=scopes,
+        thresholds=thresholds, budgets=marker_budgets, spawn=spawn, node=target,
     )
-
-
-def _measure_in_fresh_process(config: pytest.Config, node: pytest.Item, inject: float | None) -> dict[str, Any] | None:
-    from pytest_rfdetr_latency.processes import measure_in_fresh_process
-
-    return measure_in_fresh_process(
-        target=f"{node.path}::{node.nodeid.split('::', 1)[1]}",
-        args=list(config.invocation_params.args),
-        cwd=config.invocation_params.dir,
-        rootdir=config.rootpath,
-        inifile=config.inipath,
-        inject=inject,
-    )
-
-
-def _progress(config: pytest.Config, text: str) -> None:
-    """A line about a long step, shown live with -v (or on a terminal), around pytest's output capture."""
-    reporter = config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is None or _settings(config).child_report is not None or _is_worker(config):
-        return
-    if config.get_verbosity() < 1 and not reporter.isatty():
-        return
-    capture = config.pluginmanager.get_plugin("capturemanager")
-    disabled = getattr(capture, "global_and_fixture_disabled", None)
-    import contextlib
-
-    with disabled() if disabled is not None else contextlib.nullcontext():
-        reporter.ensure_newline()
-        reporter.write_line(f"  [rfdetr-latency] {text}", cyan=True)
 
 
 def _as_list(value: Any) -> list[Any]:
@@ -376,110 +371,3 @@ def pytest_runtest_makereport(
         rep.user_properties.append((PROPERTY, json.dumps(data)))
         del item.stash[RESULT_ITEM_KEY]
     return rep
-
-
-class ResultCollector:
-    """Gathers case results on the process that reports (the xdist controller, or the only process), then
-    records baselines, writes the JSON report and the Markdown summary, and prints the terminal section."""
-
-    def __init__(self, config: pytest.Config) -> None:
-        self.config = config
-        self.results: list[dict[str, Any]] = []
-        self.notes: list[str] = []
-        self.errors: list[str] = []
-        self.annotations: list[str] = []  # GitHub workflow commands, each at the start of its own line
-
-    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        for name, value in report.user_properties:
-            if name == PROPERTY:
-                self.results.append(json.loads(str(value)))
-
-    @pytest.hookimpl(trylast=True)
-    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
-        settings = _settings(self.config)
-        if _is_worker(self.config) or settings.child_report is not None:
-            return
-        if settings.save_baseline:
-            self._save(settings)
-        device = self._device()
-        fingerprint = self.results[0]["fingerprint"] if self.results else None
-        if settings.report is not None and (self.results or settings.active):
-            from pytest_rfdetr_latency.baselines import atomic_write
-
-            files = sorted({r["baseline_file"] for r in self.results})
-            document = report.json_report(self.results, device, fingerprint, sys.argv, ", ".join(files) or None)
-            settings.report.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(settings.report, json.dumps(document, indent=2, sort_keys=True) + "\n")
-            self.notes.append(f"JSON report written to {settings.report}")
-        if settings.benchmark_json is not None and self.results:
-            from pytest_rfdetr_latency.baselines import atomic_write
-            from pytest_rfdetr_latency.exports import benchmark_json
-
-            commit = next((r.get("baseline_entry", {}).get("git_commit") for r in self.results), None)
-            settings.benchmark_json.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(settings.benchmark_json,
-                         json.dumps(benchmark_json(self.results, fingerprint, commit), indent=2) + "\n")
-            self.notes.append(f"pytest-benchmark JSON written to {settings.benchmark_json}")
-        if settings.plot_dir is not None and self.results:
-            try:
-                from pytest_rfdetr_latency.plots import write_all
-
-                written = write_all(self.results, settings.plot_dir)
-                self.notes.append(f"{len(written)} plot(s) written to {settings.plot_dir}")
-            except ImportError:
-                self.errors.append("--rfdetr-plot needs matplotlib: pip install 'pytest-rfdetr-latency[plot]'")
-        targets = [p for p in (settings.markdown, os.environ.get("GITHUB_STEP_SUMMARY")) if p]
-        if self.results:
-            text = report.markdown(self.results, device, fingerprint)
-            for target in targets:
-                with open(target, "a", encoding="utf-8") as handle:
-                    handle.write(text)
-                self.notes.append(f"Markdown summary appended to {target}")
-            if os.environ.get("GITHUB_ACTIONS") == "true":
-                self.annotations = report.github_annotations(self.results)
-        if self.errors and session.exitstatus == 0:
-            session.exitstatus = pytest.ExitCode.TESTS_FAILED
-
-    def _save(self, settings: Settings) -> None:
-        from pytest_rfdetr_latency import baselines
-        from pytest_rfdetr_latency.environment import slugify
-
-        by_device: dict[str, dict[str, Any]] = {}
-        for result in self.results:
-            if result.get("outcome") == "saved" and "baseline_entry" in result:
-                by_device.setdefault(result["device"], {})[result["id"]] = result["baseline_entry"]
-        for device, entries in by_device.items():
-            try:
-                path = baselines.path_for(settings.baseline_dir, slugify(device))
-                saved = baselines.save(path, device, entries, replace_corrupt=settings.replace_corrupt)
-            except baselines.BaselineError as exc:
-                self.errors.append(f"baseline not saved: {exc}")
-                continue
-            note = f"baseline: {len(saved.written)} case(s) recorded in {saved.path} ({saved.kept} other(s) kept)"
-            if saved.backup is not None:
-                note += f"; the unreadable old file was kept as {saved.backup}"
-            self.notes.append(note)
-
-    def _device(self) -> str | None:
-        names = sorted({r["device"] for r in self.results})
-        if names:
-            return ", ".join(names)
-        latency_session = self.config.stash.get(SESSION_KEY, None)
-        return latency_session.device.name if latency_session else None
-
-    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        if not (self.results or self.notes or self.errors) or _settings(self.config).child_report is not None:
-            return
-        device = self._device()
-        terminalreporter.write_sep("=", f"RF-DETR latency ({device or 'no device'})")
-        for line in report.summary_lines(self.results, device):
-            terminalreporter.write_line(line)
-        plan = self.config.stash.get(WORKER_KEY, {}).get("plan")
-        if plan:
-            terminalreporter.write_line("xdist workers: " + "; ".join(plan))
-        for line in self.annotations:
-            terminalreporter.write_line(line)
-        for note in self.notes:
-            terminalreporter.write_line(note)
-        for error in self.errors:
-            terminalreporter.write_line(f"ERROR: {error}", red=True, bold=True)

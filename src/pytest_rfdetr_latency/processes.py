@@ -1,72 +1,182 @@
-"""Measuring a case again in a fresh pytest process.
+"""Measuring again in fresh pytest processes.
 
-Shared hosts have slow spells that last whole processes; a real regression is there in every process. So a
-host-bound regression is confirmed in fresh processes (``--rfdetr-confirm``), and a baseline can be the fastest of
-several (``--rfdetr-save-processes``). The fresh process runs the same test node with the same RF-DETR options and
-plugin selections, measures only, and hands its result back through a JSON file.
+A process is the unit of measurement (judge.py): a baseline is recorded in several processes, and a check whose
+figure moved past its threshold is measured again in fresh ones. A fresh process is the same pytest invocation
+narrowed to the given test nodes: the same rootdir, ini file, ``-o`` overrides, ``-p`` plugin selections, import
+mode and environment, and the parent's resolved RF-DETR settings exactly (handed over as a file, so that neither
+the command line, nor the environment, nor the ini file is parsed a second way). It measures only, and writes its
+results to a JSON file that the parent reads back. When it reports nothing, its exit code and the last lines of its
+output say why.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import pickle
 import subprocess
 import sys
 import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pytest_rfdetr_latency.settings import OPTIONS
+from pytest_rfdetr_latency.settings import Settings
 
-# Options the fresh process must not inherit: its outputs and its own fresh processes are the parent's business.
-_NOT_INHERITED = ("--rfdetr-report", "--rfdetr-markdown", "--rfdetr-child-report", "--rfdetr-inject-slowdown",
-                  "--rfdetr-confirm", "--rfdetr-save-processes", "--rfdetr-benchmark-json", "--rfdetr-plot")
+CHILD_ENV = "_PYTEST_RFDETR_LATENCY_CHILD"  # the path of the pickled settings a fresh process measures with
+_TAIL_LINES = 25
 
 
-def inherited_arguments(args: list[str]) -> list[str]:
-    """The invocation's RF-DETR options and plugin selections (-p), for a fresh process that measures one case."""
-    flags = {spec.flag for spec in OPTIONS if spec.is_flag}
+@dataclass
+class ChildOutcome:
+    results: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None  # why it reported nothing: its exit code and the last lines of its output
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class Launch:
+    """How this pytest was started, as far as a fresh one must repeat it."""
+
+    cwd: Path
+    rootdir: Path
+    inifile: Path | None = None
+    options: tuple[str, ...] = ()  # -p, -o, --noconftest, --confcutdir, --import-mode as given
+    xdist_workers: int | None = None  # None: pytest-xdist is not installed; 0: not used
+
+    def command(self, targets: Sequence[str]) -> list[str]:
+        command = [sys.executable, "-m", "pytest", *targets, "-q", f"--rootdir={self.rootdir}"]
+        if self.inifile is not None:
+            command += ["-c", str(self.inifile)]
+        command += self.options
+        if self.xdist_workers is not None:
+            command.append(f"-n{self.xdist_workers}")
+            if self.xdist_workers:
+                command.append("--dist=loadgroup")
+        return command
+
+
+_VALUED = ("-p", "-o", "--override-ini", "--confcutdir", "--import-mode")
+_FLAGS = ("--noconftest",)
+
+
+def given_options(args: Sequence[str]) -> tuple[str, ...]:
+    """The options of ``args`` that change what a fresh process collects and loads (plugins, ini overrides, conftest
+    handling, import mode), in the forms given."""
     keep: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        name, eq, _ = arg.partition("=")
+        if arg in _FLAGS or (name in _VALUED and eq):
+            keep.append(arg)
+        elif arg in _VALUED and i + 1 < len(args):
+            keep += [arg, args[i + 1]]
+            i += 1
+        elif arg[:2] in ("-p", "-o") and len(arg) > 2:
+            keep.append(arg)
+        i += 1
+    return tuple(keep)
+
+
+def child_settings(
+    settings: Settings,
+    *,
+    process_index: int,
+    cache_dir: Path,
+    inject: float | None = None,
+    block_sizes: Mapping[str, Mapping[str, int]] | None = None,
+) -> Settings:
+    """The parent's settings for a fresh process that measures only: no parity (the parent checked it), no
+    baseline writing, no reports, no processes of its own; the same cache of exports and the same block sizes."""
+    return dataclasses.replace(
+        settings,
+        enabled=True,
+        save_baseline=False,
+        no_parity=True,
+        confirm=0,
+        save_processes=1,
+        report=None,
+        markdown=None,
+        benchmark_json=None,
+        plot_dir=None,
+        inject=inject,
+        cache_dir=cache_dir,
+        process_index=process_index,
+        block_sizes={case: dict(sizes) for case, sizes in (block_sizes or {}).items()},
+    )
+
+
+def load_child_settings(path: str) -> Settings:
+    with open(path, "rb") as handle:
+        settings = pickle.load(handle)
+    if not isinstance(settings, Settings):
+        raise TypeError(f"{path} does not hold pytest-rfdetr-latency settings")
+    return settings
+
+
+def run_child(launch: Launch, targets: Sequence[str], settings: Settings, timeout: float) -> ChildOutcome:
+    """Run ``targets`` in a fresh pytest process with ``settings``; what it measured, or why it measured nothing."""
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="rfdetr-latency-child-") as folder:
+        report = Path(folder) / "results.json"
+        pickled = Path(folder) / "settings.pickle"
+        pickled.write_bytes(pickle.dumps(dataclasses.replace(settings, child_report=report)))
+        env = {k: v for k, v in os.environ.items() if k != "GITHUB_STEP_SUMMARY"}
+        env[CHILD_ENV] = str(pickled)
+        env["PYTHONUNBUFFERED"] = "1"
+        try:
+            proc = subprocess.run(launch.command(targets), cwd=launch.cwd, env=env, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True, timeout=timeout, check=False)
+        except subprocess.TimeoutExpired as exc:
+            output = exc.output.decode(errors="replace") if isinstance(exc.output, bytes) else (exc.output or "")
+            return ChildOutcome(error=f"it ran past {timeout:g} s and was stopped{_tail(output)}",
+                                seconds=time.perf_counter() - start)
+        results: list[dict[str, Any]] = json.loads(report.read_text()) if report.exists() else []
+        error = None
+        if not results or proc.returncode not in (0, 1):
+            error = f"exit code {proc.returncode}{_tail(proc.stdout)}"
+        return ChildOutcome(results=results, error=error, seconds=time.perf_counter() - start)
+
+
+def _tail(output: str) -> str:
+    lines = [line for line in output.splitlines() if line.strip()]
+    if not lines:
+        return ""
+    return "; its last lines:\n    " + "\n    ".join(lines[-_TAIL_LINES:])
+
+
+def write_child_report(path: Path, results: Sequence[Mapping[str, Any]]) -> None:
+    path.write_text(json.dumps(list(results)))
+
+
+# RF-DETR options that only concern checking or reporting: a command that records the baseline leaves them out.
+_CHECK_ONLY = ("--rfdetr-latency", "--rfdetr-inject-slowdown", "--rfdetr-report", "--rfdetr-markdown",
+               "--rfdetr-benchmark-json", "--rfdetr-plot", "--rfdetr-confirm", "--rfdetr-strict",
+               "--rfdetr-fail-on-drift", "--rfdetr-tolerance", "--rfdetr-memory-tolerance", "--save-baseline")
+
+
+def recording_arguments(
+    args: Sequence[str], paths: Sequence[str], pyargs: bool, flags: Sequence[str]
+) -> tuple[str, ...]:
+    """What a command that records this run's baseline repeats of it: its test paths (or ``--pyargs`` modules), its
+    plugin selections, and the RF-DETR options that decide what is measured. ``flags`` names the options that take
+    no value."""
+    keep: list[str] = [*paths, *(["--pyargs"] if pyargs else []), *given_options(args)]
     i = 0
     while i < len(args):
         arg = args[i]
         name = arg.split("=", 1)[0]
         takes_value = "=" not in arg and name not in flags
-        if name.startswith("--rfdetr-") and name not in _NOT_INHERITED:
+        if name.startswith("--rfdetr-") and name not in _CHECK_ONLY:
             keep.append(arg)
             if takes_value and i + 1 < len(args):
                 keep.append(args[i + 1])
                 i += 1
         elif name.startswith("--rfdetr-") and takes_value:
             i += 1  # drop the option's value too
-        elif arg == "-p" and i + 1 < len(args):
-            keep += [arg, args[i + 1]]
-            i += 1
-        elif arg.startswith("-p") and len(arg) > 2:
-            keep.append(arg)
         i += 1
-    return keep
-
-
-def measure_in_fresh_process(
-    target: str, args: list[str], cwd: Path, rootdir: Path, inifile: Path | None, inject: float | None
-) -> dict[str, Any] | None:
-    """Run test node ``target`` in a new pytest process, measuring only; its result, or None if it did not finish."""
-    with tempfile.TemporaryDirectory(prefix="rfdetr-latency-child-") as folder:
-        out = Path(folder) / "result.json"
-        command = [
-            sys.executable, "-m", "pytest", target, "-q", "-p", "no:cacheprovider", f"--rootdir={rootdir}",
-            *(["-c", str(inifile)] if inifile else []),
-            *inherited_arguments(args),
-            "--rfdetr-latency", "--rfdetr-no-parity", "--rfdetr-confirm=0", f"--rfdetr-child-report={out}",
-            *([f"--rfdetr-inject-slowdown={inject:g}%"] if inject else []),
-        ]
-        env = {k: v for k, v in os.environ.items() if k != "GITHUB_STEP_SUMMARY"}
-        try:
-            subprocess.run(command, cwd=cwd, env=env, capture_output=True, timeout=900, check=False)
-        except subprocess.TimeoutExpired:
-            return None
-        if not out.exists():
-            return None
-        data: dict[str, Any] = json.loads(out.read_text())
-        return data
+    return tuple(keep)

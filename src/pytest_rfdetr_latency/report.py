@@ -43,11 +43,17 @@ def _value(value: float | None, unit: str = "ms") -> str:
     return "-" if value is None else f"{value:.4g} {unit}"
 
 
+def _processes(verdict: Mapping[str, Any]) -> str:
+    before, now = verdict.get("baseline_processes") or [], verdict.get("processes") or []
+    return f"{len(before)}+{len(now)}" if before else "-"
+
+
 def rows(results: Iterable[Mapping[str, Any]]) -> list[dict[str, str]]:
-    """One row per case and scope: case, scope, statistic, baseline, now, delta, threshold, verdict."""
+    """One row per case and scope: case, scope, statistic, baseline, now, delta, threshold, processes, verdict."""
     out: list[dict[str, str]] = []
     for result in sorted(results, key=lambda r: (_ORDER.get(r["outcome"], 9), r["id"])):
         verdicts = result.get("verdicts", {})
+        recorded = (result.get("baseline_entry") or {}).get("scopes", {})
         for scope, current in result.get("scopes", {}).items():
             verdict = verdicts.get(scope) if scope != "memory" else None
             if verdict is not None:
@@ -59,18 +65,25 @@ def rows(results: Iterable[Mapping[str, Any]]) -> list[dict[str, str]]:
                     "now": _value(verdict["current"], verdict["unit"]),
                     "delta": _pct(verdict["delta"]),
                     "threshold": f"{verdict['threshold'] * 100:.3g}%",
+                    "processes": _processes(verdict),
                     "verdict": _VERDICT_WORDS[verdict["kind"]],
                 })
             else:
                 word = _UNCOMPARED.get(result["outcome"], "not compared")
+                stored = recorded.get(scope)
+                now = current["value_ms"] if stored is None else stored["value_ms"]
+                count = "-" if stored is None else f"{len(stored['processes'])}"
+                if stored is not None and stored.get("spread") is not None:
+                    word += f", spread {stored['spread'] * 100:.2g}%"
                 out.append({
                     "case": result["id"],
                     "scope": scope,
                     "statistic": current["statistic"],
                     "baseline": "-",
-                    "now": _value(current["value_ms"]),
+                    "now": _value(now),
                     "delta": "-",
                     "threshold": "-",
+                    "processes": count,
                     "verdict": word,
                 })
         memory = verdicts.get("memory")
@@ -83,9 +96,38 @@ def rows(results: Iterable[Mapping[str, Any]]) -> list[dict[str, str]]:
                 "now": _value(memory["current"], "MiB"),
                 "delta": _pct(memory["delta"]),
                 "threshold": f"{memory['threshold'] * 100:.3g}%",
+                "processes": _processes(memory),
                 "verdict": _VERDICT_WORDS[memory["kind"]],
             })
     return out
+
+
+def threshold_lines(results: Iterable[Mapping[str, Any]]) -> list[str]:
+    """Why a threshold is wider than asked: the comparisons whose processes disagree by more than the tolerance."""
+    lines = []
+    for result in sorted(results, key=lambda r: r["id"]):
+        for scope, verdict in result.get("verdicts", {}).items():
+            detail = verdict.get("detail") or {}
+            if scope != "memory" and detail.get("value", 0) > detail.get("asked", 1):
+                lines.append(f"  {result['id']} {scope}: {verdict['threshold_reason']}")
+    return lines
+
+
+def confirmation_lines(results: Iterable[Mapping[str, Any]]) -> list[str]:
+    """The cases measured again in fresh processes, with every process's figure of every suspect scope."""
+    lines = []
+    for result in sorted(results, key=lambda r: r["id"]):
+        record = result.get("details", {}).get("processes") or {}
+        for scope in record.get("suspects", []):
+            verdict = result.get("verdicts", {}).get(scope)
+            if verdict is None:
+                continue
+            values = ", ".join(f"{v:.4g}" for v in verdict["processes"])
+            lines.append(f"  {result['id']} {scope}: {len(verdict['processes'])} process(es): {values} "
+                         f"{verdict['unit']} -> {verdict['kind']}")
+        for error in record.get("errors", []):
+            lines.append(f"  {result['id']}: a fresh process failed: {error}")
+    return lines
 
 
 _COLUMNS = (
@@ -96,6 +138,7 @@ _COLUMNS = (
     ("now", "now"),
     ("delta", "Δ"),
     ("threshold", "threshold"),
+    ("processes", "processes"),
     ("verdict", "verdict"),
 )
 
@@ -137,6 +180,12 @@ def summary_lines(results: Sequence[Mapping[str, Any]], device: str | None) -> l
     if not results:
         return []
     lines = table_lines(rows(results), _COLUMNS)
+    widened = threshold_lines(results)
+    if widened:
+        lines += ["", "thresholds wider than asked, because these cases' processes disagree by more:", *widened]
+    confirmed = confirmation_lines(results)
+    if confirmed:
+        lines += ["", "measured again in fresh processes:", *confirmed]
     reasons: dict[tuple[str, str], list[str]] = {}
     for r in results:
         for scope, reason in r.get("unavailable_scopes", {}).items():
@@ -171,9 +220,11 @@ def json_report(
     fingerprint: Mapping[str, Any] | None,
     command: Sequence[str],
     baseline_file: str | None,
+    timings: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
     fps = fps_table(results)[2]
     return {
+        "timings_seconds": dict(timings or {}),
         "schema_version": REPORT_SCHEMA_VERSION,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "command": list(command),
@@ -193,12 +244,16 @@ def markdown(results: Sequence[Mapping[str, Any]], device: str | None, fingerpri
     headline = "regressed" if counts.get("regression") else "no regression"
     out = [f"## RF-DETR latency on {device or 'unknown device'}: {headline}", ""]
     out.append(", ".join(f"**{n}** {k}" for k, n in counts.items()) or "no cases ran")
-    out += ["", "| case | scope | statistic | baseline | now | Δ | threshold | verdict |",
-            "|---|---|---|---|---|---|---|---|"]
+    out += ["", "| case | scope | statistic | baseline | now | Δ | threshold | processes | verdict |",
+            "|---|---|---|---|---|---|---|---|---|"]
     for row in rows(results):
         verdict = f"**{row['verdict']}**" if row["verdict"] == "REGRESSION" else row["verdict"]
         out.append(f"| `{row['case']}` | {row['scope']} | {row['statistic']} | {row['baseline']} | {row['now']} | "
-                   f"{row['delta']} | {row['threshold']} | {verdict} |")
+                   f"{row['delta']} | {row['threshold']} | {row['processes']} | {verdict} |")
+    widened = threshold_lines(results)
+    if widened:
+        out += ["", "Thresholds wider than asked (these cases' processes disagree by more):", ""]
+        out += [f"- {line.strip()}" for line in widened]
     drifted = [r for r in results if r.get("drift")]
     if drifted:
         out += ["", "**Environment changed since the baseline:**", ""]

@@ -18,7 +18,7 @@ from typing import Any
 from pytest_rfdetr_latency import budgets as budget_specs
 from pytest_rfdetr_latency.cases import ALL_BACKENDS, ALL_MODELS, DEFAULT_BACKENDS, DEFAULT_MODELS
 from pytest_rfdetr_latency.sampling import PRESETS, SamplingPlan, parse_sampling
-from pytest_rfdetr_latency.scopes import ALL_SCOPES, DEFAULT_GATING_SCOPES
+from pytest_rfdetr_latency.scopes import ALL_SCOPES
 
 
 class SettingsError(ValueError):
@@ -59,7 +59,7 @@ class Settings:
     baseline_dir: Path = Path("latency_baselines")
     weights: Weights = field(default_factory=Weights)
     tolerance: Tolerance = field(default_factory=Tolerance)
-    scopes: tuple[str, ...] = DEFAULT_GATING_SCOPES
+    scopes: tuple[str, ...] = ALL_SCOPES
     report: Path | None = None
     markdown: Path | None = None
     strict: bool = False
@@ -68,7 +68,6 @@ class Settings:
     detections: int = 50
     seed: int = 0
     sampling: SamplingPlan = field(default_factory=lambda: PRESETS["standard"])
-    rounds: int = 3
     inject: float | None = None
     replace_corrupt: bool = False
     fail_on_drift: bool = False
@@ -83,9 +82,13 @@ class Settings:
     benchmark_json: Path | None = None
     plot_dir: Path | None = None
     confirm: int | None = None  # None: 2 on a GPU, 0 on the CPU (LatencySession resolves it)
-    save_processes: int = 1
+    save_processes: int | None = None  # None: 3 on a GPU, 1 on the CPU (the result collector resolves it)
     child_report: Path | None = None
     models_explicit: bool = False  # --rfdetr-models (or its ini key or variable) was given
+    # Set only for a fresh process (processes.py): its place among a recording's processes, which rotates the order
+    # of its cases, and the block sizes it must sample with, per case and scope.
+    process_index: int = 0
+    block_sizes: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
 
     @property
     def active(self) -> bool:
@@ -344,8 +347,8 @@ OPTIONS: tuple[OptionSpec, ...] = (
                "MODEL=PATH[,MODEL=PATH]. Nothing is downloaded. Default: random.", parse_weights, "WEIGHTS"),
     OptionSpec("tolerance", "--rfdetr-tolerance", f"regression threshold: {TOLERANCE_FORMS}. Default: each scope's "
                "threshold derived from measured noise (see docs/gate-power.md).", parse_tolerance, "TOL"),
-    OptionSpec("scopes", "--rfdetr-scopes", f"comma list of the scopes that gate (others are reported only): "
-               f"{_SCOPES_HELP}. Default: {','.join(DEFAULT_GATING_SCOPES)}.", parse_scopes, "LIST"),
+    OptionSpec("scopes", "--rfdetr-scopes", f"comma list of the scopes to measure and gate (the others are not "
+               f"measured): {_SCOPES_HELP}. Default: all.", parse_scopes, "LIST"),
     OptionSpec("report", "--rfdetr-report", "write a JSON report of every case to PATH. Default: none.",
                parse_path, "PATH", ini=False),
     OptionSpec("benchmark_json", "--rfdetr-benchmark-json", "write the results in pytest-benchmark's JSON format to "
@@ -368,8 +371,6 @@ OPTIONS: tuple[OptionSpec, ...] = (
                parse_seed, "N"),
     OptionSpec("sampling", "--rfdetr-sampling", f"sampling preset ({', '.join(PRESETS)}) with optional overrides, "
                "e.g. 'standard,max-seconds=5'. Default: standard.", parse_sampling_option, "PLAN"),
-    OptionSpec("rounds", "--rfdetr-rounds", "most measuring rounds for a case whose verdict is inconclusive. "
-               "Default: 3.", _positive_int("round count"), "N"),
     OptionSpec("inject", "--rfdetr-inject-slowdown", "self-test: slow every measured scope down by PCT (a "
                "calibrated GPU kernel, or host delay on CPU) to see what the gate catches. Default: none.",
                parse_inject, "PCT", ini=False),
@@ -393,16 +394,15 @@ OPTIONS: tuple[OptionSpec, ...] = (
                "baseline, a percentage. Default: 10%.", parse_memory_tolerance, "PCT"),
     OptionSpec("no_pin", "--rfdetr-no-pin", "on a GPU run, leave the launching thread where the OS puts it instead "
                "of moving it to the fastest allowed core while sampling. Default: pinned."),
-    OptionSpec("confirm", "--rfdetr-confirm", "before a host-bound scope (forward, iobinding, e2e) fails, measure the "
-               "case again in up to N fresh processes; the fastest process decides (shared hosts have slow spells "
-               "that last whole processes; a real regression is in every process). Default: 2 on a GPU, 0 on the CPU.",
+    OptionSpec("confirm", "--rfdetr-confirm", "when a case's figure moves past its threshold, measure the case again "
+               "in up to N fresh processes; the median of all its processes decides (a process's memory placement "
+               "and its host's slow spells last as long as the process; a real regression is in every process). 0 "
+               "decides on the one process. Default: 2 on a GPU, 0 on the CPU.",
                _whole_number("confirmation count", 0), "N"),
-    OptionSpec("save_processes", "--rfdetr-save-processes", "with --save-baseline, measure each case in N "
-               "processes and record the fastest, so that a slow spell does not become the baseline. Default: 1.",
+    OptionSpec("save_processes", "--rfdetr-save-processes", "with --save-baseline, record each case in N fresh "
+               "processes (cases in rotated order); the baseline keeps every process's figures, their median and "
+               "their spread, which sets how finely the case can be judged. Default: 3 on a GPU, 1 on the CPU.",
                _positive_int("process count"), "N"),
-    OptionSpec("child_report", "--rfdetr-child-report", "internal: measure only, and write the result to PATH (what "
-               "the fresh processes of --rfdetr-confirm and --rfdetr-save-processes run). Default: none.",
-               parse_path, "PATH", ini=False),
     OptionSpec("onnx_models", "--rfdetr-onnx", "your own exported ONNX files as cases, run on the selected onnx-* "
                "backends: NAME=PATH[,NAME=PATH]. Default: none.", parse_onnx_models, "NAME=PATH", ini=False),
 )
@@ -428,7 +428,8 @@ def resolve(raw: Mapping[str, RawValue], environ: Mapping[str, str], rootdir: Pa
     values: dict[str, Any] = {}
     for spec in OPTIONS:
         entry = raw.get(spec.dest, RawValue())
-        if entry.cli not in (None, False):
+        # A flag left off reads False, an option left out None; any other value (0 included) was given.
+        if entry.cli is not None and not (spec.is_flag and entry.cli is False):
             values[spec.dest] = entry.cli
             continue
         env_text = environ.get(spec.env_name)

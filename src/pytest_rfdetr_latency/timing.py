@@ -210,23 +210,26 @@ def _close(a: float, b: float, tolerance: float) -> bool:
 
 
 def warm_up(fn: Fn, clock: Clock, monitor: GpuMonitor, plan: SamplingPlan) -> Warmup:
-    """Call ``fn`` until the GPU clock and the call time have settled, at least ``plan.warmup_calls`` times.
+    """Call ``fn`` until the GPU clock and the call time have settled, or ``plan.warmup_seconds`` have passed.
 
-    Settled: the last three SM-clock readings agree within 1 % (where NVML answers), and the median of the last
-    five call times agrees within 5 % with that of the five before.
+    First up to ``plan.warmup_calls`` untimed calls, fewer when calls are slow (they may take a quarter of the time
+    cap: ten 250 ms ONNX-CPU calls would use it all); then timed groups of calls until the last three SM-clock
+    readings agree within 1 % (where NVML answers) and the median of the last group of call times agrees within 5 %
+    with that of the group before.
     """
     record = Warmup()
     start = time.perf_counter()
-    for _ in range(plan.warmup_calls):
+    first = clock.time_calls(fn, 1)[0]
+    record.calls = 1
+    fixed = min(plan.warmup_calls - 1, int(0.25 * plan.warmup_seconds * 1000.0 / max(first, 1e-3)))
+    for _ in range(max(0, fixed)):
         fn()
         record.calls += 1
+    group = 5 if first < 50.0 else 2
     times: list[float] = []
-    while True:
-        elapsed = time.perf_counter() - start
-        if elapsed >= plan.warmup_seconds:
-            break
-        times.extend(clock.time_calls(fn, 5))
-        record.calls += 5
+    while time.perf_counter() - start < plan.warmup_seconds:
+        times.extend(clock.time_calls(fn, group))
+        record.calls += group
         state = monitor.read()
         if state.sm_clock_mhz is not None:
             record.sm_clocks_mhz.append(state.sm_clock_mhz)
@@ -234,32 +237,35 @@ def warm_up(fn: Fn, clock: Clock, monitor: GpuMonitor, plan: SamplingPlan) -> Wa
         clocks_settled = not monitor.available or (
             len(clocks) == 3 and all(_close(c, clocks[-1], 0.01) for c in clocks)
         )
-        times_settled = len(times) >= 10 and _close(
-            statistic_of(times[-5:], "median"), statistic_of(times[-10:-5], "median"), 0.05
+        times_settled = len(times) >= 2 * group and _close(
+            statistic_of(times[-group:], "median"), statistic_of(times[-2 * group:-group], "median"), 0.05
         )
         if clocks_settled and times_settled:
             record.settled = True
             break
-    if not times:
-        times = clock.time_calls(fn, 3)
-        record.calls += 3
-    record.call_ms = statistic_of(times[-5:], "median")
+    record.call_ms = statistic_of(times[-5:] or [first], "median")
     record.seconds = time.perf_counter() - start
     return record
 
 
 @dataclass
 class Sampled:
-    """The raw blocks of one scope: kept and dropped, each with the GPU state read after it."""
+    """The raw blocks of one scope: kept and dropped, each with the GPU state read and the host yardstick timed
+    after it."""
 
     blocks: list[list[float]] = field(default_factory=list)
     states: list[GpuState] = field(default_factory=list)
+    host_ms: list[float] = field(default_factory=list)
     seconds: float = 0.0
     block_size: int = 0
 
     @property
     def kept(self) -> list[list[float]]:
         return [b for b, s in zip(self.blocks, self.states) if not s.throttled]
+
+    @property
+    def kept_host_ms(self) -> list[float]:
+        return [h for h, s in zip(self.host_ms, self.states) if not s.throttled]
 
     @property
     def dropped(self) -> int:
@@ -272,25 +278,25 @@ def sample(
     monitor: GpuMonitor,
     plan: SamplingPlan,
     statistic: str,
-    into: Sampled | None = None,
     call_ms: float | None = None,
+    block_size: int | None = None,
 ) -> Sampled:
     """Take blocks until the statistic's relative uncertainty reaches ``plan.target``, or time is up.
 
-    ``call_ms`` (from the warm-up) sizes the blocks; ``into`` continues an earlier round with its block size: its
-    blocks count, and ``plan.min_blocks`` more are taken at least. Never fewer than ``plan.min_blocks`` kept blocks
-    unless throttling drops them past three times the time cap.
+    ``block_size`` (a baseline's, so that a check samples as its baseline did) or else ``call_ms`` (from the warm-up)
+    sizes the blocks. Never fewer than ``plan.min_blocks`` kept blocks unless throttling drops them past three times
+    the time cap.
     """
-    result = into if into is not None else Sampled()
-    if not result.block_size:
-        result.block_size = block_size_for(call_ms, plan)
-    already = len(result.kept)
-    need = already + plan.min_blocks
+    from pytest_rfdetr_latency.environment import yardstick_ms
+
+    result = Sampled(block_size=block_size or block_size_for(call_ms, plan))
+    need = plan.min_blocks
     start = time.perf_counter()
     with gc_paused():
-        while len(result.blocks) < plan.max_blocks + already:
+        while len(result.blocks) < plan.max_blocks:
             result.blocks.append(clock.time_calls(fn, result.block_size))
             result.states.append(monitor.read())
+            result.host_ms.append(yardstick_ms())
             kept = result.kept
             elapsed = time.perf_counter() - start
             if len(kept) >= need:
@@ -313,7 +319,7 @@ def sample(
 # on each, for as long as a GPU scope is sampled.
 
 
-def core_speeds(cores: list[int] | None = None, repeats: int = 5) -> dict[int, float]:
+def core_speeds(cores: list[int] | None = None, repeats: int = 3) -> dict[int, float]:
     """Milliseconds of the host yardstick on each allowed core (the calling thread moves, then comes back)."""
     import os
 
@@ -435,7 +441,7 @@ class Timer:
 
         warm = warm_up(fn, self.clock, self.monitor, self.plan)
         sampled = sample(fn, self.clock, self.monitor, self.plan, statistic, call_ms=warm.call_ms)
-        return summarize(sampled.kept, statistic, sampled.dropped)
+        return summarize(sampled.kept, statistic, sampled.dropped, sampled.block_size, sampled.kept_host_ms)
 
     @property
     def host(self) -> Timer:

@@ -23,6 +23,7 @@ from pytest_rfdetr_latency.backends.base import (
     preprocess_tensor,
     threshold_for,
 )
+from pytest_rfdetr_latency.environment import cpu_count
 
 PROVIDERS = {
     "onnx-cpu": "CPUExecutionProvider",
@@ -188,8 +189,9 @@ def prepare(ctx: BackendContext) -> Prepared:
     options.enable_profiling = True
     options.profile_file_prefix = str(profile_dir / "ort")
     options.log_severity_level = 3
-    if ctx.threads is not None:
-        options.intra_op_num_threads = ctx.threads
+    # As many threads as this process may use cores (ONNX Runtime's default counts the host's cores, which
+    # oversubscribes a process bound to a share of them: an xdist worker, a runner's slice).
+    options.intra_op_num_threads = ctx.threads if ctx.threads is not None else cpu_count()
     try:
         session = open_session(ort, path, backend, index, options)
     except BaseException:
@@ -276,6 +278,7 @@ def prepare(ctx: BackendContext) -> Prepared:
         details=details,
         outputs=outputs,
         close=close,
+        on_host=backend == "onnx-cpu",
     )
 
 

@@ -1,0 +1,257 @@
+"""The whole default matrix as a user runs it: recorded once, checked again and again with the same code (A/A), and
+checked with an injected slowdown (A/B), on one GPU per stream. Writes every pytest process's JSON report.
+
+On the two-GPU H200 machine two streams run at once, each a single-GPU runner of its own: its GPU alone
+(CUDA_VISIBLE_DEVICES), half of the cores (taskset), its own baseline folder; the ONNX export cache is shared.
+
+    python benchmarks/gate_matrix.py run --phase save --backends torch-fp32,torch-fp16 --tag r1
+    python benchmarks/gate_matrix.py run --phase save --backends onnx-cpu,onnx-cuda --tag r6
+    python benchmarks/gate_matrix.py run --phase check --count 3 --tag r7
+    python benchmarks/gate_matrix.py run --phase check --inject 2 --tag r8
+    python benchmarks/gate_matrix.py summarize RUNS_DIR... --out benchmarks/results/gate-matrix-nvidia-h200.json
+
+``summarize`` reads the runs' records (runs.jsonl) and reports, counts per-comparison false alarms over the A/A
+checks and detections of the injected slowdown in the device scope, the check times, and where the time goes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+DEFAULT_WORK = Path("/tmp/gate-matrix")
+
+
+def _cores(stream: int, streams: int) -> list[int]:
+    cores = sorted(os.sched_getaffinity(0))
+    share = max(1, len(cores) // streams)
+    return cores[stream * share:(stream + 1) * share]
+
+
+def _process(args: argparse.Namespace, stream: int, index: int) -> dict[str, Any]:
+    work: Path = args.work
+    name = f"{args.tag}-s{stream}-{args.phase}{'-inject' if args.inject else ''}-{index}"
+    report = work / "reports" / f"{name}.json"
+    log = work / "logs" / f"{name}.log"
+    for folder in (report.parent, log.parent):
+        folder.mkdir(parents=True, exist_ok=True)
+    command = [
+        sys.executable, "-m", "pytest", "--pyargs", "pytest_rfdetr_latency.suite", "-q", "-p", "no:cacheprovider",
+        f"--rfdetr-baseline-dir={work / f's{stream}' / 'baselines'}", f"--rfdetr-cache-dir={work / 'cache'}",
+        f"--rfdetr-report={report}",
+    ]
+    if args.backends:
+        command.append(f"--rfdetr-backends={args.backends}")
+    if args.phase == "save":
+        command += ["--save-baseline", f"--rfdetr-save-processes={args.processes}"]
+    else:
+        command.append("--rfdetr-latency")
+    if args.inject:
+        command.append(f"--rfdetr-inject-slowdown={args.inject:g}%")
+    command += args.pytest_args
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES=str(stream), PYTHONUNBUFFERED="1")
+    cores = _cores(stream, args.streams)
+    start = time.time()
+    with log.open("w") as handle:
+        code = subprocess.run(["taskset", "-c", ",".join(map(str, cores)), *command], env=env, stdout=handle,
+                              stderr=subprocess.STDOUT, check=False, timeout=args.timeout).returncode
+    return {"tag": args.tag, "stream": stream, "phase": args.phase, "inject_pct": args.inject, "index": index,
+            "exit_code": code, "wall_seconds": round(time.time() - start, 2), "report": str(report.relative_to(work)),
+            "log": str(log.relative_to(work)), "cores": len(cores), "command": command[3:]}
+
+
+def run(args: argparse.Namespace) -> None:
+    records: list[dict[str, Any]] = []
+    lock = threading.Lock()
+
+    def stream(s: int) -> None:
+        for i in range(args.count):
+            record = _process(args, s, i)
+            with lock:
+                records.append(record)
+                with (args.work / "runs.jsonl").open("a") as handle:
+                    handle.write(json.dumps(record) + "\n")
+                print(f"[{args.tag} stream {s}] {args.phase} {i}: exit {record['exit_code']}, "
+                      f"{record['wall_seconds']} s", flush=True)
+
+    threads = [threading.Thread(target=stream, args=(s,)) for s in range(args.streams)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _load(folders: list[Path]) -> list[dict[str, Any]]:
+    records = []
+    for folder in folders:
+        for line in (folder / "runs.jsonl").read_text().splitlines():
+            record = json.loads(line)
+            path = folder / record["report"]
+            record["data"] = json.loads(path.read_text()) if path.exists() else None
+            records.append(record)
+    return records
+
+
+def _comparisons(case: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    return [(scope, v) for scope, v in case.get("verdicts", {}).items()]
+
+
+def summarize(args: argparse.Namespace) -> None:
+    records = _load(args.runs)
+    checks = [r for r in records if r["phase"] == "check" and r["data"] is not None]
+    aa = [r for r in checks if not r["inject_pct"]]
+    ab = [r for r in checks if r["inject_pct"]]
+    saves = [r for r in records if r["phase"] == "save" and r["data"] is not None]
+    false_alarms: list[dict[str, Any]] = []
+    comparisons = 0
+    by_scope: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    failed_runs = 0
+    confirmations = 0
+    for record in aa:
+        failed = record["exit_code"] != 0
+        failed_runs += failed
+        for case in record["data"]["cases"]:
+            confirmations += len(case.get("processes", []))
+            for scope, verdict in _comparisons(case):
+                comparisons += 1
+                by_scope[scope][1] += 1
+                if verdict["kind"] in ("regression", "inconclusive"):
+                    by_scope[scope][0] += 1
+                    false_alarms.append({"run": f"{record['tag']}-s{record['stream']}-{record['index']}",
+                                         "case": case["id"], "scope": scope, "kind": verdict["kind"],
+                                         "delta": verdict["delta"], "threshold": verdict["threshold"],
+                                         "processes": verdict["processes"],
+                                         "baseline_processes": verdict["baseline_processes"]})
+    device_total = device_hit = 0
+    ab_other: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    ab_missed: list[dict[str, Any]] = []
+    for record in ab:
+        for case in record["data"]["cases"]:
+            for scope, verdict in _comparisons(case):
+                if scope == "memory":
+                    continue
+                hit = verdict["kind"] == "regression"
+                if scope == "device":
+                    device_total += 1
+                    device_hit += hit
+                    if not hit:
+                        ab_missed.append({"case": case["id"], "delta": verdict["delta"],
+                                          "threshold": verdict["threshold"], "kind": verdict["kind"]})
+                else:
+                    ab_other[scope][1] += 1
+                    ab_other[scope][0] += hit
+    baseline_processes = sorted({e.get("processes") for r in saves for c in r["data"]["cases"]
+                                 for e in [c.get("baseline_entry") or {}] if e})
+    timings = _where_time_goes(aa)
+    out = {
+        "machine": args.machine,
+        "baseline_processes": baseline_processes,
+        "aa_runs": len(aa),
+        "aa_failed_runs": failed_runs,
+        "comparisons": comparisons,
+        "false_alarms": len(false_alarms),
+        "false_alarms_by_scope": {s: {"false_alarms": v[0], "comparisons": v[1]} for s, v in sorted(by_scope.items())},
+        "false_alarm_details": false_alarms,
+        "aa_fresh_processes": confirmations,
+        "ab_runs": len(ab),
+        "ab_inject_pct": sorted({r["inject_pct"] for r in ab}),
+        "ab_device_comparisons": device_total,
+        "ab_device_detected": device_hit,
+        "ab_device_missed": ab_missed,
+        "ab_other_scopes_detected": {s: {"detected": v[0], "comparisons": v[1]} for s, v in sorted(ab_other.items())},
+        "check_seconds": [r["wall_seconds"] for r in aa],
+        "check_seconds_median": sorted(r["wall_seconds"] for r in aa)[len(aa) // 2] if aa else None,
+        "ab_check_seconds": [r["wall_seconds"] for r in ab],
+        "save_seconds": [r["wall_seconds"] for r in saves],
+        "where_time_goes": timings,
+        "runs": [{k: r[k] for k in ("tag", "stream", "phase", "inject_pct", "index", "exit_code", "wall_seconds",
+                                    "report", "cores")} for r in records],
+    }
+    Path(args.out).write_text(json.dumps(out, indent=1, sort_keys=True) + "\n")
+    print(json.dumps({k: out[k] for k in ("baseline_processes", "aa_runs", "aa_failed_runs", "comparisons",
+                                          "false_alarms", "ab_runs", "ab_device_comparisons", "ab_device_detected",
+                                          "check_seconds", "check_seconds_median")}, indent=1))
+
+
+def _where_time_goes(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Seconds per check, summed over its cases: shared work, backend preparation, warm-up, sampling, confirmation."""
+    per_run = []
+    for record in records:
+        data = record["data"]
+        totals: dict[str, float] = defaultdict(float)
+        for key, value in (data.get("timings_seconds") or {}).items():
+            totals[key] += value
+        for case in data["cases"]:
+            details = case.get("details", {})
+            totals["prepare"] += details.get("prepare_seconds", 0.0)
+            for meta in (details.get("scopes") or {}).values():
+                totals["warm-up"] += meta.get("warmup_seconds", 0.0)
+                totals["sampling"] += meta.get("sample_seconds", 0.0)
+        totals["wall"] = record["wall_seconds"]
+        per_run.append({k: round(v, 1) for k, v in totals.items()})
+    return {"per_run": per_run}
+
+
+def brief(args: argparse.Namespace) -> None:
+    """A few lines per process of the runs tagged ``args.tag``: exit code, wall time, and what failed."""
+    for line in (args.work / "runs.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        if args.tag and record["tag"] != args.tag:
+            continue
+        path = args.work / record["report"]
+        injected = f" +{record['inject_pct']:g}%" if record["inject_pct"] else ""
+        head = (f"{record['tag']} s{record['stream']} {record['phase']}{injected} #{record['index']}: "
+                f"exit {record['exit_code']}, {record['wall_seconds']} s")
+        if not path.exists():
+            tail = (args.work / record["log"]).read_text().splitlines()[-15:]
+            print(head + ", no report; log tail:\n    " + "\n    ".join(tail))
+            continue
+        data = json.loads(path.read_text())
+        print(f"{head}, {data.get('summary')}, timings {data.get('timings_seconds')}")
+        for case in data["cases"]:
+            flagged = {s: f"{v['kind']} {v['delta'] * 100:+.2f}% (thr {v['threshold'] * 100:.2g}%, "
+                          f"{len(v['baseline_processes'])}+{len(v['processes'])})"
+                       for s, v in case.get("verdicts", {}).items() if v["kind"] != "pass"}
+            figures = " ".join(f"{s}={v['value_ms']:.4g}" for s, v in case.get("scopes", {}).items())
+            extra = f" fresh={len(case.get('processes', []))}" if case.get("processes") else ""
+            print(f"  {case['id']:34s} {case['outcome']:12s} {figures}{extra} {flagged or ''}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("--phase", choices=("save", "check"), required=True)
+    r.add_argument("--tag", required=True)
+    r.add_argument("--count", type=int, default=1)
+    r.add_argument("--streams", type=int, default=2)
+    r.add_argument("--processes", type=int, default=3, help="baseline processes (--rfdetr-save-processes)")
+    r.add_argument("--backends", default="")
+    r.add_argument("--inject", type=float, default=0.0, help="injected slowdown, percent")
+    r.add_argument("--timeout", type=float, default=590.0)
+    r.add_argument("--work", type=Path, default=DEFAULT_WORK)
+    r.add_argument("pytest_args", nargs="*")
+    s = sub.add_parser("summarize")
+    s.add_argument("runs", nargs="+", type=Path)
+    s.add_argument("--out", required=True)
+    s.add_argument("--machine", default="")
+    b = sub.add_parser("brief")
+    b.add_argument("--tag", default="")
+    b.add_argument("--work", type=Path, default=DEFAULT_WORK)
+    args = parser.parse_args()
+    {"run": run, "summarize": summarize, "brief": brief}[args.command](args)
+
+
+if __name__ == "__main__":
+    main()

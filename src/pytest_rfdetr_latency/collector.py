@@ -1,0 +1,190 @@
+"""From case results to files and summaries, on the process that reports (the xdist controller, or the only one).
+
+It gathers every case's result as pytest reports it; at the end of a recording it measures the recorded cases again
+in fresh processes and saves each case with all its processes; then it writes the JSON report, the pytest-benchmark
+JSON, the plots and the Markdown summary, and prints the terminal section. In a fresh process of a recording or a
+confirmation it only hands the results back to the parent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+
+from pytest_rfdetr_latency import report
+from pytest_rfdetr_latency.settings import Settings
+from pytest_rfdetr_latency.stash import (
+    LAUNCH_KEY,
+    PROPERTY,
+    SESSION_KEY,
+    WORKER_KEY,
+    cache_dir,
+    is_worker,
+    progress,
+    settings,
+)
+
+
+class ResultCollector:
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.results: list[dict[str, Any]] = []
+        self.notes: list[str] = []
+        self.errors: list[str] = []
+        self.annotations: list[str] = []  # GitHub workflow commands, each at the start of its own line
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        for name, value in report.user_properties:
+            if name == PROPERTY:
+                self.results.append(json.loads(str(value)))
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        run = settings(self.config)
+        if is_worker(self.config):
+            return
+        if run.child_report is not None:
+            from pytest_rfdetr_latency.processes import write_child_report
+
+            write_child_report(run.child_report, self.results)
+            return
+        if run.save_baseline:
+            self._record_processes(run)
+            self._save(run)
+        self._write_files(run)
+        if self.errors and session.exitstatus == 0:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+    # Recording ----------------------------------------------------------------------------------------------
+
+    def _process_count(self, run: Settings) -> int:
+        if run.save_processes is not None:
+            return run.save_processes
+        return 3 if any(r.get("device_kind") == "cuda" for r in self.results) else 1
+
+    def _record_processes(self, run: Settings) -> None:
+        """Measure the recorded cases again in fresh processes, cases in rotated order, until each has ``N``."""
+        from pytest_rfdetr_latency.processes import child_settings, run_child
+
+        saved = [r for r in self.results if r.get("outcome") == "saved" and r.get("node")]
+        count = self._process_count(run)
+        launch = self.config.stash.get(LAUNCH_KEY, None)
+        if count < 2 or not saved or launch is None:
+            return
+        cache = cache_dir(self.config)
+        sizes = {r["id"]: {s: v["block_size"] for s, v in r["scopes"].items()} for r in saved}
+        by_id = {r["id"]: r for r in saved}
+        for index in range(1, count):
+            progress(self.config, f"recording: process {index + 1} of {count}, a fresh pytest process measuring "
+                                  f"{len(saved)} case(s) in rotated order")
+            child = child_settings(run, process_index=index, cache_dir=cache, block_sizes=sizes)
+            outcome = run_child(launch, [r["node"] for r in saved], child, timeout=3600)
+            for other in outcome.results:
+                if other.get("id") in by_id and other.get("scopes"):
+                    by_id[other["id"]].setdefault("processes", []).append(other)
+            if outcome.error:
+                self.errors.append(f"recording process {index + 1} of {count}: {outcome.error}")
+        short = [r["id"] for r in saved if 1 + len(r.get("processes", [])) < count]
+        if short:
+            self.notes.append(f"{len(short)} case(s) recorded in fewer than {count} processes: {', '.join(short)}")
+
+    def _save(self, run: Settings) -> None:
+        from pytest_rfdetr_latency import baselines
+        from pytest_rfdetr_latency.environment import slugify
+
+        latency_session = self.config.stash.get(SESSION_KEY, None)
+        commit = latency_session.commit if latency_session else None
+        by_device: dict[str, dict[str, Any]] = {}
+        for result in self.results:
+            if result.get("outcome") == "saved" and result.get("scopes"):
+                entry = baselines.entry_from_processes([result, *result.get("processes", [])],
+                                                       commit or result.get("git_commit"))
+                result["baseline_entry"] = entry
+                by_device.setdefault(result["device"], {})[result["id"]] = entry
+        for device, entries in by_device.items():
+            try:
+                path = baselines.path_for(run.baseline_dir, slugify(device))
+                saved = baselines.save(path, device, entries, replace_corrupt=run.replace_corrupt)
+            except baselines.BaselineError as exc:
+                self.errors.append(f"baseline not saved: {exc}")
+                continue
+            processes = sorted({e["processes"] for e in entries.values()})
+            note = (f"baseline: {len(saved.written)} case(s) recorded in {saved.path} ({saved.kept} other(s) kept; "
+                    f"{'/'.join(map(str, processes))} process(es) each)")
+            if saved.backup is not None:
+                note += f"; the unreadable old file was kept as {saved.backup}"
+            self.notes.append(note)
+
+    # Files and summaries ------------------------------------------------------------------------------------
+
+    def _write_files(self, run: Settings) -> None:
+        device = self._device()
+        fingerprint = self.results[0]["fingerprint"] if self.results else None
+        if run.report is not None and (self.results or run.active):
+            from pytest_rfdetr_latency.baselines import atomic_write
+
+            files = sorted({r["baseline_file"] for r in self.results})
+            document = report.json_report(self.results, device, fingerprint, sys.argv, ", ".join(files) or None,
+                                          self._timings())
+            run.report.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(run.report, json.dumps(document, indent=2, sort_keys=True) + "\n")
+            self.notes.append(f"JSON report written to {run.report}")
+        if run.benchmark_json is not None and self.results:
+            from pytest_rfdetr_latency.baselines import atomic_write
+            from pytest_rfdetr_latency.exports import benchmark_json
+
+            commit = next((r.get("baseline_entry", {}).get("git_commit") for r in self.results), None)
+            run.benchmark_json.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(run.benchmark_json,
+                         json.dumps(benchmark_json(self.results, fingerprint, commit), indent=2) + "\n")
+            self.notes.append(f"pytest-benchmark JSON written to {run.benchmark_json}")
+        if run.plot_dir is not None and self.results:
+            try:
+                from pytest_rfdetr_latency.plots import write_all
+
+                written = write_all(self.results, run.plot_dir)
+                self.notes.append(f"{len(written)} plot(s) written to {run.plot_dir}")
+            except ImportError:
+                self.errors.append("--rfdetr-plot needs matplotlib: pip install 'pytest-rfdetr-latency[plot]'")
+        targets = [p for p in (run.markdown, os.environ.get("GITHUB_STEP_SUMMARY")) if p]
+        if self.results:
+            text = report.markdown(self.results, device, fingerprint)
+            for target in targets:
+                with open(target, "a", encoding="utf-8") as handle:
+                    handle.write(text)
+                self.notes.append(f"Markdown summary appended to {target}")
+            if os.environ.get("GITHUB_ACTIONS") == "true":
+                self.annotations = report.github_annotations(self.results)
+
+    def _timings(self) -> Mapping[str, float]:
+        latency_session = self.config.stash.get(SESSION_KEY, None)
+        return dict(latency_session.timings) if latency_session else {}
+
+    def _device(self) -> str | None:
+        names = sorted({r["device"] for r in self.results})
+        if names:
+            return ", ".join(names)
+        latency_session = self.config.stash.get(SESSION_KEY, None)
+        return latency_session.device.name if latency_session else None
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if not (self.results or self.notes or self.errors) or settings(self.config).child_report is not None:
+            return
+        device = self._device()
+        terminalreporter.write_sep("=", f"RF-DETR latency ({device or 'no device'})")
+        for line in report.summary_lines(self.results, device):
+            terminalreporter.write_line(line)
+        plan = self.config.stash.get(WORKER_KEY, {}).get("plan")
+        if plan:
+            terminalreporter.write_line("xdist workers: " + "; ".join(plan))
+        for line in self.annotations:
+            terminalreporter.write_line(line)
+        for note in self.notes:
+            terminalreporter.write_line(note)
+        for error in self.errors:
+            terminalreporter.write_line(f"ERROR: {error}", red=True, bold=True)

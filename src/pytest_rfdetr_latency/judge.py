@@ -1,0 +1,250 @@
+"""The verdict, judged on processes: did a case's scope get slower than its baseline? Pure functions, no I/O.
+
+A process is the unit of measurement. Within one process the sampler pins a scope's figure down to a fraction of a
+percent, yet the next process lands elsewhere: its memory placement, its clocks, its host's slow spells all last as
+long as the process. So the baseline is several processes, each giving one figure per scope, and a check is judged
+by its processes' figures against the baseline's:
+
+- the baseline's figure is the median of its processes', the check's the median of its own;
+- the effective threshold is the larger of the tolerance asked for and what the processes' own disagreement allows:
+  ``z`` standard errors of the difference of the two medians, where the relative noise of one process is this
+  case's spread (baseline and check processes, each group about its own centre) but never below the typical spread
+  of the scope on the same backend on this device (the median over the baseline file's cases), so that three
+  processes that happened to agree do not make a hair trigger;
+- the first process is a screen: beyond a lower line (``SCREEN_Z``), the case is measured again in fresh processes
+  and the verdict is made over all of them at ``DECIDE_Z``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from pytest_rfdetr_latency.stats import log_spread, quantile
+
+# Standard errors a first process must be beyond for fresh processes to be measured, and that the median of all
+# processes must be beyond for a regression. docs/gate-power.md derives both from H200 A/A and injected trials.
+SCREEN_Z = 2.0
+DECIDE_Z = 3.0
+MEMORY_SLACK_MIB = 16.0  # allocator rounding: a few MiB either way is not a change in what the case needs
+
+Kind = Literal["pass", "regression", "improvement", "inconclusive"]
+
+# Variance of the median of k standard normal draws (simulated; pi / 2k beyond the table).
+_MEDIAN_VARIANCE = {1: 1.0, 2: 0.5, 3: 0.449, 4: 0.298, 5: 0.287, 6: 0.215, 7: 0.210, 8: 0.169, 9: 0.166}
+
+
+def median(values: Sequence[float]) -> float:
+    return quantile(values, 0.5)
+
+
+def median_variance(k: int) -> float:
+    """Variance of the median of ``k`` draws, in units of one draw's variance."""
+    return _MEDIAN_VARIANCE.get(k, math.pi / (2 * k))
+
+
+def _pct(fraction: float) -> str:
+    return f"{fraction * 100:.3g}%"
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """The effective threshold of one comparison, and why it is what it is."""
+
+    asked: float  # the tolerance asked for (marker, option) or the scope's default
+    own_noise: float | None  # this case's relative process-to-process spread
+    typical_noise: float | None  # the scope's typical spread on this device
+    baseline_processes: int
+    check_processes: int
+    z: float
+
+    @property
+    def noise(self) -> float | None:
+        known = [n for n in (self.own_noise, self.typical_noise) if n is not None]
+        return max(known) if known else None
+
+    @property
+    def bound(self) -> float | None:
+        """What the processes' disagreement allows: z standard errors of the difference of the two medians."""
+        if self.noise is None:
+            return None
+        both = median_variance(self.baseline_processes) + median_variance(self.check_processes)
+        return math.exp(self.z * self.noise * math.sqrt(both)) - 1.0
+
+    @property
+    def value(self) -> float:
+        bound = self.bound
+        return self.asked if bound is None else max(self.asked, bound)
+
+    @property
+    def widened(self) -> bool:
+        return self.value > self.asked
+
+    def reason(self) -> str:
+        counted = f"{self.baseline_processes}+{self.check_processes} processes"
+        if self.noise is None:
+            return (f"{_pct(self.value)}: asked; process-to-process noise unknown ({counted}: record the baseline "
+                    "with --rfdetr-save-processes=3 or more)")
+        own = self.own_noise is not None and self.noise == self.own_noise
+        whose = "this case's" if own else "the typical (this scope and backend on this device)"
+        noise = f"{whose} process-to-process noise {_pct(self.noise)} ({counted})"
+        if self.widened:
+            return f"{_pct(self.value)}: {noise}; asked {_pct(self.asked)}"
+        return f"{_pct(self.value)}: asked; {noise} would allow {_pct(self.bound or 0.0)}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "value": round(self.value, 6),
+            "asked": self.asked,
+            "bound": None if self.bound is None else round(self.bound, 6),
+            "own_noise": None if self.own_noise is None else round(self.own_noise, 6),
+            "typical_noise": None if self.typical_noise is None else round(self.typical_noise, 6),
+            "processes": [self.baseline_processes, self.check_processes],
+            "z": self.z,
+            "reason": self.reason(),
+        }
+
+
+@dataclass(frozen=True)
+class Verdict:
+    kind: Kind
+    scope: str  # a timing scope, or "memory"
+    statistic: str
+    baseline: float  # the median of the baseline's processes
+    current: float  # the median of this check's processes
+    threshold: float  # effective, as a fraction
+    reason: str  # why the threshold is what it is
+    baseline_processes: tuple[float, ...] = ()
+    processes: tuple[float, ...] = ()
+    notes: tuple[str, ...] = field(default_factory=tuple)
+    unit: str = "ms"
+    detail: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def delta(self) -> float:
+        return self.current / self.baseline - 1.0
+
+    def describe(self) -> str:
+        def side(value: float, values: Sequence[float]) -> str:
+            if len(values) < 2:
+                return f"{value:.4g} {self.unit}"
+            listed = ", ".join(f"{v:.4g}" for v in values)
+            return f"{value:.4g} {self.unit} ({len(values)} processes: {listed})"
+
+        sign = "+" if self.delta >= 0 else ""
+        text = (
+            f"{self.scope} {self.statistic}: baseline {side(self.baseline, self.baseline_processes)}, now "
+            f"{side(self.current, self.processes)}, {sign}{self.delta * 100:.2f}% (threshold {self.reason}) -> "
+            f"{self.kind}"
+        )
+        return text + "".join(f"; {note}" for note in self.notes)
+
+    def with_kind(self, kind: Kind, note: str) -> Verdict:
+        return replace(self, kind=kind, notes=(*self.notes, note))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "scope": self.scope,
+            "statistic": self.statistic,
+            "unit": self.unit,
+            "baseline": _sig(self.baseline),
+            "current": _sig(self.current),
+            "delta": _sig(self.delta, 4),
+            "threshold": round(self.threshold, 6),
+            "threshold_reason": self.reason,
+            "baseline_processes": [_sig(v) for v in self.baseline_processes],
+            "processes": [_sig(v) for v in self.processes],
+            "notes": list(self.notes),
+            "detail": dict(self.detail),
+        }
+
+
+def _sig(value: float, digits: int = 6) -> float:
+    return float(f"{value:.{digits}g}")
+
+
+def judge(
+    scope: str,
+    statistic: str,
+    baseline: Sequence[float],
+    check: Sequence[float],
+    asked: float,
+    typical_noise: float | None = None,
+    z: float = DECIDE_Z,
+    planned: int | None = None,
+) -> Verdict:
+    """Compare the check's processes' figures of one scope with the baseline's.
+
+    ``regression`` when the median of the check's processes lies beyond the baseline's median by more than the
+    effective threshold; ``improvement`` when below by as much (it passes, and says so); ``pass`` otherwise.
+    ``planned`` is how many processes the threshold is stated for (default: those given): a first process that
+    stayed below the screen is shown against the threshold that confirmed processes would have faced.
+    """
+    if not baseline or not check:
+        raise ValueError(f"{scope}: a verdict needs at least one baseline and one checked process")
+    bad = [v for v in (*baseline, *check) if not math.isfinite(v) or v <= 0]
+    if bad:
+        raise ValueError(f"{scope}: process figure {bad[0]!r} ms is not a positive number")
+    reference, current = median(baseline), median(check)
+    own, _ = log_spread([baseline, check])
+    threshold = Threshold(asked, own, typical_noise, len(baseline), planned or len(check), z)
+    delta = current / reference - 1.0
+    kind: Kind = "pass"
+    if delta > threshold.value:
+        kind = "regression"
+    elif delta < -threshold.value:
+        kind = "improvement"
+    return Verdict(
+        kind, scope, statistic, reference, current, threshold.value, threshold.reason(), tuple(baseline),
+        tuple(check), detail=threshold.to_json(),
+    )
+
+
+def settled(verdict: Verdict, planned: int) -> bool:
+    """Whether more fresh processes could still change a confirmation's outcome: the median of ``planned``
+    processes lies beyond the line once more than half of them do, and cannot once half of them do not."""
+    line = verdict.baseline * (1.0 + verdict.threshold)
+    beyond = sum(1 for v in verdict.processes if v > line)
+    within = len(verdict.processes) - beyond
+    return beyond > planned / 2 or within >= planned / 2 or len(verdict.processes) >= planned
+
+
+def typical_noise(entries: Iterable[Mapping[str, Any]], scope: str, backend: str) -> float | None:
+    """The median process-to-process spread of ``scope`` on ``backend`` over the baseline entries recorded with
+    several processes: what this kind of measurement does on this device, whatever the model."""
+    spreads = []
+    for entry in entries:
+        stored = entry.get("scopes", {}).get(scope) if entry.get("backend") == backend else None
+        if not stored:
+            continue
+        values = [float(p["value_ms"]) for p in stored.get("processes", [])]
+        spread, _ = log_spread([values])
+        if spread is not None:
+            spreads.append(spread)
+    return median(spreads) if spreads else None
+
+
+def judge_memory(baseline_mib: Sequence[float], current_mib: float, tolerance: float) -> Verdict:
+    """Peak device memory is deterministic enough to compare directly: beyond ``tolerance`` (and the slack) fails."""
+    reference = median(baseline_mib)
+    limit = reference * (1.0 + tolerance) + MEMORY_SLACK_MIB
+    floor = reference * (1.0 - tolerance) - MEMORY_SLACK_MIB
+    kind: Kind = "regression" if current_mib > limit else "improvement" if current_mib < floor else "pass"
+    return Verdict(
+        kind, "memory", "peak", max(reference, 1e-9), current_mib, tolerance,
+        f"{_pct(tolerance)} (+{MEMORY_SLACK_MIB:g} MiB of allocator slack)", tuple(baseline_mib), (current_mib,),
+        unit="MiB",
+    )
+
+
+def worst(verdicts: Sequence[Verdict]) -> Kind:
+    """The case's overall verdict: any regression, else any inconclusive, else any improvement, else pass."""
+    kinds = {v.kind for v in verdicts}
+    order: tuple[Kind, ...] = ("regression", "inconclusive", "improvement")
+    for kind in order:
+        if kind in kinds:
+            return kind
+    return "pass"

@@ -1,0 +1,267 @@
+"""Measuring one case in this process: prepare its backend, check its outputs, warm up and sample each scope.
+
+What comes out is a :class:`CaseResult` holding this process's figure of every scope; whether those figures are
+slower than a baseline is judge.py's business. The caller hands in ``skip`` and ``fail`` (pytest's) and ``publish``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, NoReturn
+
+from pytest_rfdetr_latency import stats, timing
+from pytest_rfdetr_latency.backends import BackendContext, BackendMisconfigured, BackendUnavailable, Prepared
+from pytest_rfdetr_latency.cases import Case
+from pytest_rfdetr_latency.environment import host_probe_ms, steal_jiffies
+from pytest_rfdetr_latency.results import CaseError, CaseResult
+from pytest_rfdetr_latency.scopes import DEFAULT_STATISTICS, MEASURE_ORDER
+from pytest_rfdetr_latency.session import LatencySession
+
+
+class CaseMeasurement:
+    """One case measured once in this process (``run()``), with the callables pytest gives for skip and fail."""
+
+    def __init__(
+        self,
+        session: LatencySession,
+        case: Case,
+        scopes: tuple[str, ...],
+        *,
+        skip: Callable[[str], NoReturn],
+        fail: Callable[[str], NoReturn],
+        publish: Callable[[CaseResult], None],
+        node: str = "",
+    ) -> None:
+        self.session = session
+        self.case = case
+        self.id = case.id
+        self.scopes = scopes
+        self._skip = skip
+        self._fail = fail
+        self._publish = publish
+        self._node = node
+
+    def block_sizes(self) -> Mapping[str, int]:
+        """Calls per block, per scope: what the fresh processes of one recording or check were told, else what the
+        baseline was recorded with (so that a check samples as its baseline did), else chosen from the call time."""
+        given = self.session.settings.block_sizes.get(self.id)
+        if given:
+            return given
+        entry = self.session.baseline_entry(self.id)
+        if entry is None or self.session.settings.save_baseline:
+            return {}
+        return {scope: int(s["block_size"]) for scope, s in entry["scopes"].items() if s.get("block_size")}
+
+    def run(self, inject: float | None) -> CaseResult:
+        __tracebackhide__ = True
+        session = self.session
+        result = CaseResult(self.case, session.device.name, "measured", device_kind=session.device.kind,
+                            node=self._node, baseline_file=str(session.baseline_path))
+        from pytest_rfdetr_latency.backends import prepare
+        from pytest_rfdetr_latency.memory import MemoryProbe
+
+        # What other cases share (the model build, the parity reference) is made before the memory probe starts.
+        if self.case.onnx_file is None and not self.case.backend.startswith("onnx-"):
+            session.model(self.case.model, self.case.resolution)
+        if not session.settings.no_parity:
+            session.reference_outputs(self.case)
+        context = BackendContext(
+            case=self.case,
+            device=session.device,
+            images=session.images,
+            detections=session.settings.detections,
+            load_model=lambda: session.model(self.case.model, self.case.resolution),
+            onnx_path=lambda: session.onnx_path(self.case),
+            scopes=self.scopes,
+            threads=session.threads,
+        )
+        probe = MemoryProbe(session.device, self.case.backend)
+        probe.start()
+        session.progress(f"{self.id}: preparing {self.case.backend}")
+        start = time.perf_counter()
+        try:
+            prepared = prepare(context)
+        except BackendUnavailable as exc:
+            self._skip(f"{self.id}: {exc}")
+        except BackendMisconfigured as exc:
+            self._fail(f"{self.id}: {exc}")
+        try:
+            result.details["prepare_seconds"] = round(time.perf_counter() - start, 3)
+            result.details["batch"] = self.case.batch
+            self._check_outputs(prepared, result)
+            if prepared.detections <= 0:
+                self._fail(
+                    f"{self.id}: post-processing would be timed with zero detections (score threshold "
+                    f"{prepared.score_threshold:.4g}); the measurement would not cover the decode path"
+                )
+            result.detections = prepared.detections
+            result.score_threshold = prepared.score_threshold
+            result.unavailable = {s: r for s, r in prepared.unavailable.items() if s in self.scopes}
+            result.details.update(prepared.details)
+            result.details["host_probe_ms"] = round(host_probe_ms(), 4)
+            if inject:
+                result.details["injected_slowdown_pct"] = inject
+            with prepared.context():
+                self._sample_all(prepared, result, inject)
+            result.memory = probe.stop()
+        finally:
+            prepared.close()
+        result.fingerprint = {
+            **session.fingerprint,
+            "precision": prepared.precision,
+            "provider": (prepared.details.get("providers") or [None])[0],
+            "detections": session.settings.detections,
+            "timer": self._clock(prepared).kind,
+        }
+        if not result.scopes:
+            self._skip(f"{self.id}: none of the selected scopes ({', '.join(self.scopes)}) can be measured: "
+                       + "; ".join(f"{s}: {r}" for s, r in result.unavailable.items()))
+        return result
+
+    def _clock(self, prepared: Prepared) -> timing.Clock:
+        """CUDA events for work on the GPU; the host clock for a backend that computes on the CPU, even on a GPU
+        run (an event pair around host work only times how long the host kept the stream waiting)."""
+        return timing.HostClock() if prepared.on_host else self.session.clock
+
+    def _monitor(self, prepared: Prepared) -> timing.GpuMonitor:
+        """The GPU's clocks and throttling matter to GPU work only: a CPU backend neither waits for them to settle
+        nor drops its blocks when the GPU throttles."""
+        return timing.GpuMonitor() if prepared.on_host else self.session.monitor
+
+    def _check_outputs(self, prepared: Prepared, result: CaseResult) -> None:
+        """NaN/inf in the outputs is an error; outputs that diverge from FP32 PyTorch fail the case (parity)."""
+        import numpy as np
+
+        from pytest_rfdetr_latency import parity
+
+        if prepared.outputs is None:
+            return
+        outputs = prepared.outputs()
+        for name, array in outputs.items():
+            bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
+            if bad:
+                raise CaseError(f"{self.id}: output {name!r} holds {bad} NaN/inf value(s); latency of a broken "
+                                "computation is not measured (and never saved as a baseline)")
+        if self.session.settings.no_parity:
+            return
+        reference = self.session.reference_outputs(self.case)
+        if reference is None:
+            result.details["parity"] = "not checked: a user's ONNX file has no PyTorch model to compare with"
+            return
+        found = parity.compare(reference, outputs, prepared.precision)
+        result.parity = found.to_json()
+        if not found.passed:
+            result.outcome = "parity-failure"
+            result.message = "; ".join(found.failures)
+            self._publish(result)
+            self._fail(
+                f"{self.id}: outputs diverge from FP32 PyTorch on the same input and weights, so its latency does "
+                f"not count: {result.message} (metrics: {found.metrics})"
+            )
+
+    def _scope_fn(self, prepared: Prepared, scope: str, inject: float | None, meta: dict[str, Any]) -> Any:
+        session = self.session
+        device = session.device
+        plain = prepared.scopes.get(scope)
+        if scope == "device" and prepared.graphable is not None:
+            plain = timing.capture_cuda_graph(prepared.graphable, device.spec)
+        if plain is None or not inject:
+            return plain
+        clock = self._clock(prepared)
+        timing.warm_up(plain, clock, self._monitor(prepared), session.settings.sampling)
+        entry = session.baseline_entry(self.id)
+        if entry is not None and scope in entry["scopes"]:
+            reference = float(entry["scopes"][scope]["value_ms"])
+        else:
+            reference = stats.quantile(clock.time_calls(plain, 9), 0.5)
+        delay_ms = reference * inject / 100.0
+        meta["injected_ms"] = round(delay_ms, 6)
+        on_gpu = device.is_cuda and prepared.graphable is not None and scope in ("forward", "device")
+        if on_gpu:
+            extra = timing.gpu_delay(delay_ms, device.spec)
+            meta["injected_as"] = f"GPU kernel of {extra.cycles} cycles"  # type: ignore[attr-defined]
+            if scope == "device":
+                return timing.capture_cuda_graph(timing.with_extra(prepared.graphable, extra), device.spec)  # type: ignore[arg-type]
+            return timing.with_extra(plain, extra)
+        meta["injected_as"] = "host delay"
+        return timing.with_extra(plain, timing.host_delay(delay_ms))
+
+    def _sample_all(self, prepared: Prepared, result: CaseResult, inject: float | None) -> None:
+        core, facts = self.session.launch_core()
+        if core is not None:
+            result.details["pinned_core"] = core
+            result.details["core_speed_ms"] = facts
+        per_scope: dict[str, Any] = {}
+        with timing.pinned_to(core):
+            self._sample_scopes(prepared, result, inject, per_scope)
+        result.details["scopes"] = per_scope
+        result.details["measure_seconds"] = round(sum(m["warmup_seconds"] + m["sample_seconds"]
+                                                      for m in per_scope.values()), 3)
+
+    def _sample_scopes(
+        self, prepared: Prepared, result: CaseResult, inject: float | None, per_scope: dict[str, Any]
+    ) -> None:
+        session = self.session
+        plan = session.settings.sampling
+        clock, monitor = self._clock(prepared), self._monitor(prepared)
+        sizes = self.block_sizes()
+        for scope in MEASURE_ORDER:
+            if scope not in self.scopes or scope in prepared.unavailable:
+                continue
+            meta: dict[str, Any] = {}
+            try:
+                fn = self._scope_fn(prepared, scope, inject, meta)
+            except Exception as exc:  # a forward that cannot be captured as a CUDA graph, for one
+                if scope != "device":
+                    raise
+                result.unavailable[scope] = f"could not capture the forward as a CUDA graph: {str(exc)[:300]}"
+                continue
+            if fn is None:
+                continue
+            statistic = DEFAULT_STATISTICS[scope]
+            session.progress(f"{self.id}: measuring {scope} (warm-up, then blocks for up to {plan.max_seconds:g} s)")
+            warm = timing.warm_up(fn, clock, monitor, plan)
+            steal, switches = steal_jiffies(), _involuntary_switches()
+            sampled = timing.sample(fn, clock, monitor, plan, statistic, call_ms=warm.call_ms,
+                                    block_size=sizes.get(scope))
+            result.scopes[scope] = self._summarize(scope, sampled, result)
+            meta.update(
+                warmup_calls=warm.calls,
+                warmup_seconds=round(warm.seconds, 3),
+                warmup_settled=warm.settled,
+                sample_seconds=round(sampled.seconds, 3),
+                block_size=sampled.block_size,
+                blocks=len(sampled.blocks),
+                host_ms_blocks=[round(h, 4) for h in sampled.host_ms],
+                involuntary_switches=_involuntary_switches() - switches,
+                gpu=[s.to_json() for s in sampled.states[-1:]],
+            )
+            after = steal_jiffies()
+            if steal is not None and after is not None:
+                meta["steal_jiffies"] = after - steal
+            per_scope[scope] = meta
+
+    def _summarize(self, scope: str, sampled: timing.Sampled, result: CaseResult) -> stats.ScopeStats:
+        kept = sampled.kept
+        result.samples[scope] = [x for block in kept for x in block]
+        if len(kept) < 2:
+            raise CaseError(
+                f"{self.id}: {scope}: only {len(kept)} of {len(sampled.blocks)} blocks were taken while the GPU "
+                "ran unthrottled; the measurement is not trustworthy (check cooling and power on this runner)"
+            )
+        try:
+            return stats.summarize(kept, DEFAULT_STATISTICS[scope], sampled.dropped, sampled.block_size,
+                                   sampled.kept_host_ms)
+        except ValueError as exc:
+            raise CaseError(f"{self.id}: {scope}: {exc}") from exc
+
+
+def _involuntary_switches() -> int:
+    """How often this thread was taken off its core so far (a busy host preempts the launching thread)."""
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return 0
+    who = getattr(resource, "RUSAGE_THREAD", resource.RUSAGE_SELF)
+    return int(resource.getrusage(who).ru_nivcsw)

@@ -1,0 +1,63 @@
+"""Where the plugin keeps run state on pytest's config: the stash keys and the accessors the other pytest-facing
+modules share."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from pytest_rfdetr_latency.settings import Settings
+
+if TYPE_CHECKING:  # named in the stash keys' types below (strings, so that --help imports neither)
+    from pytest_rfdetr_latency.processes import Launch  # noqa: F401
+    from pytest_rfdetr_latency.session import LatencySession  # noqa: F401
+
+SETTINGS_KEY = pytest.StashKey[Settings]()
+SESSION_KEY = pytest.StashKey["LatencySession"]()
+RESULT_ITEM_KEY = pytest.StashKey[dict[str, Any]]()
+WORKER_KEY = pytest.StashKey[dict[str, Any]]()
+LAUNCH_KEY = pytest.StashKey["Launch"]()
+PROPERTY = "rfdetr_latency_result"  # the user property that carries a case's result to the reporting process
+
+
+def settings(config: pytest.Config) -> Settings:
+    return config.stash.get(SETTINGS_KEY, Settings())
+
+
+def is_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+def xdist_workers(config: pytest.Config) -> int:
+    """How many xdist workers this run starts (0 without xdist); read on the controller."""
+    count = getattr(config.option, "numprocesses", None)
+    return count if isinstance(count, int) and getattr(config.option, "dist", "no") != "no" else 0
+
+
+def cache_dir(config: pytest.Config) -> Path:
+    """Where ONNX exports are cached: --rfdetr-cache-dir, else the pytest cache, else a folder under the rootdir."""
+    run = settings(config)
+    if run.cache_dir is not None:
+        return run.cache_dir
+    cache = getattr(config, "cache", None)  # absent with -p no:cacheprovider
+    if cache is not None:
+        return Path(cache.mkdir("rfdetr-latency"))
+    return config.rootpath / ".rfdetr-latency-cache"
+
+
+def progress(config: pytest.Config, text: str) -> None:
+    """A line about a long step, shown live with -v (or on a terminal), around pytest's output capture."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is None or settings(config).child_report is not None or is_worker(config):
+        return
+    if config.get_verbosity() < 1 and not reporter.isatty():
+        return
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    disabled = getattr(capture, "global_and_fixture_disabled", None)
+    import contextlib
+
+    with disabled() if disabled is not None else contextlib.nullcontext():
+        reporter.ensure_newline()
+        reporter.write_line(f"  [rfdetr-latency] {text}", cyan=True)

@@ -108,7 +108,7 @@ def _comparisons(case: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
 
 
 def summarize(args: argparse.Namespace) -> None:
-    records = _load(args.runs)
+    records = [r for r in _load(args.runs) if r["tag"] not in args.exclude]
     checks = [r for r in records if r["phase"] == "check" and r["data"] is not None]
     aa = [r for r in checks if not r["inject_pct"]]
     ab = [r for r in checks if r["inject_pct"]]
@@ -118,6 +118,7 @@ def summarize(args: argparse.Namespace) -> None:
     by_scope: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     failed_runs = 0
     confirmations = 0
+    improvements = 0
     for record in aa:
         failed = record["exit_code"] != 0
         failed_runs += failed
@@ -126,6 +127,8 @@ def summarize(args: argparse.Namespace) -> None:
             for scope, verdict in _comparisons(case):
                 comparisons += 1
                 by_scope[scope][1] += 1
+                if verdict["kind"] == "improvement":
+                    improvements += 1
                 if verdict["kind"] in ("regression", "inconclusive"):
                     by_scope[scope][0] += 1
                     false_alarms.append({"run": f"{record['tag']}-s{record['stream']}-{record['index']}",
@@ -136,6 +139,7 @@ def summarize(args: argparse.Namespace) -> None:
     device_total = device_hit = 0
     ab_other: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     ab_missed: list[dict[str, Any]] = []
+    delivered: list[float] = []
     for record in ab:
         for case in record["data"]["cases"]:
             for scope, verdict in _comparisons(case):
@@ -145,9 +149,15 @@ def summarize(args: argparse.Namespace) -> None:
                 if scope == "device":
                     device_total += 1
                     device_hit += hit
+                    meta = case["details"]["scopes"]["device"]
+                    delivered.append(verdict["delta"])
                     if not hit:
-                        ab_missed.append({"case": case["id"], "delta": verdict["delta"],
-                                          "threshold": verdict["threshold"], "kind": verdict["kind"]})
+                        ab_missed.append({"run": f"{record['tag']}-s{record['stream']}", "case": case["id"],
+                                          "delta": verdict["delta"], "threshold": verdict["threshold"],
+                                          "kind": verdict["kind"], "processes": verdict["processes"],
+                                          "baseline_processes": verdict["baseline_processes"],
+                                          "injected_ms": meta.get("injected_ms"),
+                                          "injected_as": meta.get("injected_as")})
                 else:
                     ab_other[scope][1] += 1
                     ab_other[scope][0] += hit
@@ -163,12 +173,15 @@ def summarize(args: argparse.Namespace) -> None:
         "false_alarms": len(false_alarms),
         "false_alarms_by_scope": {s: {"false_alarms": v[0], "comparisons": v[1]} for s, v in sorted(by_scope.items())},
         "false_alarm_details": false_alarms,
+        "aa_improvements_reported": improvements,
         "aa_fresh_processes": confirmations,
         "ab_runs": len(ab),
         "ab_inject_pct": sorted({r["inject_pct"] for r in ab}),
         "ab_device_comparisons": device_total,
         "ab_device_detected": device_hit,
         "ab_device_missed": ab_missed,
+        "ab_device_measured_effect": {"min": min(delivered, default=None), "max": max(delivered, default=None),
+                                      "values": sorted(delivered)},
         "ab_other_scopes_detected": {s: {"detected": v[0], "comparisons": v[1]} for s, v in sorted(ab_other.items())},
         "check_seconds": [r["wall_seconds"] for r in aa],
         "check_seconds_median": sorted(r["wall_seconds"] for r in aa)[len(aa) // 2] if aa else None,
@@ -201,6 +214,52 @@ def _where_time_goes(records: list[dict[str, Any]]) -> dict[str, Any]:
         totals["wall"] = record["wall_seconds"]
         per_run.append({k: round(v, 1) for k, v in totals.items()})
     return {"per_run": per_run}
+
+
+def redecide(args: argparse.Namespace) -> None:
+    """Offline: judge the recorded A/A checks again with the plugin's judge, host-normalized or not, from the same
+    processes (those of the check as run, and the stream's baseline file): effective thresholds of the host-bound
+    scopes, how often a first process would be screened, and the verdicts where fresh processes were measured."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+    from pytest_rfdetr_latency import judge
+    from pytest_rfdetr_latency.scopes import DEFAULT_THRESHOLDS, HOST_BOUND
+
+    out: dict[str, Any] = {}
+    for normalize in (False, True):
+        thresholds: dict[str, list[float]] = defaultdict(list)
+        screened: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+        for record in _load(args.runs):
+            if record["phase"] != "check" or record["inject_pct"] or record["tag"] in args.exclude:
+                continue
+            base = json.loads((args.runs[0] / "baselines" / f"stream{record['stream']}-nvidia-h200.json")
+                              .read_text())["entries"]
+            for case in record["data"]["cases"]:
+                backend = case["backend"]
+                for scope in case.get("scopes", {}):
+                    if scope not in HOST_BOUND or backend == "onnx-cpu" or case["id"] not in base:
+                        continue
+                    stored = base[case["id"]]["scopes"][scope]
+                    recorded, reference = judge.recorded_figures(stored, normalize)
+                    procs = [case, *case.get("processes", [])]
+                    values = [p["scopes"][scope]["value_ms"] for p in procs]
+                    if reference is not None:
+                        values = judge.host_normalized(values, [p["scopes"][scope]["host_ms"] for p in procs],
+                                                       reference)
+                    typical = judge.typical_noise(base.values(), scope, backend, normalize)
+                    key = f"{backend}:{scope}"
+                    first = judge.judge(scope, "p20", recorded, values[:1], DEFAULT_THRESHOLDS[scope], typical,
+                                        z=judge.SCREEN_Z)
+                    shown = judge.judge(scope, "p20", recorded, values[:1], DEFAULT_THRESHOLDS[scope], typical,
+                                        planned=3)
+                    thresholds[key].append(shown.threshold)
+                    screened[key][0] += first.kind == "regression"
+                    screened[key][1] += 1
+        out["normalized" if normalize else "raw"] = {
+            key: {"threshold_median": round(sorted(v)[len(v) // 2], 4), "screened": screened[key][0],
+                  "comparisons": screened[key][1]} for key, v in sorted(thresholds.items())}
+    print(json.dumps(out, indent=1))
+    if args.out:
+        Path(args.out).write_text(json.dumps(out, indent=1, sort_keys=True) + "\n")
 
 
 def brief(args: argparse.Namespace) -> None:
@@ -246,11 +305,16 @@ def main() -> None:
     s.add_argument("runs", nargs="+", type=Path)
     s.add_argument("--out", required=True)
     s.add_argument("--machine", default="")
+    s.add_argument("--exclude", nargs="*", default=[], help="run tags to leave out")
+    d = sub.add_parser("redecide")
+    d.add_argument("runs", nargs="+", type=Path)
+    d.add_argument("--exclude", nargs="*", default=[])
+    d.add_argument("--out", default="")
     b = sub.add_parser("brief")
     b.add_argument("--tag", default="")
     b.add_argument("--work", type=Path, default=DEFAULT_WORK)
     args = parser.parse_args()
-    {"run": run, "summarize": summarize, "brief": brief}[args.command](args)
+    {"run": run, "summarize": summarize, "brief": brief, "redecide": redecide}[args.command](args)
 
 
 if __name__ == "__main__":

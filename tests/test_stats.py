@@ -159,9 +159,14 @@ def test_typical_noise_is_the_median_spread_of_the_same_scope_and_backend() -> N
     assert judge.typical_noise(entries, "forward", "torch-fp16") is None
 
 
-def test_memory_verdict_uses_the_median_of_the_baseline_processes() -> None:
-    assert judge.judge_memory([300.0, 302.0, 500.0], 310.0, 0.10).kind == "pass"
-    assert judge.judge_memory([300.0, 302.0, 500.0], 400.0, 0.10).kind == "regression"
+def test_memory_verdict_knows_how_much_the_baseline_processes_disagree() -> None:
+    # Peaks that agree: 10 % (plus 16 MiB of slack) is the threshold.
+    assert judge.judge_memory([300.0, 301.0, 302.0], [310.0], 0.10).kind == "pass"
+    tight = judge.judge_memory([300.0, 301.0, 302.0], [360.0], 0.10)
+    assert tight.kind == "regression" and tight.unit == "MiB" and "with slack" in tight.reason
+    # Peaks that depend on what ran first in each process (seen on the H200: 315 and 447 MiB) widen it.
+    assert judge.judge_memory([315.0, 447.0, 315.0], [447.0], 0.10).kind == "pass"
+    assert judge.judge_memory([0.0, 0.0, 0.0], [0.0], 0.10).kind == "pass"  # ONNX Runtime on the CPU holds none
 
 
 def test_worst_orders_verdicts() -> None:

@@ -29,6 +29,7 @@ class BackendInfo:
     needs_cuda: bool
     precision: str  # what the computation really runs in; the fingerprint records what was observed
     summary: str
+    on_host: bool = False  # computes on the CPU even on a GPU run: host-clock timed, its GPU's state irrelevant
 
 
 BACKENDS: dict[str, BackendInfo] = {
@@ -40,7 +41,7 @@ BACKENDS: dict[str, BackendInfo] = {
         BackendInfo("torch-bf16", True, "bf16", "rfdetr's bfloat16 + TorchScript path: inference(dtype=bfloat16)"),
         BackendInfo("torch-compile", True, "fp16", "inference(compile_backend='inductor'), FP16; compile time "
                     "reported apart from latency"),
-        BackendInfo("onnx-cpu", False, "fp32", "exported ONNX on ONNX Runtime's CPUExecutionProvider"),
+        BackendInfo("onnx-cpu", False, "fp32", "exported ONNX on ONNX Runtime's CPUExecutionProvider", on_host=True),
         BackendInfo("onnx-cuda", True, "tf32", "exported ONNX on ONNX Runtime's CUDAExecutionProvider, whose "
                     "default use_tf32 runs float32 in TF32 (fails if the session falls back to CPU)"),
         BackendInfo("onnx-tensorrt", True, "fp16", "exported ONNX on ONNX Runtime's TensorrtExecutionProvider, FP16"),

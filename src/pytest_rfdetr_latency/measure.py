@@ -41,6 +41,7 @@ class CaseMeasurement:
         self._fail = fail
         self._publish = publish
         self._node = node
+        self._cycles_per_ms: float | None = None  # the injected kernel's size, as measured in the device scope's graph
 
     def block_sizes(self) -> Mapping[str, int]:
         """Calls per block, per scope: what the fresh processes of one recording or check were told, else what the
@@ -119,15 +120,15 @@ class CaseMeasurement:
                        + "; ".join(f"{s}: {r}" for s, r in result.unavailable.items()))
         return result
 
-    def _clock(self, prepared: Prepared) -> timing.Clock:
+    def _clock(self, prepared: Prepared | None = None) -> timing.Clock:
         """CUDA events for work on the GPU; the host clock for a backend that computes on the CPU, even on a GPU
         run (an event pair around host work only times how long the host kept the stream waiting)."""
-        return timing.HostClock() if prepared.on_host else self.session.clock
+        return timing.HostClock() if self.case.info.on_host else self.session.clock
 
-    def _monitor(self, prepared: Prepared) -> timing.GpuMonitor:
+    def _monitor(self, prepared: Prepared | None = None) -> timing.GpuMonitor:
         """The GPU's clocks and throttling matter to GPU work only: a CPU backend neither waits for them to settle
         nor drops its blocks when the GPU throttles."""
-        return timing.GpuMonitor() if prepared.on_host else self.session.monitor
+        return timing.GpuMonitor() if self.case.info.on_host else self.session.monitor
 
     def _check_outputs(self, prepared: Prepared, result: CaseResult) -> None:
         """NaN/inf in the outputs is an error; outputs that diverge from FP32 PyTorch fail the case (parity)."""
@@ -179,11 +180,20 @@ class CaseMeasurement:
         meta["injected_ms"] = round(delay_ms, 6)
         on_gpu = device.is_cuda and prepared.graphable is not None and scope in ("forward", "device")
         if on_gpu:
-            extra = timing.gpu_delay(delay_ms, device.spec)
-            meta["injected_as"] = f"GPU kernel of {extra.cycles} cycles"  # type: ignore[attr-defined]
+            graphable = prepared.graphable
+            assert graphable is not None
             if scope == "device":
-                return timing.capture_cuda_graph(timing.with_extra(prepared.graphable, extra), device.spec)  # type: ignore[arg-type]
-            return timing.with_extra(plain, extra)
+                graph, spin = timing.injected_graph(
+                    graphable, plain, delay_ms, clock, lambda fn: timing.capture_cuda_graph(fn, device.spec),
+                    lambda cycles: timing.gpu_delay(delay_ms, device.spec, cycles),
+                )
+                self._cycles_per_ms = spin.cycles / delay_ms  # type: ignore[attr-defined]
+                meta["injected_as"] = f"GPU kernel of {spin.cycles} cycles, sized in the CUDA graph"  # type: ignore[attr-defined]
+                return graph
+            cycles = None if self._cycles_per_ms is None else max(1, int(delay_ms * self._cycles_per_ms))
+            spin = timing.gpu_delay(delay_ms, device.spec, cycles)
+            meta["injected_as"] = f"GPU kernel of {spin.cycles} cycles"  # type: ignore[attr-defined]
+            return timing.with_extra(plain, spin)
         meta["injected_as"] = "host delay"
         return timing.with_extra(plain, timing.host_delay(delay_ms))
 

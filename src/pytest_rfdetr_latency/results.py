@@ -48,6 +48,15 @@ class CaseResult:
                 values.append(float(data["value_ms"]))
         return values
 
+    def process_hosts(self, scope: str) -> list[float | None]:
+        """The host yardstick of every process measured for this check, in the order of ``process_values``."""
+        hosts = [self.scopes[scope].host_ms] if scope in self.scopes else []
+        for other in self.processes:
+            data = other.get("scopes", {}).get(scope)
+            if data is not None:
+                hosts.append(data.get("host_ms"))
+        return hosts
+
     def to_json(self) -> dict[str, Any]:
         return {
             "id": self.case.id,

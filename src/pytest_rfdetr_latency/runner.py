@@ -16,7 +16,7 @@ from pytest_rfdetr_latency.environment import drift
 from pytest_rfdetr_latency.measure import CaseMeasurement
 from pytest_rfdetr_latency.processes import ChildOutcome
 from pytest_rfdetr_latency.results import CaseError, CaseResult, update_command
-from pytest_rfdetr_latency.scopes import DEFAULT_THRESHOLDS
+from pytest_rfdetr_latency.scopes import DEFAULT_THRESHOLDS, HOST_BOUND
 from pytest_rfdetr_latency.session import LatencySession
 
 Spawn = Callable[[float | None, Mapping[str, int]], ChildOutcome]
@@ -97,17 +97,33 @@ class LatencyCase:
 
     # Judging ------------------------------------------------------------------------------------------------
 
+    def normalizes(self, scope: str) -> bool:
+        """Whether ``scope``'s figures are divided by the host yardstick: the launch-bound scopes of a GPU backend,
+        whose slow spells the yardstick follows (judge.host_normalized)."""
+        return self.session.device.is_cuda and not self.case.info.on_host and scope in HOST_BOUND
+
     def _verdicts(self, result: CaseResult, entry: dict[str, Any], z: float, planned: int | None) -> dict[str, Any]:
         verdicts: dict[str, judge.Verdict] = {}
         for scope in result.scopes:
             stored = entry["scopes"].get(scope)
             if stored is None:
                 continue
-            recorded = [float(p["value_ms"]) for p in stored["processes"]]
+            normalize = self.normalizes(scope)
+            recorded, reference = judge.recorded_figures(stored, normalize)
+            checked, hosts = result.process_values(scope), result.process_hosts(scope)
+            notes: tuple[str, ...] = ()
+            if reference is not None and all(h for h in hosts):
+                checked = judge.host_normalized(checked, [float(h) for h in hosts if h], reference)
+                notes = (f"figures host-normalized: each × {reference:.3g} ms (the baseline's host yardstick) / its "
+                         f"own ({', '.join(f'{h:.3g}' for h in hosts if h)} ms)",)
+            elif reference is not None:
+                recorded, _ = judge.recorded_figures(stored, False)
+                normalize = False
             try:
                 verdicts[scope] = judge.judge(
-                    scope, result.scopes[scope].statistic, recorded, result.process_values(scope),
-                    self.threshold(scope), self.session.typical_noise(scope, self.case.backend), z=z, planned=planned,
+                    scope, result.scopes[scope].statistic, recorded, checked, self.threshold(scope),
+                    self.session.typical_noise(scope, self.case.backend, normalize), z=z, planned=planned,
+                    notes=notes,
                 )
             except ValueError as exc:
                 raise CaseError(f"{self.id}: {exc}") from exc
@@ -169,7 +185,11 @@ class LatencyCase:
         stored = entry.get("memory") or {}
         if not result.memory or stored.get("kind") != result.memory["kind"] or not stored.get("processes"):
             return None
-        return judge.judge_memory([float(v) for v in stored["processes"]], float(result.memory["peak_mib"]),
+        checked = [float(result.memory["peak_mib"])] + [
+            float(p["memory"]["peak_mib"]) for p in result.processes
+            if p.get("memory") and p["memory"].get("kind") == result.memory["kind"]
+        ]
+        return judge.judge_memory([float(v) for v in stored["processes"]], checked,
                                   self.session.settings.memory_tolerance)
 
     def _check_budgets(self, result: CaseResult) -> None:

@@ -45,7 +45,7 @@ class LatencySession:
         self.baseline_path, self.baselines = baselines.load_for_device(
             settings.baseline_dir, device.name, replacing=settings.save_baseline and settings.replace_corrupt
         )
-        self._typical: dict[tuple[str, str], float | None] = {}
+        self._typical: dict[tuple[str, str, bool], float | None] = {}
         self.images = synthetic_images(settings.image_count, settings.image_size, settings.seed)
         self.clock = timing.clock_for(device.spec)
         self.monitor = timing.GpuMonitor.for_device(device.spec)
@@ -71,12 +71,12 @@ class LatencySession:
     def baseline_entry(self, case_id: str) -> dict[str, Any] | None:
         return None if self.baselines is None else self.baselines.entries.get(case_id)
 
-    def typical_noise(self, scope: str, backend: str) -> float | None:
+    def typical_noise(self, scope: str, backend: str, normalize: bool) -> float | None:
         """The process-to-process spread of ``scope`` on ``backend`` typical of this device's baseline file."""
-        key = (scope, backend)
+        key = (scope, backend, normalize)
         if key not in self._typical:
             entries = self.baselines.entries.values() if self.baselines else ()
-            self._typical[key] = judge.typical_noise(entries, scope, backend)
+            self._typical[key] = judge.typical_noise(entries, scope, backend, normalize)
         return self._typical[key]
 
     def launch_core(self) -> tuple[int | None, dict[str, Any]]:

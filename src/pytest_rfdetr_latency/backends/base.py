@@ -53,7 +53,6 @@ class Prepared:
     outputs: Callable[[], dict[str, Any]] | None = None  # raw forward outputs (numpy), for parity
     context: Callable[[], contextlib.AbstractContextManager[None]] = contextlib.nullcontext
     close: Callable[[], None] = lambda: None
-    on_host: bool = False  # the backend computes on the CPU: timed with the host clock, even on a GPU run
 
 
 def threshold_for(scores: Any, count: int) -> float:

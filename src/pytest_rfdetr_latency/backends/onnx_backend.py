@@ -278,7 +278,6 @@ def prepare(ctx: BackendContext) -> Prepared:
         details=details,
         outputs=outputs,
         close=close,
-        on_host=backend == "onnx-cpu",
     )
 
 

@@ -1,0 +1,138 @@
+"""The GPU-only timing paths, run on a CPU with fakes: NVML readings and throttle dropping, warm-up, block
+sampling, and the self-test's kernel sized inside a CUDA graph."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from pytest_rfdetr_latency import timing
+from pytest_rfdetr_latency.sampling import PRESETS, parse_sampling
+
+
+class FakeClock:
+    """Times a call as the milliseconds the callable returns (a model of the GPU), instead of measuring it."""
+
+    kind = "fake"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def time_calls(self, fn: Callable[[], object], count: int) -> list[float]:
+        self.calls += count
+        return [float(fn()) for _ in range(count)]  # type: ignore[arg-type]
+
+
+class FakeNvml:
+    """pynvml's calls the monitor makes, answering from a script of (SM clock, throttle mask) readings."""
+
+    NVML_CLOCK_SM = 0
+    NVML_CLOCK_MEM = 1
+    NVML_TEMPERATURE_GPU = 0
+
+    def __init__(self, readings: list[tuple[int, int]]) -> None:
+        self.readings = readings
+        self.index = 0
+
+    def _now(self) -> tuple[int, int]:
+        return self.readings[min(self.index, len(self.readings) - 1)]
+
+    def nvmlDeviceGetCurrentClocksEventReasons(self, handle: Any) -> int:
+        mask = self._now()[1]
+        self.index += 1
+        return mask
+
+    def nvmlDeviceGetClockInfo(self, handle: Any, kind: int) -> int:
+        return self._now()[0] if kind == self.NVML_CLOCK_SM else 3201
+
+    def nvmlDeviceGetTemperature(self, handle: Any, kind: int) -> int:
+        return 40
+
+    def nvmlDeviceGetPowerUsage(self, handle: Any) -> int:
+        return 250_000
+
+
+def test_the_monitor_reads_clocks_power_and_throttle_reasons() -> None:
+    monitor = timing.GpuMonitor(handle="gpu0", nvml=FakeNvml([(1980, 0x20 | 0x4)]))
+    state = monitor.read()
+    assert monitor.available and state.sm_clock_mhz == 1980 and state.power_w == 250.0
+    assert state.reasons == ("sw_thermal_slowdown", "sw_power_cap") and state.throttled
+    assert not timing.GpuMonitor().read().throttled  # no NVML: nothing recorded, nothing dropped
+
+
+def test_blocks_taken_while_the_gpu_throttled_are_dropped_and_counted() -> None:
+    # Every third block reads a hardware slowdown.
+    nvml = FakeNvml([(1980, 0x8 if i % 3 == 2 else 0) for i in range(200)])
+    plan = parse_sampling("quick,min-blocks=6,max-blocks=9,target=0.0001")
+    sampled = timing.sample(lambda: 2.0, FakeClock(), timing.GpuMonitor("gpu0", nvml), plan, "median", block_size=4)
+    assert len(sampled.blocks) == 8 and sampled.dropped == 2 and len(sampled.kept) == 6  # six kept: precise, stop
+    assert all(len(b) == 4 for b in sampled.blocks) and len(sampled.host_ms) == 8
+
+
+def test_sampling_stops_once_precise_and_keeps_the_block_size_it_is_given() -> None:
+    plan = PRESETS["standard"]
+    clock = FakeClock()
+    sampled = timing.sample(lambda: 5.0, clock, timing.GpuMonitor(), plan, "median", call_ms=5.0, block_size=7)
+    assert sampled.block_size == 7 and len(sampled.blocks) == plan.min_blocks  # identical calls: precise at once
+    assert timing.sample(lambda: 5.0, clock, timing.GpuMonitor(), plan, "median", call_ms=25.0).block_size == 2
+
+
+def test_warm_up_waits_for_the_clock_to_settle_and_keeps_slow_calls_few() -> None:
+    nvml = FakeNvml([(345, 0), (900, 0), (1500, 0), (1980, 0), (1980, 0), (1980, 0)])
+    warm = timing.warm_up(lambda: 1.0, FakeClock(), timing.GpuMonitor("gpu0", nvml), PRESETS["standard"])
+    assert warm.settled and warm.sm_clocks_mhz[-3:] == [1980, 1980, 1980] and warm.call_ms == 1.0
+    counted = {"slow": 0, "fast": 0}
+
+    def call(kind: str, ms: float) -> Callable[[], float]:
+        def fn() -> float:
+            counted[kind] += 1
+            return ms
+
+        return fn
+
+    timing.warm_up(call("fast", 1.0), FakeClock(), timing.GpuMonitor(), PRESETS["standard"])
+    timing.warm_up(call("slow", 250.0), FakeClock(), timing.GpuMonitor(), PRESETS["standard"])
+    # Fast calls: one timed, nine untimed, two groups of five timed. Slow calls (a 250 ms ONNX-CPU run): one timed,
+    # as many untimed as fit a quarter of the 2 s cap (two), then groups of two.
+    assert counted == {"fast": 1 + 9 + 10, "slow": 1 + 2 + 4}
+
+
+def test_the_injected_kernel_is_resized_until_it_adds_what_was_asked_inside_the_graph() -> None:
+    # A model GPU: the forward takes 1.9 ms; inside a graph a spin kernel adds only 60 % of its nominal time.
+    spent: list[float] = []
+
+    def spin(cycles: int | None) -> Any:
+        count = cycles if cycles is not None else 60_000  # "calibrated alone" for 0.03 ms at 2000 cycles/µs
+
+        def kernel() -> None:
+            spent.append(0.6 * count / 2_000_000)
+
+        kernel.cycles = count  # type: ignore[attr-defined]
+        return kernel
+
+    def capture(fn: Callable[[], object]) -> Callable[[], float]:
+        def replay() -> float:
+            spent.clear()
+            fn()
+            return 1.9 + sum(spent)
+
+        return replay
+
+    forward = lambda: None  # noqa: E731
+    replay, kernel = timing.injected_graph(forward, lambda: 1.9, 0.038, FakeClock(), capture, spin)
+    assert replay() == pytest.approx(1.938, abs=0.038 * 0.05)
+    assert kernel.cycles > 60_000  # type: ignore[attr-defined]
+
+
+def test_pinning_moves_the_thread_and_restores_it() -> None:
+    import os
+
+    before = os.sched_getaffinity(0)
+    core = min(before)
+    with timing.pinned_to(core):
+        assert os.sched_getaffinity(0) == {core}
+    assert os.sched_getaffinity(0) == before
+    speeds = timing.core_speeds([core], repeats=1)
+    assert list(speeds) == [core] and speeds[core] > 0

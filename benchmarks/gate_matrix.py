@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import threading
@@ -184,7 +185,7 @@ def summarize(args: argparse.Namespace) -> None:
                                       "values": sorted(delivered)},
         "ab_other_scopes_detected": {s: {"detected": v[0], "comparisons": v[1]} for s, v in sorted(ab_other.items())},
         "check_seconds": [r["wall_seconds"] for r in aa],
-        "check_seconds_median": sorted(r["wall_seconds"] for r in aa)[len(aa) // 2] if aa else None,
+        "check_seconds_median": statistics.median(r["wall_seconds"] for r in aa) if aa else None,
         "ab_check_seconds": [r["wall_seconds"] for r in ab],
         "save_seconds": [r["wall_seconds"] for r in saves],
         "where_time_goes": timings,
@@ -262,6 +263,44 @@ def redecide(args: argparse.Namespace) -> None:
         Path(args.out).write_text(json.dumps(out, indent=1, sort_keys=True) + "\n")
 
 
+def host_noise(args: argparse.Namespace) -> None:
+    """Offline: does the host yardstick follow a scope's process figures? Per backend and scope, over every clean
+    process (checks and their fresh processes, baselines' processes): the correlation of log figure and log
+    yardstick, and the process-to-process spread (pooled within case and stream) raw and divided by the yardstick."""
+    import math
+
+    points: dict[tuple[str, str, str], list[tuple[float, float]]] = defaultdict(list)
+    for record in _load(args.runs):
+        if record["inject_pct"] or record["tag"] in args.exclude or record["data"] is None:
+            continue
+        for case in record["data"]["cases"]:
+            for process in [case, *case.get("processes", [])]:
+                for scope, figures in process.get("scopes", {}).items():
+                    if figures.get("host_ms"):
+                        key = (str(record["stream"]), case["id"], scope)
+                        points[key].append((figures["value_ms"], figures["host_ms"]))
+    groups: dict[tuple[str, str], list[list[tuple[float, float]]]] = defaultdict(list)
+    for (_, case_id, scope), values in points.items():
+        if len(values) >= 4:
+            logs = [(math.log(v), math.log(h)) for v, h in values]
+            mean_v = sum(v for v, _ in logs) / len(logs)
+            mean_h = sum(h for _, h in logs) / len(logs)
+            groups[(scope, case_id.split("-", 1)[1])].append([(v - mean_v, h - mean_h) for v, h in logs])
+    rows = {}
+    for (scope, backend), members in sorted(groups.items()):
+        pairs = [p for g in members for p in g]
+        freedom = len(pairs) - len(members)
+        sxx = sum(h * h for _, h in pairs)
+        syy = sum(v * v for v, _ in pairs)
+        sxy = sum(v * h for v, h in pairs)
+        divided = sum((v - h) ** 2 for v, h in pairs)
+        rows[f"{backend}:{scope}"] = {
+            "processes": len(pairs), "correlation": round(sxy / math.sqrt(sxx * syy), 3) if sxx and syy else None,
+            "spread_raw": round(math.sqrt(syy / freedom), 4), "spread_divided": round(math.sqrt(divided / freedom), 4),
+        }
+    print(json.dumps(rows, indent=1))
+
+
 def brief(args: argparse.Namespace) -> None:
     """A few lines per process of the runs tagged ``args.tag``: exit code, wall time, and what failed."""
     for line in (args.work / "runs.jsonl").read_text().splitlines():
@@ -310,11 +349,15 @@ def main() -> None:
     d.add_argument("runs", nargs="+", type=Path)
     d.add_argument("--exclude", nargs="*", default=[])
     d.add_argument("--out", default="")
+    h = sub.add_parser("host-noise")
+    h.add_argument("runs", nargs="+", type=Path)
+    h.add_argument("--exclude", nargs="*", default=[])
     b = sub.add_parser("brief")
     b.add_argument("--tag", default="")
     b.add_argument("--work", type=Path, default=DEFAULT_WORK)
     args = parser.parse_args()
-    {"run": run, "summarize": summarize, "brief": brief, "redecide": redecide}[args.command](args)
+    commands = {"run": run, "summarize": summarize, "brief": brief, "redecide": redecide, "host-noise": host_noise}
+    commands[args.command](args)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,9 @@
 """pytester's in-process runs restore ``sys.modules`` afterwards, so a C extension first imported inside one of them
 (torch, onnx, onnxruntime, matplotlib...) is imported a second time by the next run, which crashes it. Everything
-the plugin imports lazily during a latency run is therefore imported once here, up front."""
+the plugin imports lazily during a latency run is therefore imported once here, up front. And every test starts
+without the caller's RFDETR_LATENCY_* variables."""
+
+import os
 
 import matplotlib
 
@@ -9,6 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot
 import onnx  # noqa: F401
 import onnxruntime  # noqa: F401
+import pytest
 import rfdetr
 import rfdetr.export._onnx.exporter  # noqa: F401
 import supervision  # noqa: F401
@@ -17,6 +21,17 @@ import torchvision.transforms.functional  # noqa: F401
 
 import pytest_rfdetr_latency.backends.onnx_backend
 import pytest_rfdetr_latency.backends.torch_backend
+import pytest_rfdetr_latency.collector
 import pytest_rfdetr_latency.exports
+import pytest_rfdetr_latency.measure
 import pytest_rfdetr_latency.plots
-import pytest_rfdetr_latency.runner  # noqa: F401
+import pytest_rfdetr_latency.runner
+import pytest_rfdetr_latency.schema  # noqa: F401
+
+
+@pytest.fixture(autouse=True)
+def _without_the_callers_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's quick start exports RFDETR_LATENCY_* variables and then runs this suite in the same shell: every
+    test starts without them (a test that needs one sets its own), and so do the pytest processes it starts."""
+    for name in [n for n in os.environ if n.startswith("RFDETR_LATENCY_") or n == "_PYTEST_RFDETR_LATENCY_CHILD"]:
+        monkeypatch.delenv(name)

@@ -74,7 +74,8 @@ V2_SCOPE = (b'"scopes": {"forward": {"statistic": "median", "value_ms": 1.0, "bl
         (b'{"schema_version": 2, "device": "x", "entries": []}', "at entries: Input should be a valid dictionary"),
         (b'{"schema_version": 2, "device": "", "entries": {}}', "at device: String should have at least 1 char"),
         (b'{"schema_version": 2, "device": "x", "entries": {"A": {"fingerprint": {}, "recorded_at": "t", '
-         b'"processes": 3, ' + V2_SCOPE + b"}}}", "at entries['A'].scopes.forward.processes: List should have at least 1"),
+         b'"processes": 3, ' + V2_SCOPE + b"}}}",
+         "at entries['A'].scopes.forward.processes: List should have at least 1"),
         (b'{"schema_version": 1, "device": "x", "entries": {"A": {"fingerprint": {}, "recorded_at": "t", '
          b'"scopes": {"forward": {"statistic": "median", "value_ms": "fast"}}}}}',
          "at entries['A'].scopes.forward.value_ms: Input should be a valid number"),
@@ -98,8 +99,8 @@ def test_damaged_files_are_reported_with_the_problem_and_left_untouched(
 def test_newer_schema_is_refused_with_both_versions(tmp_path: Path) -> None:
     path = tmp_path / "nvidia-h200.json"
     path.write_text('{"schema_version": 7, "device": "NVIDIA H200", "entries": {}}')
-    with pytest.raises(baselines.BaselineError, match="schema version 7; this pytest-rfdetr-latency reads versions 1 "
-                       "to 2. Upgrade pytest-rfdetr-latency"):
+    with pytest.raises(baselines.BaselineError, match=r"schema version 7; this pytest-rfdetr-latency reads versions 1 "
+                       r"to 2\. Upgrade pytest-rfdetr-latency"):
         baselines.load(path)
 
 
@@ -156,7 +157,7 @@ def test_the_published_schema_is_the_one_the_code_checks() -> None:
     from pytest_rfdetr_latency.schema import json_schema
 
     published = files("pytest_rfdetr_latency").joinpath("baseline.schema.json").read_text()
-    assert published == json_schema(), "regenerate: python -m pytest_rfdetr_latency.schema > src/.../baseline.schema.json"
+    assert published == json_schema(), "regenerate: python -m pytest_rfdetr_latency.schema > src/.../*.schema.json"
 
 
 def test_saving_over_a_damaged_file_is_refused_unless_asked(tmp_path: Path) -> None:

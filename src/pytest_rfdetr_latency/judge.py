@@ -57,8 +57,9 @@ class Threshold:
     own_noise: float | None  # this case's relative process-to-process spread
     typical_noise: float | None  # the scope's typical spread on this device
     baseline_processes: int
-    check_processes: int
+    check_processes: int  # the processes the threshold is stated for
     z: float
+    measured: int = 0  # the check's processes measured so far (0: as many as stated)
 
     @property
     def noise(self) -> float | None:
@@ -84,6 +85,9 @@ class Threshold:
 
     def reason(self) -> str:
         counted = f"{self.baseline_processes}+{self.check_processes} processes"
+        if self.measured and self.measured < self.check_processes:
+            counted = (f"{self.baseline_processes} baseline processes; stated for a check confirmed in "
+                       f"{self.check_processes}")
         if self.noise is None:
             return (f"{_pct(self.value)}: asked; process-to-process noise unknown ({counted}: record the baseline "
                     "with --rfdetr-save-processes=3 or more)")
@@ -191,7 +195,7 @@ def judge(
         raise ValueError(f"{scope}: process figure {bad[0]!r} ms is not a positive number")
     reference, current = median(baseline), median(check)
     own, _ = log_spread([baseline, check])
-    threshold = Threshold(asked, own, typical_noise, len(baseline), planned or len(check), z)
+    threshold = Threshold(asked, own, typical_noise, len(baseline), planned or len(check), z, len(check))
     delta = current / reference - 1.0
     kind: Kind = "pass"
     if delta > threshold.value:

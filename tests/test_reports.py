@@ -127,3 +127,25 @@ def test_the_refresh_workflow_proposes_and_never_pushes_to_the_default_branch() 
     text = (ROOT / ".github" / "workflows" / "refresh-baseline.yml").read_text()
     assert "workflow_dispatch" in text and "gh pr create" in text and "--save-baseline" in text
     assert 'git push origin "$branch"' in text and "git push origin main" not in text
+
+
+@pytest.mark.parametrize("folder", [ROOT / ".github" / "workflows", ROOT / "examples" / "github-actions"])
+def test_the_gate_fails_closed_and_refresh_records_the_way_it_checks(folder: Path) -> None:
+    import yaml
+
+    gate = yaml.safe_load((folder / "gpu-gate.yml").read_text())
+    job = gate["jobs"]["latency"]
+    check = next(step["run"] for step in job["steps"] if "--rfdetr-latency" in step.get("run", ""))
+    assert "--rfdetr-device=cuda" in check and "--rfdetr-strict" in check and '-n "$(nvidia-smi -L | wc -l)"' in check
+    # Code from a fork reaches a self-hosted runner only once a maintainer labels the pull request.
+    assert "head.repo.full_name == github.repository" in job["if"] and "'gpu-gate'" in job["if"]
+    summary = gate["jobs"]["summary"]["steps"][-1]["run"]
+    for outcome in ("regression", "over-budget", "parity-failure", "refused", "inconclusive", "no-baseline",
+                    "unavailable"):
+        assert f'"{outcome}"' in summary
+    refresh = yaml.safe_load((folder / "refresh-baseline.yml").read_text())
+    steps = refresh["jobs"]["refresh"]["steps"]
+    record = next(step["run"] for step in steps if "--save-baseline" in step.get("run", ""))
+    assert '-n "$(nvidia-smi -L | wc -l)"' in record and "--rfdetr-device=cuda" in record
+    propose = next(step["run"] for step in steps if "gh pr create" in step.get("run", ""))
+    assert "git status --porcelain -- latency_baselines" in propose  # a new GPU model's first file is untracked

@@ -330,4 +330,5 @@ def entry_from_processes(results: Sequence[Mapping[str, Any]], commit: str | Non
         "scopes": scopes,
         "memory": memory,
         "parity": first.get("parity"),
+        "workload": first.get("workload") or None,
     }

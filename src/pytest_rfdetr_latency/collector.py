@@ -56,6 +56,8 @@ class ResultCollector:
         if run.save_baseline:
             self._record_processes(run)
             self._save(run)
+        elif run.enabled:
+            self._say_what_was_compared(run)
         self._write_files(run)
         if self.errors and session.exitstatus == 0:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
@@ -119,6 +121,20 @@ class ResultCollector:
             if saved.backup is not None:
                 note += f"; the unreadable old file was kept as {saved.backup}"
             self.notes.append(note)
+
+    def _say_what_was_compared(self, run: Settings) -> None:
+        """A check that compared nothing must not read as a pass: it says so, and fails with --rfdetr-strict."""
+        compared = [r for r in self.results if r.get("verdicts")]
+        if compared:
+            return
+        why = ("no latency case ran" if not self.results else
+               f"{len(self.results)} case(s) ran and none had a baseline to compare with on this device, or could be "
+               "measured here (see 'not compared' above)")
+        text = f"nothing was compared against a baseline: {why}"
+        if run.strict:
+            self.errors.append(f"{text} (--rfdetr-strict makes this a failure)")
+        else:
+            self.notes.append(f"WARNING: {text}; a gate that compares nothing passes nothing (--rfdetr-strict fails)")
 
     # Files and summaries ------------------------------------------------------------------------------------
 

@@ -58,10 +58,14 @@ class CaseMeasurement:
         __tracebackhide__ = True
         session = self.session
         result = CaseResult(self.case, session.device.name, "measured", device_kind=session.device.kind,
-                            node=self._node, baseline_file=str(session.baseline_path))
+                            node=self._node, baseline_file=str(session.baseline_path),
+                            workload=session.workload(self.case))
         from pytest_rfdetr_latency.backends import prepare
         from pytest_rfdetr_latency.memory import MemoryProbe
 
+        if self.case.info.needs_cuda and not session.device.is_cuda:
+            self._unavailable(result, f"{self.case.backend} needs a CUDA device; this run measures on "
+                                      f"{session.device.spec} ({session.device.name})")
         # What other cases share (the model build, the parity reference) is made before the memory probe starts.
         if self.case.onnx_file is None and not self.case.backend.startswith("onnx-"):
             session.model(self.case.model, self.case.resolution)
@@ -84,7 +88,7 @@ class CaseMeasurement:
         try:
             prepared = prepare(context)
         except BackendUnavailable as exc:
-            self._skip(f"{self.id}: {exc}")
+            self._unavailable(result, str(exc))
         except BackendMisconfigured as exc:
             self._fail(f"{self.id}: {exc}")
         try:
@@ -119,6 +123,17 @@ class CaseMeasurement:
             self._skip(f"{self.id}: none of the selected scopes ({', '.join(self.scopes)}) can be measured: "
                        + "; ".join(f"{s}: {r}" for s, r in result.unavailable.items()))
         return result
+
+    def _unavailable(self, result: CaseResult, reason: str) -> NoReturn:
+        """A backend the configuration asked for cannot run here: said in the summary, skipped, or with
+        --rfdetr-strict failed (a gate must not pass on what it could not measure)."""
+        __tracebackhide__ = True
+        result.outcome = "unavailable"
+        result.message = f"{self.id}: {reason}"
+        self._publish(result)
+        if self.session.settings.strict:
+            self._fail(result.message + " (--rfdetr-strict: every case the configuration asks for must be measured)")
+        self._skip(result.message)
 
     def _clock(self, prepared: Prepared | None = None) -> timing.Clock:
         """CUDA events for work on the GPU; the host clock for a backend that computes on the CPU, even on a GPU

@@ -6,6 +6,7 @@ once a latency run starts (``pytest --help`` imports none of them).
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 from collections.abc import Generator, Mapping
@@ -312,17 +313,10 @@ def rfdetr_case(request: pytest.FixtureRequest, rfdetr_latency_session: LatencyS
     if not isinstance(case, Case):
         raise pytest.UsageError(f"{request.node.nodeid}: rfdetr_case is parametrized by the plugin; do not pass it")
     marker = request.node.get_closest_marker(MARKER)
-    kwargs = marker.kwargs if marker else {}
-    scopes = parse_scopes(",".join(kwargs["scopes"])) if kwargs.get("scopes") else None
-    from pytest_rfdetr_latency import budgets
-
-    marker_budgets = tuple(budgets.parse(str(spec), case=case.id) for spec in _as_list(kwargs.get("budget")))
-    thresholds: dict[str, float] = {}
-    if kwargs.get("tolerance"):
-        tolerance = parse_tolerance(str(kwargs["tolerance"]))
-        for scope in ("e2e", "forward", "iobinding", "device"):
-            if scope in tolerance.per_scope or tolerance.everywhere is not None:
-                thresholds[scope] = tolerance.for_scope(scope, 0.0)
+    try:
+        scopes, thresholds, marker_budgets = _marker_settings(case, marker.kwargs if marker else {})
+    except (argparse.ArgumentTypeError, ValueError) as exc:
+        pytest.fail(f"@pytest.mark.{MARKER} on {request.node.nodeid}: {exc}", pytrace=False)
     node = request.node
     target = f"{node.path}::{node.nodeid.split('::', 1)[1]}"
     config = request.config
@@ -349,6 +343,24 @@ def rfdetr_case(request: pytest.FixtureRequest, rfdetr_latency_session: LatencyS
         rfdetr_latency_session, case, skip=pytest.skip, fail=pytest.fail, publish=publish, scopes=scopes,
         thresholds=thresholds, budgets=marker_budgets, spawn=spawn, node=target,
     )
+
+
+def _marker_settings(
+    case: Case, kwargs: Mapping[str, Any]
+) -> tuple[tuple[str, ...] | None, dict[str, float], tuple[Any, ...]]:
+    """The marker's scopes, tolerance (per scope) and budgets; a bad value raises with the accepted forms."""
+    from pytest_rfdetr_latency import budgets
+    from pytest_rfdetr_latency.scopes import ALL_SCOPES
+
+    scopes = parse_scopes(",".join(_as_list(kwargs["scopes"]))) if kwargs.get("scopes") else None
+    marker_budgets = tuple(budgets.parse(str(spec), case=case.id) for spec in _as_list(kwargs.get("budget")))
+    thresholds: dict[str, float] = {}
+    if kwargs.get("tolerance"):
+        tolerance = parse_tolerance(str(kwargs["tolerance"]))
+        for scope in ALL_SCOPES:
+            if scope in tolerance.per_scope or tolerance.everywhere is not None:
+                thresholds[scope] = tolerance.for_scope(scope, 0.0)
+    return scopes, thresholds, marker_budgets
 
 
 def _as_list(value: Any) -> list[Any]:

@@ -15,8 +15,10 @@ _ORDER = {
     "regression": 0,
     "over-budget": 0,
     "parity-failure": 0,
+    "refused": 0,
     "inconclusive": 1,
     "no-baseline": 2,
+    "unavailable": 2,
     "improvement": 3,
     "pass": 4,
     "saved": 5,
@@ -26,7 +28,9 @@ _UNCOMPARED = {
     "no-baseline": "no baseline",
     "over-budget": "OVER BUDGET",
     "parity-failure": "OUTPUTS DIVERGE",
+    "refused": "REFUSED: another workload",
 }
+NOT_COMPARED = ("no-baseline", "unavailable", "refused")
 _VERDICT_WORDS = {
     "pass": "pass",
     "regression": "REGRESSION",
@@ -180,6 +184,10 @@ def summary_lines(results: Sequence[Mapping[str, Any]], device: str | None) -> l
     if not results:
         return []
     lines = table_lines(rows(results), _COLUMNS)
+    missing = [r for r in results if r["outcome"] in NOT_COMPARED]
+    if missing:
+        lines += ["", "not compared:"]
+        lines += [f"  {r['message'] or r['id']}" for r in sorted(missing, key=lambda r: r["id"])]
     widened = threshold_lines(results)
     if widened:
         lines += ["", "thresholds wider than asked, because these cases' processes disagree by more:", *widened]

@@ -38,6 +38,7 @@ class CaseResult:
     budget_failures: list[str] = field(default_factory=list)
     samples: dict[str, list[float]] = field(default_factory=dict)  # kept samples per scope, ms (reports only)
     processes: list[dict[str, Any]] = field(default_factory=list)  # fresh processes' results of this case (JSON)
+    workload: dict[str, Any] = field(default_factory=dict)  # what was measured: seed, weights, images, sampling...
 
     def process_values(self, scope: str) -> list[float]:
         """This case's figure of ``scope`` in every process measured for this check: this one, then fresh ones."""
@@ -84,6 +85,7 @@ class CaseResult:
             "budget_failures": self.budget_failures,
             "samples_ms": {scope: [round(x, 5) for x in values] for scope, values in self.samples.items()},
             "processes": self.processes,
+            "workload": self.workload,
         }
 
 

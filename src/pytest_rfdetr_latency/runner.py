@@ -87,6 +87,7 @@ class LatencyCase:
             if settings.strict:
                 self._fail(result.message + " (--rfdetr-strict makes this a failure)")
             self._skip(result.message)
+        self._refuse_another_workload(result, entry)
         self._judge(result, entry, inject)
         self._check_budgets(result)
         self._publish(result)
@@ -96,6 +97,25 @@ class LatencyCase:
         return result
 
     # Judging ------------------------------------------------------------------------------------------------
+
+    def _refuse_another_workload(self, result: CaseResult, entry: dict[str, Any]) -> None:
+        """A baseline of other weights, images, seed or sampling measured other work: never compared."""
+        __tracebackhide__ = True
+        recorded = entry.get("workload")
+        if not recorded:
+            return  # recorded before workloads were (schema version 1): nothing to hold against
+        differing = [f"{key}={recorded.get(key)!r} there, {value!r} here" for key, value in result.workload.items()
+                     if recorded.get(key) != value]
+        if not differing:
+            return
+        result.outcome = "refused"
+        result.baseline = entry
+        result.message = (
+            f"{self.id}: the baseline measured another workload ({'; '.join(differing)}), so it is not compared. "
+            f"Record a baseline of this workload: {self._update_command(self.id)}"
+        )
+        self._publish(result)
+        self._fail(result.message)
 
     def normalizes(self, scope: str) -> bool:
         """Whether ``scope``'s figures are divided by the host yardstick: the launch-bound scopes of a GPU backend,

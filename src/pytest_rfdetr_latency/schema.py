@@ -69,6 +69,9 @@ class Entry(_Model):
     scopes: Annotated[dict[ScopeName, ScopeBaseline], Field(min_length=1)]
     memory: Memory | None = None
     parity: dict[str, Any] | None = None
+    workload: dict[str, Any] | None = Field(
+        default=None, description="seed, weights, images, detections, batch, resolution, sampling: a check is "
+        "compared only with an entry of the same workload")
 
 
 class BaselineFile(_Model):

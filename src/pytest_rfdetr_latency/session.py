@@ -54,6 +54,7 @@ class LatencySession:
         self._references: dict[tuple[str, int | None, int], dict[str, Any]] = {}
         self._fingerprint: dict[str, Any] | None = None
         self._core: tuple[int | None, dict[str, Any]] | None = None
+        self._digests: dict[str, str] = {}
         self.commit = git_commit(root)
         self.invocation: tuple[str, ...] = ()  # this run's paths and options, for the command that records again
         self.timings: dict[str, float] = {}  # seconds spent on shared work (build, reference, export), for the report
@@ -78,6 +79,38 @@ class LatencySession:
             entries = self.baselines.entries.values() if self.baselines else ()
             self._typical[key] = judge.typical_noise(entries, scope, backend, normalize)
         return self._typical[key]
+
+    def workload(self, case: Case) -> dict[str, Any]:
+        """What a case measures besides its model and backend: two runs compare only when these agree. Weights are
+        named by the checkpoint's content, not its path; the sampling plan by its parameters."""
+        settings = self.settings
+        checkpoint = settings.weights.for_model(case.model) if case.onnx_file is None else Path(case.onnx_file)
+        plan = settings.sampling
+        return {
+            "seed": settings.seed,
+            "weights": "random" if checkpoint is None else f"sha256:{self._digest(checkpoint)}",
+            "image_size": f"{settings.image_size[0]}x{settings.image_size[1]}",
+            "images": settings.image_count,
+            "detections": settings.detections,
+            "batch": case.batch,
+            "resolution": case.resolution or "native",
+            "sampling": (f"block={plan.block_size},min-blocks={plan.min_blocks},max-blocks={plan.max_blocks},"
+                         f"target={plan.target:g},max-seconds={plan.max_seconds:g},warmup-calls={plan.warmup_calls},"
+                         f"warmup-seconds={plan.warmup_seconds:g}"),
+        }
+
+    def _digest(self, path: Path) -> str:
+        key = str(path.resolve())
+        if key not in self._digests:
+            digest = hashlib.sha256()
+            try:
+                with path.open("rb") as handle:
+                    for chunk in iter(lambda: handle.read(1 << 20), b""):
+                        digest.update(chunk)
+                self._digests[key] = digest.hexdigest()[:16]
+            except OSError:
+                self._digests[key] = f"unreadable:{path.name}"  # the case itself then fails naming the path
+        return self._digests[key]
 
     def launch_core(self) -> tuple[int | None, dict[str, Any]]:
         """The fastest core this process may use, for the thread that launches GPU work (timed once per process)."""

@@ -193,6 +193,11 @@ def parse_weights(value: str) -> Weights:
             raise argparse.ArgumentTypeError(
                 f"invalid weights {value!r}: use 'random', a checkpoint path, or MODEL=PATH[,MODEL=PATH]"
             )
+        if model.strip().lower() == "all":
+            raise argparse.ArgumentTypeError(
+                f"invalid weights {value!r}: 'all=' names no model; one checkpoint for the selected model is the "
+                f"path alone ({path.strip()}), several are MODEL=PATH[,MODEL=PATH]"
+            )
         (name,) = parse_models(model)
         checkpoints[name] = Path(path.strip()).expanduser()
     return Weights(checkpoints=checkpoints)

@@ -201,7 +201,12 @@ def prepare(ctx: BackendContext) -> Prepared:
 
     meta = session.get_inputs()[0]
     input_name = meta.name
-    height = meta.shape[2]
+    height = meta.shape[2] if len(meta.shape) == 4 else None
+    if not isinstance(height, int) or meta.shape[3] != height:
+        raise BackendMisconfigured(
+            f"{path.name}: input {input_name!r} has the shape {meta.shape}; a latency case needs a fixed square "
+            "image size, as rfdetr's export(shape=(H, W)) writes it (export again with a fixed shape)"
+        )
     batch = ctx.case.batch
     images = ctx.images
     x = preprocess_tensor(images[:1] * batch, int(height), _MEANS, _STDS).numpy()
@@ -214,6 +219,12 @@ def prepare(ctx: BackendContext) -> Prepared:
         placement = _placement(Path(session.end_profiling()))
     finally:
         shutil.rmtree(profile_dir, ignore_errors=True)
+    if "boxes" not in first or "logits" not in first:
+        names = [o.name for o in session.get_outputs()]
+        raise BackendMisconfigured(
+            f"{path.name}: outputs are named {names}; a latency case decodes RF-DETR's export, whose outputs are "
+            "'dets' (boxes) and 'labels' (logits), then 'masks' or keypoints: export the model with rfdetr"
+        )
     on_gpu = sum(share for provider, share in placement.items() if provider != "CPUExecutionProvider")
     if want != "CPUExecutionProvider" and on_gpu < 0.5:
         raise BackendMisconfigured(

@@ -151,13 +151,14 @@ def test_an_entry_holds_every_process_their_median_and_spread() -> None:
     assert made["memory"]["processes"] == [100.0, 100.0, 100.0] and made["backend"] == "torch-fp32"
 
 
-def test_the_published_schema_is_the_one_the_code_checks() -> None:
+@pytest.mark.parametrize("name", ["baseline", "report"])
+def test_the_published_schemas_are_the_ones_the_code_checks(name: str) -> None:
     from importlib.resources import files
 
     from pytest_rfdetr_latency.schema import json_schema
 
-    published = files("pytest_rfdetr_latency").joinpath("baseline.schema.json").read_text()
-    assert published == json_schema(), "regenerate: python -m pytest_rfdetr_latency.schema > src/.../*.schema.json"
+    published = files("pytest_rfdetr_latency").joinpath(f"{name}.schema.json").read_text()
+    assert published == json_schema(name), f"regenerate: python -m pytest_rfdetr_latency.schema {name} > ..."
 
 
 def test_saving_over_a_damaged_file_is_refused_unless_asked(tmp_path: Path) -> None:

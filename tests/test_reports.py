@@ -72,8 +72,13 @@ def test_a_cpu_run_writes_summary_annotations_benchmark_json_and_plots(
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
     monkeypatch.setenv("GITHUB_ACTIONS", "true")
     checked = pytester.runpytest(*args, "--rfdetr-latency", "--rfdetr-inject-slowdown=300%",
-                                 "--rfdetr-benchmark-json=bench/results.json", "--rfdetr-plot=plots")
+                                 "--rfdetr-benchmark-json=bench/results.json", "--rfdetr-plot=plots",
+                                 "--rfdetr-report=report.json")
     checked.assert_outcomes(failed=1)
+    from pytest_rfdetr_latency.schema import Report
+
+    written = Report.model_validate_json((pytester.path / "report.json").read_text())  # what others may read
+    assert written.cases[0].verdicts["forward"].kind == "regression"
 
     text = summary.read_text()
     assert text.startswith("## earlier step\n## RF-DETR latency on ")  # appended, never overwritten

@@ -142,14 +142,22 @@ class ResultCollector:
         device = self._device()
         fingerprint = self.results[0]["fingerprint"] if self.results else None
         if run.report is not None and (self.results or run.active):
+            from pydantic import ValidationError
+
             from pytest_rfdetr_latency.baselines import atomic_write
+            from pytest_rfdetr_latency.schema import Report
 
             files = sorted({r["baseline_file"] for r in self.results})
             document = report.json_report(self.results, device, fingerprint, sys.argv, ", ".join(files) or None,
                                           self._timings())
-            run.report.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(run.report, json.dumps(document, indent=2, sort_keys=True) + "\n")
-            self.notes.append(f"JSON report written to {run.report}")
+            try:
+                Report.model_validate(document)
+            except ValidationError as exc:  # a bug of this plugin: say so rather than write what readers refuse
+                self.errors.append(f"JSON report not written: it does not fit report.schema.json ({exc})")
+            else:
+                run.report.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write(run.report, json.dumps(document, indent=2, sort_keys=True) + "\n")
+                self.notes.append(f"JSON report written to {run.report}")
         if run.benchmark_json is not None and self.results:
             from pytest_rfdetr_latency.baselines import atomic_write
             from pytest_rfdetr_latency.exports import benchmark_json

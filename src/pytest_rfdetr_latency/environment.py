@@ -110,14 +110,22 @@ def _version(*dists: str) -> str | None:
     return None
 
 
-def nvml_handle(index: int) -> tuple[Any, Any] | None:
-    """(pynvml, handle) for torch's CUDA device ``index``, matched by UUID (NVML counts every GPU of the host, CUDA
-    only the visible ones), or None where NVML does not answer."""
+def nvml() -> Any:
+    """pynvml, initialised (nvidia-ml-py), or None where NVML does not answer (no driver, a container without it)."""
     try:
         import pynvml
 
         pynvml.nvmlInit()
     except Exception:
+        return None
+    return pynvml
+
+
+def nvml_handle(index: int) -> tuple[Any, Any] | None:
+    """(pynvml, handle) for torch's CUDA device ``index``, matched by UUID (NVML counts every GPU of the host, CUDA
+    only the visible ones), or None where NVML does not answer."""
+    pynvml = nvml()
+    if pynvml is None:
         return None
     try:
         import torch

@@ -270,11 +270,10 @@ def judge_memory(baseline_mib: Sequence[float], checked_mib: Sequence[float], to
                    tuple(checked_mib), unit="MiB")
 
 
+# How much a verdict matters, most first: a case is as bad as its worst scope (the report orders cases so too).
+SEVERITY: dict[str, int] = {"regression": 0, "inconclusive": 1, "improvement": 3, "pass": 4}
+
+
 def worst(verdicts: Sequence[Verdict]) -> Kind:
     """The case's overall verdict: any regression, else any inconclusive, else any improvement, else pass."""
-    kinds = {v.kind for v in verdicts}
-    order: tuple[Kind, ...] = ("regression", "inconclusive", "improvement")
-    for kind in order:
-        if kind in kinds:
-            return kind
-    return "pass"
+    return min((v.kind for v in verdicts), key=SEVERITY.__getitem__, default="pass")

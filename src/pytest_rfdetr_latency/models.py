@@ -128,13 +128,6 @@ def resolution_of(model: Any) -> int:
     return int(model.model.resolution)
 
 
-def inner_module(model: Any) -> Any:
-    """The torch module that an unoptimized ``predict()`` calls, in eval mode."""
-    net = model.model.model
-    net.eval()
-    return net
-
-
 def optimized_module(model: Any) -> Any:
     return model.model.inference_model
 

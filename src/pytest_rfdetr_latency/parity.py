@@ -58,18 +58,29 @@ class Parity:
         }
 
 
+def top_scores(logits: Any, k: int) -> tuple[Any, Any]:
+    """rfdetr's post-processing ranking: a sigmoid per class, then the ``k`` best (query × class) pairs. Returns
+    their flat indices (query * classes + class) and scores, best first. Runs on the timed e2e path of ONNX Runtime
+    cases: a partition, then a sort of the ``k`` only."""
+    import numpy as np
+
+    flat = (1.0 / (1.0 + np.exp(-np.asarray(logits)))).ravel()
+    k = min(k, flat.size)
+    top = np.argpartition(-flat, k - 1)[:k]
+    top = top[np.argsort(-flat[top], kind="stable")]
+    return top, flat[top]
+
+
 def _detections(outputs: Mapping[str, Any], top: int = TOP, image: int = 0) -> tuple[Any, Any, Any, Any]:
     """Top detections of one image: query index, class, score, normalized xyxy box."""
     import numpy as np
 
     logits = np.asarray(outputs["logits"][image], dtype=np.float64)[:, :-1]
-    scores = 1.0 / (1.0 + np.exp(-logits))
-    flat = scores.ravel()
-    best = np.argsort(-flat, kind="stable")[: min(top, flat.size)]
-    query, cls = np.divmod(best, scores.shape[1])
+    best, scores = top_scores(logits, top)
+    query, cls = np.divmod(best, logits.shape[1])
     cx, cy, w, h = np.asarray(outputs["boxes"][image], dtype=np.float64)[query].T
     boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
-    return query, cls, flat[best], boxes
+    return query, cls, scores, boxes
 
 
 def _iou(a: Any, b: Any) -> Any:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from pytest_rfdetr_latency.cases import Case, matrix
-from pytest_rfdetr_latency.settings import OPTIONS, RawValue, Settings, SettingsError, parse_scopes, parse_tolerance
+from pytest_rfdetr_latency.settings import OPTIONS, RawValue, Settings, SettingsError, marker_settings
 from pytest_rfdetr_latency.stash import (
     LAUNCH_KEY,
     PROPERTY,
@@ -314,7 +314,7 @@ def rfdetr_case(request: pytest.FixtureRequest, rfdetr_latency_session: LatencyS
         raise pytest.UsageError(f"{request.node.nodeid}: rfdetr_case is parametrized by the plugin; do not pass it")
     marker = request.node.get_closest_marker(MARKER)
     try:
-        scopes, thresholds, marker_budgets = _marker_settings(case, marker.kwargs if marker else {})
+        scopes, thresholds, marker_budgets = marker_settings(case.id, marker.kwargs if marker else {})
     except (argparse.ArgumentTypeError, ValueError) as exc:
         pytest.fail(f"@pytest.mark.{MARKER} on {request.node.nodeid}: {exc}", pytrace=False)
     node = request.node
@@ -343,30 +343,6 @@ def rfdetr_case(request: pytest.FixtureRequest, rfdetr_latency_session: LatencyS
         rfdetr_latency_session, case, skip=pytest.skip, fail=pytest.fail, publish=publish, scopes=scopes,
         thresholds=thresholds, budgets=marker_budgets, spawn=spawn, node=target,
     )
-
-
-def _marker_settings(
-    case: Case, kwargs: Mapping[str, Any]
-) -> tuple[tuple[str, ...] | None, dict[str, float], tuple[Any, ...]]:
-    """The marker's scopes, tolerance (per scope) and budgets; a bad value raises with the accepted forms."""
-    from pytest_rfdetr_latency import budgets
-    from pytest_rfdetr_latency.scopes import ALL_SCOPES
-
-    scopes = parse_scopes(",".join(_as_list(kwargs["scopes"]))) if kwargs.get("scopes") else None
-    marker_budgets = tuple(budgets.parse(str(spec), case=case.id) for spec in _as_list(kwargs.get("budget")))
-    thresholds: dict[str, float] = {}
-    if kwargs.get("tolerance"):
-        tolerance = parse_tolerance(str(kwargs["tolerance"]))
-        for scope in ALL_SCOPES:
-            if scope in tolerance.per_scope or tolerance.everywhere is not None:
-                thresholds[scope] = tolerance.for_scope(scope, 0.0)
-    return scopes, thresholds, marker_budgets
-
-
-def _as_list(value: Any) -> list[Any]:
-    if value is None:
-        return []
-    return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
 # ---------------------------------------------------------------------------------------------------------------

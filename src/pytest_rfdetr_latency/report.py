@@ -10,19 +10,11 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-REPORT_SCHEMA_VERSION = 1
-_ORDER = {
-    "regression": 0,
-    "over-budget": 0,
-    "parity-failure": 0,
-    "refused": 0,
-    "inconclusive": 1,
-    "no-baseline": 2,
-    "unavailable": 2,
-    "improvement": 3,
-    "pass": 4,
-    "saved": 5,
-}
+from pytest_rfdetr_latency.judge import SEVERITY
+
+REPORT_SCHEMA_VERSION = 2
+_ORDER = {**SEVERITY, "over-budget": 0, "parity-failure": 0, "refused": 0, "no-baseline": 2, "unavailable": 2,
+          "saved": 5}
 _UNCOMPARED = {
     "saved": "saved as baseline",
     "no-baseline": "no baseline",

@@ -1,7 +1,8 @@
-"""The baseline file's schema, as pydantic models: checked when a file is read and before one is written.
+"""The schemas of the files the plugin writes, as pydantic models: the baseline file (checked when read and before
+written) and the JSON report of --rfdetr-report (checked before written).
 
-``python -m pytest_rfdetr_latency.schema`` prints it as JSON Schema; the same text ships as
-``baseline.schema.json`` beside this module, for other tools that read the files.
+``python -m pytest_rfdetr_latency.schema [baseline|report]`` prints one as JSON Schema; the same texts ship as
+``baseline.schema.json`` and ``report.schema.json`` beside this module, for other tools that read the files.
 """
 
 from __future__ import annotations
@@ -82,9 +83,77 @@ class BaselineFile(_Model):
     entries: dict[str, Entry]
 
 
-def json_schema() -> str:
-    return json.dumps(BaselineFile.model_json_schema(), indent=2, sort_keys=True) + "\n"
+class VerdictReport(_Model):
+    kind: Literal["pass", "regression", "improvement", "inconclusive"]
+    scope: str
+    statistic: str
+    unit: str
+    baseline: float = Field(description="the median of the baseline's processes' figures")
+    current: float = Field(description="the median of this check's processes' figures")
+    delta: float
+    threshold: float = Field(description="the effective threshold, a fraction")
+    threshold_reason: str
+    baseline_processes: list[float]
+    processes: list[float]
+    notes: list[str]
+    detail: dict[str, Any]
+
+
+class CaseReport(_Model):
+    id: str
+    model: str
+    backend: str
+    batch: int
+    resolution: int | None
+    device: str
+    device_kind: str
+    node: str
+    outcome: str = Field(description="saved, pass, improvement, regression, inconclusive, no-baseline, unavailable, "
+                         "refused, over-budget, parity-failure")
+    scopes: dict[ScopeName, ProcessFigures] = Field(description="this process's figures")
+    unavailable_scopes: dict[str, str]
+    verdicts: dict[str, VerdictReport]
+    fingerprint: dict[str, Any]
+    drift: list[str]
+    detections: float
+    score_threshold: float
+    details: dict[str, Any]
+    baseline_file: str
+    baseline: dict[str, Any] | None
+    message: str
+    memory: dict[str, Any] | None
+    parity: dict[str, Any] | None
+    budget_failures: list[str]
+    samples_ms: dict[str, list[float]]
+    processes: list[dict[str, Any]] = Field(description="the fresh processes that measured this case again")
+    workload: dict[str, Any]
+    baseline_entry: Entry | None = Field(default=None, description="what --save-baseline recorded")
+
+
+class Report(_Model):
+    """--rfdetr-report PATH"""
+
+    schema_version: Literal[2]
+    created_at: str
+    command: list[str]
+    device: str | None
+    fingerprint: dict[str, Any]
+    baseline_file: str | None
+    summary: dict[str, int] = Field(description="cases per outcome")
+    drift: dict[str, list[str]]
+    fps: dict[str, dict[str, float]] = Field(description="images per second end to end, model × backend")
+    timings_seconds: dict[str, float] = Field(description="seconds of shared work: model builds, exports...")
+    cases: list[CaseReport]
+
+
+SCHEMAS: dict[str, type[BaseModel]] = {"baseline": BaselineFile, "report": Report}
+
+
+def json_schema(name: str = "baseline") -> str:
+    return json.dumps(SCHEMAS[name].model_json_schema(), indent=2, sort_keys=True) + "\n"
 
 
 if __name__ == "__main__":
-    print(json_schema(), end="")
+    import sys
+
+    print(json_schema(sys.argv[1] if len(sys.argv) > 1 else "baseline"), end="")

@@ -481,3 +481,25 @@ def _check_combination(settings: Settings) -> None:
                 f"--rfdetr-weights names a checkpoint for {model}, which is not among the selected models "
                 f"({', '.join(settings.models)}): add it to --rfdetr-models"
             )
+
+
+def marker_settings(
+    case_id: str, kwargs: Mapping[str, Any]
+) -> tuple[tuple[str, ...] | None, dict[str, float], tuple[budget_specs.Budget, ...]]:
+    """What ``@pytest.mark.rfdetr_latency(scopes=..., tolerance=..., budget=...)`` asks of one case: its scopes, the
+    tolerance per scope, and budgets. A bad value raises ArgumentTypeError or ValueError with the accepted forms."""
+    scopes = parse_scopes(",".join(_as_list(kwargs["scopes"]))) if kwargs.get("scopes") else None
+    budgets = tuple(budget_specs.parse(str(spec), case=case_id) for spec in _as_list(kwargs.get("budget")))
+    thresholds: dict[str, float] = {}
+    if kwargs.get("tolerance"):
+        tolerance = parse_tolerance(str(kwargs["tolerance"]))
+        for scope in ALL_SCOPES:
+            if scope in tolerance.per_scope or tolerance.everywhere is not None:
+                thresholds[scope] = tolerance.for_scope(scope, 0.0)
+    return scopes, thresholds, budgets
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]

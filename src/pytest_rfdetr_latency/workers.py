@@ -76,11 +76,13 @@ def plan(workers: int, device: str, gpus: Sequence[Gpu], cores: Sequence[int]) -
 
 def visible_gpus(environ: Mapping[str, str] | None = None) -> list[Gpu]:
     """The GPUs this process may use, in CUDA's order, read through NVML (no CUDA context is created)."""
-    environ = os.environ if environ is None else environ
-    try:
-        import pynvml
+    from pytest_rfdetr_latency.environment import nvml
 
-        pynvml.nvmlInit()
+    environ = os.environ if environ is None else environ
+    pynvml = nvml()
+    if pynvml is None:
+        return []
+    try:
         count = pynvml.nvmlDeviceGetCount()
         every = []
         for index in range(count):

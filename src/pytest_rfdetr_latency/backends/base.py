@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pytest_rfdetr_latency.scopes import ALL_SCOPES
+
 if TYPE_CHECKING:
     from PIL import Image
 
@@ -35,7 +37,7 @@ class BackendContext:
     detections: int  # detections each image must yield
     load_model: Callable[[], Any]
     onnx_path: Callable[[], Path]
-    scopes: tuple[str, ...] = ("e2e", "forward", "iobinding", "device")  # only these need preparing
+    scopes: tuple[str, ...] = ALL_SCOPES  # only these need preparing
     threads: int | None = None  # CPU threads this process may use, when bound to a slice of the cores
 
 
@@ -65,6 +67,27 @@ def threshold_for(scores: Any, count: int) -> float:
     if ordered.size <= count:
         return float(max(0.0, ordered[-1] - 1e-6))
     return float((ordered[count - 1] + ordered[count]) / 2.0)
+
+
+def calibrate(scores: Callable[[Any, float], Any], images: list[Image.Image], count: int) -> tuple[float, float]:
+    """The score threshold that keeps ``count`` detections of the first image (``scores(image, threshold)`` returns
+    the kept detections' scores), and the mean number each image then yields: post-processing must do real work,
+    which random weights at the default 0.5 threshold would not give it."""
+    threshold = threshold_for(scores(images[0], -1.0), count)
+    kept = [len(scores(image, threshold)) for image in images]
+    return threshold, sum(kept) / len(kept)
+
+
+def image_cycle(images: list[Image.Image], batch: int) -> Callable[[], list[Image.Image]]:
+    """Each call, the next ``batch`` images of the set, round and round: e2e never times one cached image only."""
+    state = {"i": 0}
+
+    def take() -> list[Image.Image]:
+        i = state["i"]
+        state["i"] = i + 1
+        return [images[(i + k) % len(images)] for k in range(batch)]
+
+    return take
 
 
 @contextlib.contextmanager

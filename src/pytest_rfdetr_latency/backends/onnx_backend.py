@@ -20,8 +20,9 @@ from pytest_rfdetr_latency.backends.base import (
     BackendMisconfigured,
     BackendUnavailable,
     Prepared,
+    calibrate,
+    image_cycle,
     preprocess_tensor,
-    threshold_for,
 )
 from pytest_rfdetr_latency.environment import cpu_count
 
@@ -44,29 +45,23 @@ def import_onnxruntime() -> Any:
     return onnxruntime
 
 
-def _sigmoid(x: Any) -> Any:
-    import numpy as np
-
-    return 1.0 / (1.0 + np.exp(-x))
-
-
 def decode(outputs: dict[str, Any], size: tuple[int, int], threshold: float, num_select: int) -> dict[str, Any]:
     """Detections from one image's raw outputs, as rfdetr's post-processing makes them: per-class sigmoid, top-k
     over query × class pairs, threshold, boxes to pixels; masks upsampled to the image, keypoints scaled."""
     import numpy as np
 
+    from pytest_rfdetr_latency.parity import top_scores
+
     width, height = size
     logits = outputs["logits"][0][:, :-1]  # the last slot is the no-object class
-    scores = _sigmoid(logits.astype(np.float32)).ravel()
-    k = min(num_select, scores.size)
-    top = np.argpartition(-scores, k - 1)[:k]
-    top = top[np.argsort(-scores[top])]
-    keep = top[scores[top] > threshold]
+    top, best = top_scores(logits.astype(np.float32), num_select)
+    kept = best > threshold
+    keep = top[kept]
     classes = logits.shape[1]
     query = keep // classes
     cx, cy, w, h = outputs["boxes"][0][query].astype(np.float32).T
     xyxy = np.stack([(cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width, (cy + h / 2) * height], 1)
-    result: dict[str, Any] = {"xyxy": xyxy, "confidence": scores[keep], "class_id": keep % classes}
+    result: dict[str, Any] = {"xyxy": xyxy, "confidence": best[kept], "class_id": keep % classes}
     if "masks" in outputs and len(query):
         import torch
 
@@ -232,19 +227,16 @@ def prepare(ctx: BackendContext) -> Prepared:
             f"node time ran on CPUExecutionProvider ({placement}): the model is mostly not running on the GPU"
         )
     num_select = int(first["logits"].shape[1])
-    threshold = threshold_for(decode(first, images[0].size, -1.0, num_select)["confidence"], ctx.detections)
-    counts = []
-    for image in images:
-        single = preprocess_tensor([image] * batch, int(height), _MEANS, _STDS).numpy()
-        counts.append(len(decode(run(single), image.size, threshold, num_select)["confidence"]))
-    detections = sum(counts) / len(counts)
 
-    state = {"i": 0}
+    def scores(image: Any, at: float) -> Any:
+        single = preprocess_tensor([image] * batch, int(height), _MEANS, _STDS).numpy()
+        return decode(run(single), image.size, at, num_select)["confidence"]
+
+    threshold, detections = calibrate(scores, images, ctx.detections)
+    take = image_cycle(images, batch)
 
     def e2e() -> object:
-        i = state["i"]
-        state["i"] = i + 1
-        picked = [images[(i + k) % len(images)] for k in range(batch)]
+        picked = take()
         array = preprocess_tensor(picked, int(height), _MEANS, _STDS).numpy()
         outputs = run(array)
         return decode(outputs, picked[0].size, threshold, num_select)

@@ -11,9 +11,10 @@ from pytest_rfdetr_latency.backends.base import (
     BackendContext,
     BackendUnavailable,
     Prepared,
+    calibrate,
+    image_cycle,
     observed_fp32_precision,
     preprocess_tensor,
-    threshold_for,
     torch_matmul_precision,
 )
 from pytest_rfdetr_latency.cases import task_of
@@ -76,21 +77,15 @@ def prepare(ctx: BackendContext) -> Prepared:
             precision = observed_fp32_precision(device)
         x = preprocess_tensor(images[:1] * batch, resolution, model.means, model.stds).to(device.spec, dtype=dtype)
 
-        probe = model.predict(images[0], threshold=0.0)
-        threshold = threshold_for(models.detection_scores(probe), ctx.detections)
-        counts = []
-        for image in images:
-            counts.append(len(models.detection_scores(model.predict(image, threshold=threshold))))
-    detections = sum(counts) / len(counts)
-
-    state = {"i": 0}
+        threshold, detections = calibrate(
+            lambda image, at: models.detection_scores(model.predict(image, threshold=max(at, 0.0))), images,
+            ctx.detections,
+        )
+    take = image_cycle(images, batch)
 
     def e2e() -> object:
-        i = state["i"]
-        state["i"] = i + 1
-        if batch == 1:
-            return model.predict(images[i % len(images)], threshold=threshold)
-        return model.predict([images[(i + k) % len(images)] for k in range(batch)], threshold=threshold)
+        picked = take()
+        return model.predict(picked[0] if batch == 1 else picked, threshold=threshold)
 
     def forward() -> object:
         with torch.inference_mode():

@@ -1,0 +1,175 @@
+"""Code that only a GPU runs, exercised on a CPU with fakes for what the CPU lacks: CUDA events, the memory probe,
+ONNX Runtime's IO binding and CUDA graph sessions, and finding the visible GPUs through NVML."""
+
+from __future__ import annotations
+
+import sys
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+
+from pytest_rfdetr_latency.environment import Device
+
+
+class FakeEvent:
+    """A CUDA event on a fake stream whose clock advances by what each call 'costs'."""
+
+    now = 0.0
+
+    def __init__(self, enable_timing: bool = False) -> None:
+        self.at: float | None = None
+        self.synchronized = False
+
+    def record(self, stream: Any = None) -> None:
+        self.at = FakeEvent.now
+
+    def synchronize(self) -> None:
+        self.synchronized = True
+
+    def elapsed_time(self, end: FakeEvent) -> float:
+        assert self.at is not None and end.at is not None
+        return end.at - self.at
+
+
+def test_cuda_events_time_each_call_and_wait_for_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    import contextlib
+
+    import torch
+
+    from pytest_rfdetr_latency import timing
+
+    synchronized: list[Any] = []
+    monkeypatch.setattr(torch.cuda, "Event", FakeEvent)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: "stream")
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: synchronized.append(device))
+    monkeypatch.setattr(torch.cuda, "device", lambda device: contextlib.nullcontext())
+    clock = timing.CudaEventClock("cuda:0")
+    costs = iter([1.5, 2.0, 2.5])
+
+    def call() -> None:
+        FakeEvent.now += next(costs)
+
+    assert clock.time_calls(call, 3) == [1.5, 2.0, 2.5]
+    assert synchronized == [torch.device("cuda:0")]  # the device is idle before the first call
+    assert all(end.synchronized for _, end in clock._pairs)  # and each call is waited for before the next
+
+
+def test_the_memory_probe_measures_what_the_case_adds(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from pytest_rfdetr_latency import memory
+
+    mib = 2**20
+    state = {"allocated": 300 * mib, "peak": 300 * mib, "used": 1000 * mib}
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: None)
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats",
+                        lambda device=None: state.update(peak=state["allocated"]))
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: state["allocated"])
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: state["peak"])
+    monkeypatch.setattr(torch.cuda, "max_memory_reserved", lambda device=None: 2048 * mib)
+    nvml = SimpleNamespace(nvmlDeviceGetMemoryInfo=lambda handle: SimpleNamespace(used=state["used"]))
+    monkeypatch.setattr(memory, "nvml_handle", lambda index: (nvml, "gpu0"))
+    gpu = Device("cuda:0", "NVIDIA H200", "cuda", 0)
+
+    probe = memory.MemoryProbe(gpu, "torch-fp16")
+    probe.start()
+    state["peak"] = state["allocated"] + 150 * mib  # the case's own peak, above what was there before
+    assert probe.stop() == {"kind": "torch-allocator", "peak_mib": 150.0, "reserved_mib": 2048.0}
+
+    probe = memory.MemoryProbe(gpu, "onnx-cuda")  # ONNX Runtime allocates outside PyTorch: the device's used memory
+    probe.start()
+    state["used"] += 512 * mib
+    assert probe.stop() == {"kind": "nvml-device-used", "peak_mib": 512.0}
+    assert memory.MemoryProbe(gpu, "onnx-cpu").stop() is None  # holds no GPU memory
+    assert memory.MemoryProbe(Device("cpu", "CPU", "cpu"), "torch-fp32").stop() is None
+
+
+class FakeBinding:
+    def __init__(self) -> None:
+        self.inputs: dict[str, Any] = {}
+        self.outputs: dict[str, Any] = {}
+
+    def bind_ortvalue_input(self, name: str, value: Any) -> None:
+        self.inputs[name] = value
+
+    def bind_output(self, name: str, device: str, index: int) -> None:
+        self.outputs[name] = (device, index)
+
+    def bind_ortvalue_output(self, name: str, value: Any) -> None:
+        self.outputs[name] = value
+
+
+class FakeSession:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.providers = kwargs.get("providers")
+        self.runs = 0
+        self.binding = FakeBinding()
+
+    def io_binding(self) -> FakeBinding:
+        return self.binding
+
+    def get_outputs(self) -> list[Any]:
+        return [SimpleNamespace(name="dets", shape=[1, 300, 4]), SimpleNamespace(name="labels", shape=[1, 300, 91])]
+
+    def run(self, names: Any, feeds: dict[str, Any]) -> list[Any]:
+        return [np.zeros((1, 300, 4), np.float32), np.zeros((1, 300, 91), np.float32)]
+
+    def run_with_iobinding(self, binding: FakeBinding) -> None:
+        assert binding is self.binding
+        self.runs += 1
+
+
+def fake_ort() -> Any:
+    values = SimpleNamespace(
+        ortvalue_from_numpy=lambda array, device, index: ("gpu-copy", array.shape, device, index),
+        ortvalue_from_shape_and_type=lambda shape, kind, device, index: ("gpu-buffer", tuple(shape), kind, index),
+    )
+    return SimpleNamespace(OrtValue=values, SessionOptions=lambda: SimpleNamespace(), InferenceSession=FakeSession)
+
+
+def test_io_binding_keeps_the_input_and_outputs_on_the_gpu_it_was_given() -> None:
+    from pytest_rfdetr_latency.backends.onnx_backend import _iobinding
+
+    session = FakeSession()
+    x = np.zeros((1, 3, 384, 384), np.float32)
+    run, alive = _iobinding(fake_ort(), session, "input", x, 1)
+    assert session.binding.inputs == {"input": ("gpu-copy", (1, 3, 384, 384), "cuda", 1)}
+    assert session.binding.outputs == {"dets": ("cuda", 1), "labels": ("cuda", 1)}
+    assert session.runs == 1  # a first run before timing
+    run()
+    assert session.runs == 2 and alive[1] is session.binding  # the caller keeps the buffers alive
+
+
+def test_onnx_runtimes_cuda_graph_is_captured_on_fixed_buffers_before_timing(tmp_path: Any) -> None:
+    from pytest_rfdetr_latency.backends.onnx_backend import _cuda_graph
+
+    plain = FakeSession()
+    replay, (session, _, binding, outputs) = _cuda_graph(fake_ort(), tmp_path / "m.onnx", "input",
+                                                          np.zeros((1, 3, 384, 384), np.float32), 0, plain)
+    assert session.providers == [("CUDAExecutionProvider", {"device_id": 0, "enable_cuda_graph": "1"})]
+    assert [o[:2] for o in outputs] == [("gpu-buffer", (1, 300, 4)), ("gpu-buffer", (1, 300, 91))]
+    assert session.runs == 2  # the capture, then one replay
+    replay()
+    assert session.runs == 3 and set(binding.outputs) == {"dets", "labels"}
+
+
+def test_the_visible_gpus_follow_cuda_visible_devices(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pytest_rfdetr_latency import workers
+
+    names = ["NVIDIA H200", "NVIDIA H200", "NVIDIA L4"]
+    pynvml = SimpleNamespace(
+        nvmlInit=lambda: None,
+        nvmlDeviceGetCount=lambda: 3,
+        nvmlDeviceGetHandleByIndex=lambda i: i,
+        nvmlDeviceGetName=lambda h: names[h].encode(),
+        nvmlDeviceGetUUID=lambda h: f"GPU-{h}aaa-bbb",
+    )
+    monkeypatch.setitem(sys.modules, "pynvml", pynvml)
+    assert [g.visible_id for g in workers.visible_gpus({})] == ["0", "1", "2"]
+    chosen = workers.visible_gpus({"CUDA_VISIBLE_DEVICES": "2,GPU-0aaa"})
+    assert [(g.visible_id, g.name) for g in chosen] == [("2", "NVIDIA L4"), ("GPU-0aaa", "NVIDIA H200")]
+    assert workers.visible_gpus({"CUDA_VISIBLE_DEVICES": "1,7,0"}) == [workers.Gpu("1", "NVIDIA H200")]  # CUDA stops
+    monkeypatch.setitem(sys.modules, "pynvml", SimpleNamespace(nvmlInit=lambda: 1 / 0))
+    assert workers.visible_gpus({}) == []  # no driver: no GPU, no crash

@@ -1,32 +1,38 @@
 """pytester's in-process runs restore ``sys.modules`` afterwards, so a C extension first imported inside one of them
 (torch, onnx, onnxruntime, matplotlib...) is imported a second time by the next run, which crashes it. Everything
-the plugin imports lazily during a latency run is therefore imported once here, up front. And every test starts
-without the caller's RFDETR_LATENCY_* variables."""
+the plugin imports lazily during a latency run is therefore imported once, when the session starts (not when this
+file is loaded: ``pytest --help`` in this repository stays fast). And every test starts without the caller's
+RFDETR_LATENCY_* variables."""
+
+from __future__ import annotations
 
 import os
 
-import matplotlib
-
-matplotlib.use("Agg")
-
-import matplotlib.pyplot
-import onnx  # noqa: F401
-import onnxruntime  # noqa: F401
 import pytest
-import rfdetr
-import rfdetr.export._onnx.exporter  # noqa: F401
-import supervision  # noqa: F401
-import torch  # noqa: F401
-import torchvision.transforms.functional  # noqa: F401
 
-import pytest_rfdetr_latency.backends.onnx_backend
-import pytest_rfdetr_latency.backends.torch_backend
-import pytest_rfdetr_latency.collector
-import pytest_rfdetr_latency.exports
-import pytest_rfdetr_latency.measure
-import pytest_rfdetr_latency.plots
-import pytest_rfdetr_latency.runner
-import pytest_rfdetr_latency.schema  # noqa: F401
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+
+    import matplotlib.pyplot
+    import onnx  # noqa: F401
+    import onnxruntime  # noqa: F401
+    import rfdetr
+    import rfdetr.export._onnx.exporter  # noqa: F401
+    import supervision  # noqa: F401
+    import torch  # noqa: F401
+    import torchvision.transforms.functional  # noqa: F401
+
+    import pytest_rfdetr_latency.backends.onnx_backend
+    import pytest_rfdetr_latency.backends.torch_backend
+    import pytest_rfdetr_latency.collector
+    import pytest_rfdetr_latency.exports
+    import pytest_rfdetr_latency.measure
+    import pytest_rfdetr_latency.plots
+    import pytest_rfdetr_latency.runner
+    import pytest_rfdetr_latency.schema  # noqa: F401
 
 
 @pytest.fixture(autouse=True)

@@ -47,7 +47,7 @@ def test_save_creates_then_merges_keeping_other_cases(tmp_path: Path) -> None:
     text = path.read_text()
     assert text.endswith("}\n") and '\n  "device": "NVIDIA H200"' in text
     assert json.loads(text)["schema_version"] == baselines.SCHEMA_VERSION
-    assert (path.parent / ".gitignore").read_text() == ".*.lock\n.*.tmp\n"
+    assert (path.parent / ".gitignore").read_text() == ".*.lock\n.*.tmp\n*.corrupt-*.bak\n"
 
 
 def test_other_devices_files_are_never_touched(tmp_path: Path) -> None:

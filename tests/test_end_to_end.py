@@ -6,6 +6,9 @@ import json
 import multiprocessing
 import os
 import re
+import shlex
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -109,8 +112,16 @@ def test_missing_baseline_skips_or_fails_when_strict_and_saving_merges(pytester:
     strict = run("--rfdetr-latency", "--rfdetr-strict", backends="onnx-cpu")
     strict.assert_outcomes(failed=1)
     strict.stdout.fnmatch_lines(["*no baseline for RFDETRNano-onnx-cpu*--rfdetr-strict makes this a failure*"])
-    run("--save-baseline", backends="onnx-cpu").stdout.fnmatch_lines([
-        "*1 case(s) recorded in * (1 other(s) kept; 1 process(es) each)"])
+    # The command the message prints, pasted as a user would: it records what the check missed, nothing else.
+    printed = re.search(r"record one with (pytest --save-baseline[^\n]*?)(?: \(--rfdetr-strict|$)",
+                        strict.stdout.str(), re.MULTILINE)
+    assert printed is not None
+    argv = shlex.split(printed.group(1))
+    assert argv[:2] == ["pytest", "--save-baseline"] and "--rfdetr-backends=onnx-cpu" in argv
+    pasted = subprocess.run([sys.executable, "-m", *argv], cwd=pytester.path, capture_output=True, text=True,
+                            timeout=600, check=False)
+    assert pasted.returncode == 0, pasted.stdout[-2000:]
+    assert "1 case(s) recorded in" in pasted.stdout and "(1 other(s) kept; 1 process(es) each)" in pasted.stdout
     entries = json.loads(baseline_file(pytester).read_text())["entries"]
     assert sorted(entries) == ["RFDETRNano-onnx-cpu", "RFDETRNano-torch-fp32"]
 

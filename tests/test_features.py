@@ -14,7 +14,9 @@ SUITE = """
 def test_latency(rfdetr_case):
     rfdetr_case.check()
 """
-QUICK = ("--rfdetr-device=cpu", "--rfdetr-sampling=quick", "--rfdetr-images=2", "-p", "no:randomly")
+# Mechanism tests: a plan that measures little (precision is not what they check).
+FAST = "--rfdetr-sampling=quick,min-blocks=4,max-seconds=1,warmup-seconds=0.5"
+QUICK = ("--rfdetr-device=cpu", FAST, "--rfdetr-images=2", "-p", "no:randomly")
 
 
 def test_budget_specs_parse_and_apply() -> None:

@@ -173,3 +173,55 @@ def test_the_visible_gpus_follow_cuda_visible_devices(monkeypatch: pytest.Monkey
     assert workers.visible_gpus({"CUDA_VISIBLE_DEVICES": "1,7,0"}) == [workers.Gpu("1", "NVIDIA H200")]  # CUDA stops
     monkeypatch.setitem(sys.modules, "pynvml", SimpleNamespace(nvmlInit=lambda: 1 / 0))
     assert workers.visible_gpus({}) == []  # no driver: no GPU, no crash
+
+
+def test_a_forward_is_warmed_on_a_side_stream_then_captured_once_and_replayed(monkeypatch: pytest.MonkeyPatch) -> None:
+    import contextlib
+
+    import torch
+
+    from pytest_rfdetr_latency import timing
+
+    events: list[str] = []
+    where = {"stream": "default", "capturing": False}
+
+    class FakeStream:
+        def __init__(self, device: Any = None) -> None:
+            self.name = "side"
+
+        def wait_stream(self, other: Any) -> None:
+            events.append(f"{getattr(self, 'name', 'default')} waits")
+
+    class FakeGraph:
+        def replay(self) -> None:
+            events.append("replay")
+
+    @contextlib.contextmanager
+    def on(stream: FakeStream) -> Any:
+        where["stream"] = stream.name
+        yield
+        where["stream"] = "default"
+
+    @contextlib.contextmanager
+    def graph(g: FakeGraph) -> Any:
+        where["capturing"] = True
+        yield
+        where["capturing"] = False
+
+    default = FakeStream()
+    default.name = "default"
+    monkeypatch.setattr(torch.cuda, "Stream", FakeStream)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: default)
+    monkeypatch.setattr(torch.cuda, "stream", on)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: events.append("synchronize"))
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", FakeGraph)
+    monkeypatch.setattr(torch.cuda, "graph", graph)
+
+    def forward() -> None:
+        events.append(f"forward on {where['stream']}{' (captured)' if where['capturing'] else ''}")
+
+    replay = timing.capture_cuda_graph(forward, "cuda:0")
+    replay()
+    replay()
+    assert events == ["side waits", "forward on side", "forward on side", "forward on side", "default waits",
+                      "synchronize", "forward on default (captured)", "replay", "replay"]

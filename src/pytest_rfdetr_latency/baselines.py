@@ -285,14 +285,20 @@ def save(
         lock.release()
 
 
+_SCRATCH = (".*.lock", ".*.tmp", "*.corrupt-*.bak")
+
+
 def _ignore_scratch_files(directory: Path) -> None:
-    """Keep lock and temporary files out of version control in a new baseline folder."""
+    """Keep lock, temporary and backup files out of version control in a baseline folder."""
     ignore = directory / ".gitignore"
-    if not ignore.exists():
-        try:
-            ignore.write_text(".*.lock\n.*.tmp\n")
-        except OSError:
-            pass
+    try:
+        present = ignore.read_text().splitlines() if ignore.exists() else []
+        missing = [pattern for pattern in _SCRATCH if pattern not in present]
+        if missing:
+            with ignore.open("a") as handle:
+                handle.write("".join(f"{pattern}\n" for pattern in missing))
+    except OSError:
+        pass
 
 
 def entry_from_processes(results: Sequence[Mapping[str, Any]], commit: str | None) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from typing import Any
 
 from pytest_rfdetr_latency import baselines, judge, timing
 from pytest_rfdetr_latency.cases import Case
-from pytest_rfdetr_latency.environment import Device, fingerprint, git_commit
+from pytest_rfdetr_latency.environment import Device, cpu_count, fingerprint, git_commit
 from pytest_rfdetr_latency.images import synthetic_images
 from pytest_rfdetr_latency.results import CaseError
 from pytest_rfdetr_latency.settings import Settings
@@ -86,7 +86,7 @@ class LatencySession:
         settings = self.settings
         checkpoint = settings.weights.for_model(case.model) if case.onnx_file is None else Path(case.onnx_file)
         plan = settings.sampling
-        return {
+        identity: dict[str, Any] = {
             "seed": settings.seed,
             "weights": "random" if checkpoint is None else f"sha256:{self._digest(checkpoint)}",
             "image_size": f"{settings.image_size[0]}x{settings.image_size[1]}",
@@ -98,6 +98,10 @@ class LatencySession:
                          f"target={plan.target:g},max-seconds={plan.max_seconds:g},warmup-calls={plan.warmup_calls},"
                          f"warmup-seconds={plan.warmup_seconds:g}"),
         }
+        if case.info.on_host or not self.device.is_cuda:
+            # Work on the CPU scales with its cores: a baseline of 32 cores says nothing about a worker of 16.
+            identity["cores"] = self.threads or cpu_count()
+        return identity
 
     def _digest(self, path: Path) -> str:
         key = str(path.resolve())

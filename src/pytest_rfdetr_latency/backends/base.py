@@ -70,10 +70,13 @@ def threshold_for(scores: Any, count: int) -> float:
 
 
 def calibrate(scores: Callable[[Any, float], Any], images: list[Image.Image], count: int) -> tuple[float, float]:
-    """The score threshold that keeps ``count`` detections of the first image (``scores(image, threshold)`` returns
-    the kept detections' scores), and the mean number each image then yields: post-processing must do real work,
-    which random weights at the default 0.5 threshold would not give it."""
-    threshold = threshold_for(scores(images[0], -1.0), count)
+    """The score threshold that keeps ``count`` detections per image on average over ``images``
+    (``scores(image, threshold)`` returns the kept detections' scores), and the mean each image then yields:
+    post-processing must do real work, which random weights at the default 0.5 threshold would not give it."""
+    import numpy as np
+
+    pooled = np.concatenate([np.asarray(scores(image, -1.0), dtype=np.float64) for image in images])
+    threshold = threshold_for(pooled, count * len(images))
     kept = [len(scores(image, threshold)) for image in images]
     return threshold, sum(kept) / len(kept)
 

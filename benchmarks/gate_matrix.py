@@ -229,6 +229,7 @@ def redecide(args: argparse.Namespace) -> None:
     for normalize in (False, True):
         thresholds: dict[str, list[float]] = defaultdict(list)
         screened: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+        slopes: dict[str, float | None] = {}
         for record in _load(args.runs):
             if record["phase"] != "check" or record["inject_pct"] or record["tag"] in args.exclude:
                 continue
@@ -239,25 +240,29 @@ def redecide(args: argparse.Namespace) -> None:
                 for scope in case.get("scopes", {}):
                     if scope not in HOST_BOUND or backend == "onnx-cpu" or case["id"] not in base:
                         continue
+                    key = f"{backend}:{scope}"
+                    slope = judge.host_slope(base.values(), scope, backend) if normalize else None
+                    slopes[f"s{record['stream']}:{key}"] = slope
                     stored = base[case["id"]]["scopes"][scope]
-                    recorded, reference = judge.recorded_figures(stored, normalize)
+                    recorded, reference = judge.recorded_figures(stored, slope)
                     procs = [case, *case.get("processes", [])]
                     values = [p["scopes"][scope]["value_ms"] for p in procs]
-                    if reference is not None:
+                    if reference is not None and slope:
                         values = judge.host_normalized(values, [p["scopes"][scope]["host_ms"] for p in procs],
-                                                       reference)
-                    typical = judge.typical_noise(base.values(), scope, backend, normalize)
-                    key = f"{backend}:{scope}"
+                                                       reference, slope)
+                    typical, freedom = judge.typical_noise(base.values(), scope, backend, slope)
                     first = judge.judge(scope, "p20", recorded, values[:1], DEFAULT_THRESHOLDS[scope], typical,
-                                        z=judge.SCREEN_Z)
+                                        z=judge.SCREEN_Z, typical_freedom=freedom)
                     shown = judge.judge(scope, "p20", recorded, values[:1], DEFAULT_THRESHOLDS[scope], typical,
-                                        planned=3)
+                                        planned=3, typical_freedom=freedom)
                     thresholds[key].append(shown.threshold)
-                    screened[key][0] += first.kind == "regression"
+                    screened[key][0] += "regression" in (first.kind, shown.kind)
                     screened[key][1] += 1
         out["normalized" if normalize else "raw"] = {
             key: {"threshold_median": round(sorted(v)[len(v) // 2], 4), "screened": screened[key][0],
                   "comparisons": screened[key][1]} for key, v in sorted(thresholds.items())}
+        if normalize:
+            out["slopes"] = {k: None if v is None else round(v, 3) for k, v in sorted(slopes.items())}
     print(json.dumps(out, indent=1))
     if args.out:
         Path(args.out).write_text(json.dumps(out, indent=1, sort_keys=True) + "\n")

@@ -66,7 +66,8 @@ def processes(center: float, relative: float, count: int, seed: int) -> list[flo
 
 
 def test_a_clean_process_passes_and_is_shown_against_the_decision_threshold() -> None:
-    verdict = judge.judge("device", "median", [5.000, 5.002, 4.998], [5.005], asked=0.005, planned=3)
+    verdict = judge.judge("device", "median", [5.000, 5.002, 4.998], [5.005], asked=0.005, planned=3,
+                          typical_noise=0.0004, typical_freedom=6)
     assert verdict.kind == "pass"
     assert verdict.threshold == pytest.approx(0.005)  # the spread (0.04 %) allows less than asked
     assert "asked" in verdict.reason and "would allow" in verdict.reason
@@ -104,13 +105,14 @@ def test_one_slow_process_among_three_does_not_make_a_regression() -> None:
 
 
 def test_a_speed_up_is_an_improvement() -> None:
-    assert judge.judge("e2e", "p20", [10.0, 10.1, 9.9], [8.0], asked=0.1).kind == "improvement"
+    assert judge.judge("e2e", "p20", [10.0, 10.1, 9.9], [8.0], asked=0.1, typical_noise=0.01).kind == "improvement"
 
 
 def test_the_screen_line_lies_below_the_decision_line() -> None:
     baseline = [5.00, 5.02, 4.98]
-    screen = judge.judge("device", "median", baseline, [5.055], asked=0.001, z=judge.SCREEN_Z)
-    decided = judge.judge("device", "median", baseline, [5.055], asked=0.001, z=judge.DECIDE_Z, planned=3)
+    screen = judge.judge("device", "median", baseline, [5.055], asked=0.001, z=judge.SCREEN_Z, typical_noise=0.004)
+    decided = judge.judge("device", "median", baseline, [5.055], asked=0.001, z=judge.DECIDE_Z, planned=3,
+                          typical_noise=0.004)
     assert screen.threshold < decided.threshold
     assert screen.kind == "regression" and decided.kind == "pass"
 
@@ -125,17 +127,24 @@ def test_confirmation_stops_once_the_median_is_settled(beyond: int, within: int,
 
 
 def test_false_alarms_and_detections_over_many_synthetic_processes() -> None:
-    """Clean re-runs of a case whose processes differ by 0.2 % rarely fail; a 2 % slowdown is always caught."""
+    """A baseline file of three cases of one backend whose processes differ by 0.2 %: clean re-runs of one of them
+    rarely fail, a 2 % slowdown is always caught; the same screen, confirmation and decision as runner.py."""
     false_alarms = caught = 0
     trials = 2000
     for seed in range(trials):
-        baseline = processes(2.0, 0.002, 3, seed)
-        clean = processes(2.0, 0.002, 3, seed + 10_000)
-        slow = processes(2.04, 0.002, 3, seed + 20_000)
-        for check, is_slow in ((clean, False), (slow, True)):
-            if judge.judge("device", "median", baseline, check[:1], 0.005, z=judge.SCREEN_Z).kind != "regression":
+        files = [processes(2.0 + i, 0.002, 3, seed * 7 + i) for i in range(3)]
+        entries = [{"backend": "b", "scopes": {"device": {"processes": [{"value_ms": v} for v in f]}}} for f in files]
+        typical, freedom = judge.typical_noise(entries, "device", "b")
+        baseline = files[0]
+        for check, is_slow in ((processes(2.0, 0.002, 3, seed + 10_000), False),
+                               (processes(2.04, 0.002, 3, seed + 20_000), True)):
+            first = judge.judge("device", "median", baseline, check[:1], 0.005, typical, z=judge.SCREEN_Z,
+                                typical_freedom=freedom)
+            decided = judge.judge("device", "median", baseline, check[:1], 0.005, typical, planned=3,
+                                  typical_freedom=freedom)
+            if "regression" not in (first.kind, decided.kind):
                 continue
-            final = judge.judge("device", "median", baseline, check, 0.005, z=judge.DECIDE_Z)
+            final = judge.judge("device", "median", baseline, check, 0.005, typical, typical_freedom=freedom)
             if final.kind == "regression":
                 caught += is_slow
                 false_alarms += not is_slow
@@ -154,19 +163,46 @@ def test_typical_noise_is_the_median_spread_of_the_same_scope_and_backend() -> N
 
     entries = [entry("torch-fp16", [1.0, 1.01, 0.99]), entry("torch-fp16", [2.0, 2.002, 1.998]),
                entry("torch-fp16", [3.0, 3.03, 2.97]), entry("onnx-cuda", [1.0, 1.5, 0.5]), entry("torch-fp16", [4.0])]
-    typical = judge.typical_noise(entries, "device", "torch-fp16")
-    assert typical == pytest.approx(0.01, rel=0.05)
-    assert judge.typical_noise(entries, "forward", "torch-fp16") is None
+    typical, freedom = judge.typical_noise(entries, "device", "torch-fp16")
+    assert typical == pytest.approx(0.01, rel=0.05) and freedom == 6  # three entries of three processes
+    assert judge.typical_noise(entries, "forward", "torch-fp16") == (None, 0)
+
+
+def test_without_a_typical_spread_the_few_processes_own_noise_is_judged_with_students_t() -> None:
+    baseline, check = [5.00, 5.01, 4.99], [5.06]
+    anchored = judge.judge("device", "median", baseline, check, asked=0.001, typical_noise=0.001, typical_freedom=6)
+    alone = judge.judge("device", "median", baseline, check, asked=0.001, typical_noise=0.002, typical_freedom=2)
+    assert anchored.detail["quantile"] == judge.DECIDE_Z and anchored.kind == "regression"
+    # Two degrees of freedom: t at the same tail probability is about six times z; +1.2 % no longer fails.
+    assert alone.detail["quantile"] > 5 * judge.DECIDE_Z and alone.kind == "pass"
+
+
+def test_the_host_slope_is_how_the_figures_follow_the_yardstick_or_none() -> None:
+    def entry(pairs: list[tuple[float, float]], backend: str = "torch-fp16") -> dict[str, object]:
+        return {"backend": backend, "scopes": {"forward": {"processes": [{"value_ms": v, "host_ms": h}
+                                                                         for v, h in pairs]}}}
+
+    # Figures that follow the host with exponent 0.7, in two cases at different levels.
+    follows = [entry([(10 * h ** 0.7, h) for h in (0.2, 0.3, 0.45)]),
+               entry([(6 * h ** 0.7, h) for h in (0.25, 0.4, 0.22)])]
+    assert judge.host_slope(follows, "forward", "torch-fp16") == pytest.approx(0.7, abs=1e-6)
+    unrelated = [entry([(10.0, 0.2), (10.0, 0.45), (10.0, 0.3)]), entry([(6.0, 0.4), (6.0, 0.25), (6.0, 0.22)])]
+    assert judge.host_slope(unrelated, "forward", "torch-fp16") is None
+    assert judge.host_slope(follows[:1], "forward", "torch-fp16") is None  # two degrees of freedom: too few
+    values, reference = judge.recorded_figures(follows[0]["scopes"]["forward"], 0.7)  # type: ignore[index]
+    assert reference == 0.3 and values == pytest.approx([10 * 0.3 ** 0.7] * 3)
 
 
 def test_memory_verdict_knows_how_much_the_baseline_processes_disagree() -> None:
     # Peaks that agree: 10 % (plus 16 MiB of slack) is the threshold.
     assert judge.judge_memory([300.0, 301.0, 302.0], [310.0], 0.10).kind == "pass"
     tight = judge.judge_memory([300.0, 301.0, 302.0], [360.0], 0.10)
-    assert tight.kind == "regression" and tight.unit == "MiB" and "with slack" in tight.reason
+    assert tight.kind == "regression" and tight.unit == "MiB" and "16 MiB of allocator slack" in tight.reason
     # Peaks that depend on what ran first in each process (seen on the H200: 315 and 447 MiB) widen it.
     assert judge.judge_memory([315.0, 447.0, 315.0], [447.0], 0.10).kind == "pass"
     assert judge.judge_memory([0.0, 0.0, 0.0], [0.0], 0.10).kind == "pass"  # ONNX Runtime on the CPU holds none
+    assert judge.judge_memory([0.0, 0.0, 0.0], [5.0], 0.10).kind == "pass"  # within the allocator's slack
+    assert judge.judge_memory([0.0, 0.0, 300.0], [40.0], 0.10).kind == "regression"
 
 
 def test_worst_orders_verdicts() -> None:

@@ -61,6 +61,7 @@ class Launch:
 
 _VALUED = ("-p", "-o", "--override-ini", "--confcutdir", "--import-mode")
 _FLAGS = ("--noconftest",)
+_XDIST = ("-n", "--numprocesses", "--dist")
 
 
 def given_options(args: Sequence[str]) -> tuple[str, ...]:
@@ -119,7 +120,8 @@ def load_child_settings(path: str) -> Settings:
 
 
 def run_child(launch: Launch, targets: Sequence[str], settings: Settings, timeout: float) -> ChildOutcome:
-    """Run ``targets`` in a fresh pytest process with ``settings``; what it measured, or why it measured nothing."""
+    """Run ``targets`` in a fresh pytest process with ``settings``; what it measured, or why it measured nothing.
+    The process gets a session of its own, so that on a timeout its xdist workers are stopped with it."""
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="rfdetr-latency-child-") as folder:
         report = Path(folder) / "results.json"
@@ -128,18 +130,29 @@ def run_child(launch: Launch, targets: Sequence[str], settings: Settings, timeou
         env = {k: v for k, v in os.environ.items() if k != "GITHUB_STEP_SUMMARY"}
         env[CHILD_ENV] = str(pickled)
         env["PYTHONUNBUFFERED"] = "1"
-        try:
-            proc = subprocess.run(launch.command(targets), cwd=launch.cwd, env=env, stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT, text=True, timeout=timeout, check=False)
-        except subprocess.TimeoutExpired as exc:
-            output = exc.output.decode(errors="replace") if isinstance(exc.output, bytes) else (exc.output or "")
-            return ChildOutcome(error=f"it ran past {timeout:g} s and was stopped{_tail(output)}",
-                                seconds=time.perf_counter() - start)
+        with subprocess.Popen(launch.command(targets), cwd=launch.cwd, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, start_new_session=True) as proc:
+            try:
+                output, _ = proc.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                _stop_group(proc)
+                output, _ = proc.communicate()
+                return ChildOutcome(error=f"it ran past {timeout:g} s and was stopped{_tail(output or '')}",
+                                    seconds=time.perf_counter() - start)
         results: list[dict[str, Any]] = json.loads(report.read_text()) if report.exists() else []
         error = None
         if not results or proc.returncode not in (0, 1):
-            error = f"exit code {proc.returncode}{_tail(proc.stdout)}"
+            error = f"exit code {proc.returncode}{_tail(output or '')}"
         return ChildOutcome(results=results, error=error, seconds=time.perf_counter() - start)
+
+
+def _stop_group(proc: subprocess.Popen[str]) -> None:
+    import signal
+
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (OSError, AttributeError):  # already gone, or no process groups (Windows)
+        proc.kill()
 
 
 def _tail(output: str) -> str:
@@ -150,7 +163,9 @@ def _tail(output: str) -> str:
 
 
 def write_child_report(path: Path, results: Sequence[Mapping[str, Any]]) -> None:
-    path.write_text(json.dumps(list(results)))
+    from pytest_rfdetr_latency.baselines import atomic_write
+
+    atomic_write(path, json.dumps(list(results)))
 
 
 # RF-DETR options that only concern checking or reporting: a command that records the baseline leaves them out.
@@ -171,7 +186,12 @@ def recording_arguments(
         arg = args[i]
         name = arg.split("=", 1)[0]
         takes_value = "=" not in arg and name not in flags
-        if name.startswith("--rfdetr-") and name not in _CHECK_ONLY:
+        if name in _XDIST or (arg.startswith("-n") and len(arg) > 2 and arg[2:].isdigit()):
+            keep.append(arg)  # record with the workers the check runs with: their cores are part of the workload
+            if takes_value and name in _XDIST and i + 1 < len(args):
+                keep.append(args[i + 1])
+                i += 1
+        elif name.startswith("--rfdetr-") and name not in _CHECK_ONLY:
             keep.append(arg)
             if takes_value and i + 1 < len(args):
                 keep.append(args[i + 1])

@@ -99,13 +99,12 @@ class LatencyCase:
     # Judging ------------------------------------------------------------------------------------------------
 
     def _refuse_another_workload(self, result: CaseResult, entry: dict[str, Any]) -> None:
-        """A baseline of other weights, images, seed or sampling measured other work: never compared."""
+        """A baseline of other weights, images, seed or sampling measured other work: never compared. Only what both
+        sides recorded is held against each other (an entry from before a field existed is not refused for it)."""
         __tracebackhide__ = True
-        recorded = entry.get("workload")
-        if not recorded:
-            return  # recorded before workloads were (schema version 1): nothing to hold against
-        differing = [f"{key}={recorded.get(key)!r} there, {value!r} here" for key, value in result.workload.items()
-                     if recorded.get(key) != value]
+        recorded = entry.get("workload") or {}
+        differing = [f"{key}={recorded[key]!r} there, {value!r} here" for key, value in result.workload.items()
+                     if key in recorded and recorded[key] != value]
         if not differing:
             return
         result.outcome = "refused"
@@ -118,41 +117,40 @@ class LatencyCase:
         self._fail(result.message)
 
     def normalizes(self, scope: str) -> bool:
-        """Whether ``scope``'s figures are divided by the host yardstick: the launch-bound scopes of a GPU backend,
-        whose slow spells the yardstick follows (judge.host_normalized)."""
+        """Whether ``scope``'s figures may be scaled by the host yardstick: the launch-bound scopes of a GPU backend,
+        by as much as the baseline file shows they follow it (judge.host_slope)."""
         return self.session.device.is_cuda and not self.case.info.on_host and scope in HOST_BOUND
 
+    def _verdict(
+        self, result: CaseResult, scope: str, stored: dict[str, Any], z: float, planned: int | None
+    ) -> judge.Verdict:
+        if stored["statistic"] != result.scopes[scope].statistic:
+            raise CaseError(
+                f"{self.id}: {scope}: the baseline holds the {stored['statistic']} and this run the "
+                f"{result.scopes[scope].statistic}; record the baseline again: {self._update_command()}"
+            )
+        slope = self.session.host_slope(scope, self.case.backend) if self.normalizes(scope) else None
+        checked, hosts = result.process_values(scope), result.process_hosts(scope)
+        if not all(hosts):
+            slope = None  # a process without a yardstick: compare the figures as measured
+        recorded, reference = judge.recorded_figures(stored, slope)
+        notes: tuple[str, ...] = ()
+        if reference is not None and slope:
+            checked = judge.host_normalized(checked, [float(h) for h in hosts if h], reference, slope)
+            notes = (f"figures host-normalized: each × ({reference:.3g} ms, the baseline's host yardstick / its own: "
+                     f"{', '.join(f'{h:.3g}' for h in hosts if h)} ms) ** {slope:.2g}",)
+        else:
+            slope = None
+        typical, freedom = self.session.typical_noise(scope, self.case.backend, slope)
+        try:
+            return judge.judge(scope, result.scopes[scope].statistic, recorded, checked, self.threshold(scope),
+                               typical, z=z, planned=planned, notes=notes, typical_freedom=freedom)
+        except ValueError as exc:
+            raise CaseError(f"{self.id}: {exc}") from exc
+
     def _verdicts(self, result: CaseResult, entry: dict[str, Any], z: float, planned: int | None) -> dict[str, Any]:
-        verdicts: dict[str, judge.Verdict] = {}
-        for scope in result.scopes:
-            stored = entry["scopes"].get(scope)
-            if stored is None:
-                continue
-            normalize = self.normalizes(scope)
-            recorded, reference = judge.recorded_figures(stored, normalize)
-            checked, hosts = result.process_values(scope), result.process_hosts(scope)
-            notes: tuple[str, ...] = ()
-            if reference is not None and all(h for h in hosts):
-                checked = judge.host_normalized(checked, [float(h) for h in hosts if h], reference)
-                notes = (f"figures host-normalized: each × {reference:.3g} ms (the baseline's host yardstick) / its "
-                         f"own ({', '.join(f'{h:.3g}' for h in hosts if h)} ms)",)
-            elif reference is not None:
-                recorded, _ = judge.recorded_figures(stored, False)
-                normalize = False
-            try:
-                verdicts[scope] = judge.judge(
-                    scope, result.scopes[scope].statistic, recorded, checked, self.threshold(scope),
-                    self.session.typical_noise(scope, self.case.backend, normalize), z=z, planned=planned,
-                    notes=notes,
-                )
-            except ValueError as exc:
-                raise CaseError(f"{self.id}: {exc}") from exc
-            if stored["statistic"] != result.scopes[scope].statistic:
-                raise CaseError(
-                    f"{self.id}: {scope}: the baseline holds the {stored['statistic']} and this run the "
-                    f"{result.scopes[scope].statistic}; record the baseline again: {self._update_command()}"
-                )
-        return verdicts
+        return {scope: self._verdict(result, scope, entry["scopes"][scope], z, planned)
+                for scope in result.scopes if scope in entry["scopes"]}
 
     def _judge(self, result: CaseResult, entry: dict[str, Any], inject: float | None) -> None:
         """Screen this process's figures; measure a case that moved past its threshold again in fresh processes;
@@ -162,29 +160,43 @@ class LatencyCase:
         result.drift = drift(entry.get("fingerprint", {}), result.fingerprint, tuple(session.extra_fingerprint),
                              self.case.backend)
         planned = 1 + session.confirm if self._spawn is not None else 1
-        screen = self._verdicts(result, entry, judge.SCREEN_Z if planned > 1 else judge.DECIDE_Z, None)
-        suspects = [scope for scope, v in screen.items() if v.kind == "regression"] if planned > 1 else []
+        decided = self._verdicts(result, entry, judge.DECIDE_Z, planned)
+        suspects: list[str] = []
+        if planned > 1:
+            # The screen never lets through what the decision line would fail: with many baseline processes and
+            # many planned ones, the decision line can lie below the screen's.
+            screen = self._verdicts(result, entry, judge.SCREEN_Z, None)
+            suspects = [s for s in screen if "regression" in (screen[s].kind, decided[s].kind)]
         failed: list[str] = []
+        spent = 0.0
         if suspects and self._spawn is not None:
             while len(result.processes) + len(failed) < session.confirm:
                 outcome = self._spawn(inject, {s: v.block_size for s, v in result.scopes.items()})
-                found = [r for r in outcome.results if r.get("id") == self.id and r.get("scopes")]
+                spent += outcome.seconds
+                found = [r for r in outcome.results
+                         if r.get("id") == self.id and all(s in r.get("scopes", {}) for s in suspects)]
                 if not found:
-                    failed.append(outcome.error or "it reported no measurement of this case")
+                    failed.append(outcome.error or "it reported no measurement of the scopes to confirm")
                     continue
                 result.processes.append(_process_record(found[0]))
-                now = self._verdicts(result, entry, judge.DECIDE_Z, None)
+                now = self._verdicts(result, entry, judge.DECIDE_Z, planned)
                 if all(judge.settled(now[s], planned) for s in suspects):
                     break
-        confirmed = bool(result.processes)
-        verdicts = self._verdicts(result, entry, judge.DECIDE_Z, None if confirmed else planned)
-        if suspects and not confirmed:
-            for scope in suspects:
+        # The rule is the median of the planned processes against the line stated for them; the fresh processes
+        # stop once that median is settled, and the processes measured decide against the same line.
+        verdicts = self._verdicts(result, entry, judge.DECIDE_Z, planned)
+        for scope in suspects:
+            if len(result.process_values(scope)) < 2:
                 note = ("the fresh processes that were to confirm it failed: " + failed[-1]) if failed else (
                     "no fresh process could be started to confirm it")
                 verdicts[scope] = verdicts[scope].with_kind("inconclusive", note)
+        for scope in self.scopes:
+            if scope in entry["scopes"] and scope not in result.scopes:
+                verdicts[scope] = self._unmeasured(scope, entry["scopes"][scope], result)
         result.details["processes"] = {"planned": planned, "measured": 1 + len(result.processes),
                                        "failed": len(failed), "suspects": suspects}
+        if spent:
+            result.details["processes"]["seconds"] = round(spent, 1)
         if failed:
             result.details["processes"]["errors"] = failed
         memory = self._memory_verdict(result, entry)
@@ -200,6 +212,14 @@ class LatencyCase:
                 f"the baseline of {self.id} holds none of the measured scopes ({', '.join(result.scopes)}): "
                 f"record it again with {self._update_command()}"
             )
+
+    def _unmeasured(self, scope: str, stored: dict[str, Any], result: CaseResult) -> judge.Verdict:
+        """A scope the baseline holds and this run could not measure (a forward that no longer captures as a CUDA
+        graph, say): the gate's finest measurement gone is not a pass."""
+        reference = float(stored["value_ms"])
+        why = result.unavailable.get(scope, "not measured in this run")
+        return judge.Verdict("inconclusive", scope, str(stored["statistic"]), reference, reference, 0.0,
+                             "not measured", notes=(f"the baseline has it; this run could not measure it: {why}",))
 
     def _memory_verdict(self, result: CaseResult, entry: dict[str, Any]) -> judge.Verdict | None:
         stored = entry.get("memory") or {}

@@ -42,10 +42,13 @@ class LatencySession:
         self.cache_dir = cache_dir
         self.root = root
         self.extra_fingerprint = dict(extra_fingerprint or {})
+        # A recording over a damaged file, and its fresh processes, may find the file unreadable: it is replaced.
+        recording = settings.save_baseline or settings.child_report is not None
         self.baseline_path, self.baselines = baselines.load_for_device(
-            settings.baseline_dir, device.name, replacing=settings.save_baseline and settings.replace_corrupt
+            settings.baseline_dir, device.name, replacing=recording and settings.replace_corrupt
         )
-        self._typical: dict[tuple[str, str, bool], float | None] = {}
+        self._typical: dict[tuple[str, str, float | None], tuple[float | None, int]] = {}
+        self._slopes: dict[tuple[str, str], float | None] = {}
         self.images = synthetic_images(settings.image_count, settings.image_size, settings.seed)
         self.clock = timing.clock_for(device.spec)
         self.monitor = timing.GpuMonitor.for_device(device.spec)
@@ -72,13 +75,22 @@ class LatencySession:
     def baseline_entry(self, case_id: str) -> dict[str, Any] | None:
         return None if self.baselines is None else self.baselines.entries.get(case_id)
 
-    def typical_noise(self, scope: str, backend: str, normalize: bool) -> float | None:
-        """The process-to-process spread of ``scope`` on ``backend`` typical of this device's baseline file."""
-        key = (scope, backend, normalize)
+    def typical_noise(self, scope: str, backend: str, slope: float | None) -> tuple[float | None, int]:
+        """The process-to-process spread of ``scope`` on ``backend`` typical of this device's baseline file (figures
+        host-normalized with ``slope``), and its degrees of freedom."""
+        key = (scope, backend, slope)
         if key not in self._typical:
             entries = self.baselines.entries.values() if self.baselines else ()
-            self._typical[key] = judge.typical_noise(entries, scope, backend, normalize)
+            self._typical[key] = judge.typical_noise(entries, scope, backend, slope)
         return self._typical[key]
+
+    def host_slope(self, scope: str, backend: str) -> float | None:
+        """How ``scope`` on ``backend`` follows the host yardstick in this device's baseline file (judge.host_slope)."""
+        key = (scope, backend)
+        if key not in self._slopes:
+            entries = self.baselines.entries.values() if self.baselines else ()
+            self._slopes[key] = judge.host_slope(entries, scope, backend)
+        return self._slopes[key]
 
     def workload(self, case: Case) -> dict[str, Any]:
         """What a case measures besides its model and backend: two runs compare only when these agree. Weights are

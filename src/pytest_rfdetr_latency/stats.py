@@ -37,7 +37,8 @@ def statistic_of(values: Sequence[float], statistic: str) -> float:
     raise ValueError(f"unknown statistic {statistic!r}: use median, mean, min or pNN")
 
 
-def _sig(value: float, digits: int = 6) -> float:
+def significant(value: float, digits: int = 6) -> float:
+    """``value`` rounded to ``digits`` significant digits, for files people read."""
     return float(f"{value:.{digits}g}")
 
 
@@ -63,19 +64,19 @@ class ScopeStats:
     def to_json(self) -> dict[str, Any]:
         return {
             "statistic": self.statistic,
-            "value_ms": _sig(self.value),
-            "blocks_ms": [_sig(b) for b in self.blocks],
+            "value_ms": significant(self.value),
+            "blocks_ms": [significant(b) for b in self.blocks],
             "n": self.n,
-            "median_ms": _sig(self.median),
-            "mean_ms": _sig(self.mean),
-            "std_ms": _sig(self.std),
-            "min_ms": _sig(self.min),
-            "p10_ms": _sig(self.p10),
-            "p90_ms": _sig(self.p90),
-            "rel_uncertainty": _sig(self.rel_uncertainty, 4),
+            "median_ms": significant(self.median),
+            "mean_ms": significant(self.mean),
+            "std_ms": significant(self.std),
+            "min_ms": significant(self.min),
+            "p10_ms": significant(self.p10),
+            "p90_ms": significant(self.p90),
+            "rel_uncertainty": significant(self.rel_uncertainty, 4),
             "dropped_blocks": self.dropped_blocks,
             "block_size": self.block_size,
-            "host_ms": None if self.host_ms is None else _sig(self.host_ms, 4),
+            "host_ms": None if self.host_ms is None else significant(self.host_ms, 4),
         }
 
     @classmethod

@@ -1,0 +1,145 @@
+"""The runner's judging of one case, with a fake session and fake fresh processes: screening, confirmation and its
+early stop, partial or failed fresh processes, scopes the baseline has and this run lost, workloads."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from pytest_rfdetr_latency.cases import Case
+from pytest_rfdetr_latency.environment import Device
+from pytest_rfdetr_latency.processes import ChildOutcome
+from pytest_rfdetr_latency.results import CaseResult
+from pytest_rfdetr_latency.runner import LatencyCase
+from pytest_rfdetr_latency.settings import Settings
+from pytest_rfdetr_latency.stats import summarize
+
+
+def figures(value: float) -> Any:
+    return summarize([[value] * 10, [value] * 10], "median", block_size=10)
+
+
+def entry(values: Mapping[str, list[float]], workload: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    return {"workload": dict(workload or {}), "fingerprint": {}, "scopes": {
+        scope: {"statistic": "median", "value_ms": sorted(vals)[len(vals) // 2], "block_size": 10,
+                "processes": [figures(v).to_json() for v in vals]} for scope, vals in values.items()}}
+
+
+class Spawner:
+    """Fresh processes that report the given figures, one result per call (None: the process failed)."""
+
+    def __init__(self, *reports: Mapping[str, float] | None) -> None:
+        self.reports = list(reports)
+        self.calls = 0
+
+    def __call__(self, inject: float | None, block_sizes: Mapping[str, int]) -> ChildOutcome:
+        report = self.reports[self.calls]
+        self.calls += 1
+        if report is None:
+            return ChildOutcome(error="exit code 1; its last lines:\n    boom")
+        scopes = {scope: figures(value).to_json() for scope, value in report.items()}
+        return ChildOutcome(results=[{"id": "RFDETRMedium-torch-fp16", "scopes": scopes}])
+
+
+def case(spawn: Spawner | None, confirm: int = 2, scopes: tuple[str, ...] = ("device",),
+         typical: tuple[float | None, int] = (0.002, 6), asked: float | None = None) -> LatencyCase:
+    session = SimpleNamespace(
+        settings=Settings(enabled=True), confirm=confirm, device=Device("cuda:0", "NVIDIA H200", "cuda", 0),
+        extra_fingerprint={}, invocation=("--pyargs", "pytest_rfdetr_latency.suite"), baseline_path=Path("b.json"),
+        typical_noise=lambda scope, backend, slope: typical, host_slope=lambda scope, backend: None,
+    )
+
+    def stop(message: str) -> Any:
+        raise AssertionError(message)
+
+    return LatencyCase(session, Case("RFDETRMedium", "torch-fp16"), skip=stop, fail=stop,  # type: ignore[arg-type]
+                       publish=lambda result: None, scopes=scopes, spawn=spawn,
+                       thresholds={} if asked is None else {"device": asked})
+
+
+def result(**values: float) -> CaseResult:
+    made = CaseResult(Case("RFDETRMedium", "torch-fp16"), "NVIDIA H200", "measured", device_kind="cuda")
+    made.scopes = {scope: figures(value) for scope, value in values.items()}
+    return made
+
+
+BASE = {"device": [1.640, 1.642, 1.638]}
+
+
+def test_a_clean_process_starts_no_fresh_one() -> None:
+    spawn = Spawner()
+    checked = result(device=1.641)
+    case(spawn)._judge(checked, entry(BASE), None)
+    assert spawn.calls == 0 and checked.outcome == "pass"
+    assert checked.details["processes"] == {"planned": 3, "measured": 1, "failed": 0, "suspects": []}
+
+
+def test_a_regression_in_two_of_three_planned_processes_stops_there_and_fails() -> None:
+    spawn = Spawner({"device": 1.675}, {"device": 1.676})
+    checked = result(device=1.674)
+    case(spawn)._judge(checked, entry(BASE), None)
+    assert spawn.calls == 1 and checked.outcome == "regression"
+    assert checked.verdicts["device"].processes == pytest.approx((1.674, 1.675))
+
+
+def test_a_slow_first_process_that_the_fresh_ones_do_not_repeat_passes() -> None:
+    spawn = Spawner({"device": 1.641}, {"device": 1.640})
+    checked = result(device=1.674)
+    case(spawn)._judge(checked, entry(BASE), None)
+    # Once a fresh process lands back on the baseline, the median of three can no longer exceed the line (whose
+    # noise now counts the slow process too): the second fresh process is not needed.
+    assert spawn.calls == 1 and checked.outcome == "pass"
+    assert checked.verdicts["device"].processes == pytest.approx((1.674, 1.641))
+
+
+def test_fresh_processes_that_fail_or_lack_the_scope_leave_the_verdict_inconclusive() -> None:
+    spawn = Spawner(None, {"forward": 5.0})  # one crashed, one measured another scope only
+    checked = result(device=1.674)
+    case(spawn)._judge(checked, entry(BASE), None)
+    verdict = checked.verdicts["device"]
+    assert checked.outcome == "inconclusive" and verdict.kind == "inconclusive"
+    assert "the fresh processes that were to confirm it failed: it reported no measurement of the scopes" in (
+        verdict.notes[-1])
+    assert checked.details["processes"]["failed"] == 2 and checked.details["processes"]["errors"][0].endswith("boom")
+
+
+def test_a_scope_the_baseline_has_and_this_run_lost_is_inconclusive() -> None:
+    checked = result(forward=6.0)
+    checked.unavailable = {"device": "could not capture the forward as a CUDA graph: operation not permitted"}
+    case(Spawner(), scopes=("device", "forward"))._judge(checked, entry({**BASE, "forward": [6.0, 6.1, 5.9]}), None)
+    assert checked.verdicts["device"].kind == "inconclusive" and checked.outcome == "inconclusive"
+    assert "could not capture the forward as a CUDA graph" in checked.verdicts["device"].notes[0]
+
+
+@pytest.mark.parametrize(("recorded", "confirm"), [(9, 8), (6, 3)])
+def test_what_the_decision_line_would_fail_is_always_confirmed(recorded: int, confirm: int) -> None:
+    # Many baseline processes and many planned ones put the decision line below the screen's (the median of many
+    # processes is known better than one process): a first process between the two is measured again, never passed.
+    from pytest_rfdetr_latency import judge
+
+    base = {"device": [1.640 * math.exp(0.002 * math.sin(3 * i)) for i in range(recorded)]}
+    reference = sorted(base["device"])[recorded // 2]
+    judged = case(None, confirm=confirm, asked=0.0001, typical=(0.0005, 6))
+    probe = result(device=reference)
+    screen = judged._verdicts(probe, entry(base), judge.SCREEN_Z, None)["device"].threshold
+    decision = judged._verdicts(probe, entry(base), judge.DECIDE_Z, 1 + confirm)["device"].threshold
+    assert decision < screen  # the gap this test is about
+    slower = reference * (1 + (screen + decision) / 2)
+    spawn = Spawner(*({"device": slower} for _ in range(confirm)))
+    checked = result(device=slower)
+    case(spawn, confirm=confirm, asked=0.0001, typical=(0.0005, 6))._judge(checked, entry(base), None)
+    assert spawn.calls > 0 and checked.verdicts["device"].kind == "regression"
+    assert len(checked.verdicts["device"].processes) > 1  # decided on processes, not on the first alone
+
+
+def test_a_baseline_of_another_workload_is_refused_only_for_what_both_recorded() -> None:
+    checked = result(device=1.64)
+    checked.workload = {"seed": 1, "images": 4, "cores": 16}
+    with pytest.raises(AssertionError, match=r"another workload \(seed=0 there, 1 here\)"):
+        case(Spawner())._refuse_another_workload(checked, entry(BASE, {"seed": 0, "images": 4}))
+    case(Spawner())._refuse_another_workload(checked, entry(BASE, {"seed": 1}))  # older entry: no cores, no refusal

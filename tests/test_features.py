@@ -181,9 +181,10 @@ def test_what_a_fresh_process_and_a_recording_command_repeat_of_the_invocation()
     assert given_options(args) == ("-p", "myplugin", "-pno:randomly", "-o", "x=1", "--import-mode=importlib",
                                    "--noconftest")
     flags = ["--rfdetr-strict", "--rfdetr-latency"]
+    # -n too: a baseline recorded with the check's workers has the check's cores (part of the workload).
     assert recording_arguments(args, ["tests/latency"], False, flags) == (
         "tests/latency", "-p", "myplugin", "-pno:randomly", "-o", "x=1", "--import-mode=importlib", "--noconftest",
-        "--rfdetr-models", "RFDETRMedium",
+        "-n", "2", "--rfdetr-models", "RFDETRMedium",
     )
     assert recording_arguments(["--rfdetr-latency"], ["pytest_rfdetr_latency.suite"], True, flags) == (
         "pytest_rfdetr_latency.suite", "--pyargs")

@@ -328,6 +328,8 @@ def brief(args: argparse.Namespace) -> None:
                        for s, v in case.get("verdicts", {}).items() if v["kind"] != "pass"}
             figures = " ".join(f"{s}={v['value_ms']:.4g}" for s, v in case.get("scopes", {}).items())
             extra = f" fresh={len(case.get('processes', []))}" if case.get("processes") else ""
+            if case.get("memory"):
+                extra += f" mem={case['memory']['peak_mib']}MiB {case['memory'].get('phases_mib', '')}"
             print(f"  {case['id']:34s} {case['outcome']:12s} {figures}{extra} {flagged or ''}")
 
 

@@ -62,8 +62,22 @@ def test_the_memory_probe_measures_what_the_case_adds(monkeypatch: pytest.Monkey
     from pytest_rfdetr_latency import memory
 
     mib = 2**20
-    state = {"allocated": 300 * mib, "peak": 300 * mib, "used": 1000 * mib}
+    state = {"allocated": 300 * mib, "peak": 300 * mib, "used": 1000 * mib, "cached": 0, "workspaces": 0}
+    released: list[str] = []
+
+    def empty_cache() -> None:
+        released.append("allocator cache")
+        state["used"] -= state["cached"]
+        state["cached"] = 0
+
+    def clear_workspaces() -> None:  # cuBLAS's per-stream workspaces, kept by the process after earlier cases
+        released.append("cublas workspaces")
+        state["allocated"] -= state["workspaces"]
+        state["workspaces"] = 0
+
     monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: None)
+    monkeypatch.setattr(torch.cuda, "empty_cache", empty_cache)
+    monkeypatch.setattr(torch._C, "_cuda_clearCublasWorkspaces", clear_workspaces, raising=False)
     monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats",
                         lambda device=None: state.update(peak=state["allocated"]))
     monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: state["allocated"])
@@ -73,13 +87,31 @@ def test_the_memory_probe_measures_what_the_case_adds(monkeypatch: pytest.Monkey
     monkeypatch.setattr(memory, "nvml_handle", lambda index: (nvml, "gpu0"))
     gpu = Device("cuda:0", "NVIDIA H200", "cuda", 0)
 
-    probe = memory.MemoryProbe(gpu, "torch-fp16")
-    probe.start()
-    state["peak"] = state["allocated"] + 150 * mib  # the case's own peak, above what was there before
-    assert probe.stop() == {"kind": "torch-allocator", "peak_mib": 150.0, "reserved_mib": 2048.0}
+    def torch_case(uses_cublas: bool) -> dict[str, object] | None:
+        probe = memory.MemoryProbe(gpu, "torch-fp16")
+        probe.start()
+        state["peak"] = state["allocated"] + 150 * mib  # preparing: the optimized copy and its trace
+        state["allocated"] += 100 * mib  # what the prepared backend keeps
+        probe.phase("prepare")
+        if uses_cublas and not state["workspaces"]:  # the first matrix product on a stream makes its workspace
+            state["workspaces"] = 32 * mib
+            state["allocated"] += 32 * mib
+        state["peak"] = state["allocated"] + 20 * mib  # sampling: activations above what is held
+        figure = probe.stop()
+        state["allocated"] -= 100 * mib  # closed; the workspace stays with the process
+        return figure
 
+    first = torch_case(uses_cublas=True)
+    assert first == {"kind": "torch-allocator", "peak_mib": 152.0, "reserved_mib": 2048.0,
+                     "phases_mib": {"prepare": 150.0, "sampling": 152.0}, "held_mib": 132.0}
+    # The same case after another one: it pays for its own workspace again, so its figure does not depend on order.
+    assert torch_case(uses_cublas=True) == first
+    assert released.count("cublas workspaces") == 2
+
+    state["cached"] = 256 * mib  # blocks PyTorch cached earlier are handed back before NVML is read
     probe = memory.MemoryProbe(gpu, "onnx-cuda")  # ONNX Runtime allocates outside PyTorch: the device's used memory
     probe.start()
+    assert state["cached"] == 0
     state["used"] += 512 * mib
     assert probe.stop() == {"kind": "nvml-device-used", "peak_mib": 512.0}
     assert memory.MemoryProbe(gpu, "onnx-cpu").stop() is None  # holds no GPU memory

@@ -107,6 +107,7 @@ class CaseMeasurement:
             result.details["host_probe_ms"] = round(host_probe_ms(), 4)
             if inject:
                 result.details["injected_slowdown_pct"] = inject
+            probe.phase("prepare")
             with prepared.context():
                 self._sample_all(prepared, result, inject)
             result.memory = probe.stop()

@@ -20,20 +20,25 @@ from pytest_rfdetr_latency.settings import Settings
 from pytest_rfdetr_latency.stats import summarize
 
 
-def figures(value: float) -> Any:
-    return summarize([[value] * 10, [value] * 10], "median", block_size=10)
+def figures(value: float, host: float | None = None) -> Any:
+    return summarize([[value] * 10, [value] * 10], "median", block_size=10, host_ms=() if host is None else [host])
 
 
-def entry(values: Mapping[str, list[float]], workload: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def entry(values: Mapping[str, list[float]], workload: Mapping[str, Any] | None = None,
+          hosts: Mapping[str, list[float]] | None = None) -> dict[str, Any]:
+    def yardsticks(scope: str, count: int) -> list[float | None]:
+        return list((hosts or {}).get(scope, [None] * count))
+
     return {"workload": dict(workload or {}), "fingerprint": {}, "scopes": {
         scope: {"statistic": "median", "value_ms": sorted(vals)[len(vals) // 2], "block_size": 10,
-                "processes": [figures(v).to_json() for v in vals]} for scope, vals in values.items()}}
+                "processes": [figures(v, h).to_json() for v, h in zip(vals, yardsticks(scope, len(vals)))]}
+        for scope, vals in values.items()}}
 
 
 class Spawner:
     """Fresh processes that report the given figures, one result per call (None: the process failed)."""
 
-    def __init__(self, *reports: Mapping[str, float] | None) -> None:
+    def __init__(self, *reports: Mapping[str, float | tuple[float, float]] | None) -> None:
         self.reports = list(reports)
         self.calls = 0
 
@@ -42,7 +47,8 @@ class Spawner:
         self.calls += 1
         if report is None:
             return ChildOutcome(error="exit code 1; its last lines:\n    boom")
-        scopes = {scope: figures(value).to_json() for scope, value in report.items()}
+        scopes = {scope: (figures(*value) if isinstance(value, tuple) else figures(value)).to_json()
+                  for scope, value in report.items()}
         return ChildOutcome(results=[{"id": "RFDETRMedium-torch-fp16", "scopes": scopes}])
 
 
@@ -143,3 +149,65 @@ def test_a_baseline_of_another_workload_is_refused_only_for_what_both_recorded()
     with pytest.raises(AssertionError, match=r"another workload \(seed=0 there, 1 here\)"):
         case(Spawner())._refuse_another_workload(checked, entry(BASE, {"seed": 0, "images": 4}))
     case(Spawner())._refuse_another_workload(checked, entry(BASE, {"seed": 1}))  # older entry: no cores, no refusal
+
+
+# RFDETRSegSmall-torch-fp32 forward on the H200 (benchmarks/results/gate-matrix-h200-2, t4): recorded at 6.2-6.6 ms
+# with a host yardstick of 0.21-0.23 ms; checked during a slow spell of the host (yardstick 0.39 ms) at 11.6 ms and,
+# in a fresh process, 9.3 ms. The traced FP32 forward is launch-bound: its time is the host's work.
+SLOW_SPELL_BASE = {"forward": [6.567, 6.508, 6.172]}
+SLOW_SPELL_HOSTS = {"forward": [0.2253, 0.2298, 0.2116]}
+
+
+def forward_case(spawn: Spawner) -> LatencyCase:
+    return case(spawn, scopes=("forward",), typical=(0.0335, 6))
+
+
+def host_bound_result(forward: float, host: float) -> CaseResult:
+    made = CaseResult(Case("RFDETRMedium", "torch-fp16"), "NVIDIA H200", "measured", device_kind="cuda")
+    made.scopes = {"forward": figures(forward, host)}
+    return made
+
+
+def test_a_launch_bound_slowdown_that_the_slower_host_explains_passes_and_says_so() -> None:
+    spawn = Spawner({"forward": (9.31, 0.3903)}, {"forward": (9.5, 0.39)})
+    checked = host_bound_result(11.63, 0.3971)
+    forward_case(spawn)._judge(checked, entry(SLOW_SPELL_BASE, hosts=SLOW_SPELL_HOSTS), None)
+    verdict = checked.verdicts["forward"]
+    assert checked.outcome == "pass" and verdict.delta > 0.4
+    assert any("explained by the host" in note and "slower than at recording" in note for note in verdict.notes)
+
+
+def test_a_launch_bound_slowdown_beyond_what_the_slower_host_explains_fails() -> None:
+    spawn = Spawner({"forward": (25.0, 0.39)}, {"forward": (24.0, 0.39)})
+    checked = host_bound_result(26.0, 0.39)  # 4x slower on a host 1.75x slower
+    forward_case(spawn)._judge(checked, entry(SLOW_SPELL_BASE, hosts=SLOW_SPELL_HOSTS), None)
+    assert checked.outcome == "regression"
+    assert not any("explained by the host" in note for note in checked.verdicts["forward"].notes)
+
+
+def test_a_launch_bound_slowdown_on_an_unchanged_host_fails() -> None:
+    spawn = Spawner({"forward": (9.2, 0.224)}, {"forward": (9.4, 0.226)})
+    checked = host_bound_result(9.3, 0.225)
+    forward_case(spawn)._judge(checked, entry(SLOW_SPELL_BASE, hosts=SLOW_SPELL_HOSTS), None)
+    assert checked.outcome == "regression"
+
+
+def test_the_device_scope_is_never_excused_by_the_host() -> None:
+    spawn = Spawner({"device": (1.70, 0.39)}, {"device": (1.70, 0.39)})
+    checked = result(device=1.70)
+    checked.scopes["device"] = figures(1.70, 0.39)
+    case(spawn)._judge(checked, entry(BASE, hosts={"device": [0.22, 0.23, 0.21]}), None)
+    assert checked.outcome == "regression"
+
+
+def test_memory_is_judged_on_this_process_the_allocator_peak_of_fresh_ones_set_aside() -> None:
+    # H200: the first case of a model in a fresh process peaks one FP32 model copy higher (+130 MiB).
+    stored = {"memory": {"kind": "torch-allocator", "peak_mib": 349.2, "processes": [347.7, 477.7, 349.2]}}
+    checked = result(device=1.641)
+    checked.memory = {"kind": "torch-allocator", "peak_mib": 347.7}
+    checked.processes = [{"scopes": {}, "memory": {"kind": "torch-allocator", "peak_mib": 480.0}}]
+    verdict = case(None)._memory_verdict(checked, stored)
+    assert verdict is not None and verdict.kind == "pass" and verdict.processes == (347.7,)
+    checked.memory = {"kind": "torch-allocator", "peak_mib": 420.0}  # +20 %: the case itself needs more
+    grown = case(None)._memory_verdict(checked, stored)
+    assert grown is not None and grown.kind == "regression"

@@ -193,13 +193,21 @@ def test_the_host_slope_is_how_the_figures_follow_the_yardstick_or_none() -> Non
     assert reference == 0.3 and values == pytest.approx([10 * 0.3 ** 0.7] * 3)
 
 
-def test_memory_verdict_knows_how_much_the_baseline_processes_disagree() -> None:
+def test_memory_verdict_is_the_median_of_the_baseline_processes_at_the_tolerance_asked() -> None:
     # Peaks that agree: 10 % (plus 16 MiB of slack) is the threshold.
     assert judge.judge_memory([300.0, 301.0, 302.0], [310.0], 0.10).kind == "pass"
     tight = judge.judge_memory([300.0, 301.0, 302.0], [360.0], 0.10)
     assert tight.kind == "regression" and tight.unit == "MiB" and "16 MiB of allocator slack" in tight.reason
-    # Peaks that depend on what ran first in each process (seen on the H200: 315 and 447 MiB) widen it.
-    assert judge.judge_memory([315.0, 447.0, 315.0], [447.0], 0.10).kind == "pass"
+    # Peaks that depend on what ran before in each process (H200: 347.7, 477.7, 349.2 MiB across rotated orders)
+    # do not widen it: that would pass any growth. The median sets the odd order aside, and the reason says so.
+    rotated = judge.judge_memory([347.7, 477.7, 349.2], [350.8], 0.10)
+    assert rotated.kind == "pass" and "peaked at 347.7-477.7 MiB" in rotated.reason
+    assert judge.judge_memory([347.7, 477.7, 349.2], [477.7], 0.10).kind == "regression"
+    assert judge.judge_memory([347.7, 477.7, 349.2], [250.0], 0.10).kind == "improvement"
+    # NVML's used memory of the device also counts what the driver loads lazily: judged like a timing scope.
+    nvml = judge.judge_memory([960.0, 1042.0, 958.0], [1216.0], 0.10, exact=False)
+    assert nvml.kind == "pass" and nvml.threshold > 0.3 and "process-to-process noise" in nvml.reason
+    assert judge.judge_memory([960.0, 962.0, 958.0], [1216.0], 0.10, exact=False).kind == "regression"
     assert judge.judge_memory([0.0, 0.0, 0.0], [0.0], 0.10).kind == "pass"  # ONNX Runtime on the CPU holds none
     assert judge.judge_memory([0.0, 0.0, 0.0], [5.0], 0.10).kind == "pass"  # within the allocator's slack
     assert judge.judge_memory([0.0, 0.0, 300.0], [40.0], 0.10).kind == "regression"

@@ -142,9 +142,23 @@ class LatencyCase:
         else:
             slope = None
         typical, freedom = self.session.typical_noise(scope, self.case.backend, slope)
+        statistic, asked = result.scopes[scope].statistic, self.threshold(scope)
         try:
-            return judge.judge(scope, result.scopes[scope].statistic, recorded, checked, self.threshold(scope),
-                               typical, z=z, planned=planned, notes=notes, typical_freedom=freedom)
+            verdict = judge.judge(scope, statistic, recorded, checked, asked, typical, z=z, planned=planned,
+                                  notes=notes, typical_freedom=freedom)
+            if verdict.kind != "regression" or not self.normalizes(scope) or not all(hosts):
+                return verdict
+            baseline_hosts = [p.get("host_ms") for p in stored.get("processes", [])]
+            if not all(baseline_hosts):
+                return verdict
+            slowdown = judge.host_slowdown([float(h) for h in baseline_hosts if h], [float(h) for h in hosts if h])
+            if slowdown is None:
+                return verdict
+            raw_typical, raw_freedom = self.session.typical_noise(scope, self.case.backend, None)
+            fair = judge.judge(scope, statistic, judge.recorded_figures(stored, None)[0],
+                               [v / slowdown for v in result.process_values(scope)], asked, raw_typical, z=z,
+                               planned=planned, typical_freedom=raw_freedom)
+            return judge.host_explained(verdict, fair, slowdown)
         except ValueError as exc:
             raise CaseError(f"{self.id}: {exc}") from exc
 
@@ -222,15 +236,19 @@ class LatencyCase:
                              "not measured", notes=(f"the baseline has it; this run could not measure it: {why}",))
 
     def _memory_verdict(self, result: CaseResult, entry: dict[str, Any]) -> judge.Verdict | None:
+        """The PyTorch allocator's peak of this process, which runs the cases in the recording's first order, against
+        the baseline's processes (fresh processes re-measure timings: their first case of a model peaks higher);
+        NVML's used memory over every process measured, judged like a scope."""
         stored = entry.get("memory") or {}
         if not result.memory or stored.get("kind") != result.memory["kind"] or not stored.get("processes"):
             return None
-        checked = [float(result.memory["peak_mib"])] + [
+        exact = result.memory["kind"] == "torch-allocator"
+        checked = [float(result.memory["peak_mib"])] + ([] if exact else [
             float(p["memory"]["peak_mib"]) for p in result.processes
             if p.get("memory") and p["memory"].get("kind") == result.memory["kind"]
-        ]
+        ])
         return judge.judge_memory([float(v) for v in stored["processes"]], checked,
-                                  self.session.settings.memory_tolerance)
+                                  self.session.settings.memory_tolerance, exact=exact)
 
     def _check_budgets(self, result: CaseResult) -> None:
         __tracebackhide__ = True

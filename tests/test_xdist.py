@@ -61,22 +61,31 @@ def test_worker_index_reads_xdist_input() -> None:
 
 
 SUITE = """
+import os
+
 def test_latency(rfdetr_case):
     rfdetr_case.check()
+
+def test_unrelated():  # no latency case: runs on every core the worker had, not on the measuring slice
+    assert sorted(os.sched_getaffinity(0)) == [int(c) for c in os.environ["ALL_CORES"].split(",")]
 """
 
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two cores for two workers")
-def test_two_cpu_workers_measure_and_the_controller_saves_once(pytester: pytest.Pytester, tmp_path: Path) -> None:
+def test_two_cpu_workers_measure_and_the_controller_saves_once(
+    pytester: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     pytester.makepyfile(test_suite=SUITE)
     cores = sorted(os.sched_getaffinity(0))
+    monkeypatch.setenv("ALL_CORES", ",".join(map(str, cores)))
     common = ("-n", "2", "--rfdetr-device=cpu", "--rfdetr-models=RFDETRNano", "--rfdetr-backends=torch-fp32,onnx-cpu",
               "--rfdetr-sampling=quick", "--rfdetr-images=2", "--rfdetr-scopes=forward",
               f"--rfdetr-cache-dir={tmp_path / 'cache'}", "-p", "no:randomly")
     result = pytester.runpytest(*common, "--save-baseline", "--rfdetr-report=report.json")
-    result.assert_outcomes(passed=2)
+    result.assert_outcomes(passed=3)
     share = len(cores) // 2
-    result.stdout.fnmatch_lines([f"xdist workers: worker gw0: no GPU, cores {','.join(map(str, cores[:share]))}; *"])
+    result.stdout.fnmatch_lines([f"xdist workers: worker gw0: no GPU, cores {','.join(map(str, cores[:share]))}; *",
+                                 "xdist: --dist load became loadgroup: a model's cases stay on one worker*"])
     report = json.loads((pytester.path / "report.json").read_text())
     workers = {case["details"]["worker"]["worker"] for case in report["cases"]}
     assert workers <= {"gw0", "gw1"}

@@ -203,9 +203,11 @@ class ResultCollector:
         terminalreporter.write_sep("=", f"RF-DETR latency ({device or 'no device'})")
         for line in report.summary_lines(self.results, device):
             terminalreporter.write_line(line)
-        plan = self.config.stash.get(WORKER_KEY, {}).get("plan")
-        if plan:
-            terminalreporter.write_line("xdist workers: " + "; ".join(plan))
+        bound = self.config.stash.get(WORKER_KEY, {})
+        if bound.get("plan"):
+            terminalreporter.write_line("xdist workers: " + "; ".join(bound["plan"]))
+        for note in bound.get("notes", []):
+            terminalreporter.write_line(f"xdist: {note}")
         for line in self.annotations:
             terminalreporter.write_line(line)
         for note in self.notes:

@@ -17,6 +17,8 @@ import pytest
 from pytest_rfdetr_latency.cases import Case, matrix
 from pytest_rfdetr_latency.settings import OPTIONS, RawValue, Settings, SettingsError, marker_settings
 from pytest_rfdetr_latency.stash import (
+    CORES_KEY,
+    DIST_KEY,
     LAUNCH_KEY,
     PROPERTY,
     RESULT_ITEM_KEY,
@@ -118,14 +120,27 @@ def _bind_xdist_workers(config: pytest.Config, settings: Settings) -> None:
         if count == 0:
             return
     gpus = [] if settings.device == "cpu" else workers.visible_gpus()
+    original = workers.affinity()
     try:
-        bindings = workers.plan(count, settings.device, gpus, workers.affinity())
+        bindings = workers.plan(count, settings.device, gpus, original)
     except workers.WorkerPlanError as exc:
         raise pytest.UsageError(str(exc)) from None
     if is_worker(config):
         config.stash[WORKER_KEY] = {"worker": f"gw{index}", **workers.apply(bindings[index])}
+        config.stash[CORES_KEY] = (bindings[index].cores, tuple(original))
     else:
-        config.stash[WORKER_KEY] = {"plan": [b.describe() for b in bindings]}
+        rewritten = ["--dist load became loadgroup: a model's cases stay on one worker, which builds it once"
+                     ] if config.stash.get(DIST_KEY, False) else []
+        config.stash[WORKER_KEY] = {"plan": [b.describe() for b in bindings], "notes": rewritten}
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A bound worker measures on its slice of the cores; a test that is no latency case runs on every core the
+    worker was given before binding (its GPU stays bound: CUDA reads that once per process)."""
+    cores = item.config.stash.get(CORES_KEY, None)
+    if cores is not None and hasattr(os, "sched_setaffinity"):
+        bound, original = cores
+        os.sched_setaffinity(0, bound if "rfdetr_case" in getattr(item, "fixturenames", ()) else original)
 
 
 def pytest_cmdline_main(config: pytest.Config) -> None:
@@ -134,6 +149,7 @@ def pytest_cmdline_main(config: pytest.Config) -> None:
     latency = config.getoption("rfdetr_enabled", False) or config.getoption("rfdetr_save_baseline", False)
     if latency and getattr(config.option, "dist", None) == "load":
         config.option.dist = "loadgroup"
+        config.stash[DIST_KEY] = True  # said in the summary, beside the workers' binding
 
 
 def _open_session(config: pytest.Config) -> LatencySession:

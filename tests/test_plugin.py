@@ -114,6 +114,21 @@ def test_bad_environment_value_names_the_variable(suite: pytest.Pytester, monkey
     result.stderr.fnmatch_lines(["*environment variable RFDETR_LATENCY_BACKENDS: unknown backend 'onnx-gpu'*"])
 
 
+def test_an_unknown_variable_is_a_usage_error_and_help_lists_the_names(
+    suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RFDETR_LATENCY_INJECT", "60%")  # once silently ignored
+    result = suite.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*RFDETR_LATENCY_INJECT names no setting*did you mean "
+                                 "RFDETR_LATENCY_INJECT_SLOWDOWN?*"])
+    monkeypatch.delenv("RFDETR_LATENCY_INJECT")
+    shown = suite.runpytest("--help")
+    flowing = " ".join(shown.stdout.str().split())  # argparse wraps the help
+    assert "--rfdetr-images=N number of seeded synthetic images" in flowing
+    assert "Also: env RFDETR_LATENCY_IMAGES, ini rfdetr_latency_images." in flowing
+
+
 def test_bad_ini_value_names_the_key(suite: pytest.Pytester) -> None:
     suite.makeini("[pytest]\nrfdetr_latency_tolerance = 5\n")
     result = suite.runpytest()

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 
 import pytest
@@ -8,6 +9,7 @@ import pytest
 from pytest_rfdetr_latency.cases import DEFAULT_MODELS, Case, matrix
 from pytest_rfdetr_latency.sampling import PRESETS, parse_sampling
 from pytest_rfdetr_latency.settings import (
+    OPTIONS,
     OPTIONS_BY_DEST,
     RawValue,
     SettingsError,
@@ -104,6 +106,44 @@ def test_bad_ini_value_names_the_key_and_file(tmp_path: Path) -> None:
     entries = {"backends": RawValue(ini="torch-fp8", ini_file="/repo/pytest.ini")}
     with pytest.raises(SettingsError, match=r"ini key rfdetr_latency_backends in /repo/pytest.ini: unknown backend"):
         resolve(entries, {}, tmp_path)
+
+
+def test_every_variable_and_ini_key_is_made_from_its_flag_by_one_rule() -> None:
+    for spec in OPTIONS:
+        words = spec.flag.lstrip("-").removeprefix("rfdetr-").replace("-", "_")
+        assert spec.env_name == f"RFDETR_LATENCY_{words.upper()}" and spec.ini_name == f"rfdetr_latency_{words}"
+    names = {spec.flag: spec.env_name for spec in OPTIONS if spec.env}
+    assert names["--rfdetr-images"] == "RFDETR_LATENCY_IMAGES"
+    assert names["--rfdetr-inject-slowdown"] == "RFDETR_LATENCY_INJECT_SLOWDOWN"
+    assert names["--rfdetr-plot"] == "RFDETR_LATENCY_PLOT"
+    assert "--rfdetr-latency" not in names and "--save-baseline" not in names  # the run's kind: said on its command
+    assert all(f"env {spec.env_name}" in spec.full_help for spec in OPTIONS if spec.env)
+
+
+def test_variables_named_by_the_rule_take_effect(tmp_path: Path) -> None:
+    env = {"RFDETR_LATENCY_IMAGES": "2", "RFDETR_LATENCY_INJECT_SLOWDOWN": "60%", "RFDETR_LATENCY_PLOT": "plots"}
+    settings = resolve({}, env, tmp_path)
+    assert settings.image_count == 2 and settings.inject == pytest.approx(60.0) and settings.plot_dir == Path("plots")
+
+
+@pytest.mark.parametrize(("variable", "hint"), [
+    ("RFDETR_LATENCY_IMAGE_COUNT", "did you mean RFDETR_LATENCY_IMAGES?"),
+    ("RFDETR_LATENCY_INJECT", "did you mean RFDETR_LATENCY_INJECT_SLOWDOWN?"),
+    ("RFDETR_LATENCY_MODEL", "did you mean RFDETR_LATENCY_MODELS?"),
+    ("RFDETR_LATENCY_XYZZY", "names no setting"),
+])
+def test_an_unknown_variable_is_refused_naming_the_close_match(tmp_path: Path, variable: str, hint: str) -> None:
+    with pytest.raises(SettingsError, match=re.escape(hint)) as caught:
+        resolve({}, {variable: "1"}, tmp_path)
+    assert variable in str(caught.value) and "pytest --help lists them" in str(caught.value)
+
+
+def test_a_bad_ini_value_is_reported_even_where_the_environment_overrides_it(tmp_path: Path) -> None:
+    entries = {"backends": RawValue(ini="torch-fp8", ini_file="/repo/pytest.ini")}
+    with pytest.raises(SettingsError, match=r"ini key rfdetr_latency_backends in /repo/pytest.ini: unknown backend"):
+        resolve(entries, {"RFDETR_LATENCY_BACKENDS": "onnx-cpu"}, tmp_path)
+    with pytest.raises(SettingsError, match="environment variable RFDETR_LATENCY_SEED"):
+        resolve({"seed": RawValue(cli=3)}, {"RFDETR_LATENCY_SEED": "x"}, tmp_path)
 
 
 def test_relative_baseline_dir_is_under_the_rootdir(tmp_path: Path) -> None:

@@ -53,7 +53,7 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("rfdetr-latency", "RF-DETR latency gate (pytest-rfdetr-latency)")
     for spec in OPTIONS:
-        text = spec.help.replace("%", "%%")  # argparse formats help with %
+        text = spec.full_help.replace("%", "%%")  # argparse formats help with %
         if spec.is_flag:
             group.addoption(spec.flag, action="store_true", default=False, dest=f"rfdetr_{spec.dest}", help=text)
         else:

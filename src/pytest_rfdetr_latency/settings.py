@@ -1,7 +1,9 @@
 """Run settings: one frozen dataclass, resolved from the command line, then the environment, then the ini file.
 
 Every option is described once, in :data:`OPTIONS`; ``plugin.py`` registers them with pytest from this table and
-hands the raw values back to :func:`resolve`. A bad value raises :class:`SettingsError` naming where it came from
+hands the raw values back to :func:`resolve`. An option ``--rfdetr-NAME`` is the environment variable
+``RFDETR_LATENCY_NAME`` and the ini key ``rfdetr_latency_name`` (dashes as underscores); an unknown
+``RFDETR_LATENCY_*`` variable is refused. A bad value raises :class:`SettingsError` naming where it came from
 (the flag, the environment variable or the ini key) and the accepted forms. Nothing here imports torch.
 """
 
@@ -319,15 +321,30 @@ class OptionSpec:
     help: str
     parser: Callable[[str], Any] | None = None  # None: an on/off flag
     metavar: str | None = None
-    ini: bool = True  # also an ini key rfdetr_latency_<dest>, for settings that belong to a repository
+    ini: bool = True  # also an ini key, for settings that belong to a repository
+    env: bool = True  # also an environment variable (not the two switches that say what kind of run this is)
+
+    @property
+    def name(self) -> str:
+        """The flag without its dashes and its ``rfdetr-`` prefix: ``--rfdetr-images`` is ``images``. The
+        environment variable and the ini key are made from it by one rule, so that each can be guessed from the
+        flag: ``RFDETR_LATENCY_IMAGES``, ``rfdetr_latency_images``."""
+        return self.flag.lstrip("-").removeprefix("rfdetr-")
 
     @property
     def ini_name(self) -> str:
-        return f"rfdetr_latency_{self.dest}"
+        return "rfdetr_latency_" + self.name.replace("-", "_")
 
     @property
     def env_name(self) -> str:
-        return f"RFDETR_LATENCY_{self.dest.upper()}"
+        return "RFDETR_LATENCY_" + self.name.replace("-", "_").upper()
+
+    @property
+    def full_help(self) -> str:
+        """The help, with where else the setting can be given."""
+        also = [f"env {self.env_name}"] if self.env else []
+        also += [f"ini {self.ini_name}"] if self.ini else []
+        return f"{self.help} Also: {', '.join(also)}." if also else self.help
 
     @property
     def is_flag(self) -> bool:
@@ -337,9 +354,9 @@ class OptionSpec:
 _SCOPES_HELP = ", ".join(ALL_SCOPES)
 OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("enabled", "--rfdetr-latency", "run the RF-DETR latency cases (without it they are collected and "
-               "skipped). Default: off.", ini=False),
+               "skipped). Default: off.", ini=False, env=False),
     OptionSpec("save_baseline", "--save-baseline", "measure the latency cases and record the results as the "
-               "baseline of this device; those cases pass. Default: off.", ini=False),
+               "baseline of this device; those cases pass. Default: off.", ini=False, env=False),
     OptionSpec("models", "--rfdetr-models", f"comma list of RF-DETR variants, or 'all'. Choices: "
                f"{', '.join(ALL_MODELS)}. Default: {','.join(DEFAULT_MODELS)}.", parse_models, "LIST"),
     OptionSpec("backends", "--rfdetr-backends", f"comma list of backends, or 'all'. Choices: "
@@ -413,6 +430,26 @@ OPTIONS: tuple[OptionSpec, ...] = (
 )
 
 OPTIONS_BY_DEST = {spec.dest: spec for spec in OPTIONS}
+ENV_PREFIX = "RFDETR_LATENCY_"
+ENV_NAMES = {spec.env_name: spec for spec in OPTIONS if spec.env}
+
+
+def check_environment(environ: Mapping[str, str]) -> None:
+    """Refuse an ``RFDETR_LATENCY_*`` variable that names no setting: a misspelt one would otherwise be ignored
+    without a word, and the run would measure something other than what was asked."""
+    import difflib
+
+    for key in sorted(environ):
+        if key.startswith(ENV_PREFIX) and key not in ENV_NAMES:
+            asked, known = key.removeprefix(ENV_PREFIX), [n.removeprefix(ENV_PREFIX) for n in ENV_NAMES]
+            close = [n for n in known if n.startswith(asked) or asked.startswith(n)] or difflib.get_close_matches(
+                asked, known, n=1, cutoff=0.5)
+            hint = f"did you mean {ENV_PREFIX}{close[0]}? " if close else ""
+            raise SettingsError(
+                f"environment variable {key} names no setting of pytest-rfdetr-latency: {hint}Each option's variable "
+                f"is {ENV_PREFIX} and the flag's name after --rfdetr- in capitals, dashes as underscores (pytest "
+                "--help lists them); unset it or rename it"
+            )
 
 
 @dataclass(frozen=True)
@@ -430,20 +467,23 @@ def resolve(raw: Mapping[str, RawValue], environ: Mapping[str, str], rootdir: Pa
     Command-line values are already parsed by argparse (``type=`` is the parser); environment and ini strings are
     parsed here with the same function, so the error names the environment variable or ini key.
     """
+    check_environment(environ)
     values: dict[str, Any] = {}
     for spec in OPTIONS:
         entry = raw.get(spec.dest, RawValue())
+        # Every source that gives a value is parsed, so that a bad one is reported even where another wins.
+        given: list[Any] = []
         # A flag left off reads False, an option left out None; any other value (0 included) was given.
         if entry.cli is not None and not (spec.is_flag and entry.cli is False):
-            values[spec.dest] = entry.cli
-            continue
-        env_text = environ.get(spec.env_name)
+            given.append(entry.cli)
+        env_text = environ.get(spec.env_name) if spec.env else None
         if env_text is not None and env_text.strip():
-            values[spec.dest] = _parse_from(spec, env_text, f"environment variable {spec.env_name}")
-            continue
+            given.append(_parse_from(spec, env_text, f"environment variable {spec.env_name}"))
         if spec.ini and entry.ini is not None and str(entry.ini).strip():
             where = f"ini key {spec.ini_name}" + (f" in {entry.ini_file}" if entry.ini_file else "")
-            values[spec.dest] = _parse_from(spec, str(entry.ini), where)
+            given.append(_parse_from(spec, str(entry.ini), where))
+        if given:
+            values[spec.dest] = given[0]
     values["models_explicit"] = "models" in values
     baseline_dir = values.get("baseline_dir", Settings.baseline_dir)
     values["baseline_dir"] = baseline_dir if baseline_dir.is_absolute() else rootdir / baseline_dir

@@ -202,3 +202,43 @@ def test_a_fresh_process_gets_the_settings_exactly() -> None:
     assert changed == {"no_parity", "confirm", "save_processes", "report", "inject", "cache_dir", "process_index",
                        "block_sizes"}
     assert child.seed == 0 and child.detections == 40 and child.block_sizes == {"A": {"e2e": 4}}
+
+
+def test_what_building_prints_is_kept_quiet_and_counted_and_shown_when_it_fails(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import logging
+    import warnings
+
+    from pytest_rfdetr_latency.quiet import empty_tally, kept_quiet, summary_line, summed
+
+    tally = empty_tally()
+    with kept_quiet(tally):
+        warnings.warn("trace might be incorrect", RuntimeWarning, stacklevel=1)
+        warnings.warn("deprecated", FutureWarning, stacklevel=1)
+        print("Loading weights")
+        logging.getLogger("rf-detr").warning("not loading DINOv2 backbone weights")
+    assert tally == {"warnings": {"RuntimeWarning": 1, "FutureWarning": 1}, "output_lines": 2}
+    assert capsys.readouterr() == ("", "")
+    total = summed([tally, tally, None])
+    assert total == {"warnings": {"RuntimeWarning": 2, "FutureWarning": 2}, "output_lines": 4}
+    line = summary_line(total)
+    assert line is not None and line.startswith("kept out of the way: 4 warning(s) (")
+    assert summary_line(empty_tally()) is None
+
+    def failing() -> None:
+        with kept_quiet(empty_tally()):
+            print("what rfdetr said before failing")
+            raise ValueError("no such checkpoint")
+
+    def skipping() -> None:
+        with kept_quiet(empty_tally()):
+            print("quiet")
+            pytest.skip("onnx-cuda needs onnxruntime-gpu")
+
+    with pytest.raises(ValueError, match="no such checkpoint"):
+        failing()
+    assert "what rfdetr said before failing" in capsys.readouterr().err  # the diagnosis, when it fails
+    with pytest.raises(pytest.skip.Exception):
+        skipping()
+    assert capsys.readouterr().err == ""  # a skip says why itself

@@ -204,3 +204,31 @@ def test_pyargs_suite_is_collected(pytester: pytest.Pytester) -> None:
 def test_readme_commands_exist() -> None:
     readme = (Path(__file__).parent.parent / "README.md").read_text()
     assert "pytest --rfdetr-latency" in readme
+
+
+def test_the_readme_and_fixture_examples_run_as_written_on_a_cpu(pytester: pytest.Pytester) -> None:
+    """The README's "Your own tests" block and every fixture's ``Example::``, extracted and run on a CPU."""
+    import re
+    import textwrap
+
+    root = Path(__file__).parent.parent
+    readme = (root / "README.md").read_text()
+    section = readme[readme.index("## Your own tests"):]
+    block = re.search(r"```python\n(.*?)```", section, re.S)
+    assert block is not None
+    pytester.makepyfile(test_readme=block.group(1))
+    source = (root / "src" / "pytest_rfdetr_latency" / "plugin.py").read_text()
+    examples = [textwrap.dedent(found) for found in re.findall(r"Example::\n\n((?:        .*\n|\n)+)", source)]
+    assert len(examples) >= 5
+    pytester.makepyfile(test_fixture_examples="import pytest\n\n\n" + "\n\n".join(examples))
+    result = pytester.runpytest("--save-baseline", "--rfdetr-device=cpu", "--rfdetr-models=RFDETRNano",
+                                "--rfdetr-backends=torch-fp32", "--rfdetr-sampling=quick", "--rfdetr-images=1",
+                                "--rfdetr-scopes=forward", "-rs", "-p", "no:randomly")
+    result.assert_outcomes(passed=6, skipped=2)
+    # The marker's models or backends that this run left out: a skip that says so, not "empty parameter set".
+    shown = result.stdout.str()
+    assert re.search(r"test_fixture_examples.py:\d+: @pytest.mark.rfdetr_latency\(backends=\['torch-fp16'\]\) and "
+                     r"this run's selection \(models RFDETRNano; backends torch-fp32\) share no case: a marker narrows "
+                     r"the run's selection and never adds to it", shown)
+    assert re.search(r"test_readme.py:\d+: @pytest.mark.rfdetr_latency\(models=\['RFDETRSmall'\], backends=", shown)
+    assert "warnings summary" not in shown  # what building printed, for the fixtures too, is kept out of the way

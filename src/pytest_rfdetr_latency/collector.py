@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from pytest_rfdetr_latency import report
+from pytest_rfdetr_latency import quiet, report
 from pytest_rfdetr_latency.settings import Settings
 from pytest_rfdetr_latency.stash import (
     LAUNCH_KEY,
@@ -210,6 +210,11 @@ class ResultCollector:
             terminalreporter.write_line(f"xdist: {note}")
         for line in self.annotations:
             terminalreporter.write_line(line)
+        latency_session = self.config.stash.get(SESSION_KEY, None)
+        tallies = [r.get("details", {}).get("kept_quiet") for r in self.results]
+        kept = quiet.summary_line(quiet.summed([*tallies, latency_session.kept_quiet if latency_session else None]))
+        if kept:
+            terminalreporter.write_line(kept)
         for note in self.notes:
             terminalreporter.write_line(note)
         for error in self.errors:

@@ -62,15 +62,18 @@ class CaseMeasurement:
                             workload=session.workload(self.case))
         from pytest_rfdetr_latency.backends import prepare
         from pytest_rfdetr_latency.memory import MemoryProbe
+        from pytest_rfdetr_latency.quiet import empty_tally, kept_quiet
 
         if self.case.info.needs_cuda and not session.device.is_cuda:
             self._unavailable(result, f"{self.case.backend} needs a CUDA device; this run measures on "
                                       f"{session.device.spec} ({session.device.name})")
+        quiet = result.details.setdefault("kept_quiet", empty_tally())
         # What other cases share (the model build, the parity reference) is made before the memory probe starts.
-        if self.case.onnx_file is None and not self.case.backend.startswith("onnx-"):
-            session.model(self.case.model, self.case.resolution)
-        if not session.settings.no_parity:
-            session.reference_outputs(self.case)
+        with kept_quiet(quiet):
+            if self.case.onnx_file is None and not self.case.backend.startswith("onnx-"):
+                session.model(self.case.model, self.case.resolution)
+            if not session.settings.no_parity:
+                session.reference_outputs(self.case)
         context = BackendContext(
             case=self.case,
             device=session.device,
@@ -86,7 +89,8 @@ class CaseMeasurement:
         session.progress(f"{self.id}: preparing {self.case.backend}")
         start = time.perf_counter()
         try:
-            prepared = prepare(context)
+            with kept_quiet(quiet):
+                prepared = prepare(context)
         except BackendUnavailable as exc:
             self._unavailable(result, str(exc))
         except BackendMisconfigured as exc:

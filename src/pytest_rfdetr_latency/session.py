@@ -60,6 +60,7 @@ class LatencySession:
         self._digests: dict[str, str] = {}
         self.commit = git_commit(root)
         self.invocation: tuple[str, ...] = ()  # this run's paths and options, for the command that records again
+        self.kept_quiet: dict[str, Any] = {"warnings": {}, "output_lines": 0}  # building for the fixtures (quiet.py)
         self.timings: dict[str, float] = {}  # seconds spent on shared work (build, reference, export), for the report
         self.progress: Callable[[str], None] = lambda text: None  # the plugin shows these lines live
 

@@ -132,8 +132,8 @@ def _rejudged(record: dict[str, Any], case: dict[str, Any], scope: str, verdict:
         checked = verdict["processes"][:1] if exact else verdict["processes"]
         return {**judge.judge_memory(verdict["baseline_processes"], checked, 0.10, exact).to_json(),
                 "redecided": True}
-    if scope not in HOST_BOUND or case["backend"] == "onnx-cpu":
-        return verdict
+    if scope not in HOST_BOUND or case["backend"] == "onnx-cpu" or not verdict.get("detail"):
+        return verdict  # not host-bound, or not measured in this run (no figures to judge again)
     base = _baseline(record)
     stored = base[case["id"]]["scopes"][scope]
     procs = [case, *case.get("processes", [])]
@@ -149,7 +149,7 @@ def _rejudged(record: dict[str, Any], case: dict[str, Any], scope: str, verdict:
                           typical_freedom=freedom)
     base_hosts = [p.get("host_ms") for p in stored["processes"]]
     slowdown = judge.host_slowdown(base_hosts, hosts) if all(hosts) and all(base_hosts) else None
-    if decided.kind == "regression" and slowdown:
+    if decided.kind == "regression" and slowdown and len(raw) >= 2:  # the plugin excuses only over fresh processes
         raw_typical, raw_freedom = judge.typical_noise(base.values(), scope, case["backend"], None)
         fair = judge.judge(scope, verdict["statistic"], judge.recorded_figures(stored, None)[0],
                            [v / slowdown for v in raw], asked, raw_typical, planned=planned,

@@ -213,7 +213,8 @@ def test_what_building_prints_is_kept_quiet_and_counted_and_shown_when_it_fails(
     from pytest_rfdetr_latency.quiet import empty_tally, kept_quiet, summary_line, summed
 
     tally = empty_tally()
-    with kept_quiet(tally):
+    with warnings.catch_warnings(), kept_quiet(tally):
+        warnings.simplefilter("always")  # as pytest shows them
         warnings.warn("trace might be incorrect", RuntimeWarning, stacklevel=1)
         warnings.warn("deprecated", FutureWarning, stacklevel=1)
         print("Loading weights")
@@ -242,3 +243,21 @@ def test_what_building_prints_is_kept_quiet_and_counted_and_shown_when_it_fails(
     with pytest.raises(pytest.skip.Exception):
         skipping()
     assert capsys.readouterr().err == ""  # a skip says why itself
+
+    def unavailable() -> None:
+        with kept_quiet(empty_tally(), expected=(LookupError,)):
+            print("quiet")
+            raise LookupError("onnx-cuda needs onnxruntime-gpu")
+
+    with pytest.raises(LookupError):
+        unavailable()
+    assert capsys.readouterr().err == ""  # an expected one, too
+
+    def strict() -> None:  # the run's own warning filters stay: -W error still makes an error
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", FutureWarning)
+            with kept_quiet(empty_tally()):
+                warnings.warn("deprecated", FutureWarning, stacklevel=1)
+
+    with pytest.raises(FutureWarning):
+        strict()

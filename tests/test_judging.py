@@ -158,7 +158,7 @@ SLOW_SPELL_BASE = {"forward": [6.567, 6.508, 6.172]}
 SLOW_SPELL_HOSTS = {"forward": [0.2253, 0.2298, 0.2116]}
 
 
-def forward_case(spawn: Spawner) -> LatencyCase:
+def forward_case(spawn: Spawner | None) -> LatencyCase:
     return case(spawn, scopes=("forward",), typical=(0.0335, 6))
 
 
@@ -173,6 +173,7 @@ def test_a_launch_bound_slowdown_that_the_slower_host_explains_passes_and_says_s
     checked = host_bound_result(11.63, 0.3971)
     forward_case(spawn)._judge(checked, entry(SLOW_SPELL_BASE, hosts=SLOW_SPELL_HOSTS), None)
     verdict = checked.verdicts["forward"]
+    assert spawn.calls >= 1  # never excused on the first process alone: measured again first
     assert checked.outcome == "pass" and verdict.delta > 0.4
     assert any("explained by the host" in note and "slower than at recording" in note for note in verdict.notes)
 
@@ -183,6 +184,12 @@ def test_a_launch_bound_slowdown_beyond_what_the_slower_host_explains_fails() ->
     forward_case(spawn)._judge(checked, entry(SLOW_SPELL_BASE, hosts=SLOW_SPELL_HOSTS), None)
     assert checked.outcome == "regression"
     assert not any("explained by the host" in note for note in checked.verdicts["forward"].notes)
+
+
+def test_a_slow_host_does_not_excuse_a_single_process() -> None:
+    checked = host_bound_result(11.63, 0.3971)
+    forward_case(None)._judge(checked, entry(SLOW_SPELL_BASE, hosts=SLOW_SPELL_HOSTS), None)  # no fresh process
+    assert checked.outcome == "regression"
 
 
 def test_a_launch_bound_slowdown_on_an_unchanged_host_fails() -> None:
@@ -202,7 +209,7 @@ def test_the_device_scope_is_never_excused_by_the_host() -> None:
 
 def test_memory_is_judged_on_this_process_the_allocator_peak_of_fresh_ones_set_aside() -> None:
     # H200: the first case of a model in a fresh process peaks one FP32 model copy higher (+130 MiB).
-    stored = {"memory": {"kind": "torch-allocator", "peak_mib": 349.2, "processes": [347.7, 477.7, 349.2]}}
+    stored = {"memory": {"kind": "torch-allocator", "peak_mib": 477.7, "processes": [347.7, 477.7, 478.0]}}
     checked = result(device=1.641)
     checked.memory = {"kind": "torch-allocator", "peak_mib": 347.7}
     checked.processes = [{"scopes": {}, "memory": {"kind": "torch-allocator", "peak_mib": 480.0}}]

@@ -71,6 +71,20 @@ def test_marker_restricts_the_cases(pytester: pytest.Pytester) -> None:
     )
     result = pytester.runpytest("--collect-only", "-q")
     result.stdout.fnmatch_lines(["*test_mine[[]RFDETRNano-onnx-cpu[]]", "*test_mine[[]RFDETRNano-torch-fp32[]]"])
+    # A run that names its backends narrows the marker's, even when it names the default list.
+    named = pytester.runpytest("--collect-only", "-q", "--rfdetr-backends=torch-fp32,torch-fp16,onnx-cuda")
+    assert "RFDETRNano-torch-fp32" in named.stdout.str() and "RFDETRNano-onnx-cpu" not in named.stdout.str()
+    pytester.makepyfile(test_other="""
+        import pytest
+
+        @pytest.mark.rfdetr_latency(models=["RFDETRNano"], backends=["torch-bf16", "torch-fp32"])
+        def test_bf16(rfdetr_case):
+            rfdetr_case.check()
+        """)
+    defaults = pytester.runpytest("--collect-only", "-q", "test_other.py",
+                                  "--rfdetr-backends=torch-fp32,torch-fp16,onnx-cpu,onnx-cuda")
+    assert "RFDETRNano-torch-fp32" in defaults.stdout.str() and "torch-bf16" not in defaults.stdout.str()
+    assert "RFDETRNano-torch-bf16" in pytester.runpytest("--collect-only", "-q", "test_other.py").stdout.str()
 
 
 def test_marker_with_an_unknown_backend_is_a_usage_error(pytester: pytest.Pytester) -> None:
@@ -127,6 +141,14 @@ def test_an_unknown_variable_is_a_usage_error_and_help_lists_the_names(
     flowing = " ".join(shown.stdout.str().split())  # argparse wraps the help
     assert "--rfdetr-images=N number of seeded synthetic images" in flowing
     assert "Also: env RFDETR_LATENCY_IMAGES, ini rfdetr_latency_images." in flowing
+
+
+def test_an_unknown_ini_key_is_a_usage_error_naming_the_closest(suite: pytest.Pytester) -> None:
+    suite.makeini("[pytest]\nrfdetr_latency_budgets = RFDETRNano-*:e2e:median<=1ms\n")  # the key is ..._budget
+    result = suite.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*ini key rfdetr_latency_budgets in *tox.ini names no setting*did you mean "
+                                 "rfdetr_latency_budget?*"])
 
 
 def test_bad_ini_value_names_the_key(suite: pytest.Pytester) -> None:

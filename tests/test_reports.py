@@ -144,6 +144,8 @@ def test_the_gate_fails_closed_and_refresh_records_the_way_it_checks(folder: Pat
     assert "--rfdetr-device=cuda" in check and "--rfdetr-strict" in check and '-n "$(nvidia-smi -L | wc -l)"' in check
     # Code from a fork reaches a self-hosted runner only once a maintainer labels the pull request.
     assert "head.repo.full_name == github.repository" in job["if"] and "'gpu-gate'" in job["if"]
+    # ... for the commit read then: a later push from the fork does not run on the label set before.
+    assert "github.event.action == 'labeled'" in job["if"] and "labels.*.name" not in job["if"]
     summary = gate["jobs"]["summary"]["steps"][-1]["run"]
     for outcome in ("regression", "over-budget", "parity-failure", "refused", "inconclusive", "no-baseline",
                     "unavailable"):

@@ -138,6 +138,12 @@ def test_an_unknown_variable_is_refused_naming_the_close_match(tmp_path: Path, v
     assert variable in str(caught.value) and "pytest --help lists them" in str(caught.value)
 
 
+def test_the_run_kind_switches_are_command_line_only(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="--rfdetr-latency says what kind of run this is and is given on the "
+                                            "command line only"):
+        resolve({}, {"RFDETR_LATENCY_ENABLED": "1"}, tmp_path)
+
+
 def test_a_bad_ini_value_is_reported_even_where_the_environment_overrides_it(tmp_path: Path) -> None:
     entries = {"backends": RawValue(ini="torch-fp8", ini_file="/repo/pytest.ini")}
     with pytest.raises(SettingsError, match=r"ini key rfdetr_latency_backends in /repo/pytest.ini: unknown backend"):

@@ -66,8 +66,8 @@ import os
 def test_latency(rfdetr_case):
     rfdetr_case.check()
 
-def test_unrelated():  # no latency case: runs on every core the worker had, not on the measuring slice
-    assert sorted(os.sched_getaffinity(0)) == [int(c) for c in os.environ["ALL_CORES"].split(",")]
+def test_unrelated():  # no latency case, in a bound worker: on the worker's cores too (said in the summary)
+    assert len(os.sched_getaffinity(0)) == len(os.environ["ALL_CORES"].split(",")) // 2
 """
 
 
@@ -85,6 +85,7 @@ def test_two_cpu_workers_measure_and_the_controller_saves_once(
     result.assert_outcomes(passed=3)
     share = len(cores) // 2
     result.stdout.fnmatch_lines([f"xdist workers: worker gw0: no GPU, cores {','.join(map(str, cores[:share]))}; *",
+                                 "xdist: every test of a worker runs on its GPU and cores, latency case or not*",
                                  "xdist: --dist load became loadgroup: a model's cases stay on one worker*"])
     report = json.loads((pytester.path / "report.json").read_text())
     workers = {case["details"]["worker"]["worker"] for case in report["cases"]}

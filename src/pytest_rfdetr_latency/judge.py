@@ -324,17 +324,16 @@ def typical_noise(
 
 def judge_memory(baseline_mib: Sequence[float], checked_mib: Sequence[float], tolerance: float,
                  exact: bool = True) -> Verdict:
-    """Peak device memory against the median of the baseline processes' peaks, at the tolerance asked plus the
-    allocator's slack.
+    """Peak device memory against the baseline processes' peaks, at the tolerance asked plus the allocator's slack.
 
     ``exact``: the PyTorch allocator's peak, which is not noisy: it repeats to the tenth of a MiB in the same order of
     cases. Where the baseline's processes disagree, it is because of what ran before in each (on the H200 the first
-    case of a model in a fresh process kept one more FP32 copy of the model, +130 MiB); the median sets one such
-    process aside. Widening the threshold by that disagreement, as a timing scope's is, would pass any growth (826 %
-    on the H200). Otherwise (NVML's used memory of the whole device, which also counts what the driver loads lazily
-    and what other processes hold) it is judged like a timing scope, its threshold widened by the processes'
-    disagreement, and the summary shows how wide."""
-    reference = median(baseline_mib)
+    case of a model in a fresh process kept one more FP32 copy of the model, +130 MiB), and what lingers only ever
+    adds: the reference is the smallest peak, the case's own need. Widening the threshold by that disagreement, as a
+    timing scope's is, would pass any growth (826 % on the H200). Otherwise (NVML's used memory of the whole device,
+    which also counts what the driver loads lazily and what other processes hold) it is judged like a timing scope
+    against the median, its threshold widened by the processes' disagreement, and the summary shows how wide."""
+    reference = min(baseline_mib) if exact else median(baseline_mib)
     current = median(checked_mib)
     asked = tolerance + MEMORY_SLACK_MIB / max(reference, 1.0)
     if not exact and min(*baseline_mib, *checked_mib) > 0:
@@ -349,7 +348,7 @@ def judge_memory(baseline_mib: Sequence[float], checked_mib: Sequence[float], to
     reason = f"{_pct(asked)}: asked, with {MEMORY_SLACK_MIB:g} MiB of allocator slack"
     if max(baseline_mib) - min(baseline_mib) > MEMORY_SLACK_MIB:
         reason += (f"; the baseline's processes peaked at {min(baseline_mib):.1f}-{max(baseline_mib):.1f} MiB (what "
-                   "ran before in each), judged against their median")
+                   "ran before in each), judged against the smallest")
     return Verdict(kind, "memory", "peak", max(reference, 1e-9), current, asked, reason, tuple(baseline_mib),
                    tuple(checked_mib), unit="MiB", detail={"asked": tolerance, "slack_mib": MEMORY_SLACK_MIB})
 

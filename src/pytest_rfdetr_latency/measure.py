@@ -69,10 +69,12 @@ class CaseMeasurement:
                                       f"{session.device.spec} ({session.device.name})")
         quiet = result.details.setdefault("kept_quiet", empty_tally())
         # What other cases share (the model build, the parity reference) is made before the memory probe starts.
+        # On a GPU the reference is made even where parity is not checked (fresh processes, --rfdetr-no-parity): the
+        # first optimisation of a model leaves state behind, and the case that ran first would carry it.
         with kept_quiet(quiet):
             if self.case.onnx_file is None and not self.case.backend.startswith("onnx-"):
                 session.model(self.case.model, self.case.resolution)
-            if not session.settings.no_parity:
+            if not session.settings.no_parity or session.device.is_cuda:
                 session.reference_outputs(self.case)
         context = BackendContext(
             case=self.case,
@@ -89,7 +91,7 @@ class CaseMeasurement:
         session.progress(f"{self.id}: preparing {self.case.backend}")
         start = time.perf_counter()
         try:
-            with kept_quiet(quiet):
+            with kept_quiet(quiet, expected=(BackendUnavailable,)):
                 prepared = prepare(context)
         except BackendUnavailable as exc:
             self._unavailable(result, str(exc))

@@ -17,7 +17,6 @@ import pytest
 from pytest_rfdetr_latency.cases import Case, matrix
 from pytest_rfdetr_latency.settings import OPTIONS, RawValue, Settings, SettingsError, marker_settings
 from pytest_rfdetr_latency.stash import (
-    CORES_KEY,
     DIST_KEY,
     LAUNCH_KEY,
     PROPERTY,
@@ -96,8 +95,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _resolve(config: pytest.Config) -> Settings:
-    from pytest_rfdetr_latency.settings import resolve
+    from pytest_rfdetr_latency.settings import check_ini_keys, resolve
 
+    check_ini_keys(list(config.inicfg), str(config.inipath) if config.inipath else None)
     raw = {
         spec.dest: RawValue(
             cli=config.getoption(f"rfdetr_{spec.dest}"),
@@ -120,27 +120,21 @@ def _bind_xdist_workers(config: pytest.Config, settings: Settings) -> None:
         if count == 0:
             return
     gpus = [] if settings.device == "cpu" else workers.visible_gpus()
-    original = workers.affinity()
     try:
-        bindings = workers.plan(count, settings.device, gpus, original)
+        bindings = workers.plan(count, settings.device, gpus, workers.affinity())
     except workers.WorkerPlanError as exc:
         raise pytest.UsageError(str(exc)) from None
     if is_worker(config):
         config.stash[WORKER_KEY] = {"worker": f"gw{index}", **workers.apply(bindings[index])}
-        config.stash[CORES_KEY] = (bindings[index].cores, tuple(original))
     else:
-        rewritten = ["--dist load became loadgroup: a model's cases stay on one worker, which builds it once"
-                     ] if config.stash.get(DIST_KEY, False) else []
-        config.stash[WORKER_KEY] = {"plan": [b.describe() for b in bindings], "notes": rewritten}
+        # A worker is bound as a whole, before CUDA starts: its GPU, and its cores for every thread it will make
+        # (rebinding one thread per test would leave thread pools made meanwhile on the other workers' cores).
+        notes = ["every test of a worker runs on its GPU and cores, latency case or not: run other tests in a "
+                 "pytest of their own to give them the whole machine"]
+        if config.stash.get(DIST_KEY, False):
+            notes.append("--dist load became loadgroup: a model's cases stay on one worker, which builds it once")
+        config.stash[WORKER_KEY] = {"plan": [b.describe() for b in bindings], "notes": notes}
 
-
-def pytest_runtest_setup(item: pytest.Item) -> None:
-    """A bound worker measures on its slice of the cores; a test that is no latency case runs on every core the
-    worker was given before binding (its GPU stays bound: CUDA reads that once per process)."""
-    cores = item.config.stash.get(CORES_KEY, None)
-    if cores is not None and hasattr(os, "sched_setaffinity"):
-        bound, original = cores
-        os.sched_setaffinity(0, bound if "rfdetr_case" in getattr(item, "fixturenames", ()) else original)
 
 
 def pytest_cmdline_main(config: pytest.Config) -> None:
@@ -221,7 +215,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     # A marker narrows the run's selection; it never adds what the command line left out.
     if kwargs.get("models") and settings.models_explicit:
         models = tuple(m for m in models if m in settings.models)
-    if kwargs.get("backends") and settings.backends != Settings().backends:
+    if kwargs.get("backends") and settings.backends_explicit:
         backends = tuple(b for b in backends if b in settings.backends)
     if settings.weights.everywhere is not None and not settings.models_explicit and not kwargs.get("models"):
         from pytest_rfdetr_latency.models import ModelError, checkpoint_architecture

@@ -87,6 +87,7 @@ class Settings:
     save_processes: int | None = None  # None: 3 on a GPU, 1 on the CPU (the result collector resolves it)
     child_report: Path | None = None
     models_explicit: bool = False  # --rfdetr-models (or its ini key or variable) was given
+    backends_explicit: bool = False  # --rfdetr-backends (or its ini key or variable) was given
     # Set only for a fresh process (processes.py): its place among a recording's processes, which rotates the order
     # of its cases, and the block sizes it must sample with, per case and scope.
     process_index: int = 0
@@ -434,17 +435,44 @@ ENV_PREFIX = "RFDETR_LATENCY_"
 ENV_NAMES = {spec.env_name: spec for spec in OPTIONS if spec.env}
 
 
+INI_PREFIX = "rfdetr_latency_"
+INI_NAMES = {spec.ini_name: spec for spec in OPTIONS if spec.ini}
+
+
+def _closest(asked: str, known: list[str]) -> str | None:
+    import difflib
+
+    close = [n for n in known if n.startswith(asked) or asked.startswith(n)]
+    close = close or difflib.get_close_matches(asked, known, n=1, cutoff=0.5)
+    return close[0] if close else None
+
+
+def check_ini_keys(keys: list[str], ini_file: str | None) -> None:
+    """Refuse an ``rfdetr_latency_*`` ini key that names no setting (``rfdetr_latency_budgets`` for
+    ``rfdetr_latency_budget``, say): pytest would only warn, and the setting would be lost without a failure."""
+    for key in sorted(keys):
+        if key.startswith(INI_PREFIX) and key not in INI_NAMES:
+            close = _closest(key.removeprefix(INI_PREFIX), [n.removeprefix(INI_PREFIX) for n in INI_NAMES])
+            hint = f"did you mean {INI_PREFIX}{close}? " if close else ""
+            where = f" in {ini_file}" if ini_file else ""
+            raise SettingsError(
+                f"ini key {key}{where} names no setting of pytest-rfdetr-latency: {hint}Each option's key is "
+                f"{INI_PREFIX} and the flag's name after --rfdetr-, dashes as underscores (pytest --help lists them)"
+            )
+
+
 def check_environment(environ: Mapping[str, str]) -> None:
     """Refuse an ``RFDETR_LATENCY_*`` variable that names no setting: a misspelt one would otherwise be ignored
     without a word, and the run would measure something other than what was asked."""
-    import difflib
-
     for key in sorted(environ):
         if key.startswith(ENV_PREFIX) and key not in ENV_NAMES:
-            asked, known = key.removeprefix(ENV_PREFIX), [n.removeprefix(ENV_PREFIX) for n in ENV_NAMES]
-            close = [n for n in known if n.startswith(asked) or asked.startswith(n)] or difflib.get_close_matches(
-                asked, known, n=1, cutoff=0.5)
-            hint = f"did you mean {ENV_PREFIX}{close[0]}? " if close else ""
+            asked = key.removeprefix(ENV_PREFIX)
+            if asked in ("ENABLED", "SAVE_BASELINE"):
+                flag = "--rfdetr-latency" if asked == "ENABLED" else "--save-baseline"
+                raise SettingsError(f"environment variable {key}: {flag} says what kind of run this is and is given "
+                                    "on the command line only; unset the variable")
+            close = _closest(asked, [n.removeprefix(ENV_PREFIX) for n in ENV_NAMES])
+            hint = f"did you mean {ENV_PREFIX}{close}? " if close else ""
             raise SettingsError(
                 f"environment variable {key} names no setting of pytest-rfdetr-latency: {hint}Each option's variable "
                 f"is {ENV_PREFIX} and the flag's name after --rfdetr- in capitals, dashes as underscores (pytest "
@@ -485,6 +513,7 @@ def resolve(raw: Mapping[str, RawValue], environ: Mapping[str, str], rootdir: Pa
         if given:
             values[spec.dest] = given[0]
     values["models_explicit"] = "models" in values
+    values["backends_explicit"] = "backends" in values
     baseline_dir = values.get("baseline_dir", Settings.baseline_dir)
     values["baseline_dir"] = baseline_dir if baseline_dir.is_absolute() else rootdir / baseline_dir
     if "cache_dir" in values and not values["cache_dir"].is_absolute():

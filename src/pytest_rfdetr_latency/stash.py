@@ -18,7 +18,6 @@ SETTINGS_KEY = pytest.StashKey[Settings]()
 SESSION_KEY = pytest.StashKey["LatencySession"]()
 RESULT_ITEM_KEY = pytest.StashKey[dict[str, Any]]()
 WORKER_KEY = pytest.StashKey[dict[str, Any]]()
-CORES_KEY = pytest.StashKey[tuple[tuple[int, ...], tuple[int, ...]]]()  # a bound worker's cores, and those before
 DIST_KEY = pytest.StashKey[bool]()  # --dist load was made loadgroup
 LAUNCH_KEY = pytest.StashKey["Launch"]()
 PROPERTY = "rfdetr_latency_result"  # the user property that carries a case's result to the reporting process

@@ -136,7 +136,6 @@ def _bind_xdist_workers(config: pytest.Config, settings: Settings) -> None:
         config.stash[WORKER_KEY] = {"plan": [b.describe() for b in bindings], "notes": notes}
 
 
-
 def pytest_cmdline_main(config: pytest.Config) -> None:
     # xdist's default distribution spreads one model's cases over every worker, so each builds the model again;
     # loadgroup keeps a model's cases together (the plugin marks each case with its model's group).

@@ -149,6 +149,9 @@ def test_an_unknown_ini_key_is_a_usage_error_naming_the_closest(suite: pytest.Py
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*ini key rfdetr_latency_budgets in *tox.ini names no setting*did you mean "
                                  "rfdetr_latency_budget?*"])
+    suite.makeini("[pytest]\nrfdetr_latency_budget = RFDETRNano-*:e2e:median<=1ms\n")
+    fine = suite.runpytest("--collect-only", "-q")
+    assert fine.ret == pytest.ExitCode.OK and "deprecated" not in fine.stderr.str()  # pytest 9 deprecates inicfg
 
 
 def test_bad_ini_value_names_the_key(suite: pytest.Pytester) -> None:

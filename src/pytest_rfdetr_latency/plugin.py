@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import warnings
 from collections.abc import Generator, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -97,7 +98,10 @@ def pytest_configure(config: pytest.Config) -> None:
 def _resolve(config: pytest.Config) -> Settings:
     from pytest_rfdetr_latency.settings import check_ini_keys, resolve
 
-    check_ini_keys(list(config.inicfg), str(config.inipath) if config.inipath else None)
+    with warnings.catch_warnings():  # pytest 9 deprecates inicfg and offers no other list of the keys given
+        warnings.simplefilter("ignore", DeprecationWarning)
+        given = list(getattr(config, "inicfg", {}))
+    check_ini_keys(given, str(config.inipath) if config.inipath else None)
     raw = {
         spec.dest: RawValue(
             cli=config.getoption(f"rfdetr_{spec.dest}"),

@@ -151,7 +151,7 @@ def test_an_entry_holds_every_process_their_median_and_spread() -> None:
     assert made["memory"]["processes"] == [100.0, 100.0, 100.0] and made["backend"] == "torch-fp32"
 
 
-@pytest.mark.parametrize("name", ["baseline", "report"])
+@pytest.mark.parametrize("name", ["baseline", "report", "history"])
 def test_the_published_schemas_are_the_ones_the_code_checks(name: str) -> None:
     from importlib.resources import files
 

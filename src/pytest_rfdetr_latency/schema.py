@@ -1,8 +1,10 @@
 """The schemas of the files the plugin writes, as pydantic models: the baseline file (checked when read and before
-written) and the JSON report of --rfdetr-report (checked before written).
+written), the JSON report of --rfdetr-report (checked before written) and a line of --rfdetr-history (checked when
+read).
 
-``python -m pytest_rfdetr_latency.schema [baseline|report]`` prints one as JSON Schema; the same texts ship as
-``baseline.schema.json`` and ``report.schema.json`` beside this module, for other tools that read the files.
+``python -m pytest_rfdetr_latency.schema [baseline|report|history]`` prints one as JSON Schema; the same texts ship
+as ``baseline.schema.json``, ``report.schema.json`` and ``history.schema.json`` beside this module, for other tools
+that read the files.
 """
 
 from __future__ import annotations
@@ -146,7 +148,35 @@ class Report(_Model):
     cases: list[CaseReport]
 
 
-SCHEMAS: dict[str, type[BaseModel]] = {"baseline": BaselineFile, "report": Report}
+class HistoryLine(_Model):
+    """One line of --rfdetr-history's DIR/<device>.jsonl: one case × scope of one run."""
+
+    v: Literal[1] = Field(description="the history line's version")
+    run: Annotated[str, Field(min_length=1)] = Field(description="the run's id: the lines of one run share it")
+    time: Annotated[str, Field(min_length=1)] = Field(description="when the run ended, ISO 8601 UTC")
+    kind: Literal["check", "record"]
+    commit: str | None = None
+    device: Annotated[str, Field(min_length=1)]
+    case: Annotated[str, Field(min_length=1)]
+    model: str
+    backend: str
+    batch: int
+    resolution: int | None
+    outcome: str = Field(description="the case's outcome in that run")
+    scope: Literal["e2e", "forward", "iobinding", "device", "memory"]
+    statistic: str
+    unit: str = "ms"
+    value: Positive = Field(description="the figure judged (the median over the run's processes) or recorded")
+    processes: list[Positive] = Field(description="each process's figure")
+    verdict: Literal["pass", "regression", "improvement", "inconclusive", "saved"]
+    baseline: Positive | None = Field(description="the baseline's figure it was judged against (checks only)")
+    threshold: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = Field(
+        description="the effective threshold, a fraction (checks only)")
+    workload: dict[str, Any] = Field(description="what was measured; another workload forms another series")
+    fingerprint: dict[str, Any]
+
+
+SCHEMAS: dict[str, type[BaseModel]] = {"baseline": BaselineFile, "report": Report, "history": HistoryLine}
 
 
 def json_schema(name: str = "baseline") -> str:

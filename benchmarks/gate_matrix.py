@@ -86,7 +86,8 @@ def run(args: argparse.Namespace) -> None:
                 print(f"[{args.tag} stream {s}] {args.phase} {i}: exit {record['exit_code']}, "
                       f"{record['wall_seconds']} s", flush=True)
 
-    threads = [threading.Thread(target=stream, args=(s,)) for s in range(args.streams)]
+    chosen = range(args.streams) if args.only_stream is None else [args.only_stream]
+    threads = [threading.Thread(target=stream, args=(s,)) for s in chosen]
     for t in threads:
         t.start()
     for t in threads:
@@ -410,6 +411,7 @@ def main() -> None:
     r.add_argument("--tag", required=True)
     r.add_argument("--count", type=int, default=1)
     r.add_argument("--streams", type=int, default=2)
+    r.add_argument("--only-stream", type=int, help="run this stream alone (its GPU and share of the cores)")
     r.add_argument("--processes", type=int, default=3, help="baseline processes (--rfdetr-save-processes)")
     r.add_argument("--backends", default="")
     r.add_argument("--inject", type=float, default=0.0, help="injected slowdown, percent")

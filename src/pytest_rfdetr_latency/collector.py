@@ -58,7 +58,10 @@ class ResultCollector:
             self._save(run)
         elif run.enabled:
             self._say_what_was_compared(run)
+            if run.against is not None:
+                self._say_who_met(run)
         self._write_files(run)
+        self._append_history(run)
         if self.errors and session.exitstatus == 0:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
@@ -136,6 +139,23 @@ class ResultCollector:
         else:
             self.notes.append(f"WARNING: {text}; a gate that compares nothing passes nothing (--rfdetr-strict fails)")
 
+    def _say_who_met(self, run: Settings) -> None:
+        """A head-to-head run's line: which two environments, how many processes each, in what order."""
+        duel = next((r["details"]["head_to_head"] for r in self.results if r.get("details", {}).get("head_to_head")),
+                    None)
+        if duel is None:
+            return
+
+        def versions(side: str) -> str:
+            return ", ".join(f"{k} {v}" for k, v in duel["versions"][side].items() if v) or "versions unknown"
+
+        self.notes.append(
+            f"head to head: {duel['against']} ({versions('other')}) judged against this environment "
+            f"({versions('this')}); fresh processes, {duel['processes']['this']} and {duel['processes']['other']}, "
+            f"in the order {' '.join(duel['order'])}; no baseline file read or written")
+        for error in duel.get("errors", []):
+            self.errors.append(f"head to head: {error}")
+
     # Files and summaries ------------------------------------------------------------------------------------
 
     def _write_files(self, run: Settings) -> None:
@@ -184,6 +204,32 @@ class ResultCollector:
                 self.notes.append(f"Markdown summary appended to {target}")
             if os.environ.get("GITHUB_ACTIONS") == "true":
                 self.annotations = report.github_annotations(self.results)
+
+    def _append_history(self, run: Settings) -> None:
+        """Add this run's figures to the history (--rfdetr-history): checks and recordings, not a head-to-head."""
+        if run.history_dir is None or not run.active:
+            return
+        if run.against is not None:
+            self.notes.append("history: a head-to-head run is not added (it compares two environments, not this one "
+                              "against its baseline)")
+            return
+        from pytest_rfdetr_latency import history
+        from pytest_rfdetr_latency.environment import slugify
+
+        lines = history.rows(self.results, "record" if run.save_baseline else "check")
+        if not lines:
+            self.notes.append(f"history: nothing to add to {run.history_dir} (no case was judged or recorded)")
+            return
+        by_device: dict[str, list[dict[str, Any]]] = {}
+        for line in lines:
+            by_device.setdefault(slugify(line["device"]), []).append(line)
+        for slug, device_lines in by_device.items():
+            try:
+                path = history.append(run.history_dir, slug, device_lines)
+            except OSError as exc:
+                self.errors.append(f"history not written to {run.history_dir}: {exc}")
+                continue
+            self.notes.append(f"history: {len(device_lines)} figure(s) appended to {path}")
 
     def _timings(self) -> Mapping[str, float]:
         latency_session = self.config.stash.get(SESSION_KEY, None)

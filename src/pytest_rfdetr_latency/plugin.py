@@ -19,6 +19,7 @@ from pytest_rfdetr_latency.cases import Case, matrix
 from pytest_rfdetr_latency.settings import OPTIONS, RawValue, Settings, SettingsError, marker_settings
 from pytest_rfdetr_latency.stash import (
     DIST_KEY,
+    HEAD_TO_HEAD_KEY,
     LAUNCH_KEY,
     PROPERTY,
     RESULT_ITEM_KEY,
@@ -35,6 +36,7 @@ from pytest_rfdetr_latency.stash import settings as _settings
 if TYPE_CHECKING:
     from PIL import Image
 
+    from pytest_rfdetr_latency.headtohead import HeadToHead
     from pytest_rfdetr_latency.processes import ChildOutcome
     from pytest_rfdetr_latency.runner import LatencyCase
     from pytest_rfdetr_latency.session import LatencySession
@@ -184,10 +186,25 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     settings = _settings(config)
     if not settings.active:
         return
+    if settings.against is not None and settings.child_report is None:
+        _check_head_to_head(config, settings)
     if xdist_workers(config) and not is_worker(config):
         _check_baselines_on_controller(config, settings)  # the workers measure; no CUDA context here
         return
     config.stash[SESSION_KEY] = _open_session(config)
+
+
+def _check_head_to_head(config: pytest.Config, settings: Settings) -> None:
+    from pytest_rfdetr_latency.headtohead import HeadToHeadError, check_interpreter
+
+    if xdist_workers(config) or is_worker(config):
+        raise pytest.UsageError("--rfdetr-against measures both sides in fresh processes one at a time, each on the "
+                                "whole machine: drop -n")
+    assert settings.against is not None
+    try:
+        check_interpreter(settings.against)
+    except HeadToHeadError as exc:
+        raise pytest.UsageError(str(exc)) from None
 
 
 def _check_baselines_on_controller(config: pytest.Config, settings: Settings) -> None:
@@ -345,7 +362,7 @@ def rfdetr_case(request: pytest.FixtureRequest, rfdetr_latency_session: LatencyS
     except (argparse.ArgumentTypeError, ValueError) as exc:
         pytest.fail(f"@pytest.mark.{MARKER} on {request.node.nodeid}: {exc}", pytrace=False)
     node = request.node
-    target = f"{node.path}::{node.nodeid.split('::', 1)[1]}"
+    target = _case_target(node)
     config = request.config
 
     def publish(result: Any) -> None:
@@ -369,7 +386,30 @@ def rfdetr_case(request: pytest.FixtureRequest, rfdetr_latency_session: LatencyS
     return LatencyCase(
         rfdetr_latency_session, case, skip=pytest.skip, fail=pytest.fail, publish=publish, scopes=scopes,
         thresholds=thresholds, budgets=marker_budgets, spawn=spawn, node=target,
+        versus=_head_to_head(request.session, rfdetr_latency_session),
     )
+
+
+def _case_target(item: pytest.Item) -> str:
+    return f"{item.path}::{item.nodeid.split('::', 1)[1]}"
+
+
+def _head_to_head(session: pytest.Session, latency_session: LatencySession) -> HeadToHead | None:
+    """With --rfdetr-against, both sides' processes, measured for every selected case when the first case asks."""
+    config = session.config
+    run = _settings(config)
+    if run.against is None:
+        return None
+    if HEAD_TO_HEAD_KEY not in config.stash:
+        from pytest_rfdetr_latency import headtohead
+
+        targets = [_case_target(item) for item in session.items
+                   if isinstance(getattr(getattr(item, "callspec", None), "params", {}).get("rfdetr_case"), Case)]
+        config.stash[HEAD_TO_HEAD_KEY] = headtohead.measure(
+            config.stash[LAUNCH_KEY], targets, run, latency_session.cache_dir, lambda text: progress(config, text))
+        latency_session.use_entries(config.stash[HEAD_TO_HEAD_KEY].entries(latency_session.commit),
+                                    f"this environment's {run.against_processes} processes (head to head)")
+    return config.stash[HEAD_TO_HEAD_KEY]
 
 
 # ---------------------------------------------------------------------------------------------------------------

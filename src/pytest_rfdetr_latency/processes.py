@@ -46,9 +46,11 @@ class Launch:
     inifile: Path | None = None
     options: tuple[str, ...] = ()  # -p, -o, --noconftest, --confcutdir, --import-mode as given
     xdist_workers: int | None = None  # None: pytest-xdist is not installed; 0: not used
+    python: Path | None = None  # another environment's interpreter (head to head); None: this one
 
     def command(self, targets: Sequence[str]) -> list[str]:
-        command = [sys.executable, "-m", "pytest", *targets, "-q", f"--rootdir={self.rootdir}"]
+        python = str(self.python) if self.python is not None else sys.executable
+        command = [python, "-m", "pytest", *targets, "-q", f"--rootdir={self.rootdir}"]
         if self.inifile is not None:
             command += ["-c", str(self.inifile)]
         command += self.options
@@ -92,7 +94,8 @@ def child_settings(
     block_sizes: Mapping[str, Mapping[str, int]] | None = None,
 ) -> Settings:
     """The parent's settings for a fresh process that measures only: no parity (the parent checked it), no
-    baseline writing, no reports, no processes of its own; the same cache of exports and the same block sizes."""
+    baseline writing, no reports, no history, no processes of its own; the same cache of exports and the same block
+    sizes."""
     return dataclasses.replace(
         settings,
         enabled=True,
@@ -104,6 +107,8 @@ def child_settings(
         markdown=None,
         benchmark_json=None,
         plot_dir=None,
+        history_dir=None,
+        against=None,
         inject=inject,
         cache_dir=cache_dir,
         process_index=process_index,

@@ -8,7 +8,7 @@ case's test in a fresh pytest process and returns what that process measured).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from pytest_rfdetr_latency import baselines, budgets, judge
 from pytest_rfdetr_latency.cases import Case
@@ -18,6 +18,10 @@ from pytest_rfdetr_latency.processes import ChildOutcome
 from pytest_rfdetr_latency.results import CaseError, CaseResult, update_command
 from pytest_rfdetr_latency.scopes import DEFAULT_THRESHOLDS, HOST_BOUND
 from pytest_rfdetr_latency.session import LatencySession
+from pytest_rfdetr_latency.stats import ScopeStats
+
+if TYPE_CHECKING:
+    from pytest_rfdetr_latency.headtohead import HeadToHead
 
 Spawn = Callable[[float | None, Mapping[str, int]], ChildOutcome]
 
@@ -38,6 +42,7 @@ class LatencyCase:
         budgets: tuple[budgets.Budget, ...] = (),
         spawn: Spawn | None = None,
         node: str = "",
+        versus: HeadToHead | None = None,
     ) -> None:
         self.session = session
         self.case = case
@@ -50,6 +55,7 @@ class LatencyCase:
         self._budgets = budgets
         self._spawn = spawn
         self._node = node
+        self._versus = versus
 
     def __repr__(self) -> str:
         return f"<LatencyCase {self.id} on {self.session.device.spec}>"
@@ -64,6 +70,8 @@ class LatencyCase:
     def check(self, inject: float | None = None) -> CaseResult:
         """Measure, then record (--save-baseline) or compare with the baseline; fail or skip the test as needed."""
         __tracebackhide__ = True
+        if self._versus is not None:
+            return self._check_head_to_head(self._versus)
         settings = self.session.settings
         inject = settings.inject if inject is None else inject
         measurement = CaseMeasurement(self.session, self.case, self.scopes, skip=self._skip, fail=self._fail,
@@ -95,6 +103,57 @@ class LatencyCase:
         if failures:
             self._fail(failures)
         return result
+
+    # Head to head -------------------------------------------------------------------------------------------
+
+    def _check_head_to_head(self, versus: HeadToHead) -> CaseResult:
+        """Judge the other environment's processes of this case against this environment's (headtohead.py)."""
+        __tracebackhide__ = True
+        from pytest_rfdetr_latency.headtohead import OTHER, THIS
+
+        mine, theirs = versus.of(THIS, self.id), versus.of(OTHER, self.id)
+        if not mine or not theirs:
+            side, errors = (THIS, versus.errors[THIS]) if not mine else (OTHER, versus.errors[OTHER])
+            where = "this environment" if side == THIS else str(versus.python)
+            why = f": {errors[-1]}" if errors else " (it reported the case unavailable or skipped it)"
+            message = f"{self.id}: head to head: no process of {where} measured it{why}"
+            if self.session.settings.strict:
+                self._fail(message + " (--rfdetr-strict makes this a failure)")
+            self._skip(message)
+        result = self._from_process(theirs[0])
+        result.processes = [_process_record(r) for r in theirs[1:]]
+        entry = self.session.baseline_entry(self.id)
+        assert entry is not None
+        self._refuse_another_workload(result, entry)
+        self._judge(result, entry, None, measured=len(theirs))
+        result.details["head_to_head"] = {
+            "against": str(versus.python), "order": versus.sides, "processes": {THIS: len(mine), OTHER: len(theirs)},
+            "versions": {THIS: versus.versions(THIS), OTHER: versus.versions(OTHER)},
+            "errors": versus.errors[THIS] + versus.errors[OTHER],
+        }
+        if min(len(mine), len(theirs)) < 2:
+            for scope, verdict in result.verdicts.items():
+                result.verdicts[scope] = verdict.with_kind(
+                    "inconclusive", "a side has fewer than 2 processes: the noise between processes is unknown")
+            result.outcome = judge.worst(list(result.verdicts.values()))
+        self._check_budgets(result)
+        self._publish(result)
+        failures = self._failures(result)
+        if failures:
+            self._fail(failures)
+        return result
+
+    def _from_process(self, data: Mapping[str, Any]) -> CaseResult:
+        """A fresh process's result of this case, as this process's own would be."""
+        return CaseResult(
+            self.case, data["device"], "measured", device_kind=data.get("device_kind", "cpu"), node=self._node,
+            scopes={scope: ScopeStats.from_json(s) for scope, s in data["scopes"].items()},
+            unavailable=dict(data.get("unavailable_scopes") or {}), fingerprint=dict(data.get("fingerprint") or {}),
+            detections=float(data.get("detections", 0.0)), score_threshold=float(data.get("score_threshold", 0.0)),
+            details=dict(data.get("details") or {}), baseline_file=str(self.session.baseline_path),
+            memory=data.get("memory"), workload=dict(data.get("workload") or {}),
+            samples={k: list(v) for k, v in (data.get("samples_ms") or {}).items()},
+        )
 
     # Judging ------------------------------------------------------------------------------------------------
 
@@ -168,17 +227,19 @@ class LatencyCase:
         return {scope: self._verdict(result, scope, entry["scopes"][scope], z, planned)
                 for scope in result.scopes if scope in entry["scopes"]}
 
-    def _judge(self, result: CaseResult, entry: dict[str, Any], inject: float | None) -> None:
+    def _judge(
+        self, result: CaseResult, entry: dict[str, Any], inject: float | None, measured: int | None = None
+    ) -> None:
         """Screen this process's figures; measure a case that moved past its threshold again in fresh processes;
-        judge every scope over all of them."""
+        judge every scope over all of them. With ``measured``, every process is already there (head to head)."""
         session = self.session
         result.baseline = entry
         result.drift = drift(entry.get("fingerprint", {}), result.fingerprint, tuple(session.extra_fingerprint),
                              self.case.backend)
-        planned = 1 + session.confirm if self._spawn is not None else 1
+        planned = measured or (1 + session.confirm if self._spawn is not None else 1)
         decided = self._verdicts(result, entry, judge.DECIDE_Z, planned)
         suspects: list[str] = []
-        if planned > 1:
+        if planned > 1 and measured is None:
             # The screen never lets through what the decision line would fail: with many baseline processes and
             # many planned ones, the decision line can lie below the screen's.
             screen = self._verdicts(result, entry, judge.SCREEN_Z, None)
@@ -275,12 +336,21 @@ class LatencyCase:
         lines: list[str] = []
         regressions = [v for v in result.verdicts.values() if v.kind == "regression"]
         inconclusive = [v for v in result.verdicts.values() if v.kind == "inconclusive"]
-        if regressions:
+        if regressions and self._versus is not None:
+            lines.append(f"{self.id} on {result.device} is slower in {self._versus.python}'s environment than in "
+                         "this one (\"baseline\": this environment's processes; \"now\": the other's):")
+            lines += [f"  {v.describe()}" for v in regressions]
+        elif regressions:
             lines.append(f"{self.id} on {result.device} regressed:")
             lines += [f"  {v.describe()}" for v in regressions]
         if inconclusive and settings.strict:
             lines.append(f"{self.id}: verdict inconclusive (--rfdetr-strict makes this a failure):")
             lines += [f"  {v.describe()}" for v in inconclusive]
+        if self._versus is not None:
+            if lines:
+                lines.append("  the environments differ: " + ("; ".join(result.drift) or "in none of the versions "
+                                                                   "a fingerprint records"))
+            return "\n".join(lines)
         if result.drift and settings.fail_on_drift:
             lines.append(f"{self.id}: the environment changed since the baseline (--rfdetr-fail-on-drift):")
             lines += [f"  {line}" for line in result.drift]

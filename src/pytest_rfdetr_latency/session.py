@@ -44,9 +44,12 @@ class LatencySession:
         self.extra_fingerprint = dict(extra_fingerprint or {})
         # A recording over a damaged file, and its fresh processes, may find the file unreadable: it is replaced.
         recording = settings.save_baseline or settings.child_report is not None
-        self.baseline_path, self.baselines = baselines.load_for_device(
-            settings.baseline_dir, device.name, replacing=recording and settings.replace_corrupt
-        )
+        if settings.against is not None:  # head to head: this environment's processes stand in for a baseline
+            self.baseline_path, self.baselines = Path("(head to head: no baseline file)"), None
+        else:
+            self.baseline_path, self.baselines = baselines.load_for_device(
+                settings.baseline_dir, device.name, replacing=recording and settings.replace_corrupt
+            )
         self._typical: dict[tuple[str, str, float | None], tuple[float | None, int]] = {}
         self._slopes: dict[tuple[str, str], float | None] = {}
         self.images = synthetic_images(settings.image_count, settings.image_size, settings.seed)
@@ -72,6 +75,14 @@ class LatencySession:
         if self._fingerprint is None:
             self._fingerprint = {**fingerprint(self.device), **self.extra_fingerprint}
         return self._fingerprint
+
+    def use_entries(self, entries: Mapping[str, dict[str, Any]], label: str) -> None:
+        """Judge against ``entries`` instead of the baseline file (a head-to-head run: this environment's processes);
+        ``label`` says what they are where a file name would be shown."""
+        self.baselines = baselines.Baselines(Path(label), self.device.name, dict(entries))
+        self.baseline_path = Path(label)
+        self._typical.clear()
+        self._slopes.clear()
 
     def baseline_entry(self, case_id: str) -> dict[str, Any] | None:
         return None if self.baselines is None else self.baselines.entries.get(case_id)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -92,6 +93,9 @@ class Settings:
     # of its cases, and the block sizes it must sample with, per case and scope.
     process_index: int = 0
     block_sizes: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+    history_dir: Path | None = None
+    against: Path | None = None  # another environment's interpreter: a head-to-head run (headtohead.py)
+    against_processes: int = 3
 
     @property
     def active(self) -> bool:
@@ -298,6 +302,20 @@ def parse_bool(value: str) -> bool:
     raise argparse.ArgumentTypeError(f"invalid boolean {value!r}: use true/false, yes/no, on/off or 1/0")
 
 
+def parse_interpreter(value: str) -> Path:
+    """A Python interpreter: a path, or a name found on PATH; it must exist and be executable."""
+    import shutil
+
+    text = value.strip()
+    if not text:
+        raise argparse.ArgumentTypeError("empty interpreter")
+    found = shutil.which(os.path.expanduser(text))
+    if found is None:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an executable Python interpreter: give its path, e.g. /opt/venv-new/bin/python")
+    return Path(found)
+
+
 def parse_path(value: str) -> Path:
     if not value.strip():
         raise argparse.ArgumentTypeError("empty path")
@@ -428,6 +446,15 @@ OPTIONS: tuple[OptionSpec, ...] = (
                _positive_int("process count"), "N"),
     OptionSpec("onnx_models", "--rfdetr-onnx", "your own exported ONNX files as cases, run on the selected onnx-* "
                "backends: NAME=PATH[,NAME=PATH]. Default: none.", parse_onnx_models, "NAME=PATH", ini=False),
+    OptionSpec("history_dir", "--rfdetr-history", "append every check's and recording's figures, per case and "
+               "scope, to DIR/<device>.jsonl (only ever appended to); 'rfdetr-latency history DIR' charts them and "
+               "finds persistent shifts. Default: none.", parse_path, "DIR"),
+    OptionSpec("against", "--rfdetr-against", "head to head: with --rfdetr-latency, measure every case in this "
+               "environment and in the one of interpreter PYTHON (which has pytest-rfdetr-latency installed), "
+               "alternating fresh processes on the same device, and judge PYTHON's side against this one; no "
+               "baseline is read or written. Default: none.", parse_interpreter, "PYTHON", ini=False),
+    OptionSpec("against_processes", "--rfdetr-against-processes", "with --rfdetr-against, fresh processes per side "
+               "(at least 2). Default: 3.", _whole_number("process count", 2), "N"),
 )
 
 OPTIONS_BY_DEST = {spec.dest: spec for spec in OPTIONS}
@@ -516,8 +543,9 @@ def resolve(raw: Mapping[str, RawValue], environ: Mapping[str, str], rootdir: Pa
     values["backends_explicit"] = "backends" in values
     baseline_dir = values.get("baseline_dir", Settings.baseline_dir)
     values["baseline_dir"] = baseline_dir if baseline_dir.is_absolute() else rootdir / baseline_dir
-    if "cache_dir" in values and not values["cache_dir"].is_absolute():
-        values["cache_dir"] = rootdir / values["cache_dir"]
+    for key in ("cache_dir", "history_dir"):
+        if key in values and not values[key].is_absolute():
+            values[key] = rootdir / values[key]
     settings = Settings(**values)
     _check_combination(settings)
     return settings
@@ -537,6 +565,15 @@ def _check_combination(settings: Settings) -> None:
             "--rfdetr-inject-slowdown with --save-baseline would record a deliberately slowed run as the baseline: "
             "drop one of the two"
         )
+    if settings.against is not None and not settings.enabled:
+        raise SettingsError(
+            "--rfdetr-against compares two environments in a check: add --rfdetr-latency"
+            + (" and drop --save-baseline (a head-to-head run reads and writes no baseline)"
+               if settings.save_baseline else "")
+        )
+    if settings.against is not None and settings.save_baseline:
+        raise SettingsError("--rfdetr-against with --save-baseline: a head-to-head run reads and writes no baseline; "
+                            "drop one of the two")
     weights = settings.weights
     if weights.everywhere is not None and settings.models_explicit and len(settings.models) > 1:
         raise SettingsError(

@@ -10,7 +10,8 @@ import pytest
 
 from pytest_rfdetr_latency.settings import Settings
 
-if TYPE_CHECKING:  # named in the stash keys' types below (strings, so that --help imports neither)
+if TYPE_CHECKING:  # named in the stash keys' types below (strings, so that --help imports none)
+    from pytest_rfdetr_latency.headtohead import HeadToHead  # noqa: F401
     from pytest_rfdetr_latency.processes import Launch  # noqa: F401
     from pytest_rfdetr_latency.session import LatencySession  # noqa: F401
 
@@ -20,6 +21,7 @@ RESULT_ITEM_KEY = pytest.StashKey[dict[str, Any]]()
 WORKER_KEY = pytest.StashKey[dict[str, Any]]()
 DIST_KEY = pytest.StashKey[bool]()  # --dist load was made loadgroup
 LAUNCH_KEY = pytest.StashKey["Launch"]()
+HEAD_TO_HEAD_KEY = pytest.StashKey["HeadToHead"]()  # both sides' processes, measured at the first case
 PROPERTY = "rfdetr_latency_result"  # the user property that carries a case's result to the reporting process
 
 

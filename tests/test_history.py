@@ -1,0 +1,232 @@
+"""The run history (--rfdetr-history), its change points and page (rfdetr-latency history), and head to head
+(--rfdetr-against): units with made-up figures, then real Nano runs on the CPU."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_rfdetr_latency import cli, headtohead, history
+from pytest_rfdetr_latency.changepoints import change_points
+
+SUITE = """
+def test_latency(rfdetr_case):
+    rfdetr_case.check()
+"""
+FAST = "--rfdetr-sampling=quick,min-blocks=4,max-seconds=1,warmup-seconds=0.5"
+NANO = ("--rfdetr-device=cpu", FAST, "--rfdetr-images=2", "-p", "no:randomly", "--rfdetr-models=RFDETRNano",
+        "--rfdetr-backends=onnx-cpu", "--rfdetr-resolutions=320", "--rfdetr-no-parity")
+
+
+def result(value: float, *, kind: str = "pass", commit: str = "a" * 40, torch: str = "2.11.0",
+           baseline: float = 10.0) -> dict[str, Any]:
+    """A check's case result, as the collector holds it, with one judged scope."""
+    return {
+        "id": "RFDETRNano-onnx-cpu", "model": "RFDETRNano", "backend": "onnx-cpu", "batch": 1, "resolution": None,
+        "device": "AMD EPYC", "outcome": kind, "git_commit": commit, "workload": {"seed": 0},
+        "fingerprint": {"torch": torch},
+        "verdicts": {"e2e": {"kind": kind, "statistic": "p20", "unit": "ms", "current": value,
+                             "processes": [value], "baseline": baseline, "threshold": 0.1}},
+    }
+
+
+def write_history(folder: Path, values: list[float], first: int = 0, **kwargs: Any) -> Path:
+    path = folder / "amd-epyc.jsonl"
+    for i, value in enumerate(values, start=first):
+        commit = f"c{i:02d}".ljust(40, "0")
+        history.append(folder, "amd-epyc", history.rows([result(value, commit=commit, **kwargs)], "check"))
+    return path
+
+
+# Units --------------------------------------------------------------------------------------------------------
+
+
+def test_a_step_is_found_where_it_happened_and_a_flat_series_has_none() -> None:
+    noise = [1.0, 1.004, 0.997, 1.002, 0.999, 1.003, 0.998, 1.001, 1.0, 0.996]
+    stepped = [10 * n for n in noise] + [10.5 * n for n in noise[:6]]
+    found = change_points(stepped)
+    assert [c.index for c in found] == [10]
+    assert found[0].change == pytest.approx(0.05, abs=0.005) and found[0].pvalue < 0.001
+    assert change_points([10 * n for n in noise + noise]) == []
+    assert change_points([10.0, 20.0, 10.0]) == []  # too short to show a persistent shift
+
+
+def test_appending_keeps_every_line_whole_under_concurrent_writers(tmp_path: Path) -> None:
+    lines = history.rows([result(10.0)], "check")
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
+        pool.starmap(history.append, [(tmp_path, "amd-epyc", lines * 50)] * 8)
+    read = history.read(tmp_path / "amd-epyc.jsonl")
+    assert len(read) == 400 and all(line["value"] == 10.0 for line in read)
+
+
+def test_a_line_cut_short_stays_one_bad_line_named_by_the_reader(tmp_path: Path) -> None:
+    path = write_history(tmp_path, [10.0])
+    with path.open("a") as handle:
+        handle.write('{"v": 1, "run": "cut')  # a writer that died mid-line
+    write_history(tmp_path, [10.0])
+    texts = path.read_text().splitlines()
+    assert len(texts) == 3 and json.loads(texts[2])["value"] == 10.0  # not glued to the cut line
+    before = path.read_bytes()
+    with pytest.raises(history.HistoryError, match=r"amd-epyc.jsonl, line 2: not JSON .*remove or repair"):
+        history.series(tmp_path)
+    assert path.read_bytes() == before
+
+
+def test_a_line_of_another_shape_is_refused_with_its_field(tmp_path: Path) -> None:
+    path = write_history(tmp_path, [10.0])
+    line = json.loads(path.read_text())
+    path.write_text(json.dumps({**line, "value": -1}) + "\n")
+    with pytest.raises(history.HistoryError, match=r"line 1: value: Input should be greater than 0"):
+        history.series(tmp_path)
+    path.write_text(json.dumps({**line, "v": 2}) + "\n")
+    with pytest.raises(history.HistoryError, match=r"history version 2, and this plugin reads 1: upgrade"):
+        history.series(tmp_path)
+
+
+def test_recordings_and_checks_form_one_series_per_workload(tmp_path: Path) -> None:
+    checked = result(10.0)
+    recorded = {**checked, "outcome": "saved", "baseline_entry": {"scopes": {"e2e": {
+        "statistic": "p20", "value_ms": 9.5, "processes": [{"value_ms": 9.4}, {"value_ms": 9.5}, {"value_ms": 9.6}]}}}}
+    other = {**checked, "workload": {"seed": 1}}
+    history.append(tmp_path, "amd-epyc", history.rows([recorded], "record"))
+    history.append(tmp_path, "amd-epyc", history.rows([checked, other], "check"))
+    found = sorted(history.series(tmp_path), key=lambda s: -len(s.points))
+    assert [len(s.points) for s in found] == [2, 1]
+    first = found[0].points
+    assert (first[0].kind, first[0].value, first[0].processes, first[0].verdict) == ("record", 9.5,
+                                                                                      (9.4, 9.5, 9.6), "saved")
+    assert (first[1].kind, first[1].baseline, first[1].threshold) == ("check", 10.0, 0.1)
+
+
+def test_the_command_prints_shifts_with_commits_and_fails_only_on_a_new_unaccepted_slowdown(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    noise = [1.0, 1.004, 0.997, 1.002, 0.999, 1.003, 0.998, 1.001]
+    write_history(tmp_path, [10 * n for n in noise])
+    write_history(tmp_path, [11 * n for n in noise[:3]], first=8, torch="2.12.0")
+    assert cli.main(["history", str(tmp_path)]) == 0
+    assert cli.main(["history", str(tmp_path), "--fail-on-change", "--out", str(tmp_path / "page")]) == 1
+    out = capsys.readouterr().out
+    assert "RFDETRNano-onnx-cpu e2e (p20) on AMD EPYC: 11 runs, 1 persistent shift(s):" in out
+    assert re.search(r"NEW SLOWDOWN run 9 of 11 \(\S+\): \+9\.9\d% \(10 -> 11 ms, p=\S+\), between c070000000 and "
+                     r"c080000000; changed: torch: 2.11.0 -> 2.12.0\n", out)
+    page = (tmp_path / "page" / "index.html").read_text()
+    assert page.count("<svg") == 1 and "+9.9" in page and "torch: 2.11.0 -&gt; 2.12.0" in page
+    assert not re.search(r"(src|href)=[\"']?(https?:|//)", page) and "<script" not in page  # opens offline
+    # A baseline recorded since the shift accepts it.
+    history.append(tmp_path, "amd-epyc", history.rows([{**result(11.0), "outcome": "saved", "baseline_entry": {
+        "scopes": {"e2e": {"statistic": "p20", "value_ms": 11.0, "processes": [{"value_ms": 11.0}]}}}}], "record"))
+    assert cli.main(["history", str(tmp_path), "--fail-on-change"]) == 0
+    assert "accepted: the baseline was recorded again" in capsys.readouterr().out
+    # A faster series never fails.
+    faster = tmp_path / "faster"
+    write_history(faster, [10 * n for n in noise] + [9 * n for n in noise[:3]])
+    assert cli.main(["history", str(faster), "--fail-on-change"]) == 0
+
+
+def test_the_command_refuses_bad_input_and_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["history", str(tmp_path / "none"), "--out", str(tmp_path / "page")]) == 2
+    assert "is not a folder: give the folder that --rfdetr-history wrote to" in capsys.readouterr().err
+    assert cli.main(["history", str(tmp_path), "--out", str(tmp_path / "page")]) == 2
+    assert "holds no history file" in capsys.readouterr().err
+    assert not (tmp_path / "page").exists()
+    with pytest.raises(SystemExit):
+        cli.main(["history", str(tmp_path), "--recent", "1"])
+    assert "at least 2" in capsys.readouterr().err
+
+
+def test_the_console_script_is_installed() -> None:
+    script = shutil.which("rfdetr-latency", path=os.path.dirname(sys.executable))
+    assert script is not None, "pip install -e . declares the rfdetr-latency console script"
+    done = subprocess.run([script, "history", "--help"], capture_output=True, text=True, check=False)
+    assert done.returncode == 0 and "--fail-on-change" in done.stdout
+
+
+def test_head_to_head_alternates_sides_in_a_balanced_order() -> None:
+    assert headtohead.order(3) == ["this", "other", "other", "this", "this", "other"]
+    assert headtohead.order(2).count("other") == 2
+
+
+def test_head_to_head_refuses_an_interpreter_without_the_plugin(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    bare = tmp_path / "python-without-the-plugin"
+    bare.write_text(f"#!/bin/sh\nexec {sys.executable} -I -S \"$@\"\n")
+    bare.chmod(0o755)
+    pytester.makepyfile(test_suite=SUITE)
+    refused = pytester.runpytest(*NANO, "--rfdetr-latency", f"--rfdetr-against={bare}")
+    assert refused.ret == pytest.ExitCode.USAGE_ERROR
+    refused.stderr.fnmatch_lines(["*--rfdetr-against * cannot import pytest and pytest_rfdetr_latency *: install "
+                                  "the plugin in that environment, e.g. * -m pip install pytest-rfdetr-latency"])
+    missing = pytester.runpytest(*NANO, "--rfdetr-latency", "--rfdetr-against=/no/such/python")
+    missing.stderr.fnmatch_lines(["*'/no/such/python' is not an executable Python interpreter*"])
+    recording = pytester.runpytest(*NANO, "--save-baseline", f"--rfdetr-against={sys.executable}")
+    recording.stderr.fnmatch_lines(["*--rfdetr-against compares two environments in a check: add --rfdetr-latency "
+                                    "and drop --save-baseline*"])
+
+
+# Real runs ----------------------------------------------------------------------------------------------------
+
+
+def test_a_history_of_real_runs_shows_the_injected_slowdown_where_it_began(
+    pytester: pytest.Pytester, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytester.makepyfile(test_suite=SUITE)
+    folder = tmp_path / "history"
+    args = (*NANO, "--rfdetr-scopes=e2e", f"--rfdetr-cache-dir={tmp_path / 'cache'}", f"--rfdetr-history={folder}")
+    saved = pytester.runpytest(*args, "--save-baseline")
+    saved.assert_outcomes(passed=1)
+    saved.stdout.fnmatch_lines([f"history: 1 figure(s) appended to {folder / '*.jsonl'}"])
+    check = (*args, "--rfdetr-latency", "--rfdetr-tolerance=500%")
+    for _ in range(3):
+        pytester.runpytest(*check).assert_outcomes(passed=1)
+    clean = tmp_path / "clean"
+    shutil.copytree(folder, clean)
+    for _ in range(3):
+        pytester.runpytest(*check, "--rfdetr-inject-slowdown=200%").assert_outcomes(passed=1)
+    capsys.readouterr()
+
+    assert cli.main(["history", str(clean), "--fail-on-change"]) == 0
+    assert "4 runs, no persistent shift" in capsys.readouterr().out
+    assert cli.main(["history", str(folder), "--fail-on-change", "--out", str(tmp_path / "page")]) == 1
+    out = capsys.readouterr().out
+    assert "RFDETRNano-onnx-cpu-r320 e2e (p20) on " in out and "7 runs, 1 persistent shift(s):" in out
+    assert "NEW SLOWDOWN run 5 of 7 (" in out  # the first injected run
+    lines = history.read(next(folder.glob("*.jsonl")))
+    assert [line["kind"] for line in lines] == ["record"] + ["check"] * 6
+    assert len({line["run"] for line in lines}) == 7 and all(line["commit"] is None for line in lines)
+    assert (tmp_path / "page" / "index.html").read_text().count("<svg") == 1
+
+
+def test_head_to_head_of_one_environment_passes_and_a_slowed_other_side_fails(
+    pytester: pytest.Pytester, tmp_path: Path
+) -> None:
+    pytester.makepyfile(test_suite=SUITE)
+    args = (*NANO, "--rfdetr-scopes=e2e", f"--rfdetr-cache-dir={tmp_path / 'cache'}", "--rfdetr-latency",
+            f"--rfdetr-against={sys.executable}", "--rfdetr-against-processes=2", "--rfdetr-report=report.json",
+            f"--rfdetr-history={tmp_path / 'history'}")
+    same = pytester.runpytest(*args)
+    same.assert_outcomes(passed=1)
+    case = json.loads((pytester.path / "report.json").read_text())["cases"][0]
+    duel = case["details"]["head_to_head"]
+    assert duel["order"] == ["this", "other", "other", "this"] and duel["processes"] == {"this": 2, "other": 2}
+    assert duel["versions"]["this"] == duel["versions"]["other"] and duel["versions"]["this"]["torch"]
+    assert len(case["verdicts"]["e2e"]["processes"]) == 2 and len(case["verdicts"]["e2e"]["baseline_processes"]) == 2
+    assert not (pytester.path / "latency_baselines").exists()  # no baseline is read or written
+    same.stdout.fnmatch_lines(["history: a head-to-head run is not added*"])
+    assert not (tmp_path / "history").exists()
+
+    slowed = pytester.runpytest(*args, "--rfdetr-inject-slowdown=300%")
+    slowed.assert_outcomes(failed=1)
+    slowed.stdout.fnmatch_lines([
+        f"*RFDETRNano-onnx-cpu-r320 on * is slower in {sys.executable}'s environment than in this one*",
+        "*e2e p20: baseline * (2 processes: *), now * (2 processes: *), +*% (threshold *) -> regression*",
+        "*the environments differ: in none of the versions a fingerprint records*",
+    ])

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pytest_rfdetr_latency import trends
+from pytest_rfdetr_latency.changepoints import MAX_PVALUE
 
 
 def _percent(value: str) -> float:
@@ -23,6 +24,16 @@ def _percent(value: str) -> float:
     if number < 0:
         raise argparse.ArgumentTypeError(f"{value!r}: a percentage of at least 0 is needed")
     return number / 100
+
+
+def _probability(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a probability, e.g. 0.001") from None
+    if not 0 < number < 1:
+        raise argparse.ArgumentTypeError(f"{value!r}: a probability between 0 and 1 is needed")
+    return number
 
 
 def _runs(value: str) -> int:
@@ -48,6 +59,9 @@ def parser() -> argparse.ArgumentParser:
                          help=f"how many of a series' last runs a new shift may lie in (default {trends.RECENT})")
     history.add_argument("--min-change", type=_percent, default=trends.MIN_CHANGE, metavar="PCT",
                          help=f"the least slowdown --fail-on-change fails on (default {trends.MIN_CHANGE * 100:g}%%)")
+    history.add_argument("--max-pvalue", type=_probability, default=MAX_PVALUE, metavar="P",
+                         help=f"how sure a shift must be: Welch's t-test between the runs either side (default "
+                              f"{MAX_PVALUE:g}; docs/history.md gives what each finds on the H200's noise)")
     return top
 
 
@@ -67,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("rfdetr-latency history: --out draws charts with matplotlib: pip install "
                   "'pytest-rfdetr-latency[plot]' (nothing was written)", file=sys.stderr)
             return 2
-    analysed = trends.analyse_all(found, recent=args.recent, min_change=args.min_change)
+    analysed = trends.analyse_all(found, recent=args.recent, min_change=args.min_change, max_pvalue=args.max_pvalue)
     for trend in analysed:
         series_ = trend.series
         head = f"{series_.name} on {series_.device}: {len(series_.points)} runs"

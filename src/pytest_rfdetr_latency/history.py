@@ -47,6 +47,12 @@ def rows(results: Sequence[Mapping[str, Any]], kind: str, now: datetime | None =
                               "value": float(stored["value_ms"]),
                               "processes": [float(p["value_ms"]) for p in stored.get("processes", [])],
                               "verdict": "saved", "baseline": None, "threshold": None})
+            memory = entry.get("memory") or {}
+            if memory.get("processes"):
+                lines.append({**common, "scope": "memory", "statistic": "peak", "unit": "MiB",
+                              "value": float(memory["peak_mib"]),
+                              "processes": [float(v) for v in memory["processes"]],
+                              "verdict": "saved", "baseline": None, "threshold": None})
             continue
         for scope, verdict in (result.get("verdicts") or {}).items():
             processes = [float(v) for v in verdict.get("processes") or ()]

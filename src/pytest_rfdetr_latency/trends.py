@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from pytest_rfdetr_latency.changepoints import ChangePoint, change_points
+from pytest_rfdetr_latency.changepoints import MAX_PVALUE, ChangePoint, change_points
 from pytest_rfdetr_latency.environment import drift
 from pytest_rfdetr_latency.history import Point, Series
 
@@ -49,9 +49,11 @@ def _short(commit: str | None) -> str:
     return commit[:10] if commit else "(no commit)"
 
 
-def analyse(series: Series, *, recent: int = RECENT, min_change: float = MIN_CHANGE) -> Trend:
+def analyse(
+    series: Series, *, recent: int = RECENT, min_change: float = MIN_CHANGE, max_pvalue: float = MAX_PVALUE
+) -> Trend:
     points = series.points
-    found = change_points([p.value for p in points])
+    found = change_points([p.value for p in points], max_pvalue=max_pvalue)
     shifts = []
     for cp in found:
         before, after = points[cp.index - 1], points[cp.index]
@@ -66,9 +68,12 @@ def analyse(series: Series, *, recent: int = RECENT, min_change: float = MIN_CHA
     return Trend(series, tuple(shifts), new)
 
 
-def analyse_all(all_series: Sequence[Series], *, recent: int = RECENT, min_change: float = MIN_CHANGE) -> list[Trend]:
+def analyse_all(
+    all_series: Sequence[Series], *, recent: int = RECENT, min_change: float = MIN_CHANGE,
+    max_pvalue: float = MAX_PVALUE,
+) -> list[Trend]:
     """Every series' trend: those ending on a new slowdown first, then the most recently run."""
-    trends = [analyse(s, recent=recent, min_change=min_change) for s in all_series]
+    trends = [analyse(s, recent=recent, min_change=min_change, max_pvalue=max_pvalue) for s in all_series]
     trends.sort(key=lambda t: t.newest, reverse=True)
     trends.sort(key=lambda t: t.new_regression is None)
     return trends

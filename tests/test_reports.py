@@ -146,7 +146,17 @@ def test_the_gate_fails_closed_and_refresh_records_the_way_it_checks(folder: Pat
     assert "head.repo.full_name == github.repository" in job["if"] and "'gpu-gate'" in job["if"]
     # ... for the commit read then: a later push from the fork does not run on the label set before.
     assert "github.event.action == 'labeled'" in job["if"] and "labels.*.name" not in job["if"]
-    summary = gate["jobs"]["summary"]["steps"][-1]["run"]
+    summary = next(step["run"] for step in gate["jobs"]["summary"]["steps"] if "GITHUB_STEP_SUMMARY" in step.get(
+        "run", ""))
+    # One pull-request comment, found again by its marker and edited; the history kept on a branch of its own.
+    comment = next(step for step in gate["jobs"]["summary"]["steps"] if "github-script" in step.get("uses", ""))
+    script = comment["with"]["script"]
+    assert "updateComment" in script and "createComment" in script and "<!-- rfdetr-latency-gate -->" in script
+    assert "#artifacts" in script and ": regressed" in script
+    assert gate["jobs"]["summary"]["permissions"]["pull-requests"] == "write"
+    keep = next(step["run"] for step in job["steps"] if "rfdetr-latency history" in step.get("run", ""))
+    assert "git push -q origin HEAD:rfdetr-latency-history" in keep and "--fail-on-change" in keep
+    assert "--rfdetr-history" in check and "--rfdetr-markdown" in check
     for outcome in ("regression", "over-budget", "parity-failure", "refused", "inconclusive", "no-baseline",
                     "unavailable"):
         assert f'"{outcome}"' in summary

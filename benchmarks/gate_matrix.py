@@ -149,9 +149,7 @@ def _rejudged(record: dict[str, Any], case: dict[str, Any], scope: str, verdict:
     decided = judge.judge(scope, verdict["statistic"], recorded, values, asked, typical, planned=planned,
                           typical_freedom=freedom)
     base_hosts = [p.get("host_ms") for p in stored["processes"]]
-    host_typical, host_freedom = judge.typical_host_noise(base.values())
-    slowdown = judge.host_slowdown(base_hosts, hosts, host_typical, host_freedom or judge.FLOOR_FREEDOM) if all(
-        hosts) and all(base_hosts) else None
+    slowdown = judge.host_slowdown(base_hosts, hosts) if all(hosts) and all(base_hosts) else None
     if decided.kind == "regression" and slowdown and len(raw) >= 2:  # the plugin excuses only over fresh processes
         raw_typical, raw_freedom = judge.typical_noise(base.values(), scope, case["backend"], None)
         fair = judge.judge(scope, verdict["statistic"], judge.recorded_figures(stored, None)[0],

@@ -258,19 +258,12 @@ def host_slope(entries: Iterable[Mapping[str, Any]], scope: str, backend: str) -
     return min(1.0, max(0.0, sxy / sxx))
 
 
-def host_slowdown(
-    baseline_hosts: Sequence[float], check_hosts: Sequence[float], typical: float | None = None,
-    typical_freedom: int = FLOOR_FREEDOM,
-) -> float | None:
+def host_slowdown(baseline_hosts: Sequence[float], check_hosts: Sequence[float]) -> float | None:
     """How much slower the check's host ran than the baseline's, as the ratio of their median yardsticks, when the
-    yardsticks differ beyond their process-to-process noise (judged like a scope, nothing asked); else None.
-    ``typical``: the yardstick's spread over the baseline file's cases (typical_host_noise), which every case's
-    processes measure alike: it anchors the noise where three processes each side would leave Student's t on few
-    degrees of freedom."""
+    yardsticks differ beyond their own process-to-process noise (judged like a scope, nothing asked); else None."""
     if not baseline_hosts or not check_hosts:
         return None
-    verdict = judge("host yardstick", "median", baseline_hosts, check_hosts, 0.0, typical,
-                    typical_freedom=typical_freedom)
+    verdict = judge("host yardstick", "median", baseline_hosts, check_hosts, 0.0)
     return verdict.current / verdict.baseline if verdict.kind == "regression" else None
 
 
@@ -326,23 +319,6 @@ def typical_noise(
         if spread is not None:
             spreads.append(spread)
             freedom += df
-    return (median(spreads) if spreads else None), freedom
-
-
-def typical_host_noise(entries: Iterable[Mapping[str, Any]]) -> tuple[float | None, int]:
-    """The median process-to-process spread of the host yardstick over the baseline entries (one group per entry: its
-    first scope whose processes all carry one), and the degrees of freedom behind it."""
-    spreads = []
-    freedom = 0
-    for entry in entries:
-        for stored in entry.get("scopes", {}).values():
-            hosts = [p.get("host_ms") for p in stored.get("processes", [])]
-            if len(hosts) >= 2 and all(hosts):
-                spread, df = log_spread([[float(h) for h in hosts if h]])
-                if spread is not None:
-                    spreads.append(spread)
-                    freedom += df
-                break
     return (median(spreads) if spreads else None), freedom
 
 

@@ -212,9 +212,7 @@ class LatencyCase:
             baseline_hosts = [p.get("host_ms") for p in stored.get("processes", [])]
             if not all(baseline_hosts):
                 return verdict
-            host_typical, host_freedom = self.session.host_noise()
-            slowdown = judge.host_slowdown([float(h) for h in baseline_hosts if h], [float(h) for h in hosts if h],
-                                           host_typical, host_freedom or judge.FLOOR_FREEDOM)
+            slowdown = judge.host_slowdown([float(h) for h in baseline_hosts if h], [float(h) for h in hosts if h])
             if slowdown is None:
                 return verdict
             raw_typical, raw_freedom = self.session.typical_noise(scope, self.case.backend, None)

@@ -96,11 +96,6 @@ class LatencySession:
             self._typical[key] = judge.typical_noise(entries, scope, backend, slope)
         return self._typical[key]
 
-    def host_noise(self) -> tuple[float | None, int]:
-        """The host yardstick's process-to-process spread typical of this device's baseline file."""
-        entries = self.baselines.entries.values() if self.baselines else ()
-        return judge.typical_host_noise(entries)
-
     def host_slope(self, scope: str, backend: str) -> float | None:
         """How ``scope`` on ``backend`` follows the host yardstick in this device's baseline file (judge.host_slope)."""
         key = (scope, backend)

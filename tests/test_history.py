@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from pytest_rfdetr_latency import cli, headtohead, history
+from pytest_rfdetr_latency import cli, headtohead, history, trends
 from pytest_rfdetr_latency.changepoints import change_points
 
 SUITE = """
@@ -34,6 +34,8 @@ def result(value: float, *, kind: str = "pass", commit: str = "a" * 40, torch: s
         "id": "RFDETRNano-onnx-cpu", "model": "RFDETRNano", "backend": "onnx-cpu", "batch": 1, "resolution": None,
         "device": "AMD EPYC", "outcome": kind, "git_commit": commit, "workload": {"seed": 0},
         "fingerprint": {"torch": torch},
+        "scopes": {"e2e": {"value_ms": value}}, "processes": [],
+        "baseline": {"scopes": {"e2e": {"value_ms": baseline}}},
         "verdicts": {"e2e": {"kind": kind, "statistic": "p20", "unit": "ms", "current": value,
                              "processes": [value], "baseline": baseline, "threshold": 0.1}},
     }
@@ -68,7 +70,9 @@ def test_appending_keeps_every_line_whole_under_concurrent_writers(tmp_path: Pat
     assert len(read) == 400 and all(line["value"] == 10.0 for line in read)
 
 
-def test_a_line_cut_short_stays_one_bad_line_named_by_the_reader(tmp_path: Path) -> None:
+def test_a_line_cut_short_is_left_out_and_named_and_never_glued_to_the_next(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = write_history(tmp_path, [10.0])
     with path.open("a") as handle:
         handle.write('{"v": 1, "run": "cut')  # a writer that died mid-line
@@ -76,20 +80,42 @@ def test_a_line_cut_short_stays_one_bad_line_named_by_the_reader(tmp_path: Path)
     texts = path.read_text().splitlines()
     assert len(texts) == 3 and json.loads(texts[2])["value"] == 10.0  # not glued to the cut line
     before = path.read_bytes()
-    with pytest.raises(history.HistoryError, match=r"amd-epyc.jsonl, line 2: not JSON .*remove or repair"):
-        history.series(tmp_path)
-    assert path.read_bytes() == before
+    skipped: list[str] = []
+    assert [len(s.points) for s in history.series(tmp_path, skipped)] == [2]
+    assert len(skipped) == 1
+    assert re.search(r"amd-epyc.jsonl, line 2: not JSON .*left out \(remove or repair", skipped[0])
+    assert cli.main(["history", str(tmp_path)]) == 0
+    assert "warning: " in capsys.readouterr().err and path.read_bytes() == before
 
 
-def test_a_line_of_another_shape_is_refused_with_its_field(tmp_path: Path) -> None:
-    path = write_history(tmp_path, [10.0])
-    line = json.loads(path.read_text())
-    path.write_text(json.dumps({**line, "value": -1}) + "\n")
-    with pytest.raises(history.HistoryError, match=r"line 1: value: Input should be greater than 0"):
-        history.series(tmp_path)
-    path.write_text(json.dumps({**line, "v": 2}) + "\n")
+def test_a_line_of_another_shape_is_left_out_and_a_newer_version_refused(tmp_path: Path) -> None:
+    path = write_history(tmp_path, [10.0, 11.0])
+    first, second = path.read_text().splitlines()
+    path.write_text(json.dumps({**json.loads(first), "value": -1}) + "\n" + second + "\n")
+    skipped: list[str] = []
+    assert [len(s.points) for s in history.series(tmp_path, skipped)] == [1]
+    assert "line 1: value: Input should be greater than 0" in skipped[0]
+    path.write_text(json.dumps({**json.loads(first), "v": 2}) + "\n")
     with pytest.raises(history.HistoryError, match=r"history version 2, and this plugin reads 1: upgrade"):
         history.series(tmp_path)
+
+
+def test_what_the_reader_would_refuse_is_never_written(tmp_path: Path) -> None:
+    line = history.rows([result(10.0)], "check")[0]
+    with pytest.raises(history.HistoryError, match=r"does not fit history.schema.json, nothing was appended"):
+        history.append(tmp_path, "amd-epyc", [{**line, "verdict": "bogus"}])
+    assert not (tmp_path / "amd-epyc.jsonl").exists()
+    unmeasured = result(10.0)
+    unmeasured["verdicts"]["e2e"]["processes"] = []  # inconclusive, "not measured": no figure of this run
+    assert history.rows([unmeasured], "check") == []
+
+
+def test_a_check_is_kept_as_measured_not_as_host_normalized_for_its_verdict(tmp_path: Path) -> None:
+    checked = result(10.0)
+    checked["scopes"]["e2e"]["value_ms"] = 12.0  # the verdict judged 10.0 after host normalization
+    checked["processes"] = [{"scopes": {"e2e": {"value_ms": 13.0}}}, {"scopes": {}}]
+    line = history.rows([checked], "check")[0]
+    assert (line["value"], line["processes"], line["baseline"], line["verdict"]) == (12.5, [12.0, 13.0], 10.0, "pass")
 
 
 def test_recordings_and_checks_form_one_series_per_workload(tmp_path: Path) -> None:
@@ -133,6 +159,27 @@ def test_the_command_prints_shifts_with_commits_and_fails_only_on_a_new_unaccept
     assert cli.main(["history", str(faster), "--fail-on-change"]) == 0
 
 
+def test_a_shift_is_new_by_its_devices_runs_and_accepted_by_a_baseline_recorded_elsewhere(tmp_path: Path) -> None:
+    noise = [1.0, 1.004, 0.997, 1.002, 0.999, 1.003, 0.998, 1.001]
+    write_history(tmp_path, [10 * n for n in noise] + [11 * n for n in noise[:3]])
+    found = history.series(tmp_path)
+    (trend,) = trends.analyse_all(found)
+    assert trend.new_regression is not None
+    # The device goes on running other cases: six runs later the shift is no longer new.
+    for i in range(6):
+        other = result(5.0 * noise[i])
+        other["id"] = "RFDETRNano-torch-fp16"
+        history.append(tmp_path, "amd-epyc", history.rows([other], "check"))
+    stale = [t for t in trends.analyse_all(history.series(tmp_path)) if t.series.case == "RFDETRNano-onnx-cpu"]
+    assert stale[0].shifts and stale[0].new_regression is None
+    # A check judged against a baseline figure recorded since (the refresh workflow appends no history) accepts it.
+    refreshed = tmp_path / "refreshed"
+    write_history(refreshed, [10 * n for n in noise] + [11 * n for n in noise[:2]])
+    write_history(refreshed, [11.0], first=10, baseline=11.0)
+    (accepted,) = trends.analyse_all(history.series(refreshed))
+    assert accepted.new_regression is None and accepted.shifts[-1].accepted_by is not None
+
+
 def test_the_command_refuses_bad_input_and_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["history", str(tmp_path / "none"), "--out", str(tmp_path / "page")]) == 2
     assert "is not a folder: give the folder that --rfdetr-history wrote to" in capsys.readouterr().err
@@ -142,6 +189,11 @@ def test_the_command_refuses_bad_input_and_writes_nothing(tmp_path: Path, capsys
     with pytest.raises(SystemExit):
         cli.main(["history", str(tmp_path), "--recent", "1"])
     assert "at least 2" in capsys.readouterr().err
+    write_history(tmp_path, [10.0, 10.1])
+    assert cli.main(["history", str(tmp_path), "--device", "H200", "--out", str(tmp_path / "page")]) == 2
+    assert "no series of a device named like 'H200'" in capsys.readouterr().err
+    assert not (tmp_path / "page").exists()
+    assert cli.main(["history", str(tmp_path), "--device", "epyc"]) == 0
 
 
 def test_the_console_script_is_installed() -> None:
@@ -170,6 +222,43 @@ def test_head_to_head_refuses_an_interpreter_without_the_plugin(pytester: pytest
     recording = pytester.runpytest(*NANO, "--save-baseline", f"--rfdetr-against={sys.executable}")
     recording.stderr.fnmatch_lines(["*--rfdetr-against compares two environments in a check: add --rfdetr-latency "
                                     "and drop --save-baseline*"])
+    alone = pytester.runpytest(*NANO, "--rfdetr-latency", "--rfdetr-against-processes=4")
+    alone.stderr.fnmatch_lines(["*--rfdetr-against-processes sets the processes of a head-to-head run: give "
+                                "--rfdetr-against=PYTHON too*"])
+    workers = pytester.runpytest(*NANO, "--rfdetr-latency", f"--rfdetr-against={sys.executable}", "-n", "2")
+    assert workers.ret == pytest.ExitCode.USAGE_ERROR
+    workers.stderr.fnmatch_lines(["*--rfdetr-against measures both sides in fresh processes one at a time*drop -n"])
+
+
+def test_head_to_head_says_which_side_measured_nothing_and_fails_when_strict() -> None:
+    from types import SimpleNamespace
+
+    from pytest_rfdetr_latency.cases import Case
+    from pytest_rfdetr_latency.runner import LatencyCase
+    from pytest_rfdetr_latency.settings import Settings
+
+    class Skipped(Exception):
+        pass
+
+    class Failed(Exception):
+        pass
+
+    def skip(message: str) -> Any:
+        raise Skipped(message)
+
+    def fail(message: str) -> Any:
+        raise Failed(message)
+
+    versus = headtohead.HeadToHead(Path("/opt/new/bin/python"))
+    versus.results["this"]["RFDETRNano-onnx-cpu"] = [{"id": "RFDETRNano-onnx-cpu", "scopes": {}}]
+    versus.errors["other"].append("process 2 (other side): exit code 4; its last lines: ImportError: onnxruntime")
+    for strict, raised in ((False, Skipped), (True, Failed)):
+        session = SimpleNamespace(settings=Settings(enabled=True, strict=strict))
+        case = LatencyCase(session, Case("RFDETRNano", "onnx-cpu"), skip=skip, fail=fail,  # type: ignore[arg-type]
+                           publish=lambda result: None, versus=versus)
+        with pytest.raises(raised, match=r"RFDETRNano-onnx-cpu: head to head: no process of /opt/new/bin/python "
+                                         r"measured it: process 2 \(other side\): exit code 4.*ImportError"):
+            case.check()
 
 
 # Real runs ----------------------------------------------------------------------------------------------------
@@ -205,28 +294,36 @@ def test_a_history_of_real_runs_shows_the_injected_slowdown_where_it_began(
     assert (tmp_path / "page" / "index.html").read_text().count("<svg") == 1
 
 
-def test_head_to_head_of_one_environment_passes_and_a_slowed_other_side_fails(
+def test_head_to_head_judges_the_other_side_against_this_one_and_catches_a_slower_one(
     pytester: pytest.Pytester, tmp_path: Path
 ) -> None:
+    # The other side is this interpreter with a slowdown injected into its processes only (the H200 write-up has the
+    # A/A runs of one environment against itself, docs/history.md).
     pytester.makepyfile(test_suite=SUITE)
     args = (*NANO, "--rfdetr-scopes=e2e", f"--rfdetr-cache-dir={tmp_path / 'cache'}", "--rfdetr-latency",
             f"--rfdetr-against={sys.executable}", "--rfdetr-against-processes=2", "--rfdetr-report=report.json",
-            f"--rfdetr-history={tmp_path / 'history'}")
-    same = pytester.runpytest(*args)
-    same.assert_outcomes(passed=1)
-    case = json.loads((pytester.path / "report.json").read_text())["cases"][0]
-    duel = case["details"]["head_to_head"]
-    assert duel["order"] == ["this", "other", "other", "this"] and duel["processes"] == {"this": 2, "other": 2}
-    assert duel["versions"]["this"] == duel["versions"]["other"] and duel["versions"]["this"]["torch"]
-    assert len(case["verdicts"]["e2e"]["processes"]) == 2 and len(case["verdicts"]["e2e"]["baseline_processes"]) == 2
-    assert not (pytester.path / "latency_baselines").exists()  # no baseline is read or written
-    same.stdout.fnmatch_lines(["history: a head-to-head run is not added*"])
-    assert not (tmp_path / "history").exists()
-
-    slowed = pytester.runpytest(*args, "--rfdetr-inject-slowdown=300%")
+            f"--rfdetr-history={tmp_path / 'history'}", "--rfdetr-inject-slowdown=300%")
+    slowed = pytester.runpytest(*args)
     slowed.assert_outcomes(failed=1)
     slowed.stdout.fnmatch_lines([
         f"*RFDETRNano-onnx-cpu-r320 on * is slower in {sys.executable}'s environment than in this one*",
         "*e2e p20: baseline * (2 processes: *), now * (2 processes: *), +*% (threshold *) -> regression*",
         "*the environments differ: in none of the versions a fingerprint records*",
     ])
+    slowed.stdout.fnmatch_lines([f"head to head: {sys.executable} (python *, torch *) judged against this environment "
+                                 "(python *); fresh processes, 2 and 2, in the order this other other this; no "
+                                 "baseline file read or written",
+                                 "history: a head-to-head run is not added*"])
+    case = json.loads((pytester.path / "report.json").read_text())["cases"][0]
+    duel = case["details"]["head_to_head"]
+    assert duel["order"] == ["this", "other", "other", "this"] and duel["processes"] == {"this": 2, "other": 2}
+    assert duel["versions"]["this"] == duel["versions"]["other"] and duel["versions"]["this"]["torch"]
+    e2e = case["verdicts"]["e2e"]
+    assert len(e2e["processes"]) == 2 and len(e2e["baseline_processes"]) == 2 and e2e["current"] > 2 * e2e["baseline"]
+    # The other side was slowed; every process of both sides sampled with the first process's block size.
+    assert case["details"].get("injected_slowdown_pct") == 300.0
+    sizes = {p["block_size"] for p in case["baseline"]["scopes"]["e2e"]["processes"]}
+    sizes |= {case["scopes"]["e2e"]["block_size"], *(p["scopes"]["e2e"]["block_size"] for p in case["processes"])}
+    assert len(sizes) == 1
+    assert not (pytester.path / "latency_baselines").exists()  # no baseline is read or written
+    assert not (tmp_path / "history").exists()

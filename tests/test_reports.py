@@ -154,9 +154,15 @@ def test_the_gate_fails_closed_and_refresh_records_the_way_it_checks(folder: Pat
     assert "updateComment" in script and "createComment" in script and "<!-- rfdetr-latency-gate -->" in script
     assert "#artifacts" in script and ": regressed" in script
     assert gate["jobs"]["summary"]["permissions"]["pull-requests"] == "write"
-    keep = next(step["run"] for step in job["steps"] if "rfdetr-latency history" in step.get("run", ""))
-    assert "git push -q origin HEAD:rfdetr-latency-history" in keep and "--fail-on-change" in keep
+    look = next(step["run"] for step in job["steps"] if "rfdetr-latency history" in step.get("run", ""))
+    assert "--fail-on-change" in look and '--device "$device"' in look
     assert "--rfdetr-history" in check and "--rfdetr-markdown" in check
+    # Only the history job, which runs none of the change's code, may write; the GPU jobs get a read-only token.
+    assert "permissions" not in job and gate["permissions"] == {"contents": "read"}
+    keep = gate["jobs"]["history"]
+    assert keep["permissions"] == {"contents": "write"} and keep["runs-on"] == "ubuntu-latest"
+    assert "git push -q origin HEAD:rfdetr-latency-history" in keep["steps"][-1]["run"]
+    assert "exit 1" in keep["steps"][-1]["run"]  # a history that could not be kept fails the run
     for outcome in ("regression", "over-budget", "parity-failure", "refused", "inconclusive", "no-baseline",
                     "unavailable"):
         assert f'"{outcome}"' in summary

@@ -56,7 +56,10 @@ def parser() -> argparse.ArgumentParser:
                          help="exit 1 when a series ends on a new slowdown: a shift of at least --min-change among "
                               "its last --recent runs, with no baseline recorded since")
     history.add_argument("--recent", type=_runs, default=trends.RECENT, metavar="N",
-                         help=f"how many of a series' last runs a new shift may lie in (default {trends.RECENT})")
+                         help=f"how many of a device's last runs a new shift may begin in (default {trends.RECENT})")
+    history.add_argument("--device", metavar="NAME",
+                         help="only the series of devices whose name contains NAME (case-insensitive), e.g. "
+                              "'H200': a runner judges its own GPU model's history")
     history.add_argument("--min-change", type=_percent, default=trends.MIN_CHANGE, metavar="PCT",
                          help=f"the least slowdown --fail-on-change fails on (default {trends.MIN_CHANGE * 100:g}%%)")
     history.add_argument("--max-pvalue", type=_probability, default=MAX_PVALUE, metavar="P",
@@ -69,11 +72,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     from pytest_rfdetr_latency.history import HistoryError, series
 
+    skipped: list[str] = []
     try:
-        found = series(args.dir)
+        found = series(args.dir, skipped)
     except (HistoryError, OSError) as exc:
         print(f"rfdetr-latency history: {exc}", file=sys.stderr)
         return 2
+    for line in skipped:
+        print(f"rfdetr-latency history: warning: {line}", file=sys.stderr)
+    if args.device:
+        found = [s for s in found if args.device.lower() in s.device.lower()]
+        if not found:
+            print(f"rfdetr-latency history: no series of a device named like {args.device!r} in {args.dir}; "
+                  "nothing was written", file=sys.stderr)
+            return 2
     if args.out is not None:
         try:
             import matplotlib  # noqa: F401
@@ -94,8 +106,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"  {mark}{shift.describe(series_)}")
     new = [t for t in analysed if t.new_regression is not None]
     print(f"{len(analysed)} series, {sum(bool(t.shifts) for t in analysed)} with persistent shifts, {len(new)} "
-          f"ending on a new slowdown of at least {args.min_change:.2%} (in their last {args.recent} runs, no baseline "
-          "recorded since)")
+          f"ending on a new slowdown of at least {args.min_change:.2%} (begun in their device's last {args.recent} "
+          "runs, no baseline recorded since)")
     if args.out is not None:
         from pytest_rfdetr_latency.trend_page import write
 

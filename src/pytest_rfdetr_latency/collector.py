@@ -117,6 +117,9 @@ class ResultCollector:
                 saved = baselines.save(path, device, entries, replace_corrupt=run.replace_corrupt)
             except baselines.BaselineError as exc:
                 self.errors.append(f"baseline not saved: {exc}")
+                for result in self.results:  # nothing recorded: the history must not say otherwise
+                    if result.get("device") == device:
+                        result.pop("baseline_entry", None)
                 continue
             processes = sorted({e["processes"] for e in entries.values()})
             note = (f"baseline: {len(saved.written)} case(s) recorded in {saved.path} ({saved.kept} other(s) kept; "

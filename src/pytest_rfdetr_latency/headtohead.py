@@ -54,7 +54,18 @@ def check_interpreter(python: Path, timeout: float = 120) -> dict[str, str]:
             f"in that environment, e.g. {python} -m pip install pytest-rfdetr-latency"
         )
     lines = done.stdout.split()
-    return {"python": lines[0], "plugin": lines[1]} if len(lines) >= 2 else {}
+    found = {"python": lines[0], "plugin": lines[1]} if len(lines) >= 2 else {}
+    from importlib.metadata import version
+
+    mine = version("pytest-rfdetr-latency")
+    if found.get("plugin") != mine:
+        # The other side gets this side's settings as they are (processes.py): another version may read them otherwise.
+        raise HeadToHeadError(
+            f"--rfdetr-against {python} has pytest-rfdetr-latency {found.get('plugin', '(unknown)')} and this "
+            f"environment {mine}: install the same version there, e.g. {python} -m pip install "
+            f"pytest-rfdetr-latency=={mine}"
+        )
+    return found
 
 
 @dataclass

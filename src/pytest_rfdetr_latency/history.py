@@ -18,6 +18,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from pytest_rfdetr_latency.judge import median
+
 SUFFIX = ".jsonl"
 VERSION = 1
 
@@ -39,6 +41,8 @@ def rows(results: Sequence[Mapping[str, Any]], kind: str, now: datetime | None =
             "backend": result["backend"], "batch": result["batch"], "resolution": result["resolution"],
             "outcome": result["outcome"], "workload": result.get("workload") or {},
             "fingerprint": result.get("fingerprint") or {},
+            # A self-test's deliberate slowdown (--rfdetr-inject-slowdown): shown as such wherever the run appears.
+            "injected_pct": (result.get("details") or {}).get("injected_slowdown_pct"),
         }
         if kind == "record":
             entry = result.get("baseline_entry") or {}
@@ -54,13 +58,22 @@ def rows(results: Sequence[Mapping[str, Any]], kind: str, now: datetime | None =
                               "processes": [float(v) for v in memory["processes"]],
                               "verdict": "saved", "baseline": None, "threshold": None})
             continue
+        stored = (result.get("baseline") or {}).get("scopes") or {}
         for scope, verdict in (result.get("verdicts") or {}).items():
-            processes = [float(v) for v in verdict.get("processes") or ()]
+            if not verdict.get("processes"):
+                continue  # not measured in this run (runner._unmeasured): no figure, not the baseline's
+            # The figures as measured, like a recording's: a verdict's own may be host-normalized to its baseline.
+            raw = [float(p["scopes"][scope]["value_ms"]) for p in [result, *(result.get("processes") or ())]
+                   if scope in (p.get("scopes") or {})]
+            if raw and scope in stored:
+                value, processes, baseline = median(raw), raw, float(stored[scope]["value_ms"])
+            else:  # memory: judged as measured
+                value, baseline = float(verdict["current"]), float(verdict["baseline"])
+                processes = [float(v) for v in verdict.get("processes") or ()]
             lines.append({**common, "scope": scope, "statistic": verdict["statistic"],
-                          "unit": verdict.get("unit", "ms"), "value": float(verdict["current"]),
-                          "processes": processes, "verdict": verdict["kind"],
-                          "baseline": float(verdict["baseline"]), "threshold": float(verdict["threshold"])})
-    return lines
+                          "unit": verdict.get("unit", "ms"), "value": value, "processes": processes,
+                          "verdict": verdict["kind"], "baseline": baseline, "threshold": float(verdict["threshold"])})
+    return [line for line in lines if line["value"] > 0]  # an NVML peak of 0 MiB is no figure
 
 
 def file_for(folder: Path, device_slug: str) -> Path:
@@ -70,7 +83,17 @@ def file_for(folder: Path, device_slug: str) -> Path:
 def append(folder: Path, device_slug: str, lines: Iterable[Mapping[str, Any]]) -> Path:
     """Add ``lines`` to the device's history file in one write, under its lock; earlier lines stay as they are."""
     from filelock import FileLock
+    from pydantic import ValidationError
 
+    from pytest_rfdetr_latency.schema import HistoryLine
+
+    lines = list(lines)
+    for line in lines:
+        try:
+            HistoryLine.model_validate(line)
+        except ValidationError as exc:  # a bug of this plugin: never write what the reader would refuse
+            raise HistoryError(f"a history line of {line.get('case')} {line.get('scope')} does not fit "
+                               f"history.schema.json, nothing was appended: {exc.errors()[0]['msg']}") from None
     text = "".join(json.dumps(line, sort_keys=True, separators=(",", ":")) + "\n" for line in lines)
     path = file_for(folder, device_slug)
     folder.mkdir(parents=True, exist_ok=True)
@@ -108,6 +131,8 @@ class Point:
     baseline: float | None
     threshold: float | None
     fingerprint: Mapping[str, Any]
+    injected_pct: float | None = None
+    seq: int = 0  # the line's place in its device's file: the order the runs were appended in
 
 
 @dataclass(frozen=True)
@@ -125,9 +150,10 @@ class Series:
         return f"{self.case} {self.scope} ({self.statistic})"
 
 
-def read(path: Path) -> list[dict[str, Any]]:
-    """Every line of a history file, checked against schema.HistoryLine; a line that is not one is an error that
-    names it."""
+def read(path: Path, skipped: list[str] | None = None) -> list[dict[str, Any]]:
+    """Every line of a history file that fits schema.HistoryLine. A line that does not (one cut short when a writer
+    died, say) is left out and named in ``skipped``, so that it cannot block every later reading; a line of a newer
+    history version is an error, since this plugin cannot read what it means."""
     from pydantic import ValidationError
 
     from pytest_rfdetr_latency.schema import HistoryLine
@@ -140,27 +166,29 @@ def read(path: Path) -> list[dict[str, Any]]:
             try:
                 line = json.loads(text)
             except json.JSONDecodeError as exc:
-                raise HistoryError(_bad(path, number, f"not JSON ({exc.msg})")) from None
+                _skip(skipped, path, number, f"not JSON ({exc.msg})")
+                continue
             if isinstance(line, dict) and line.get("v") not in (None, VERSION):
-                raise HistoryError(_bad(path, number, f"history version {line['v']!r}, and this plugin reads "
-                                                      f"{VERSION}: upgrade pytest-rfdetr-latency"))
+                raise HistoryError(f"{path}, line {number}: history version {line['v']!r}, and this plugin reads "
+                                   f"{VERSION}: upgrade pytest-rfdetr-latency (nothing was written)")
             try:
                 HistoryLine.model_validate(line)
             except ValidationError as exc:
                 first = exc.errors()[0]
-                where = ".".join(str(p) for p in first["loc"]) or "the line"
-                raise HistoryError(_bad(path, number, f"{where}: {first['msg']}")) from None
+                _skip(skipped, path, number, f"{'.'.join(str(p) for p in first['loc']) or 'the line'}: {first['msg']}")
+                continue
             lines.append(line)
     return lines
 
 
-def _bad(path: Path, number: int, why: str) -> str:
-    return (f"{path}, line {number}: {why}. History files are only ever appended to by --rfdetr-history; "
-            "remove or repair that line (nothing was written)")
+def _skip(skipped: list[str] | None, path: Path, number: int, why: str) -> None:
+    if skipped is not None:
+        skipped.append(f"{path}, line {number}: {why}; left out (remove or repair the line to silence this)")
 
 
-def series(folder: Path) -> list[Series]:
-    """Every series of the history files in ``folder``, in the order their runs were appended."""
+def series(folder: Path, skipped: list[str] | None = None) -> list[Series]:
+    """Every series of the history files in ``folder``, in the order their runs were appended (lines that cannot be
+    read are named in ``skipped``)."""
     if not folder.is_dir():
         raise HistoryError(f"{folder} is not a folder: give the folder that --rfdetr-history wrote to")
     files = sorted(folder.glob(f"*{SUFFIX}"))
@@ -169,14 +197,14 @@ def series(folder: Path) -> list[Series]:
                            f"--rfdetr-history={folder} first")
     grouped: dict[tuple[str, str, str, str, str, str], list[Point]] = {}
     for path in files:
-        for line in read(path):
+        for seq, line in enumerate(read(path, skipped)):
             workload = workload_digest(line.get("workload") or {})
             key = (line["device"], line["case"], line["scope"], line["statistic"], line.get("unit", "ms"), workload)
             grouped.setdefault(key, []).append(Point(
                 run=line["run"], time=line["time"], kind=line["kind"], commit=line.get("commit"),
                 value=float(line["value"]), processes=tuple(float(v) for v in line.get("processes") or ()),
                 verdict=line["verdict"], baseline=line.get("baseline"), threshold=line.get("threshold"),
-                fingerprint=line.get("fingerprint") or {},
+                fingerprint=line.get("fingerprint") or {}, injected_pct=line.get("injected_pct"), seq=seq,
             ))
     return [Series(*key, points=tuple(points)) for key, points in sorted(grouped.items())]
 

@@ -174,6 +174,7 @@ class HistoryLine(_Model):
         description="the effective threshold, a fraction (checks only)")
     workload: dict[str, Any] = Field(description="what was measured; another workload forms another series")
     fingerprint: dict[str, Any]
+    injected_pct: float | None = Field(default=None, description="--rfdetr-inject-slowdown of a self-test run")
 
 
 SCHEMAS: dict[str, type[BaseModel]] = {"baseline": BaselineFile, "report": Report, "history": HistoryLine}

@@ -543,6 +543,9 @@ def resolve(raw: Mapping[str, RawValue], environ: Mapping[str, str], rootdir: Pa
     values["backends_explicit"] = "backends" in values
     baseline_dir = values.get("baseline_dir", Settings.baseline_dir)
     values["baseline_dir"] = baseline_dir if baseline_dir.is_absolute() else rootdir / baseline_dir
+    if "against_processes" in values and "against" not in values:
+        raise SettingsError("--rfdetr-against-processes sets the processes of a head-to-head run: give "
+                            "--rfdetr-against=PYTHON too, or drop it")
     for key in ("cache_dir", "history_dir"):
         if key in values and not values[key].is_absolute():
             values[key] = rootdir / values[key]

@@ -10,7 +10,7 @@ from pytest_rfdetr_latency.changepoints import MAX_PVALUE, ChangePoint, change_p
 from pytest_rfdetr_latency.environment import drift
 from pytest_rfdetr_latency.history import Point, Series
 
-RECENT = 5  # a shift is new while it is among a series' last RECENT runs
+RECENT = 5  # a shift is new while it began in one of its device's last RECENT runs
 MIN_CHANGE = 0.01  # --fail-on-change fails on a new slowdown of at least this much
 
 
@@ -20,7 +20,7 @@ class Shift:
     before: Point  # the last run at the old level
     after: Point  # the first run at the new level
     changed: tuple[str, ...]  # environment fields that differ between the two runs: "torch: 2.10.0 -> 2.11.0"
-    accepted_by: Point | None  # a recording of the baseline at or after the shift
+    accepted_by: Point | None  # the first run judged against (or recording) a baseline recorded since the shift
 
     def describe(self, series: Series) -> str:
         cp = self.point
@@ -29,8 +29,10 @@ class Shift:
                 f"{_short(self.before.commit)} and {_short(self.after.commit)}")
         if self.changed:
             text += "; changed: " + "; ".join(self.changed)
+        if self.after.injected_pct:
+            text += f"; that run was a self-test with --rfdetr-inject-slowdown={self.after.injected_pct:g}%"
         if self.accepted_by is not None:
-            text += f"; accepted: the baseline was recorded again at {self.accepted_by.time}"
+            text += f"; accepted: the baseline was recorded again by {self.accepted_by.time}"
         return text
 
 
@@ -49,31 +51,60 @@ def _short(commit: str | None) -> str:
     return commit[:10] if commit else "(no commit)"
 
 
+def _accepted(points: Sequence[Point], index: int) -> Point | None:
+    """The first run that shows a baseline recorded since the shift at ``index``: a recording, or a check judged
+    against another baseline figure than the first run at the new level was (recorded by the refresh workflow,
+    which appends no history of its own)."""
+    first = points[index]
+    for point in points[index:]:
+        if point.kind == "record" or (point.baseline is not None and first.baseline is not None
+                                      and point.baseline != first.baseline):
+            return point
+    return None
+
+
 def analyse(
-    series: Series, *, recent: int = RECENT, min_change: float = MIN_CHANGE, max_pvalue: float = MAX_PVALUE
+    series: Series, *, recent_runs: Sequence[str] | None = None, min_change: float = MIN_CHANGE,
+    max_pvalue: float = MAX_PVALUE,
 ) -> Trend:
+    """``recent_runs``: the ids of the device's last runs, where a new shift must begin (default: the series' own
+    last RECENT points)."""
     points = series.points
     found = change_points([p.value for p in points], max_pvalue=max_pvalue)
     shifts = []
     for cp in found:
         before, after = points[cp.index - 1], points[cp.index]
-        accepted = next((p for p in points[cp.index:] if p.kind == "record"), None)
-        shifts.append(Shift(cp, before, after, tuple(drift(before.fingerprint, after.fingerprint)), accepted))
+        shifts.append(Shift(cp, before, after, tuple(drift(before.fingerprint, after.fingerprint)),
+                            _accepted(points, cp.index)))
+    recent = set(recent_runs if recent_runs is not None else (p.run for p in points[-RECENT:]))
     new = None
     if shifts:
         last = shifts[-1]
-        if (last.point.index >= len(points) - recent and last.point.change >= min_change
-                and last.accepted_by is None):
+        if last.after.run in recent and last.point.change >= min_change and last.accepted_by is None:
             new = last
     return Trend(series, tuple(shifts), new)
+
+
+def device_runs(all_series: Sequence[Series]) -> dict[str, list[str]]:
+    """Each device's run ids, oldest first: a series that stopped (its case renamed, its workload changed) does not
+    keep an old shift "new" while the device goes on running."""
+    seen: dict[str, dict[str, int]] = {}
+    for series in all_series:
+        runs = seen.setdefault(series.device, {})
+        for point in series.points:
+            runs[point.run] = min(runs.get(point.run, point.seq), point.seq)
+    return {device: sorted(runs, key=runs.__getitem__) for device, runs in seen.items()}
 
 
 def analyse_all(
     all_series: Sequence[Series], *, recent: int = RECENT, min_change: float = MIN_CHANGE,
     max_pvalue: float = MAX_PVALUE,
 ) -> list[Trend]:
-    """Every series' trend: those ending on a new slowdown first, then the most recently run."""
-    trends = [analyse(s, recent=recent, min_change=min_change, max_pvalue=max_pvalue) for s in all_series]
+    """Every series' trend: those ending on a new slowdown first, then the most recently run. A shift is new when it
+    begins in one of its device's last ``recent`` runs."""
+    runs = device_runs(all_series)
+    trends = [analyse(s, recent_runs=runs[s.device][-recent:], min_change=min_change, max_pvalue=max_pvalue)
+              for s in all_series]
     trends.sort(key=lambda t: t.newest, reverse=True)
     trends.sort(key=lambda t: t.new_regression is None)
     return trends

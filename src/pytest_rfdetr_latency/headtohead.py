@@ -17,10 +17,13 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pytest_rfdetr_latency.processes import Launch, child_settings, run_child
 from pytest_rfdetr_latency.settings import Settings
+
+if TYPE_CHECKING:
+    from pytest_rfdetr_latency.session import LatencySession
 
 THIS, OTHER = "this", "other"
 VERSION_FIELDS = ("python", "torch", "onnxruntime", "onnxruntime_build", "rfdetr", "cuda", "cudnn", "driver")
@@ -111,6 +114,16 @@ def measure(
         # A side's processes read no baseline file: block sizes come from the first process, nothing else is needed.
         return _measure(launch, targets, dataclasses.replace(settings, baseline_dir=Path(empty)), cache_dir,
                         progress, timeout)
+
+
+def measure_for(
+    session: LatencySession, launch: Launch, targets: Sequence[str], progress: Callable[[str], None]
+) -> HeadToHead:
+    """Measure both sides for ``session`` and make this side's processes the entries its cases are judged against."""
+    outcome = measure(launch, targets, session.settings, session.cache_dir, progress)
+    session.use_entries(outcome.entries(session.commit),
+                        f"this environment's {session.settings.against_processes} processes (head to head)")
+    return outcome
 
 
 def _measure(

@@ -405,10 +405,8 @@ def _head_to_head(session: pytest.Session, latency_session: LatencySession) -> H
 
         targets = [_case_target(item) for item in session.items
                    if isinstance(getattr(getattr(item, "callspec", None), "params", {}).get("rfdetr_case"), Case)]
-        config.stash[HEAD_TO_HEAD_KEY] = headtohead.measure(
-            config.stash[LAUNCH_KEY], targets, run, latency_session.cache_dir, lambda text: progress(config, text))
-        latency_session.use_entries(config.stash[HEAD_TO_HEAD_KEY].entries(latency_session.commit),
-                                    f"this environment's {run.against_processes} processes (head to head)")
+        config.stash[HEAD_TO_HEAD_KEY] = headtohead.measure_for(
+            latency_session, config.stash[LAUNCH_KEY], targets, lambda text: progress(config, text))
     return config.stash[HEAD_TO_HEAD_KEY]
 
 

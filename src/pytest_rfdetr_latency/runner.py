@@ -68,7 +68,9 @@ class LatencyCase:
         return self.session.settings.tolerance.for_scope(scope, DEFAULT_THRESHOLDS[scope])
 
     def check(self, inject: float | None = None) -> CaseResult:
-        """Measure, then record (--save-baseline) or compare with the baseline; fail or skip the test as needed."""
+        """Measure, then record (--save-baseline) or compare with the baseline; fail or skip the test as needed. In a
+        head-to-head run both sides were measured before the first case (headtohead.py): this judges them, and
+        ``inject`` has no say (--rfdetr-inject-slowdown slows the other side's processes)."""
         __tracebackhide__ = True
         if self._versus is not None:
             return self._check_head_to_head(self._versus)

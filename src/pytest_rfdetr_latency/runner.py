@@ -99,6 +99,11 @@ class LatencyCase:
             self._skip(result.message)
         self._refuse_another_workload(result, entry)
         self._judge(result, entry, inject)
+        return self._conclude(result)
+
+    def _conclude(self, result: CaseResult) -> CaseResult:
+        """Budgets, then publish the judged result, then fail the test on what failed."""
+        __tracebackhide__ = True
         self._check_budgets(result)
         self._publish(result)
         failures = self._failures(result)
@@ -138,12 +143,7 @@ class LatencyCase:
                 result.verdicts[scope] = verdict.with_kind(
                     "inconclusive", "a side has fewer than 2 processes: the noise between processes is unknown")
             result.outcome = judge.worst(list(result.verdicts.values()))
-        self._check_budgets(result)
-        self._publish(result)
-        failures = self._failures(result)
-        if failures:
-            self._fail(failures)
-        return result
+        return self._conclude(result)
 
     def _from_process(self, data: Mapping[str, Any]) -> CaseResult:
         """A fresh process's result of this case, as this process's own would be."""

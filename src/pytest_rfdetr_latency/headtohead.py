@@ -79,7 +79,6 @@ class HeadToHead:
     sides: list[str] = field(default_factory=list)
     results: dict[str, dict[str, list[dict[str, Any]]]] = field(default_factory=lambda: {THIS: {}, OTHER: {}})
     errors: dict[str, list[str]] = field(default_factory=lambda: {THIS: [], OTHER: []})
-    seconds: float = 0.0
 
     def of(self, side: str, case_id: str) -> list[dict[str, Any]]:
         return self.results[side].get(case_id, [])
@@ -112,8 +111,26 @@ def measure(
     assert settings.against is not None
     with tempfile.TemporaryDirectory(prefix="rfdetr-latency-no-baselines-") as empty:
         # A side's processes read no baseline file: block sizes come from the first process, nothing else is needed.
-        return _measure(launch, targets, dataclasses.replace(settings, baseline_dir=Path(empty)), cache_dir,
-                        progress, timeout)
+        reading_none = dataclasses.replace(settings, baseline_dir=Path(empty))
+        outcome = HeadToHead(settings.against, order(settings.against_processes))
+        counts = {THIS: 0, OTHER: 0}
+        sizes: dict[str, dict[str, int]] = {}
+        for number, side in enumerate(outcome.sides, start=1):
+            python = settings.against if side == OTHER else None
+            progress(f"head to head: process {number} of {len(outcome.sides)}, {side} side"
+                     + (f" ({python})" if python else "") + f", {len(targets)} test(s)")
+            child = child_settings(reading_none, process_index=counts[side], cache_dir=cache_dir,
+                                   inject=settings.inject if side == OTHER else None, block_sizes=sizes)
+            counts[side] += 1
+            done = run_child(dataclasses.replace(launch, python=python), targets, child, timeout=timeout)
+            if done.error:
+                outcome.errors[side].append(f"process {number} ({side} side): {done.error}")
+            for result in done.results:
+                if not result.get("scopes"):
+                    continue
+                outcome.results[side].setdefault(result["id"], []).append(result)
+                sizes.setdefault(result["id"], {s: int(v["block_size"]) for s, v in result["scopes"].items()})
+    return outcome
 
 
 def measure_for(
@@ -123,36 +140,4 @@ def measure_for(
     outcome = measure(launch, targets, session.settings, session.cache_dir, progress)
     session.use_entries(outcome.entries(session.commit),
                         f"this environment's {session.settings.against_processes} processes (head to head)")
-    return outcome
-
-
-def _measure(
-    launch: Launch,
-    targets: Sequence[str],
-    settings: Settings,
-    cache_dir: Path,
-    progress: Callable[[str], None],
-    timeout: float,
-) -> HeadToHead:
-    assert settings.against is not None
-    outcome = HeadToHead(settings.against)
-    outcome.sides = order(settings.against_processes)
-    counts = {THIS: 0, OTHER: 0}
-    sizes: dict[str, dict[str, int]] = {}
-    for number, side in enumerate(outcome.sides, start=1):
-        python = settings.against if side == OTHER else None
-        progress(f"head to head: process {number} of {len(outcome.sides)}, {side} side"
-                 + (f" ({python})" if python else "") + f", {len(targets)} test(s)")
-        child = child_settings(settings, process_index=counts[side], cache_dir=cache_dir,
-                               inject=settings.inject if side == OTHER else None, block_sizes=sizes)
-        counts[side] += 1
-        done = run_child(dataclasses.replace(launch, python=python), targets, child, timeout=timeout)
-        outcome.seconds += done.seconds
-        if done.error:
-            outcome.errors[side].append(f"process {number} ({side} side): {done.error}")
-        for result in done.results:
-            if not result.get("scopes"):
-                continue
-            outcome.results[side].setdefault(result["id"], []).append(result)
-            sizes.setdefault(result["id"], {s: int(v["block_size"]) for s, v in result["scopes"].items()})
     return outcome

@@ -84,10 +84,12 @@ class ResultCollector:
         cache = cache_dir(self.config)
         sizes = {r["id"]: {s: v["block_size"] for s, v in r["scopes"].items()} for r in saved}
         by_id = {r["id"]: r for r in saved}
+        session = self.config.stash.get(SESSION_KEY, None)
+        placed = session.placement()[0] if session is not None else None  # every process where this one ran
         for index in range(1, count):
             progress(self.config, f"recording: process {index + 1} of {count}, a fresh pytest process measuring "
                                   f"{len(saved)} case(s) in rotated order")
-            child = child_settings(run, process_index=index, cache_dir=cache, block_sizes=sizes)
+            child = child_settings(run, process_index=index, cache_dir=cache, block_sizes=sizes, placement=placed)
             outcome = run_child(launch, [r["node"] for r in saved], child, timeout=3600)
             for other in outcome.results:
                 if other.get("id") in by_id and other.get("scopes"):
@@ -152,10 +154,19 @@ class ResultCollector:
         def versions(side: str) -> str:
             return ", ".join(f"{k} {v}" for k, v in duel["versions"][side].items() if v) or "versions unknown"
 
+        where = f" in {duel['tree']}" if duel.get("tree") else ""
         self.notes.append(
-            f"head to head: {duel['against']} ({versions('other')}) judged against this environment "
-            f"({versions('this')}); fresh processes, {duel['processes']['this']} and {duel['processes']['other']}, "
-            f"in the order {' '.join(duel['order'])}; no baseline file read or written")
+            f"head to head{' (A/A, as declared)' if duel.get('aa') else ''}: {duel['against']}{where} "
+            f"({versions('other')}) judged against this environment ({versions('this')}), pair by pair; fresh "
+            f"processes, {duel['processes']['this']} and {duel['processes']['other']}, in the order "
+            f"{' '.join(duel['order'])}; no baseline file read or written")
+        placed = duel.get("placement")
+        if placed:
+            self.notes.append(
+                f"head to head: every process launched on core {placed['launch']} (siblings kept free: "
+                f"{', '.join(map(str, placed['quiet'])) or 'none'}), its other threads on cores "
+                f"{', '.join(map(str, placed['rest']))}; PYTHONHASHSEED the same on both sides")
+        self.notes += [f"head to head: {line}" for line in duel.get("left_out", [])]
         for error in duel.get("errors", []):
             self.errors.append(f"head to head: {error}")
 

@@ -7,19 +7,29 @@ fresh pytest process measuring every selected case in an order rotated by its pl
 block sizes are given to all the others. This side's processes stand in for a baseline (baselines.entry_from_
 processes) and the other side's are judged against them by the verdict that judges a check (runner.py). Nothing is
 read from or written to a baseline file.
+
+The other side may be another checkout (``--rfdetr-against-tree``, the pull request's merge base): its processes
+run there, with its own tests and code, and without this side's ``PYTHONPATH``. Before measuring, both sides say
+where they import rfdetr, torch, onnxruntime and the plugin from; sides that import every one of them from the same
+files and collect the same tests compare nothing, and are refused unless the run is declared A/A. Every process of
+both sides runs its threads where the parent placed them once for the run (placement.py), with the same
+``PYTHONHASHSEED``; the verdict is paired.py's.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import subprocess
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pytest_rfdetr_latency.placement import Placement
 from pytest_rfdetr_latency.processes import Launch, child_settings, run_child
+from pytest_rfdetr_latency.scopes import HOST_BOUND
 from pytest_rfdetr_latency.settings import Settings
 
 if TYPE_CHECKING:
@@ -41,13 +51,47 @@ def order(count: int) -> list[str]:
     return sides
 
 
-def check_interpreter(python: Path, timeout: float = 120) -> dict[str, str]:
-    """What ``python`` has of pytest and this plugin; a clear error when either is missing there."""
-    probe = ("import importlib.metadata as m, sys; import pytest, pytest_rfdetr_latency; "
-             "print(sys.version.split()[0]); print(m.version('pytest-rfdetr-latency'))")
+# What each side's imports are compared on: if all of these and the tests resolve to the same files, the sides are one.
+PROVENANCE = ("rfdetr", "torch", "onnxruntime", "pytest_rfdetr_latency")
+HASH_SEED = "0"  # every process of both sides hashes strings alike (dict layouts, set orders)
+
+
+def provenance(modules: Sequence[str] = PROVENANCE) -> dict[str, str | None]:
+    """Where this interpreter imports each of ``modules`` from (None: not importable)."""
+    import importlib.util
+
+    found: dict[str, str | None] = {}
+    for name in modules:
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError):
+            spec = None
+        found[name] = None if spec is None or spec.origin is None else str(Path(spec.origin).resolve())
+    return found
+
+
+def child_environment(side: str, base: Mapping[str, str]) -> dict[str, str]:
+    """The environment of a side's processes: the same hash seed on both sides; the other side without this side's
+    PYTHONPATH (its own environment and tree decide what it imports)."""
+    env = dict(base)
+    env.setdefault("PYTHONHASHSEED", HASH_SEED)
+    if side == OTHER:
+        env.pop("PYTHONPATH", None)
+    return env
+
+
+def check_interpreter(python: Path, timeout: float = 120, tree: Path | None = None) -> dict[str, Any]:
+    """What ``python`` has of pytest and this plugin, and where it imports the compared packages from (run in
+    ``tree`` with the other side's environment); a clear error when pytest or the plugin is missing there."""
+    import json as _json
+
+    probe = ("import importlib.metadata as m, sys, json; import pytest, pytest_rfdetr_latency; "
+             "from pytest_rfdetr_latency.headtohead import provenance; "
+             "print(sys.version.split()[0]); print(m.version('pytest-rfdetr-latency')); "
+             "print(json.dumps(provenance()))")
     try:
         done = subprocess.run([str(python), "-c", probe], capture_output=True, text=True, timeout=timeout,
-                              check=False)
+                              check=False, cwd=tree, env=child_environment(OTHER, os.environ))
     except (OSError, subprocess.SubprocessError) as exc:
         raise HeadToHeadError(f"--rfdetr-against {python} could not be run: {exc}") from None
     if done.returncode != 0:
@@ -56,8 +100,10 @@ def check_interpreter(python: Path, timeout: float = 120) -> dict[str, str]:
             f"--rfdetr-against {python} cannot import pytest and pytest_rfdetr_latency ({last}): install the plugin "
             f"in that environment, e.g. {python} -m pip install pytest-rfdetr-latency"
         )
-    lines = done.stdout.split()
-    found = {"python": lines[0], "plugin": lines[1]} if len(lines) >= 2 else {}
+    lines = done.stdout.splitlines()
+    found: dict[str, Any] = {"python": lines[0], "plugin": lines[1]} if len(lines) >= 2 else {}
+    if len(lines) >= 3:
+        found["provenance"] = _json.loads(lines[2])
     from importlib.metadata import version
 
     mine = version("pytest-rfdetr-latency")
@@ -71,6 +117,18 @@ def check_interpreter(python: Path, timeout: float = 120) -> dict[str, str]:
     return found
 
 
+def same_code(mine: Mapping[str, str | None], theirs: Mapping[str, str | None], this_tree: Path,
+              other_tree: Path | None) -> list[str]:
+    """What both sides share: the compared modules imported from the same file, and the same tests (one tree).
+    Everything shared means the run compares nothing."""
+    shared = [f"{name} from {path}" for name, path in mine.items() if path is not None and theirs.get(name) == path]
+    if len(shared) < sum(1 for path in mine.values() if path is not None):
+        return []
+    if other_tree is not None and other_tree.resolve() != this_tree.resolve():
+        return []
+    return [*shared, f"the tests of {this_tree}"]
+
+
 @dataclass
 class HeadToHead:
     """Every process's results, per side and case, in the order they were measured."""
@@ -79,9 +137,57 @@ class HeadToHead:
     sides: list[str] = field(default_factory=list)
     results: dict[str, dict[str, list[dict[str, Any]]]] = field(default_factory=lambda: {THIS: {}, OTHER: {}})
     errors: dict[str, list[str]] = field(default_factory=lambda: {THIS: [], OTHER: []})
+    tree: Path | None = None  # the other side's checkout
+    placement: dict[str, Any] | None = None  # where every process's threads ran (placement.Placement.to_json)
+    provenance: dict[str, dict[str, Any]] = field(default_factory=dict)  # per side: where it imported from
+    aa: bool = False
+    left_out: dict[int, str] = field(default_factory=dict)  # pair index: why it is not judged
 
     def of(self, side: str, case_id: str) -> list[dict[str, Any]]:
         return self.results[side].get(case_id, [])
+
+    def figures(self, side: str, case_id: str, scope: str) -> dict[int, float]:
+        """A case's figure of ``scope`` per process index of ``side``."""
+        return {int(r["process_index"]): float(r["scopes"][scope]["value_ms"]) for r in self.of(side, case_id)
+                if scope in r.get("scopes", {})}
+
+    def paired(self, case_id: str, scope: str) -> tuple[list[float], list[float]]:
+        """Both sides' figures of the pairs that both measured and that are not left out, in pair order."""
+        mine, theirs = self.figures(THIS, case_id, scope), self.figures(OTHER, case_id, scope)
+        keep = sorted(k for k in mine.keys() & theirs.keys() if k not in self.left_out)
+        return [mine[k] for k in keep], [theirs[k] for k in keep]
+
+    def noise(self, backend: str, scope: str) -> tuple[float | None, int]:
+        """One pair's log-ratio noise for ``scope``, pooled over the cases of ``backend`` (paired.py)."""
+        from pytest_rfdetr_latency.paired import log_ratios, pooled_noise
+
+        groups = []
+        for case_id in self.results[THIS]:
+            runs = self.of(THIS, case_id)
+            if runs and runs[0].get("backend") == backend:
+                groups.append(log_ratios(*self.paired(case_id, scope)))
+        return pooled_noise(groups)
+
+    def leave_out_apart(self, scopes: Sequence[str]) -> None:
+        """Find processes whose launch-bound figures stand apart from the rest of their side (paired.apart) and
+        leave their pairs out, while at least two pairs remain; the report says which and why."""
+        from pytest_rfdetr_latency.paired import apart, offsets
+
+        pairs = len(self.sides) // 2
+        for side in (THIS, OTHER):
+            series: dict[str, list[float]] = {}
+            for case_id in self.results[side]:
+                for scope in scopes:
+                    values = self.figures(side, case_id, scope)
+                    if len(values) == pairs:
+                        series[f"{case_id}/{scope}"] = [values[k] for k in range(pairs)]
+            found = offsets(series)
+            for index in apart(found):
+                if pairs - len(self.left_out) <= 2:
+                    break
+                self.left_out.setdefault(index, (
+                    f"pair {index + 1} left out: the {side} side's process {index + 1} stands apart from its side by "
+                    f"{found[index] * 100:+.1f}% over its {len(series)} launch-bound figures"))
 
     def entries(self, commit: str | None) -> dict[str, dict[str, Any]]:
         """This side's processes of each case as a baseline entry: what the other side is judged against."""
@@ -106,38 +212,103 @@ def measure(
     cache_dir: Path,
     progress: Callable[[str], None] = lambda text: None,
     timeout: float = 3600,
+    placement: Placement | None = None,
+    moves: Mapping[Path, Path] | None = None,
 ) -> HeadToHead:
-    """Run ``targets`` in ``settings.against_processes`` fresh processes per side, alternating sides."""
+    """Run ``targets`` in ``settings.against_processes`` fresh processes per side, alternating sides, every process
+    with its threads where ``placement`` puts them; the other side's targets moved by ``moves`` (moves_to)."""
     assert settings.against is not None
+    tree = settings.against_tree
+    other_launch = dataclasses.replace(launch, python=settings.against)
+    if tree is not None:
+        other_launch = in_tree(launch, tree, settings.against)
+    other_targets = [map_target(t, moves or {}) for t in targets]
     with tempfile.TemporaryDirectory(prefix="rfdetr-latency-no-baselines-") as empty:
         # A side's processes read no baseline file: block sizes come from the first process, nothing else is needed.
-        reading_none = dataclasses.replace(settings, baseline_dir=Path(empty))
-        outcome = HeadToHead(settings.against, order(settings.against_processes))
+        reading_none = dataclasses.replace(settings, baseline_dir=Path(empty), placement=placement)
+        outcome = HeadToHead(settings.against, order(settings.against_processes), tree=tree,
+                             placement=None if placement is None else placement.to_json(), aa=settings.against_aa)
         counts = {THIS: 0, OTHER: 0}
         sizes: dict[str, dict[str, int]] = {}
         for number, side in enumerate(outcome.sides, start=1):
-            python = settings.against if side == OTHER else None
             progress(f"head to head: process {number} of {len(outcome.sides)}, {side} side"
-                     + (f" ({python})" if python else "") + f", {len(targets)} test(s)")
-            child = child_settings(reading_none, process_index=counts[side], cache_dir=cache_dir,
+                     + (f" ({settings.against}{', ' + str(tree) if tree else ''})" if side == OTHER else "")
+                     + f", {len(targets)} test(s)")
+            index = counts[side]
+            child = child_settings(reading_none, process_index=index, cache_dir=cache_dir,
                                    inject=settings.inject if side == OTHER else None, block_sizes=sizes)
             counts[side] += 1
-            done = run_child(dataclasses.replace(launch, python=python), targets, child, timeout=timeout)
+            done = run_child(other_launch if side == OTHER else launch,
+                             other_targets if side == OTHER else targets, child, timeout=timeout,
+                             env=child_environment(side, os.environ))
             if done.error:
                 outcome.errors[side].append(f"process {number} ({side} side): {done.error}")
             for result in done.results:
                 if not result.get("scopes"):
                     continue
+                result["process_index"] = index
                 outcome.results[side].setdefault(result["id"], []).append(result)
                 sizes.setdefault(result["id"], {s: int(v["block_size"]) for s, v in result["scopes"].items()})
+    outcome.leave_out_apart(HOST_BOUND)
     return outcome
 
 
+def in_tree(launch: Launch, tree: Path, python: Path) -> Launch:
+    """The launch of the other side: the same options, in its checkout, with its interpreter and its ini file."""
+    inifile = None
+    if launch.inifile is not None:
+        try:
+            mapped = tree / launch.inifile.relative_to(launch.rootdir)
+        except ValueError:
+            mapped = launch.inifile
+        inifile = mapped if mapped.exists() else None
+    try:
+        cwd = tree / launch.cwd.relative_to(launch.rootdir)
+    except ValueError:
+        cwd = tree
+    return dataclasses.replace(launch, cwd=cwd if cwd.is_dir() else tree, rootdir=tree, inifile=inifile,
+                               python=python)
+
+
+def map_target(target: str, moves: Mapping[Path, Path]) -> str:
+    """A test of this side as the same test of the other one: a path under one of ``moves``' folders (this
+    checkout; this side's installed plugin, whose suite --pyargs collects) under the other side's; else unchanged."""
+    path, sep, rest = target.partition("::")
+    resolved = Path(path).resolve()
+    for mine, theirs in moves.items():
+        try:
+            relative = resolved.relative_to(mine.resolve())
+        except ValueError:
+            continue
+        return f"{theirs / relative}{sep}{rest}"
+    return target
+
+
+def moves_to(rootdir: Path, tree: Path | None, other_imports: Mapping[str, str | None]) -> dict[Path, Path]:
+    """Where this side's tests are on the other side: its checkout, and its own copy of the plugin's package."""
+    moves: dict[Path, Path] = {}
+    mine, theirs = provenance(("pytest_rfdetr_latency",)).get("pytest_rfdetr_latency"), other_imports.get(
+        "pytest_rfdetr_latency")
+    if mine and theirs and Path(mine).parent != Path(theirs).parent:
+        moves[Path(mine).parent] = Path(theirs).parent
+    if tree is not None:
+        moves[rootdir] = tree
+    return moves
+
+
 def measure_for(
-    session: LatencySession, launch: Launch, targets: Sequence[str], progress: Callable[[str], None]
+    session: LatencySession, launch: Launch, targets: Sequence[str], progress: Callable[[str], None],
+    other: Mapping[str, Any] | None = None,
 ) -> HeadToHead:
-    """Measure both sides for ``session`` and make this side's processes the entries its cases are judged against."""
-    outcome = measure(launch, targets, session.settings, session.cache_dir, progress)
+    """Measure both sides for ``session`` and make this side's processes the entries its cases are judged against.
+    ``other`` is what check_interpreter found of the other side."""
+    chosen, _ = session.placement()
+    other_imports = dict((other or {}).get("provenance") or {})
+    moves = moves_to(launch.rootdir, session.settings.against_tree, other_imports)
+    outcome = measure(launch, targets, session.settings, session.cache_dir, progress, placement=chosen, moves=moves)
+    outcome.provenance = {THIS: {"imports": provenance(), "tree": str(session.root)},
+                          OTHER: {"imports": other_imports,
+                                  "tree": str(session.settings.against_tree or session.root)}}
     session.use_entries(outcome.entries(session.commit),
                         f"this environment's {session.settings.against_processes} processes (head to head)")
     return outcome

@@ -67,6 +67,7 @@ class CaseMeasurement:
         if self.case.info.needs_cuda and not session.device.is_cuda:
             self._unavailable(result, f"{self.case.backend} needs a CUDA device; this run measures on "
                                       f"{session.device.spec} ({session.device.name})")
+        session.placement()  # before anything starts a thread pool: pools then start off the launch core
         quiet = result.details.setdefault("kept_quiet", empty_tally())
         # What other cases share (the model build, the parity reference) is made before the memory probe starts.
         # On a GPU the reference is made even where parity is not checked (fresh processes, --rfdetr-no-parity): the
@@ -191,6 +192,10 @@ class CaseMeasurement:
             plain = timing.capture_cuda_graph(prepared.graphable, device.spec)
         if plain is None or not inject:
             return plain
+        on_host_only = session.settings.inject_on == "host"
+        if on_host_only and scope == "device":
+            meta["injected_as"] = "nothing: a host injection leaves the GPU's own time alone"
+            return plain
         clock = self._clock(prepared)
         timing.warm_up(plain, clock, self._monitor(prepared), session.settings.sampling)
         entry = session.baseline_entry(self.id)
@@ -200,6 +205,9 @@ class CaseMeasurement:
             reference = stats.quantile(clock.time_calls(plain, 9), 0.5)
         delay_ms = reference * inject / 100.0
         meta["injected_ms"] = round(delay_ms, 6)
+        if on_host_only:
+            meta["injected_as"] = "host delay before each call, on the launching thread"
+            return timing.with_extra_before(plain, timing.host_delay(delay_ms))
         on_gpu = device.is_cuda and prepared.graphable is not None and scope in ("forward", "device")
         if on_gpu:
             graphable = prepared.graphable
@@ -220,19 +228,23 @@ class CaseMeasurement:
         return timing.with_extra(plain, timing.host_delay(delay_ms))
 
     def _sample_all(self, prepared: Prepared, result: CaseResult, inject: float | None) -> None:
-        core, facts = self.session.launch_core()
-        if core is not None:
-            result.details["pinned_core"] = core
-            result.details["core_speed_ms"] = facts
+        from pytest_rfdetr_latency import placement
+
+        chosen, facts = self.session.placement()
+        checked: dict[str, Any] = {}
+        if chosen is not None:
+            result.details["pinned_core"] = chosen.launch
+            result.details["placement"] = {**facts, "during_sampling": checked}
         per_scope: dict[str, Any] = {}
-        with timing.pinned_to(core):
-            self._sample_scopes(prepared, result, inject, per_scope)
+        with placement.launching_on(chosen, checked):
+            self._sample_scopes(prepared, result, inject, per_scope, lambda: placement.resweep(chosen, checked))
         result.details["scopes"] = per_scope
         result.details["measure_seconds"] = round(sum(m["warmup_seconds"] + m["sample_seconds"]
                                                       for m in per_scope.values()), 3)
 
     def _sample_scopes(
-        self, prepared: Prepared, result: CaseResult, inject: float | None, per_scope: dict[str, Any]
+        self, prepared: Prepared, result: CaseResult, inject: float | None, per_scope: dict[str, Any],
+        after_warmup: Callable[[], None],
     ) -> None:
         session = self.session
         plan = session.settings.sampling
@@ -254,6 +266,7 @@ class CaseMeasurement:
             statistic = DEFAULT_STATISTICS[scope]
             session.progress(f"{self.id}: measuring {scope} (warm-up, then blocks for up to {plan.max_seconds:g} s)")
             warm = timing.warm_up(fn, clock, monitor, plan)
+            after_warmup()  # a pool the warm-up started on the launch core leaves it
             steal, switches = steal_jiffies(), _involuntary_switches()
             sampled = timing.sample(fn, clock, monitor, plan, statistic, call_ms=warm.call_ms,
                                     block_size=sizes.get(scope))

@@ -18,6 +18,7 @@ import pytest
 from pytest_rfdetr_latency.cases import Case, matrix
 from pytest_rfdetr_latency.settings import OPTIONS, RawValue, Settings, SettingsError, marker_settings
 from pytest_rfdetr_latency.stash import (
+    AGAINST_KEY,
     DIST_KEY,
     HEAD_TO_HEAD_KEY,
     LAUNCH_KEY,
@@ -195,16 +196,23 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 
 def _check_head_to_head(config: pytest.Config, settings: Settings) -> None:
-    from pytest_rfdetr_latency.headtohead import HeadToHeadError, check_interpreter
+    from pytest_rfdetr_latency.headtohead import HeadToHeadError, check_interpreter, provenance, same_code
 
     if xdist_workers(config) or is_worker(config):
         raise pytest.UsageError("--rfdetr-against measures both sides in fresh processes one at a time, each on the "
                                 "whole machine: drop -n")
     assert settings.against is not None
     try:
-        check_interpreter(settings.against)
+        found = check_interpreter(settings.against, tree=settings.against_tree)
     except HeadToHeadError as exc:
         raise pytest.UsageError(str(exc)) from None
+    shared = same_code(provenance(), found.get("provenance") or {}, config.rootpath, settings.against_tree)
+    if shared and not settings.against_aa:
+        raise pytest.UsageError(
+            "--rfdetr-against: both sides would run the same code (" + "; ".join(shared) + "), so the comparison "
+            "would measure nothing: give the other side its own checkout (--rfdetr-against-tree=DIR) or environment, "
+            "or declare an A/A run with --rfdetr-against-aa")
+    config.stash[AGAINST_KEY] = found
 
 
 def _check_baselines_on_controller(config: pytest.Config, settings: Settings) -> None:
@@ -378,7 +386,8 @@ def rfdetr_case(request: pytest.FixtureRequest, rfdetr_latency_session: LatencyS
 
         progress(config, f"{case.id}: moved past its threshold; measuring it again in a fresh process")
         child = child_settings(_settings(config), process_index=0, cache_dir=rfdetr_latency_session.cache_dir,
-                               inject=inject, block_sizes={case.id: block_sizes})
+                               inject=inject, block_sizes={case.id: block_sizes},
+                               placement=rfdetr_latency_session.placement()[0])
         return run_child(config.stash[LAUNCH_KEY], [target], child, timeout=900)
 
     from pytest_rfdetr_latency.runner import LatencyCase
@@ -406,7 +415,8 @@ def _head_to_head(session: pytest.Session, latency_session: LatencySession) -> H
         targets = [_case_target(item) for item in session.items
                    if isinstance(getattr(getattr(item, "callspec", None), "params", {}).get("rfdetr_case"), Case)]
         config.stash[HEAD_TO_HEAD_KEY] = headtohead.measure_for(
-            latency_session, config.stash[LAUNCH_KEY], targets, lambda text: progress(config, text))
+            latency_session, config.stash[LAUNCH_KEY], targets, lambda text: progress(config, text),
+            config.stash.get(AGAINST_KEY, None))
     return config.stash[HEAD_TO_HEAD_KEY]
 
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pytest_rfdetr_latency.placement import Placement
 from pytest_rfdetr_latency.settings import Settings
 
 CHILD_ENV = "_PYTEST_RFDETR_LATENCY_CHILD"  # the path of the pickled settings a fresh process measures with
@@ -92,6 +93,7 @@ def child_settings(
     cache_dir: Path,
     inject: float | None = None,
     block_sizes: Mapping[str, Mapping[str, int]] | None = None,
+    placement: Placement | None = None,
 ) -> Settings:
     """The parent's settings for a fresh process that measures only: no parity (the parent checked it), no
     baseline writing, no reports, no history, no processes of its own; the same cache of exports and the same block
@@ -109,6 +111,9 @@ def child_settings(
         plot_dir=None,
         history_dir=None,
         against=None,
+        against_tree=None,
+        against_aa=False,
+        placement=placement or settings.placement,
         inject=inject,
         cache_dir=cache_dir,
         process_index=process_index,
@@ -124,7 +129,8 @@ def load_child_settings(path: str) -> Settings:
     return settings
 
 
-def run_child(launch: Launch, targets: Sequence[str], settings: Settings, timeout: float) -> ChildOutcome:
+def run_child(launch: Launch, targets: Sequence[str], settings: Settings, timeout: float,
+              env: Mapping[str, str] | None = None) -> ChildOutcome:
     """Run ``targets`` in a fresh pytest process with ``settings``; what it measured, or why it measured nothing.
     The process gets a session of its own, so that on a timeout its xdist workers are stopped with it."""
     start = time.perf_counter()
@@ -132,10 +138,10 @@ def run_child(launch: Launch, targets: Sequence[str], settings: Settings, timeou
         report = Path(folder) / "results.json"
         pickled = Path(folder) / "settings.pickle"
         pickled.write_bytes(pickle.dumps(dataclasses.replace(settings, child_report=report)))
-        env = {k: v for k, v in os.environ.items() if k != "GITHUB_STEP_SUMMARY"}
-        env[CHILD_ENV] = str(pickled)
-        env["PYTHONUNBUFFERED"] = "1"
-        with subprocess.Popen(launch.command(targets), cwd=launch.cwd, env=env, stdout=subprocess.PIPE,
+        environ = {k: v for k, v in (os.environ if env is None else env).items() if k != "GITHUB_STEP_SUMMARY"}
+        environ[CHILD_ENV] = str(pickled)
+        environ["PYTHONUNBUFFERED"] = "1"
+        with subprocess.Popen(launch.command(targets), cwd=launch.cwd, env=environ, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True, start_new_session=True) as proc:
             try:
                 output, _ = proc.communicate(timeout=timeout)

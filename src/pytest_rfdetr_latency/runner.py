@@ -16,7 +16,7 @@ from pytest_rfdetr_latency.environment import drift
 from pytest_rfdetr_latency.measure import CaseMeasurement
 from pytest_rfdetr_latency.processes import ChildOutcome
 from pytest_rfdetr_latency.results import CaseError, CaseResult, update_command
-from pytest_rfdetr_latency.scopes import DEFAULT_THRESHOLDS, HOST_BOUND
+from pytest_rfdetr_latency.scopes import DEFAULT_THRESHOLDS, HEAD_TO_HEAD_RESOLVE, HEAD_TO_HEAD_THRESHOLDS, HOST_BOUND
 from pytest_rfdetr_latency.session import LatencySession
 from pytest_rfdetr_latency.stats import ScopeStats
 
@@ -61,11 +61,12 @@ class LatencyCase:
         return f"<LatencyCase {self.id} on {self.session.device.spec}>"
 
     def threshold(self, scope: str) -> float:
-        """The tolerance asked for ``scope``: the marker's, then --rfdetr-tolerance, then the scope's default. The
-        verdict widens it where the baseline's processes disagree by more (judge.py)."""
+        """The tolerance asked for ``scope``: the marker's, then --rfdetr-tolerance, then the scope's default (head
+        to head: scopes.HEAD_TO_HEAD_THRESHOLDS). The verdict widens it where the processes disagree by more."""
         if scope in self._thresholds:
             return self._thresholds[scope]
-        return self.session.settings.tolerance.for_scope(scope, DEFAULT_THRESHOLDS[scope])
+        defaults = HEAD_TO_HEAD_THRESHOLDS if self._versus is not None else DEFAULT_THRESHOLDS
+        return self.session.settings.tolerance.for_scope(scope, defaults[scope])
 
     def check(self, inject: float | None = None) -> CaseResult:
         """Measure, then record (--save-baseline) or compare with the baseline; fail or skip the test as needed. In a
@@ -132,18 +133,43 @@ class LatencyCase:
         entry = self.session.baseline_entry(self.id)
         assert entry is not None
         self._refuse_another_workload(result, entry)
-        self._judge(result, entry, None, measured=len(theirs))
+        result.baseline = entry
+        result.drift = drift(entry.get("fingerprint", {}), result.fingerprint, tuple(self.session.extra_fingerprint),
+                             self.case.backend)
+        verdicts = {scope: self._paired_verdict(versus, scope, result.scopes[scope].statistic)
+                    for scope in result.scopes if scope in entry["scopes"]}
+        for scope in self.scopes:
+            if scope in entry["scopes"] and scope not in result.scopes:
+                verdicts[scope] = self._unmeasured(scope, entry["scopes"][scope], result)
+        memory = self._memory_verdict(result, entry)
+        if memory is not None:
+            verdicts["memory"] = memory
+        result.verdicts = verdicts
+        result.outcome = judge.worst(list(verdicts.values())) if verdicts else "no-baseline"
         result.details["head_to_head"] = {
-            "against": str(versus.python), "order": versus.sides, "processes": {THIS: len(mine), OTHER: len(theirs)},
+            "against": str(versus.python), "tree": None if versus.tree is None else str(versus.tree),
+            "order": versus.sides, "processes": {THIS: len(mine), OTHER: len(theirs)},
             "versions": {THIS: versus.versions(THIS), OTHER: versus.versions(OTHER)},
-            "errors": versus.errors[THIS] + versus.errors[OTHER],
+            "errors": versus.errors[THIS] + versus.errors[OTHER], "left_out": sorted(versus.left_out.values()),
+            "placement": versus.placement, "provenance": versus.provenance, "aa": versus.aa,
         }
-        if min(len(mine), len(theirs)) < 2:
-            for scope, verdict in result.verdicts.items():
-                result.verdicts[scope] = verdict.with_kind(
-                    "inconclusive", "a side has fewer than 2 processes: the noise between processes is unknown")
-            result.outcome = judge.worst(list(result.verdicts.values()))
         return self._conclude(result)
+
+    def _paired_verdict(self, versus: HeadToHead, scope: str, statistic: str) -> judge.Verdict:
+        """One scope, the other side against this one, pair by pair (paired.py)."""
+        from pytest_rfdetr_latency import paired
+
+        mine, theirs = versus.paired(self.id, scope)
+        asked = self.threshold(scope)
+        resolve = max(HEAD_TO_HEAD_RESOLVE[scope], paired.RESOLVE_FACTOR * asked)
+        noise, freedom = versus.noise(self.case.backend, scope)
+        if not mine:
+            return judge.Verdict("inconclusive", scope, statistic, 1.0, 1.0, 0.0, "no pair",
+                                 notes=("no pair of processes measured this scope on both sides",))
+        try:
+            return paired.judge_pairs(scope, statistic, mine, theirs, asked, noise, freedom, resolve)
+        except ValueError as exc:
+            raise CaseError(f"{self.id}: {exc}") from exc
 
     def _from_process(self, data: Mapping[str, Any]) -> CaseResult:
         """A fresh process's result of this case, as this process's own would be."""

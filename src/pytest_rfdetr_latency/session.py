@@ -16,6 +16,7 @@ from pytest_rfdetr_latency import baselines, judge, timing
 from pytest_rfdetr_latency.cases import Case
 from pytest_rfdetr_latency.environment import Device, cpu_count, fingerprint, git_commit
 from pytest_rfdetr_latency.images import synthetic_images
+from pytest_rfdetr_latency.placement import Placement
 from pytest_rfdetr_latency.results import CaseError
 from pytest_rfdetr_latency.settings import Settings
 
@@ -59,7 +60,7 @@ class LatencySession:
         self._exports: dict[str, Path] = {}
         self._references: dict[tuple[str, int | None, int], dict[str, Any]] = {}
         self._fingerprint: dict[str, Any] | None = None
-        self._core: tuple[int | None, dict[str, Any]] | None = None
+        self._placement: tuple[Placement | None, dict[str, Any]] | None = None
         self._digests: dict[str, str] = {}
         self.commit = git_commit(root)
         self.invocation: tuple[str, ...] = ()  # this run's paths and options, for the command that records again
@@ -140,18 +141,22 @@ class LatencySession:
                 self._digests[key] = f"unreadable:{path.name}"  # the case itself then fails naming the path
         return self._digests[key]
 
-    def launch_core(self) -> tuple[int | None, dict[str, Any]]:
-        """The fastest core this process may use, for the thread that launches GPU work (timed once per process)."""
-        if self._core is None:
-            core: int | None = None
+    def placement(self) -> tuple[Placement | None, dict[str, Any]]:
+        """Where this process's threads run while a GPU scope is sampled (placement.py): the run's placement handed
+        down by the parent, else one chosen here once; applied to every thread of the process the first time. None
+        on the CPU or with --rfdetr-no-pin."""
+        if self._placement is None:
+            from pytest_rfdetr_latency import placement
+
+            chosen: Placement | None = None
             facts: dict[str, Any] = {}
             if self.device.is_cuda and not self.settings.no_pin:
-                speeds = timing.core_speeds()
-                if speeds:
-                    core = min(speeds, key=speeds.__getitem__)
-                    facts = {"chosen": speeds[core], "slowest": max(speeds.values()), "cores": len(speeds)}
-            self._core = (core, facts)
-        return self._core
+                chosen = self.settings.placement or placement.choose_for_run()
+                if chosen is not None:
+                    facts = placement.apply_at_start(chosen)
+                    facts["chosen_by"] = "parent" if self.settings.placement else "this process"
+            self._placement = (chosen, facts)
+        return self._placement
 
     def model(self, name: str, resolution: int | None = None) -> Any:
         """The session's one build of ``name`` (seeded random weights, or the configured checkpoint)."""

@@ -20,6 +20,7 @@ from typing import Any
 
 from pytest_rfdetr_latency import budgets as budget_specs
 from pytest_rfdetr_latency.cases import ALL_BACKENDS, ALL_MODELS, DEFAULT_BACKENDS, DEFAULT_MODELS
+from pytest_rfdetr_latency.placement import Placement
 from pytest_rfdetr_latency.sampling import PRESETS, SamplingPlan, parse_sampling
 from pytest_rfdetr_latency.scopes import ALL_SCOPES
 
@@ -95,7 +96,12 @@ class Settings:
     block_sizes: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
     history_dir: Path | None = None
     against: Path | None = None  # another environment's interpreter: a head-to-head run (headtohead.py)
-    against_processes: int = 3
+    against_processes: int = 4
+    against_tree: Path | None = None  # the other side's checkout (its tests, its code); None: this rootdir
+    against_aa: bool = False  # both sides are the same code by design (an A/A run)
+    inject_on: str = "gpu"  # where --rfdetr-inject-slowdown adds its work: 'gpu' (a kernel where it can) or 'host'
+    # Set only for a fresh process: the parent's placement of its threads (placement.py), the same for every process.
+    placement: Placement | None = None
 
     @property
     def active(self) -> bool:
@@ -302,6 +308,22 @@ def parse_bool(value: str) -> bool:
     raise argparse.ArgumentTypeError(f"invalid boolean {value!r}: use true/false, yes/no, on/off or 1/0")
 
 
+def parse_even_processes(value: str) -> int:
+    count = _whole_number("process count", 2)(value)
+    if count % 2:
+        raise argparse.ArgumentTypeError(
+            f"{count} processes per side: give an even number, so that the sides alternate in balanced pairs "
+            f"(this-other, other-this, ...), e.g. {count + 1}")
+    return count
+
+
+def parse_inject_on(value: str) -> str:
+    text = value.strip().lower()
+    if text not in ("gpu", "host"):
+        raise argparse.ArgumentTypeError(f"{value!r}: expected 'gpu' or 'host'")
+    return text
+
+
 def parse_interpreter(value: str) -> Path:
     """A Python interpreter: a path, or a name found on PATH; it must exist and be executable."""
     import shutil
@@ -453,8 +475,18 @@ OPTIONS: tuple[OptionSpec, ...] = (
                "environment and in the one of interpreter PYTHON (which has pytest-rfdetr-latency installed), "
                "alternating fresh processes on the same device, and judge PYTHON's side against this one; no "
                "baseline is read or written. Default: none.", parse_interpreter, "PYTHON", ini=False),
-    OptionSpec("against_processes", "--rfdetr-against-processes", "with --rfdetr-against, fresh processes per side "
-               "(at least 2). Default: 3.", _whole_number("process count", 2), "N"),
+    OptionSpec("against_processes", "--rfdetr-against-processes", "with --rfdetr-against, fresh processes per side, "
+               "an even number (at least 2), run in pairs of adjacent processes in balanced order. Default: 4.",
+               parse_even_processes, "N"),
+    OptionSpec("against_tree", "--rfdetr-against-tree", "with --rfdetr-against, the other side's checkout (e.g. a "
+               "git worktree of the pull request's merge base): its processes run there, collecting its own tests "
+               "and importing its own code. Default: this rootdir.", parse_path, "DIR", ini=False),
+    OptionSpec("against_aa", "--rfdetr-against-aa", "with --rfdetr-against, declare an A/A run: both sides may "
+               "import the same files (otherwise refused as a comparison of nothing). Default: off.", ini=False),
+    OptionSpec("inject_on", "--rfdetr-inject-on", "with --rfdetr-inject-slowdown, where the added work runs: 'gpu' "
+               "(a calibrated kernel in the forward and device scopes, host delay elsewhere) or 'host' (a busy wait "
+               "on the launching thread in every host-bound scope, none on the device scope). Default: gpu.",
+               parse_inject_on, "WHERE", ini=False),
 )
 
 OPTIONS_BY_DEST = {spec.dest: spec for spec in OPTIONS}
@@ -543,9 +575,19 @@ def resolve(raw: Mapping[str, RawValue], environ: Mapping[str, str], rootdir: Pa
     values["backends_explicit"] = "backends" in values
     baseline_dir = values.get("baseline_dir", Settings.baseline_dir)
     values["baseline_dir"] = baseline_dir if baseline_dir.is_absolute() else rootdir / baseline_dir
-    if "against_processes" in values and "against" not in values:
-        raise SettingsError("--rfdetr-against-processes sets the processes of a head-to-head run: give "
-                            "--rfdetr-against=PYTHON too, or drop it")
+    for key in ("against_processes", "against_tree", "against_aa"):
+        if key in values and values[key] is not False and "against" not in values:
+            flag = OPTIONS_BY_DEST[key].flag
+            raise SettingsError(f"{flag} belongs to a head-to-head run: give --rfdetr-against=PYTHON too, or drop it")
+    if "inject_on" in values and "inject" not in values:
+        raise SettingsError("--rfdetr-inject-on says where --rfdetr-inject-slowdown adds its work: give "
+                            "--rfdetr-inject-slowdown=PCT too, or drop it")
+    if "against_tree" in values:
+        tree = values["against_tree"] if values["against_tree"].is_absolute() else rootdir / values["against_tree"]
+        if not tree.is_dir():
+            raise SettingsError(f"--rfdetr-against-tree {tree} is not a folder: give the other side's checkout, e.g. "
+                                "git worktree add ../base origin/main")
+        values["against_tree"] = tree.resolve()
     for key in ("cache_dir", "history_dir"):
         if key in values and not values[key].is_absolute():
             values[key] = rootdir / values[key]

@@ -22,6 +22,7 @@ WORKER_KEY = pytest.StashKey[dict[str, Any]]()
 DIST_KEY = pytest.StashKey[bool]()  # --dist load was made loadgroup
 LAUNCH_KEY = pytest.StashKey["Launch"]()
 HEAD_TO_HEAD_KEY = pytest.StashKey["HeadToHead"]()  # both sides' processes, measured at the first case
+AGAINST_KEY = pytest.StashKey[dict[str, Any]]()  # what the other side's interpreter reported of itself
 PROPERTY = "rfdetr_latency_result"  # the user property that carries a case's result to the reporting process
 
 

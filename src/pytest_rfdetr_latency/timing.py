@@ -311,50 +311,6 @@ def sample(
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# The host core that launches the GPU work.
-#
-# On shared cloud hosts one process can run its Python and kernel launches ~2x slower than the next (measured on the
-# H200: a pure-Python yardstick of 1.0 ms in one process, 1.9 ms in the next, and launch-bound scopes slower by the
-# same factor). The launching thread is therefore moved to the fastest core it may use, found by timing the yardstick
-# on each, for as long as a GPU scope is sampled.
-
-
-def core_speeds(cores: list[int] | None = None, repeats: int = 3) -> dict[int, float]:
-    """Milliseconds of the host yardstick on each allowed core (the calling thread moves, then comes back)."""
-    import os
-
-    from pytest_rfdetr_latency.environment import host_probe_ms
-
-    if not hasattr(os, "sched_setaffinity"):
-        return {}
-    allowed = sorted(os.sched_getaffinity(0))
-    speeds: dict[int, float] = {}
-    try:
-        for core in cores if cores is not None else allowed:
-            os.sched_setaffinity(0, {core})
-            speeds[core] = min(host_probe_ms() for _ in range(repeats))
-    finally:
-        os.sched_setaffinity(0, allowed)
-    return speeds
-
-
-@contextmanager
-def pinned_to(core: int | None) -> Iterator[None]:
-    """Run the calling thread on ``core`` alone (None: leave it where it is), then restore its affinity."""
-    import os
-
-    if core is None or not hasattr(os, "sched_setaffinity"):
-        yield
-        return
-    allowed = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, {core})
-    try:
-        yield
-    finally:
-        os.sched_setaffinity(0, allowed)
-
-
-# ---------------------------------------------------------------------------------------------------------------
 # CUDA graphs and injected slowdowns.
 
 
@@ -437,6 +393,16 @@ def injected_graph(
         extra = spin(max(1, int(extra.cycles * ms / added)))  # type: ignore[attr-defined]
         replay = capture(with_extra(forward, extra))
     return replay, extra
+
+
+def with_extra_before(fn: Fn, extra: Fn) -> Fn:
+    """``extra`` then ``fn``: host work that delays the launches, as a slower Python path before a call would."""
+
+    def both() -> object:
+        extra()
+        return fn()
+
+    return both
 
 
 def with_extra(fn: Fn, extra: Fn | None) -> Fn:

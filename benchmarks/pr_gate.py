@@ -1,0 +1,159 @@
+"""A pull request's gate on the GPU machine: head to head of two checkouts, as the shipped workflow runs it.
+
+    python benchmarks/pr_gate.py run --tag aa1 --label aa -- --rfdetr-device=cuda --rfdetr-strict
+    python benchmarks/pr_gate.py run --tag h5 --label host5 --inject 5 --inject-on host -- --rfdetr-device=cuda
+    python benchmarks/pr_gate.py summarize /tmp/pr-gate --out benchmarks/results/pr-gate-nvidia-h200.json
+
+``run`` copies this checkout twice (``base`` and ``head``: the same commit, an A/A pair by construction), installs
+each copy's plugin into a folder of its own, and gives each side an interpreter of its own (a wrapper that puts that
+folder and the staged rfdetr on the path, nothing else of this side's), then runs, from the base's checkout,
+``pytest latency --rfdetr-latency --rfdetr-against=<head's interpreter> --rfdetr-against-tree=<head>`` with the
+given options (the head is the side judged, and the side an injection slows), keeping the JSON report and the log.
+``summarize`` counts, over every run: A/A runs and their failures, comparisons and false alarms, per scope the detections of injected runs, the median smallest detectable
+regression (``mdr_pct``, as the verdicts stated it), and each run's seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_WORK = Path("/tmp/pr-gate")
+SKIP = shutil.ignore_patterns(".git", ".device-stage", ".venv", "results", "__pycache__", ".pytest_cache", "*.egg-info")
+
+
+def _side(work: Path, name: str) -> Path:
+    """A checkout of this commit as ``name``, its plugin installed in a folder of its own, and its interpreter."""
+    tree, site, python = work / "trees" / name, work / f"site-{name}", work / f"python-{name}"
+    if not tree.exists():
+        shutil.copytree(ROOT, tree, ignore=SKIP)
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                        "--no-index", "--target", str(site), str(tree)], check=True)
+        staged = os.environ.get("PR_GATE_STAGED", "/tmp/site")
+        python.write_text(f'#!/bin/sh\nPYTHONPATH={site}:{staged} exec {sys.executable} "$@"\n')
+        python.chmod(0o755)
+    return python
+
+
+def run(args: argparse.Namespace) -> None:
+    work: Path = args.work
+    base, head = _side(work, "base"), _side(work, "head")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    report, log = out / f"{args.tag}.json", out / f"{args.tag}.log"
+    options = [f"--rfdetr-against={head}", f"--rfdetr-against-tree={work / 'trees' / 'head'}",
+               f"--rfdetr-against-processes={args.processes}", f"--rfdetr-cache-dir={work / 'cache'}",
+               f"--rfdetr-report={report}"]
+    if args.label == "aa":
+        options.append("--rfdetr-against-aa")
+    if args.inject:
+        options += [f"--rfdetr-inject-slowdown={args.inject}%", f"--rfdetr-inject-on={args.inject_on}"]
+    command = [str(base), "-m", "pytest", "latency", "-q", "-p", "no:cacheprovider", "--rfdetr-latency", *options,
+               *args.pytest_args]
+    start = time.time()
+    with log.open("w") as handle:
+        try:
+            code = subprocess.run(command, cwd=work / "trees" / "base", stdout=handle, stderr=subprocess.STDOUT,
+                                  check=False, timeout=args.timeout).returncode
+        except subprocess.TimeoutExpired:
+            code = 124
+    record = {"tag": args.tag, "label": args.label, "inject_pct": args.inject, "inject_on": args.inject_on,
+              "exit_code": code, "seconds": round(time.time() - start, 1), "report": report.name, "log": log.name,
+              "command": command[1:], "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    with (out / "runs.jsonl").open("a") as handle:
+        handle.write(json.dumps(record) + "\n")
+    print(json.dumps(record), flush=True)
+
+
+def _median(values: list[float]) -> float | None:
+    return round(statistics.median(values), 3) if values else None
+
+
+def summarize(args: argparse.Namespace) -> None:
+    runs = []
+    for folder in args.folders:
+        for line in (folder / "runs.jsonl").read_text().splitlines():
+            record = json.loads(line)
+            path = folder / record["report"]
+            record["data"] = json.loads(path.read_text()) if path.exists() else None
+            runs.append(record)
+    aa = [r for r in runs if r["label"] == "aa"]
+    comparisons = false_alarms = unresolved = 0
+    mdr: dict[str, list[float]] = defaultdict(list)
+    pair_noise: dict[str, list[float]] = defaultdict(list)
+    detected: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0]))
+    deltas: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for record in runs:
+        for case in (record["data"] or {}).get("cases", []):
+            for scope, verdict in case.get("verdicts", {}).items():
+                detail = verdict.get("detail", {})
+                if scope == "memory" or not detail.get("paired"):
+                    continue
+                label = record["label"]
+                deltas[label][scope].append(round(100 * float(verdict["delta"]), 3))
+                if detail.get("detectable") is not None:
+                    mdr[scope].append(100 * detail["detectable"])
+                    pair_noise[f"{case['backend']}/{scope}"].append(100 * detail["pair_noise"])
+                if label == "aa":
+                    comparisons += 1
+                    false_alarms += verdict["kind"] == "regression"
+                    unresolved += verdict["kind"] == "inconclusive"
+                else:
+                    counted = detected[label][scope]
+                    counted[0] += verdict["kind"] == "regression"
+                    counted[1] += 1
+    summary = {
+        "what": "head to head of two checkouts of one commit (A/A), and of one against itself slowed (A/B), on one "
+                "GPU; verdicts as the runs printed them",
+        "aa_runs": len(aa),
+        "aa_failed_runs": sum(1 for r in aa if r["exit_code"] != 0),
+        "comparisons": comparisons,
+        "false_alarms": false_alarms,
+        "unresolved": unresolved,
+        "ab_runs": {label: sum(1 for r in runs if r["label"] == label) for label in detected},
+        "detected": {label: {s: {"detected": v[0], "comparisons": v[1]} for s, v in scopes.items()}
+                     for label, scopes in detected.items()},
+        "delta_pct": {label: dict(scopes) for label, scopes in deltas.items()},
+        "mdr_pct": {scope: _median(values) for scope, values in mdr.items()},
+        "pair_noise_pct_median": {key: _median(values) for key, values in sorted(pair_noise.items())},
+        "seconds": {r["tag"]: r["seconds"] for r in runs},
+        "seconds_median": _median([r["seconds"] for r in runs]),
+        "runs": [{k: v for k, v in r.items() if k != "data"} for r in runs],
+    }
+    text = json.dumps(summary, indent=1, sort_keys=True) + "\n"
+    if args.out:
+        Path(args.out).write_text(text)
+    print(text)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    go = commands.add_parser("run")
+    go.add_argument("--tag", required=True)
+    go.add_argument("--label", default="aa", help="aa, or a name for an injected run (host5, gpu2)")
+    go.add_argument("--inject", type=float, default=None, help="percent slowdown of the head side")
+    go.add_argument("--inject-on", default="gpu", choices=("gpu", "host"))
+    go.add_argument("--processes", type=int, default=4)
+    go.add_argument("--work", type=Path, default=DEFAULT_WORK)
+    go.add_argument("--out", default=os.environ.get("OUT", str(DEFAULT_WORK / "out")))
+    go.add_argument("--timeout", type=float, default=560)
+    go.add_argument("pytest_args", nargs="*")
+    total = commands.add_parser("summarize")
+    total.add_argument("folders", type=Path, nargs="+")
+    total.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    run(args) if args.command == "run" else summarize(args)
+
+
+if __name__ == "__main__":
+    main()

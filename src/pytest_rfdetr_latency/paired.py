@@ -1,0 +1,152 @@
+"""The head-to-head verdict: two sides measured in adjacent pairs of fresh processes, judged on the pairs' log ratios.
+Pure functions, no I/O.
+
+The k-th process of each side runs next to the other's k-th (this-other, other-this, ...: headtohead.order), so a
+pair's log ratio ln(other / this) cancels whatever drifts over minutes (the host warming up, a neighbour starting);
+the balanced order cancels a linear drift in the mean as well. What remains is each process's own offset (where its
+threads ran, its memory layout), which no pairing cancels, so the noise of one pair's log ratio is measured, pooled
+over every case of the same backend and scope in the run (the same kind of work meets the same host), on the pooled
+degrees of freedom. The line a comparison must cross is Student's t at the verdict's tail probability (``DECIDE_Z``)
+times the standard error of the mean log ratio: the smallest regression this comparison could detect, stated in
+every verdict. A slowdown is a regression when it is beyond that line and beyond the tolerance asked; a comparison
+whose line lies beyond what it must resolve (scopes.HEAD_TO_HEAD_RESOLVE, or twice a tolerance asked for, whichever
+is larger) is ``inconclusive`` (unresolved), never a pass.
+
+There is no host normalisation and no host excuse head to head: both sides share the host, so a difference of the
+host yardstick between them is the change's doing, not the runner's.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from pytest_rfdetr_latency.judge import DECIDE_Z, Kind, Verdict, median
+from pytest_rfdetr_latency.stats import log_spread
+
+# A tolerance asked for is resolved by a comparison whose line is within this factor of it (docs/pr-gate.md).
+RESOLVE_FACTOR = 2.0
+# A process stands apart when its offset from its side's other processes, over all its launch-bound figures, exceeds
+# both this many robust standard deviations of theirs and APART_FLOOR.
+APART_SIGMAS = 5.0
+APART_FLOOR = 0.05
+
+
+def log_ratios(this: Sequence[float], other: Sequence[float]) -> list[float]:
+    """ln(other_k / this_k) of each pair: the k-th process of each side (a process missing on one side: no pair)."""
+    return [math.log(b / a) for a, b in zip(this, other) if a > 0 and b > 0]
+
+
+def pooled_noise(groups: Iterable[Sequence[float]]) -> tuple[float | None, int]:
+    """The standard deviation of one pair's log ratio, pooled over cases (each group one case's log ratios, centred
+    on its own mean, so a real change of a case is not noise), and its degrees of freedom."""
+    return log_spread([[math.exp(d) for d in group] for group in groups])
+
+
+def quantile(z: float, freedom: int) -> float:
+    """Student's t on ``freedom`` degrees of freedom at the normal tail probability of ``z``."""
+    from scipy.stats import norm, t
+
+    return float(t.ppf(norm.cdf(z), freedom))
+
+
+def line(noise: float | None, freedom: int, pairs: int, z: float = DECIDE_Z) -> float | None:
+    """The smallest slowdown (a fraction) whose mean log ratio over ``pairs`` pairs is significant; None where the
+    noise is unknown."""
+    if noise is None or freedom < 1 or pairs < 1:
+        return None
+    return math.exp(quantile(z, freedom) * noise / math.sqrt(pairs)) - 1.0
+
+
+def judge_pairs(
+    scope: str,
+    statistic: str,
+    this: Sequence[float],
+    other: Sequence[float],
+    asked: float,
+    noise: float | None,
+    freedom: int,
+    resolve: float,
+    z: float = DECIDE_Z,
+    notes: tuple[str, ...] = (),
+) -> Verdict:
+    """The other side's processes against this side's, pair by pair. ``baseline`` is the median of this side's
+    figures and ``current`` that times the mean pair ratio, so ``delta`` is the paired estimate of the change.
+    ``resolve``: the coarsest line that still gates (a fraction)."""
+    ratios = log_ratios(this, other)
+    if not ratios:
+        raise ValueError(f"{scope}: a paired verdict needs at least one pair of processes")
+    mean = sum(ratios) / len(ratios)
+    reference = median(this)
+    detectable = line(noise, freedom, len(ratios), z)
+    threshold = asked if detectable is None else max(asked, detectable)
+    kind: Kind = "pass"
+    reasons: list[str] = []
+    if detectable is None:
+        kind = "inconclusive"
+        reasons.append("the noise between pairs is unknown (one pair, and no other case of this backend and scope "
+                       "to pool with): run more processes per side")
+    elif mean > math.log1p(threshold):
+        kind = "regression"
+    elif mean < -math.log1p(threshold):
+        kind = "improvement"
+    elif detectable > resolve:
+        kind = "inconclusive"
+        reasons.append(f"unresolved: this comparison can detect {_pct(detectable)} and no less, coarser than the "
+                       f"{_pct(resolve)} it must resolve; more processes per side, or a quieter runner, would "
+                       "resolve it")
+    reason = _reason(asked, detectable, noise, freedom, len(ratios), z)
+    detail: dict[str, Any] = {
+        "asked": asked,
+        "resolve": resolve,
+        "detectable": None if detectable is None else round(detectable, 6),
+        "pair_noise": None if noise is None else round(noise, 6),
+        "freedom": freedom,
+        "pairs": len(ratios),
+        "log_ratios": [round(d, 6) for d in ratios],
+        "z": z,
+        "paired": True,
+    }
+    return Verdict(kind, scope, statistic, reference, reference * math.exp(mean), threshold, reason, tuple(this),
+                   tuple(other), notes=(*notes, *reasons), detail=detail)
+
+
+def _pct(fraction: float) -> str:
+    return f"{fraction * 100:.3g}%"
+
+
+def _reason(asked: float, detectable: float | None, noise: float | None, freedom: int, pairs: int, z: float) -> str:
+    if detectable is None or noise is None:
+        return f"{_pct(asked)}: asked; noise between pairs unknown"
+    said = (f"{pairs} pairs, noise of a pair {_pct(noise)} pooled on {freedom} degrees of freedom, detectable "
+            f"{_pct(detectable)}")
+    if detectable > asked:
+        return f"{_pct(detectable)}: the smallest detectable ({said}); asked {_pct(asked)}"
+    return f"{_pct(asked)}: asked ({said})"
+
+
+def offsets(figures: Mapping[str, Sequence[float]]) -> list[float]:
+    """Each process's offset from its side: the median, over the given figure series (one per case and scope, every
+    series one value per process of this side, in process order), of ln(its figure / the series' median)."""
+    count = min((len(v) for v in figures.values()), default=0)
+    found: list[float] = []
+    for index in range(count):
+        logs = [math.log(values[index] / median(values)) for values in figures.values() if median(values) > 0]
+        found.append(median(logs) if logs else 0.0)
+    return found
+
+
+def apart(process_offsets: Sequence[float]) -> list[int]:
+    """The processes that stand apart from their side: each judged against the others' median and robust spread
+    (1.4826 x their median absolute deviation), needing at least 3 others."""
+    out: list[int] = []
+    for index, own in enumerate(process_offsets):
+        others = [o for i, o in enumerate(process_offsets) if i != index]
+        if len(others) < 3:
+            continue
+        centre = median(others)
+        scale = 1.4826 * median([abs(o - centre) for o in others])
+        if abs(own - centre) > max(APART_SIGMAS * scale, APART_FLOOR):
+            out.append(index)
+    return out

@@ -9,8 +9,9 @@ each copy's plugin into a folder of its own, and gives each side an interpreter 
 folder and the staged rfdetr on the path, nothing else of this side's), then runs, from the base's checkout,
 ``pytest latency --rfdetr-latency --rfdetr-against=<head's interpreter> --rfdetr-against-tree=<head>`` with the
 given options (the head is the side judged, and the side an injection slows), keeping the JSON report and the log.
-``summarize`` counts, over every run: A/A runs and their failures, comparisons and false alarms, per scope the detections of injected runs, the median smallest detectable
-regression (``mdr_pct``, as the verdicts stated it), and each run's seconds.
+``summarize`` counts, over every run: A/A runs and their failures, comparisons and false alarms, per scope the
+detections of injected runs, the median smallest detectable regression (``mdr_pct``, as the verdicts stated it),
+and each run's seconds.
 """
 
 from __future__ import annotations

@@ -3,6 +3,8 @@ sampling, and the self-test's kernel sized inside a CUDA graph."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from collections.abc import Callable
 from typing import Any
 
@@ -126,13 +128,31 @@ def test_the_injected_kernel_is_resized_until_it_adds_what_was_asked_inside_the_
     assert kernel.cycles > 60_000  # type: ignore[attr-defined]
 
 
-def test_pinning_moves_the_thread_and_restores_it() -> None:
+def test_launching_on_pins_this_thread_moves_the_others_and_restores_it(tmp_path: Path) -> None:
     import os
+    import threading
 
-    before = os.sched_getaffinity(0)
-    core = min(before)
-    with timing.pinned_to(core):
-        assert os.sched_getaffinity(0) == {core}
-    assert os.sched_getaffinity(0) == before
-    speeds = timing.core_speeds([core], repeats=1)
-    assert list(speeds) == [core] and speeds[core] > 0
+    from pytest_rfdetr_latency import placement
+
+    allowed = sorted(os.sched_getaffinity(0))
+    if len(allowed) < 2:
+        pytest.skip("placing threads needs two cores")
+    chosen = placement.Placement(launch=allowed[-1], quiet=(), rest=tuple(allowed[:-1]))
+    stop = threading.Event()
+    pool = threading.Thread(target=stop.wait)
+    pool.start()
+    me = threading.get_native_id()
+    before = os.sched_getaffinity(me)
+    facts: dict[str, int] = {}
+    try:
+        with placement.launching_on(chosen, facts):
+            assert os.sched_getaffinity(me) == {allowed[-1]}
+            assert os.sched_getaffinity(pool.native_id) == set(allowed[:-1])  # type: ignore[arg-type]
+            assert placement.trespassers(chosen, me) == []
+    finally:
+        stop.set()
+        pool.join()
+    assert os.sched_getaffinity(me) == before
+    assert facts["moved"] >= 1 and facts["failed"] == 0 and "trespassers" not in facts
+    speeds = placement.core_speeds([allowed[0]], repeats=1)
+    assert list(speeds) == [allowed[0]] and speeds[allowed[0]] > 0

@@ -166,8 +166,10 @@ class LatencyCase:
         if not mine:
             return judge.Verdict("inconclusive", scope, statistic, 1.0, 1.0, 0.0, "no pair",
                                  notes=("no pair of processes measured this scope on both sides",))
+        notes = ("figures over the blocks each process's host ran quiet (its yardstick within 15% of its fastest)",
+                 ) if versus.quiet(self.id, scope) else ()
         try:
-            return paired.judge_pairs(scope, statistic, mine, theirs, asked, noise, freedom, resolve)
+            return paired.judge_pairs(scope, statistic, mine, theirs, asked, noise, freedom, resolve, notes=notes)
         except ValueError as exc:
             raise CaseError(f"{self.id}: {exc}") from exc
 

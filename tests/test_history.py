@@ -223,8 +223,20 @@ def test_head_to_head_refuses_an_interpreter_without_the_plugin(pytester: pytest
     recording.stderr.fnmatch_lines(["*--rfdetr-against compares two environments in a check: add --rfdetr-latency "
                                     "and drop --save-baseline*"])
     alone = pytester.runpytest(*NANO, "--rfdetr-latency", "--rfdetr-against-processes=4")
-    alone.stderr.fnmatch_lines(["*--rfdetr-against-processes sets the processes of a head-to-head run: give "
+    alone.stderr.fnmatch_lines(["*--rfdetr-against-processes belongs to a head-to-head run: give "
                                 "--rfdetr-against=PYTHON too*"])
+    odd = pytester.runpytest(*NANO, "--rfdetr-latency", f"--rfdetr-against={sys.executable}",
+                             "--rfdetr-against-processes=3")
+    odd.stderr.fnmatch_lines(["*3 processes per side: give an even number, so that the sides alternate in balanced "
+                              "pairs*"])
+    same = pytester.runpytest(*NANO, "--rfdetr-latency", f"--rfdetr-against={sys.executable}")
+    assert same.ret == pytest.ExitCode.USAGE_ERROR
+    same.stderr.fnmatch_lines(["*--rfdetr-against: both sides would run the same code (rfdetr from *; the tests of "
+                               "*), so the comparison would measure nothing*--rfdetr-against-tree=DIR*"
+                               "--rfdetr-against-aa"])
+    no_tree = pytester.runpytest(*NANO, "--rfdetr-latency", f"--rfdetr-against={sys.executable}",
+                                 "--rfdetr-against-tree=no-such-folder")
+    no_tree.stderr.fnmatch_lines(["*--rfdetr-against-tree */no-such-folder is not a folder*git worktree add*"])
     workers = pytester.runpytest(*NANO, "--rfdetr-latency", f"--rfdetr-against={sys.executable}", "-n", "2")
     assert workers.ret == pytest.ExitCode.USAGE_ERROR
     workers.stderr.fnmatch_lines(["*--rfdetr-against measures both sides in fresh processes one at a time*drop -n"])
@@ -306,27 +318,31 @@ def test_head_to_head_judges_the_other_side_against_this_one_and_catches_a_slowe
     # between processes leave Student's t on 2 degrees of freedom (a threshold of 10^7 %, seen), which nothing fails.
     pytester.makepyfile(test_suite=SUITE)
     args = (*NANO, "--rfdetr-scopes=e2e", "--rfdetr-resolutions=320,256", f"--rfdetr-cache-dir={tmp_path / 'cache'}",
-            "--rfdetr-latency", f"--rfdetr-against={sys.executable}", "--rfdetr-report=report.json",
+            "--rfdetr-latency", f"--rfdetr-against={sys.executable}", "--rfdetr-against-aa",
+            "--rfdetr-report=report.json",
             f"--rfdetr-history={tmp_path / 'history'}", "--rfdetr-inject-slowdown=300%")
     slowed = pytester.runpytest(*args)
     slowed.assert_outcomes(failed=2)
     slowed.stdout.fnmatch_lines([
         f"*RFDETRNano-onnx-cpu-r320 on * is slower in {sys.executable}'s environment than in this one*",
-        "*e2e p20: baseline * (3 processes: *), now * (3 processes: *), +*% (threshold *) -> regression*",
+        "*e2e p20: baseline * (4 processes: *), now * (4 processes: *), +*% (threshold *: * 4 pairs, noise of a pair *"
+        ") -> regression*",
         "*the environments differ: in none of the versions a fingerprint records*",
     ])
-    slowed.stdout.fnmatch_lines([f"head to head: {sys.executable} (python *, torch *) judged against this environment "
-                                 "(python *); fresh processes, 3 and 3, in the order this other other this this "
-                                 "other; no baseline file read or written",
+    slowed.stdout.fnmatch_lines([f"head to head (A/A, as declared): {sys.executable} (python *, torch *) judged "
+                                 "against this environment (python *), pair by pair; fresh processes, 4 and 4, in the "
+                                 "order this other other this this other other this; no baseline file read or written",
                                  "history: a head-to-head run is not added*"])
     case = next(c for c in json.loads((pytester.path / "report.json").read_text())["cases"]
                 if c["id"] == "RFDETRNano-onnx-cpu-r320")
     duel = case["details"]["head_to_head"]
-    assert duel["order"] == ["this", "other", "other", "this", "this", "other"]
-    assert duel["processes"] == {"this": 3, "other": 3}
+    assert duel["order"] == ["this", "other", "other", "this", "this", "other", "other", "this"]
+    assert duel["processes"] == {"this": 4, "other": 4}
+    assert duel["aa"] is True and duel["provenance"]["this"]["imports"] == duel["provenance"]["other"]["imports"]
     assert duel["versions"]["this"] == duel["versions"]["other"] and duel["versions"]["this"]["torch"]
     e2e = case["verdicts"]["e2e"]
-    assert len(e2e["processes"]) == 3 and len(e2e["baseline_processes"]) == 3 and e2e["current"] > 2 * e2e["baseline"]
+    assert len(e2e["processes"]) == 4 and len(e2e["baseline_processes"]) == 4 and e2e["current"] > 2 * e2e["baseline"]
+    assert e2e["detail"]["paired"] and e2e["detail"]["pairs"] == 4 and e2e["detail"]["freedom"] == 6
     # The other side was slowed; every process of both sides sampled with the first process's block size.
     assert case["details"].get("injected_slowdown_pct") == 300.0
     sizes = {p["block_size"] for p in case["baseline"]["scopes"]["e2e"]["processes"]}

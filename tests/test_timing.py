@@ -3,9 +3,8 @@ sampling, and the self-test's kernel sized inside a CUDA graph."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest

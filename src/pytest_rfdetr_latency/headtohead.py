@@ -147,19 +147,9 @@ class HeadToHead:
         return self.results[side].get(case_id, [])
 
     def figures(self, side: str, case_id: str, scope: str) -> dict[int, float]:
-        """A case's figure of ``scope`` per process index of ``side``: for a host-bound scope, its figure over the
-        blocks its host ran quiet (stats.quiet_figure) where every process of both sides has one, else as measured."""
-        found = {side_: {int(r["process_index"]): r["scopes"][scope] for r in self.of(side_, case_id)
-                         if scope in r.get("scopes", {})} for side_ in (THIS, OTHER)}
-        quiet = scope in HOST_BOUND and all(s.get("quiet_ms") for each in found.values() for s in each.values())
-        key = "quiet_ms" if quiet else "value_ms"
-        return {index: float(s[key]) for index, s in found[side].items()}
-
-    def quiet(self, case_id: str, scope: str) -> bool:
-        """Whether ``figures`` gives the quiet-state figures of this case and scope."""
-        return scope in HOST_BOUND and all(
-            r["scopes"][scope].get("quiet_ms") for side in (THIS, OTHER) for r in self.of(side, case_id)
-            if scope in r.get("scopes", {}))
+        """A case's figure of ``scope`` per process index of ``side``."""
+        return {int(r["process_index"]): float(r["scopes"][scope]["value_ms"]) for r in self.of(side, case_id)
+                if scope in r.get("scopes", {})}
 
     def paired(self, case_id: str, scope: str) -> tuple[list[float], list[float]]:
         """Both sides' figures of the pairs that both measured and that are not left out, in pair order."""

@@ -158,18 +158,19 @@ class LatencyCase:
     def _paired_verdict(self, versus: HeadToHead, scope: str, statistic: str) -> judge.Verdict:
         """One scope, the other side against this one, pair by pair (paired.py)."""
         from pytest_rfdetr_latency import paired
+        from pytest_rfdetr_latency.headtohead import OTHER, THIS
 
         mine, theirs = versus.paired(self.id, scope)
         asked = self.threshold(scope)
         resolve = max(HEAD_TO_HEAD_RESOLVE[scope], paired.RESOLVE_FACTOR * asked)
         noise, freedom = versus.noise(self.case.backend, scope)
         if not mine:
-            return judge.Verdict("inconclusive", scope, statistic, 1.0, 1.0, 0.0, "no pair",
+            seen = [*versus.figures(THIS, self.id, scope).values(), *versus.figures(OTHER, self.id, scope).values()]
+            figure = judge.median(seen) if seen else 0.0
+            return judge.Verdict("inconclusive", scope, statistic, figure, figure, 0.0, "no pair",
                                  notes=("no pair of processes measured this scope on both sides",))
-        notes = ("figures over the blocks each process's host ran quiet (its yardstick within 15% of its fastest)",
-                 ) if versus.quiet(self.id, scope) else ()
         try:
-            return paired.judge_pairs(scope, statistic, mine, theirs, asked, noise, freedom, resolve, notes=notes)
+            return paired.judge_pairs(scope, statistic, mine, theirs, asked, noise, freedom, resolve)
         except ValueError as exc:
             raise CaseError(f"{self.id}: {exc}") from exc
 

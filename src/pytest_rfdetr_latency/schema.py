@@ -41,9 +41,8 @@ class ProcessFigures(_Model):
     dropped_blocks: Annotated[int, Field(ge=0)] = 0
     block_size: Annotated[int, Field(ge=1)] = Field(description="timed calls per block")
     host_ms: Milliseconds | None = Field(default=None, description="median host yardstick after each block")
-    quiet_ms: Milliseconds | None = Field(default=None, description="the median block statistic over the blocks whose "
-                                          "yardstick was within 15 % of the process's fastest (the host's quiet state)")
-    quiet_blocks: Annotated[int, Field(ge=0)] = Field(default=0, description="blocks behind quiet_ms")
+    host_blocks_ms: list[Milliseconds] = Field(
+        default_factory=list, description="the host yardstick after each kept block, in block order")
 
 
 class ScopeBaseline(_Model):

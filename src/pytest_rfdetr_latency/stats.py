@@ -60,9 +60,7 @@ class ScopeStats:
     dropped_blocks: int = 0  # blocks left out because the GPU throttled during them
     block_size: int = 0  # calls per block (kept identical between a baseline and the runs checked against it)
     host_ms: float | None = None  # median of the host yardstick timed after each kept block (environment.py)
-    # The statistic over the blocks the host ran in its quiet state (quiet_figure), and how many they were.
-    quiet_ms: float | None = None
-    quiet_blocks: int = 0
+    host_blocks_ms: tuple[float, ...] = ()  # the host yardstick timed right after each kept block, in block order
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -80,8 +78,7 @@ class ScopeStats:
             "dropped_blocks": self.dropped_blocks,
             "block_size": self.block_size,
             "host_ms": None if self.host_ms is None else significant(self.host_ms, 4),
-            "quiet_ms": None if self.quiet_ms is None else significant(self.quiet_ms),
-            "quiet_blocks": self.quiet_blocks,
+            "host_blocks_ms": [significant(h, 4) for h in self.host_blocks_ms],
         }
 
     @classmethod
@@ -101,8 +98,7 @@ class ScopeStats:
             dropped_blocks=int(data.get("dropped_blocks", 0)),
             block_size=int(data.get("block_size") or 0),
             host_ms=None if data.get("host_ms") is None else float(data["host_ms"]),
-            quiet_ms=None if data.get("quiet_ms") is None else float(data["quiet_ms"]),
-            quiet_blocks=int(data.get("quiet_blocks") or 0),
+            host_blocks_ms=tuple(float(h) for h in data.get("host_blocks_ms") or ()),
         )
 
 
@@ -114,26 +110,6 @@ def relative_uncertainty(blocks: Sequence[float], value: float) -> float:
     mean = sum(blocks) / k
     var = sum((b - mean) ** 2 for b in blocks) / (k - 1)
     return 1.2533 * math.sqrt(var / k) / value
-
-
-# A block ran in the host's quiet state when the yardstick timed right after it is within this factor of the fastest
-# yardstick of the scope's blocks in the process. On the H200 host the launching core flips between two speeds
-# within a second (yardstick 0.21-0.25 ms or 0.35-0.44 ms, forward figures following it at correlation 0.95-0.99:
-# docs/pr-gate.md), which no placement inside the machine controls.
-QUIET_FACTOR = 1.15
-QUIET_MIN_BLOCKS = 3
-
-
-def quiet_figure(block_values: Sequence[float], host_ms: Sequence[float]) -> tuple[float | None, int]:
-    """The median of the block statistics whose yardstick says the host was in its quiet state, and their count;
-    None with fewer than QUIET_MIN_BLOCKS such blocks or without one yardstick per block."""
-    if len(host_ms) != len(block_values) or not host_ms:
-        return None, 0
-    fastest = min(host_ms)
-    quiet = [v for v, h in zip(block_values, host_ms) if h <= QUIET_FACTOR * fastest]
-    if len(quiet) < QUIET_MIN_BLOCKS:
-        return None, len(quiet)
-    return quantile(quiet, 0.5), len(quiet)
 
 
 def summarize(
@@ -151,7 +127,6 @@ def summarize(
     if bad:
         raise ValueError(f"{len(bad)} timing sample(s) are not finite non-negative numbers (first: {bad[0]!r})")
     block_values = tuple(statistic_of(block, statistic) for block in blocks if block)
-    quiet, quiet_blocks = quiet_figure(block_values, host_ms) if all(blocks) else (None, 0)
     value = statistic_of(samples, statistic)
     mean = sum(samples) / len(samples)
     std = math.sqrt(sum((x - mean) ** 2 for x in samples) / max(1, len(samples) - 1))
@@ -170,8 +145,7 @@ def summarize(
         dropped_blocks=dropped_blocks,
         block_size=block_size or max(len(block) for block in blocks),
         host_ms=quantile(host_ms, 0.5) if host_ms else None,
-        quiet_ms=quiet,
-        quiet_blocks=quiet_blocks,
+        host_blocks_ms=tuple(host_ms) if len(host_ms) == len(block_values) else (),
     )
 
 

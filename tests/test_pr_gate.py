@@ -1,0 +1,230 @@
+"""Head to head of two checkouts (the pull request's gate): the paired verdict, where threads are placed, what each
+side imports and runs, the host injection; units with made-up figures and fake topologies, then a real Nano run on
+the CPU with the other side in a checkout of its own."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_rfdetr_latency import headtohead, paired, placement, timing
+from pytest_rfdetr_latency.processes import Launch
+
+SUITE = """
+def test_latency(rfdetr_case):
+    rfdetr_case.check()
+"""
+FAST = "--rfdetr-sampling=quick,min-blocks=4,max-seconds=1,warmup-seconds=0.5"
+NANO = ("--rfdetr-device=cpu", FAST, "--rfdetr-images=2", "-p", "no:randomly", "--rfdetr-models=RFDETRNano",
+        "--rfdetr-backends=onnx-cpu", "--rfdetr-resolutions=320", "--rfdetr-no-parity")
+
+
+# The paired verdict -------------------------------------------------------------------------------------------
+
+
+def test_a_pair_is_the_kth_process_of_each_side_and_its_noise_is_pooled_around_each_cases_own_mean() -> None:
+    assert paired.log_ratios([10.0, 20.0], [11.0, 20.0]) == pytest.approx([math.log(1.1), 0.0])
+    # Two cases that changed by different amounts: only the spread around each one's mean is noise.
+    noise, freedom = paired.pooled_noise([[0.10, 0.12, 0.08], [-0.02, 0.0, 0.02]])
+    assert freedom == 4 and noise == pytest.approx(0.02, rel=1e-6)
+    assert paired.pooled_noise([[0.1]]) == (None, 0)
+
+
+def test_the_line_is_students_t_on_the_pooled_freedom_over_the_root_of_the_pairs() -> None:
+    line = paired.line(0.01, 9, 4)
+    assert line is not None and math.log1p(line) == pytest.approx(paired.quantile(3.0, 9) * 0.01 / 2)
+    assert paired.quantile(3.0, 9) == pytest.approx(4.09, abs=0.01)  # t(9) at the normal 3-sigma tail
+    assert paired.line(None, 9, 4) is None and paired.line(0.01, 0, 4) is None
+
+
+def test_a_slowdown_beyond_both_the_line_and_the_tolerance_is_a_regression_and_says_what_it_could_detect() -> None:
+    this = [5.00, 5.10, 5.05, 5.02]
+    slower = [v * 1.05 for v in this]
+    verdict = paired.judge_pairs("forward", "p20", this, slower, 0.03, 0.01, 9, resolve=0.05)
+    assert verdict.kind == "regression" and verdict.delta == pytest.approx(0.05)
+    assert verdict.detail["detectable"] == pytest.approx(0.0207, abs=1e-3) and verdict.detail["pairs"] == 4
+    assert "detectable 2.07%" in verdict.reason and "asked" in verdict.reason
+    same = paired.judge_pairs("forward", "p20", this, this, 0.03, 0.01, 9, resolve=0.05)
+    assert same.kind == "pass" and same.threshold == 0.03
+    faster = paired.judge_pairs("forward", "p20", this, [v / 1.05 for v in this], 0.03, 0.01, 9, resolve=0.05)
+    assert faster.kind == "improvement"
+
+
+def test_a_comparison_that_cannot_resolve_what_it_must_is_unresolved_never_a_pass() -> None:
+    this = [5.0, 5.1, 5.05, 5.02]
+    verdict = paired.judge_pairs("forward", "p20", this, this, 0.03, 0.20, 9, resolve=0.05)
+    assert verdict.kind == "inconclusive" and verdict.threshold > 0.3
+    assert any(note.startswith("unresolved: this comparison can detect") for note in verdict.notes)
+    # ...but a slowdown beyond even that coarse line is a regression all the same.
+    far = paired.judge_pairs("forward", "p20", this, [v * 2 for v in this], 0.03, 0.20, 9, resolve=0.05)
+    assert far.kind == "regression"
+    unknown = paired.judge_pairs("forward", "p20", this[:1], this[:1], 0.03, None, 0, resolve=0.05)
+    assert unknown.kind == "inconclusive" and "noise between pairs is unknown" in " ".join(unknown.notes)
+
+
+def test_a_process_that_stands_apart_from_its_side_is_found_and_its_pair_left_out() -> None:
+    found = paired.offsets({"a": [1.0, 1.01, 0.99, 1.5], "b": [2.0, 2.02, 1.98, 3.0]})
+    assert paired.apart(found) == [3]
+    assert paired.apart(paired.offsets({"a": [1.0, 1.02, 0.99, 1.01]})) == []
+    assert paired.apart([0.0, 0.5]) == []  # too few others to say
+    versus = _versus({"A": ([5.0, 5.1, 5.0, 9.0], [5.0, 5.0, 5.1, 5.0]),
+                      "B": ([7.0, 7.1, 7.0, 12.0], [7.1, 7.0, 7.0, 7.0])})
+    versus.leave_out_apart(["forward"])
+    assert list(versus.left_out) == [3] and "this side's process 4 stands apart" in versus.left_out[3]
+    assert versus.paired("A", "forward") == ([5.0, 5.1, 5.0], [5.0, 5.0, 5.1])
+
+
+def test_the_noise_is_pooled_over_the_cases_of_one_backend_and_scope() -> None:
+    versus = _versus({"A": ([5.0, 5.2, 5.1, 5.0], [5.1, 5.1, 5.2, 5.05]),
+                      "B": ([7.0, 7.1, 7.3, 7.0], [7.2, 7.0, 7.1, 7.1])})
+    noise, freedom = versus.noise("torch-fp16", "forward")
+    expected = paired.pooled_noise([paired.log_ratios(*versus.paired(c, "forward")) for c in ("A", "B")])
+    assert freedom == 6 and noise == pytest.approx(expected[0])
+    assert versus.noise("onnx-cuda", "forward") == (None, 0)
+
+
+def _versus(cases: dict[str, tuple[list[float], list[float]]]) -> headtohead.HeadToHead:
+    versus = headtohead.HeadToHead(Path("/opt/head/bin/python"), headtohead.order(4))
+    for case, sides in cases.items():
+        for side, values in zip(("this", "other"), sides):
+            versus.results[side][case] = [{"id": case, "backend": "torch-fp16", "process_index": i,
+                                           "scopes": {"forward": {"value_ms": v}}} for i, v in enumerate(values)]
+    return versus
+
+
+# Where the threads run ----------------------------------------------------------------------------------------
+
+
+def _topology(root: Path, siblings: dict[int, str], node: int = 0) -> Path:
+    for core, listed in siblings.items():
+        folder = root / f"cpu{core}"
+        (folder / "topology").mkdir(parents=True)
+        (folder / "topology" / "thread_siblings_list").write_text(listed + "\n")
+        (folder / f"node{node}").mkdir()
+    return root
+
+
+def test_the_launch_core_is_the_fastest_whose_siblings_can_be_kept_free(tmp_path: Path) -> None:
+    root = _topology(tmp_path, {0: "0,4", 1: "1,5", 2: "2,6", 3: "3,7", 4: "0,4", 5: "1,5", 6: "2,6", 7: "3,7"})
+    speeds = {0: 0.5, 1: 0.9, 2: 0.8, 3: 1.0, 4: 0.9, 5: 1.0, 6: 0.7, 7: 1.1}
+    chosen = placement.choose(range(8), speeds, root)
+    assert chosen is not None
+    # Core 0 is the fastest, but the kernel's housekeeping lands there: the next fastest, 6, with 2 kept free.
+    assert (chosen.launch, chosen.quiet, chosen.rest, chosen.node) == (6, (2,), (0, 1, 3, 4, 5, 7), 0)
+    assert chosen.to_json()["speeds_ms"]["6"] == 0.7
+    # A sibling outside the allowed cores need not be kept free; one core alone leaves nothing for the rest.
+    assert placement.choose([2, 3], {2: 1.0, 3: 2.0}, root) == placement.Placement(2, (), (3,), 0)
+    assert placement.choose([3], {3: 1.0}, root) is None
+    assert placement.parse_cpu_list("0-2,5,7-8") == (0, 1, 2, 5, 7, 8)
+
+
+def test_a_process_given_a_placement_moves_its_threads_and_the_record_says_so() -> None:
+    import threading
+
+    allowed = sorted(os.sched_getaffinity(0))
+    if len(allowed) < 2:
+        pytest.skip("placing threads needs two cores")
+    chosen = placement.Placement(launch=allowed[0], quiet=(), rest=tuple(allowed[1:]))
+    stop = threading.Event()
+    pool = threading.Thread(target=stop.wait)
+    pool.start()
+    me = threading.get_native_id()
+    try:
+        facts = placement.apply_at_start(chosen)
+        assert os.sched_getaffinity(me) == set(allowed[1:])  # pools started while preparing stay off the launch core
+        assert os.sched_getaffinity(pool.native_id) == set(allowed[1:])  # type: ignore[arg-type]
+        assert facts["moved"] >= 1 and facts["placement"]["launch"] == allowed[0]
+    finally:
+        os.sched_setaffinity(me, set(allowed))
+        stop.set()
+        pool.join()
+
+
+# What each side runs ------------------------------------------------------------------------------------------
+
+
+def test_the_other_sides_tests_are_its_own_and_its_environment_lacks_this_sides_pythonpath(tmp_path: Path) -> None:
+    here, there = tmp_path / "head", tmp_path / "base"
+    (here / "latency").mkdir(parents=True)
+    (there / "latency").mkdir(parents=True)
+    (here / "pytest.ini").write_text("[pytest]\n")
+    (there / "pytest.ini").write_text("[pytest]\n")
+    moves = headtohead.moves_to(here, there, {})
+    mapped = headtohead.map_target(f"{here}/latency/test_a.py::test_x[c]", moves)
+    assert mapped == f"{there}/latency/test_a.py::test_x[c]"
+    elsewhere = "/elsewhere/suite.py::test_latency[c]"
+    assert headtohead.map_target(elsewhere, moves) == elsewhere
+    launch = Launch(cwd=here / "latency", rootdir=here, inifile=here / "pytest.ini", options=("-p", "no:randomly"))
+    other = headtohead.in_tree(launch, there, Path("/opt/base/bin/python"))
+    assert (other.cwd, other.rootdir, other.inifile, other.python) == (
+        there / "latency", there, there / "pytest.ini", Path("/opt/base/bin/python"))
+    assert other.command(["t.py"])[:3] == ["/opt/base/bin/python", "-m", "pytest"]
+    env = {"PYTHONPATH": "/this/side/src", "PATH": "/usr/bin"}
+    assert headtohead.child_environment("other", env) == {"PATH": "/usr/bin", "PYTHONHASHSEED": "0"}
+    assert headtohead.child_environment("this", env)["PYTHONPATH"] == "/this/side/src"
+    assert headtohead.child_environment("this", {"PYTHONHASHSEED": "7"})["PYTHONHASHSEED"] == "7"
+
+
+def test_sides_that_import_the_same_files_and_run_the_same_tests_are_one(tmp_path: Path) -> None:
+    mine = {"rfdetr": "/env/rfdetr/__init__.py", "torch": "/env/torch/__init__.py", "onnxruntime": None}
+    assert headtohead.same_code(mine, dict(mine), tmp_path, None) == [
+        "rfdetr from /env/rfdetr/__init__.py", "torch from /env/torch/__init__.py", f"the tests of {tmp_path}"]
+    assert headtohead.same_code(mine, dict(mine), tmp_path, tmp_path / "base") == []  # its own tests
+    assert headtohead.same_code(mine, {**mine, "torch": "/other/torch/__init__.py"}, tmp_path, None) == []
+    found = headtohead.provenance(("json", "no_such_module_here"))
+    assert found["json"] is not None and found["json"].endswith("__init__.py") and found["no_such_module_here"] is None
+
+
+def test_a_host_injection_delays_each_call_before_it_runs() -> None:
+    calls: list[str] = []
+    both = timing.with_extra_before(lambda: calls.append("call") or 7, lambda: calls.append("delay"))
+    assert both() == 7 and calls == ["delay", "call"]
+    clock = timing.HostClock()
+    plain = statistic = min(clock.time_calls(lambda: None, 20))
+    delayed = min(clock.time_calls(timing.with_extra_before(lambda: None, timing.host_delay(2.0)), 5))
+    assert delayed >= 2.0 > statistic and plain < 1.0
+
+
+# A real run ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_the_other_side_runs_in_its_own_checkout_and_a_coarse_comparison_is_unresolved_not_passed(
+    pytester: pytest.Pytester, tmp_path: Path
+) -> None:
+    # The base checkout's conftest leaves a mark when its processes load it: proof that they ran its code.
+    pytester.makepyfile(test_suite=SUITE)
+    base = tmp_path / "base"
+    shutil.copytree(pytester.path, base)
+    (base / "conftest.py").write_text("import os, pathlib\n"
+                                      "pathlib.Path(__file__).with_name(f'loaded-{os.getpid()}').touch()\n")
+    result = pytester.runpytest(*NANO, "--rfdetr-latency", f"--rfdetr-against={sys.executable}",
+                                f"--rfdetr-against-tree={base}", "--rfdetr-against-processes=2",
+                                f"--rfdetr-cache-dir={tmp_path / 'cache'}", "--rfdetr-report=report.json",
+                                "--rfdetr-scopes=forward")
+    result.assert_outcomes(passed=1)
+    assert len(list(base.glob("loaded-*"))) == 2 and not list(pytester.path.glob("loaded-*"))
+    case = json.loads((pytester.path / "report.json").read_text())["cases"][0]
+    duel: dict[str, Any] = case["details"]["head_to_head"]
+    assert duel["tree"] == str(base.resolve()) and duel["aa"] is False
+    assert duel["provenance"]["other"]["tree"] == str(base.resolve())
+    forward = case["verdicts"]["forward"]
+    # One case and two pairs: one degree of freedom, a line far coarser than the 5 % a forward must resolve.
+    assert forward["kind"] == "inconclusive" and forward["detail"]["freedom"] == 1
+    assert any("unresolved" in note for note in forward["notes"])
+    result.stdout.fnmatch_lines([f"head to head: {sys.executable} in {base.resolve()} (python *) judged against this "
+                                 "environment (python *), pair by pair; fresh processes, 2 and 2, in the order this "
+                                 "other other this; no baseline file read or written"])
+    strict = pytester.runpytest(*NANO, "--rfdetr-latency", f"--rfdetr-against={sys.executable}",
+                                f"--rfdetr-against-tree={base}", "--rfdetr-against-processes=2",
+                                f"--rfdetr-cache-dir={tmp_path / 'cache'}", "--rfdetr-scopes=forward",
+                                "--rfdetr-strict")
+    strict.assert_outcomes(failed=1)
+    strict.stdout.fnmatch_lines(["*verdict inconclusive (--rfdetr-strict makes this a failure)*"])

@@ -325,8 +325,8 @@ def test_head_to_head_judges_the_other_side_against_this_one_and_catches_a_slowe
     slowed.assert_outcomes(failed=2)
     slowed.stdout.fnmatch_lines([
         f"*RFDETRNano-onnx-cpu-r320 on * is slower in {sys.executable}'s environment than in this one*",
-        "*e2e p20: baseline * (4 processes: *), now * (4 processes: *), +*% (threshold *: * 4 pairs, noise of a pair *"
-        ") -> regression*",
+        "*e2e p20: baseline * (4 processes: *), now * (4 processes: *), +*% (threshold *4 pairs, noise of a pair *) -> "
+        "regression*",
         "*the environments differ: in none of the versions a fingerprint records*",
     ])
     slowed.stdout.fnmatch_lines([f"head to head (A/A, as declared): {sys.executable} (python *, torch *) judged "

@@ -17,6 +17,7 @@ and each run's seconds.
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import os
 import shutil
@@ -26,6 +27,7 @@ import sys
 import time
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_WORK = Path("/tmp/pr-gate")
@@ -79,13 +81,23 @@ def _median(values: list[float]) -> float | None:
     return round(statistics.median(values), 3) if values else None
 
 
+def _load(path: Path) -> Any:
+    for candidate in (path, path.with_name(path.name + ".gz")):
+        if candidate.exists():
+            opener = gzip.open if candidate.suffix == ".gz" else open
+            with opener(candidate, "rt") as handle:
+                return json.load(handle)
+    return None
+
+
 def summarize(args: argparse.Namespace) -> None:
     runs = []
     for folder in args.folders:
         for line in (folder / "runs.jsonl").read_text().splitlines():
             record = json.loads(line)
-            path = folder / record["report"]
-            record["data"] = json.loads(path.read_text()) if path.exists() else None
+            record["data"] = _load(folder / record["report"])
+            if args.redecide and record["data"] is not None:
+                record["data"] = redecide(record["data"])
             runs.append(record)
     aa = [r for r in runs if r["label"] == "aa"]
     comparisons = false_alarms = unresolved = 0
@@ -108,13 +120,14 @@ def summarize(args: argparse.Namespace) -> None:
                     comparisons += 1
                     false_alarms += verdict["kind"] == "regression"
                     unresolved += verdict["kind"] == "inconclusive"
-                else:
+                elif record.get("inject_on") != "host" or scope != "device":  # a host injection leaves the GPU be
                     counted = detected[label][scope]
                     counted[0] += verdict["kind"] == "regression"
                     counted[1] += 1
     summary = {
         "what": "head to head of two checkouts of one commit (A/A), and of one against itself slowed (A/B), on one "
-                "GPU; verdicts as the runs printed them",
+                "GPU; verdicts " + ("re-decided offline by the shipped rule (headtohead.judge_scope)" if args.redecide
+                                    else "as the runs printed them"),
         "aa_runs": len(aa),
         "aa_failed_runs": sum(1 for r in aa if r["exit_code"] != 0),
         "comparisons": comparisons,
@@ -136,6 +149,46 @@ def summarize(args: argparse.Namespace) -> None:
     print(text)
 
 
+def rebuilt(data: dict[str, Any]) -> Any:
+    """A run's HeadToHead rebuilt from its JSON report: this side's processes are each case's baseline entry's, the
+    other side's the case's own and its further processes, each in process order (every process measured every
+    case in the runs this reads)."""
+    from pytest_rfdetr_latency.headtohead import OTHER, THIS, HeadToHead, order
+    from pytest_rfdetr_latency.scopes import HOST_BOUND
+
+    first = data["cases"][0]["details"]["head_to_head"]
+    versus = HeadToHead(Path(first["against"]), order(first["processes"][THIS]))
+    for case in data["cases"]:
+        entry = case["baseline"]["scopes"]
+        count = len(next(iter(entry.values()))["processes"])
+        versus.results[THIS][case["id"]] = [
+            {"id": case["id"], "backend": case["backend"], "process_index": i,
+             "scopes": {scope: stored["processes"][i] for scope, stored in entry.items()}} for i in range(count)]
+        others = [case["scopes"], *(p["scopes"] for p in case["processes"])]
+        versus.results[OTHER][case["id"]] = [{"id": case["id"], "backend": case["backend"], "process_index": i,
+                                             "scopes": scopes} for i, scopes in enumerate(others)]
+    versus.leave_out_apart(HOST_BOUND)
+    return versus
+
+
+def redecide(data: dict[str, Any]) -> dict[str, Any]:
+    """Every comparison of a report judged again by the shipped rule (headtohead.judge_scope) at the tolerance each
+    was asked; the report's cases with their verdicts replaced."""
+    from pytest_rfdetr_latency.headtohead import judge_scope
+    from pytest_rfdetr_latency.scopes import HEAD_TO_HEAD_THRESHOLDS
+
+    versus = rebuilt(data)
+    cases = []
+    for case in data["cases"]:
+        verdicts = {}
+        for scope, stored in case["scopes"].items():
+            asked = case["verdicts"].get(scope, {}).get("detail", {}).get("asked", HEAD_TO_HEAD_THRESHOLDS[scope])
+            verdicts[scope] = judge_scope(versus, case["id"], case["backend"], scope, stored["statistic"],
+                                          float(asked)).to_json()
+        cases.append({**case, "verdicts": verdicts})
+    return {**data, "cases": cases}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -152,6 +205,7 @@ def main() -> None:
     total = commands.add_parser("summarize")
     total.add_argument("folders", type=Path, nargs="+")
     total.add_argument("--out", type=Path)
+    total.add_argument("--redecide", action="store_true", help="judge every comparison again with this checkout's rule")
     args = parser.parse_args()
     run(args) if args.command == "run" else summarize(args)
 

@@ -138,8 +138,8 @@ def test_a_process_given_a_placement_moves_its_threads_and_the_record_says_so() 
     me = threading.get_native_id()
     try:
         facts = placement.apply_at_start(chosen)
-        assert os.sched_getaffinity(me) == set(allowed[1:])  # pools started while preparing stay off the launch core
         assert os.sched_getaffinity(pool.native_id) == set(allowed[1:])  # type: ignore[arg-type]
+        assert os.sched_getaffinity(me) == set(allowed)  # its cores, and the pools sized from them, unchanged
         assert facts["moved"] >= 1 and facts["placement"]["launch"] == allowed[0]
     finally:
         os.sched_setaffinity(me, set(allowed))

@@ -27,9 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pytest_rfdetr_latency.judge import Verdict, median
 from pytest_rfdetr_latency.placement import Placement
 from pytest_rfdetr_latency.processes import Launch, child_settings, run_child
-from pytest_rfdetr_latency.scopes import HOST_BOUND
+from pytest_rfdetr_latency.scopes import HEAD_TO_HEAD_RESOLVE, HOST_BOUND
 from pytest_rfdetr_latency.settings import Settings
 
 if TYPE_CHECKING:
@@ -203,6 +204,24 @@ class HeadToHead:
                 fingerprint = results[0].get("fingerprint") or {}
                 return {key: fingerprint.get(key) for key in VERSION_FIELDS if key in fingerprint}
         return {}
+
+
+def judge_scope(
+    versus: HeadToHead, case_id: str, backend: str, scope: str, statistic: str, asked: float
+) -> Verdict:
+    """One case's scope, the other side against this one, pair by pair: the verdict of a pull request's gate (the
+    runner and benchmarks/pr_gate.py's re-decisions both call this)."""
+    from pytest_rfdetr_latency.paired import RESOLVE_FACTOR, judge_pairs
+
+    mine, theirs = versus.paired(case_id, scope)
+    if not mine:
+        seen = [*versus.figures(THIS, case_id, scope).values(), *versus.figures(OTHER, case_id, scope).values()]
+        figure = median(seen) if seen else 0.0
+        return Verdict("inconclusive", scope, statistic, figure, figure, 0.0, "no pair",
+                       notes=("no pair of processes measured this scope on both sides",))
+    resolve = max(HEAD_TO_HEAD_RESOLVE[scope], RESOLVE_FACTOR * asked)
+    noise, freedom = versus.noise(backend, scope)
+    return judge_pairs(scope, statistic, mine, theirs, asked, noise, freedom, resolve)
 
 
 def measure(

@@ -8,8 +8,8 @@ long as it lives. A placement therefore fixes, once per run, in the parent, for 
 - ``launch``: the core the launching thread is pinned to while a scope is sampled;
 - ``quiet``: that core's hyperthread siblings, kept free of this process's threads;
 - ``rest``: the cores every other thread of the process (torch's and ONNX Runtime's pools, the CUDA driver's
-  threads) is moved to, before sampling and again after each warm-up (a pool started lazily inherits the launching
-  thread's core);
+  threads) is moved to when sampling starts and again after each warm-up (a pool started lazily inherits the
+  launching thread's core);
 - ``node``: the launch core's NUMA node, for the record (the process's memory follows its first touch).
 
 Each process reports what it found when it applied the placement (threads moved, threads it could not move), so a
@@ -165,15 +165,11 @@ def trespassers(placement: Placement, keep: int) -> list[int]:
 
 
 def apply_at_start(placement: Placement) -> dict[str, Any]:
-    """At a process's start: every thread, the launching one too, to the rest cores, so that pools started while
-    preparing never inherit the launch core. Returns what was done, for the report."""
-    me = threading_native_id()
-    facts: dict[str, Any] = {"placement": placement.to_json(), **sweep(placement)}
-    try:
-        os.sched_setaffinity(me, set(placement.rest))
-    except OSError as exc:
-        facts["error"] = str(exc)
-    return facts
+    """At a process's start: every thread but the launching one to the rest cores. The launching thread keeps every
+    core until it samples (the pools it starts meanwhile are moved off the launch core when sampling starts and after
+    each warm-up), so that what the process counts as its cores, and the pools it sizes from them, do not change
+    with the placement. Returns what was done, for the report."""
+    return {"placement": placement.to_json(), **sweep(placement, keep=threading_native_id())}
 
 
 def threading_native_id() -> int:

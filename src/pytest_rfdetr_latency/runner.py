@@ -16,7 +16,7 @@ from pytest_rfdetr_latency.environment import drift
 from pytest_rfdetr_latency.measure import CaseMeasurement
 from pytest_rfdetr_latency.processes import ChildOutcome
 from pytest_rfdetr_latency.results import CaseError, CaseResult, update_command
-from pytest_rfdetr_latency.scopes import DEFAULT_THRESHOLDS, HEAD_TO_HEAD_RESOLVE, HEAD_TO_HEAD_THRESHOLDS, HOST_BOUND
+from pytest_rfdetr_latency.scopes import DEFAULT_THRESHOLDS, HEAD_TO_HEAD_THRESHOLDS, HOST_BOUND
 from pytest_rfdetr_latency.session import LatencySession
 from pytest_rfdetr_latency.stats import ScopeStats
 
@@ -117,7 +117,7 @@ class LatencyCase:
     def _check_head_to_head(self, versus: HeadToHead) -> CaseResult:
         """Judge the other environment's processes of this case against this environment's (headtohead.py)."""
         __tracebackhide__ = True
-        from pytest_rfdetr_latency.headtohead import OTHER, THIS
+        from pytest_rfdetr_latency.headtohead import OTHER, THIS, judge_scope
 
         mine, theirs = versus.of(THIS, self.id), versus.of(OTHER, self.id)
         if not mine or not theirs:
@@ -136,8 +136,12 @@ class LatencyCase:
         result.baseline = entry
         result.drift = drift(entry.get("fingerprint", {}), result.fingerprint, tuple(self.session.extra_fingerprint),
                              self.case.backend)
-        verdicts = {scope: self._paired_verdict(versus, scope, result.scopes[scope].statistic)
-                    for scope in result.scopes if scope in entry["scopes"]}
+        try:
+            verdicts = {scope: judge_scope(versus, self.id, self.case.backend, scope, stats.statistic,
+                                           self.threshold(scope))
+                        for scope, stats in result.scopes.items() if scope in entry["scopes"]}
+        except ValueError as exc:
+            raise CaseError(f"{self.id}: {exc}") from exc
         for scope in self.scopes:
             if scope in entry["scopes"] and scope not in result.scopes:
                 verdicts[scope] = self._unmeasured(scope, entry["scopes"][scope], result)
@@ -154,25 +158,6 @@ class LatencyCase:
             "placement": versus.placement, "provenance": versus.provenance, "aa": versus.aa,
         }
         return self._conclude(result)
-
-    def _paired_verdict(self, versus: HeadToHead, scope: str, statistic: str) -> judge.Verdict:
-        """One scope, the other side against this one, pair by pair (paired.py)."""
-        from pytest_rfdetr_latency import paired
-        from pytest_rfdetr_latency.headtohead import OTHER, THIS
-
-        mine, theirs = versus.paired(self.id, scope)
-        asked = self.threshold(scope)
-        resolve = max(HEAD_TO_HEAD_RESOLVE[scope], paired.RESOLVE_FACTOR * asked)
-        noise, freedom = versus.noise(self.case.backend, scope)
-        if not mine:
-            seen = [*versus.figures(THIS, self.id, scope).values(), *versus.figures(OTHER, self.id, scope).values()]
-            figure = judge.median(seen) if seen else 0.0
-            return judge.Verdict("inconclusive", scope, statistic, figure, figure, 0.0, "no pair",
-                                 notes=("no pair of processes measured this scope on both sides",))
-        try:
-            return paired.judge_pairs(scope, statistic, mine, theirs, asked, noise, freedom, resolve)
-        except ValueError as exc:
-            raise CaseError(f"{self.id}: {exc}") from exc
 
     def _from_process(self, data: Mapping[str, Any]) -> CaseResult:
         """A fresh process's result of this case, as this process's own would be."""

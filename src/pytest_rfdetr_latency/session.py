@@ -33,6 +33,7 @@ class LatencySession:
     ) -> None:
         self.settings = settings
         self.threads = threads  # set when this process is bound to a slice of the cores (xdist workers)
+        self.cores = threads or cpu_count()  # before any placement narrows the launching thread (placement.py)
         # Fresh processes that must confirm a comparison beyond its threshold, and that a baseline is made of.
         self.confirm = settings.confirm if settings.confirm is not None else (2 if device.is_cuda else 0)
         if threads is not None:
@@ -125,7 +126,7 @@ class LatencySession:
         }
         if case.info.on_host or not self.device.is_cuda:
             # Work on the CPU scales with its cores: a baseline of 32 cores says nothing about a worker of 16.
-            identity["cores"] = self.threads or cpu_count()
+            identity["cores"] = self.cores
         return identity
 
     def _digest(self, path: Path) -> str:

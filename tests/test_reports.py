@@ -140,8 +140,22 @@ def test_the_gate_fails_closed_and_refresh_records_the_way_it_checks(folder: Pat
 
     gate = yaml.safe_load((folder / "gpu-gate.yml").read_text())
     job = gate["jobs"]["latency"]
-    check = next(step["run"] for step in job["steps"] if "--rfdetr-latency" in step.get("run", ""))
-    assert "--rfdetr-device=cuda" in check and "--rfdetr-strict" in check and '-n "$(nvidia-smi -L | wc -l)"' in check
+    policy = gate["env"]["POLICY"]
+    assert "--rfdetr-device=cuda" in policy and "--rfdetr-strict" in policy and "--rfdetr-scopes=" in policy
+    steps = [step for step in job["steps"] if "--rfdetr-latency" in step.get("run", "")]
+    duel, check = (step["run"] for step in steps)
+    # A pull request against its merge base, head to head from the base's checkout; main against the stored baseline.
+    assert [step["if"] for step in steps] == ["github.event_name == 'pull_request'",
+                                              "github.event_name != 'pull_request'"]
+    assert "cd .base" in duel and "$POLICY" in duel and '--rfdetr-against="$GITHUB_WORKSPACE/.venv/bin/python"' in duel
+    assert '--rfdetr-against-tree="$GITHUB_WORKSPACE"' in duel and "-n " not in duel
+    base = next(step["run"] for step in job["steps"] if "git worktree add" in step.get("run", ""))
+    assert 'git merge-base HEAD "${{ github.event.pull_request.base.sha }}"' in base
+    assert "$POLICY" in check and '-n "$(nvidia-smi -L | wc -l)"' in check
+    # The one check to require fails unless every GPU job succeeded.
+    final = gate["jobs"]["gate"]
+    assert final["if"] == "always()" and "latency" in final["needs"]
+    assert 'test "$RESULT" = success' in final["steps"][-1]["run"]
     # Code from a fork reaches a self-hosted runner only once a maintainer labels the pull request.
     assert "head.repo.full_name == github.repository" in job["if"] and "'gpu-gate'" in job["if"]
     # ... for the commit read then: a later push from the fork does not run on the label set before.
@@ -170,5 +184,10 @@ def test_the_gate_fails_closed_and_refresh_records_the_way_it_checks(folder: Pat
     steps = refresh["jobs"]["refresh"]["steps"]
     record = next(step["run"] for step in steps if "--save-baseline" in step.get("run", ""))
     assert '-n "$(nvidia-smi -L | wc -l)"' in record and "--rfdetr-device=cuda" in record
-    propose = next(step["run"] for step in steps if "gh pr create" in step.get("run", ""))
+    # The GPU job measures with a read-only token; the job that writes runs none of the branch's code.
+    assert refresh["permissions"] == {"contents": "read"} and "permissions" not in refresh["jobs"]["refresh"]
+    writer = refresh["jobs"]["propose"]
+    assert writer["runs-on"] == "ubuntu-latest" and writer["permissions"]["contents"] == "write"
+    assert not any("pip install" in step.get("run", "") or "pytest" in step.get("run", "") for step in writer["steps"])
+    propose = next(step["run"] for step in writer["steps"] if "gh pr create" in step.get("run", ""))
     assert "git status --porcelain -- latency_baselines" in propose  # a new GPU model's first file is untracked

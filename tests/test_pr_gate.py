@@ -99,6 +99,18 @@ def _versus(cases: dict[str, tuple[list[float], list[float]]]) -> headtohead.Hea
     return versus
 
 
+def test_the_summary_lists_what_the_runner_cannot_gate_apart() -> None:
+    from pytest_rfdetr_latency.report import unresolved_lines
+
+    this = [5.0, 5.1, 5.05, 5.02]
+    coarse = paired.judge_pairs("forward", "p20", this, this, 0.03, 0.20, 9, resolve=0.05)
+    fine = paired.judge_pairs("device", "median", this, this, 0.01, 0.001, 9, resolve=0.02)
+    results = [{"id": "RFDETRMedium-torch-fp16", "verdicts": {"forward": coarse.to_json(), "device": fine.to_json()}}]
+    assert unresolved_lines(results) == [
+        f"not gating on this runner: RFDETRMedium-torch-fp16 forward, could detect {coarse.threshold * 100:.3g}% and "
+        "no less (must resolve 5%)"]
+
+
 # Where the threads run ----------------------------------------------------------------------------------------
 
 
@@ -219,6 +231,8 @@ def test_the_other_side_runs_in_its_own_checkout_and_a_coarse_comparison_is_unre
     # One case and two pairs: one degree of freedom, a line far coarser than the 5 % a forward must resolve.
     assert forward["kind"] == "inconclusive" and forward["detail"]["freedom"] == 1
     assert any("unresolved" in note for note in forward["notes"])
+    result.stdout.fnmatch_lines(["not gating on this runner: RFDETRNano-onnx-cpu-r320 forward, could detect *% and no "
+                                 "less (must resolve 5%)"])
     result.stdout.fnmatch_lines([f"head to head: {sys.executable} in {base.resolve()} (python *) judged against this "
                                  "environment (python *), pair by pair; fresh processes, 2 and 2, in the order this "
                                  "other other this; no baseline file read or written"])

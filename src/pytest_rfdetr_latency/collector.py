@@ -167,6 +167,7 @@ class ResultCollector:
                 f"{', '.join(map(str, placed['quiet'])) or 'none'}), its other threads on cores "
                 f"{', '.join(map(str, placed['rest']))}; PYTHONHASHSEED the same on both sides")
         self.notes += [f"head to head: {line}" for line in duel.get("left_out", [])]
+        self.notes += report.unresolved_lines(self.results)
         for error in duel.get("errors", []):
             self.errors.append(f"head to head: {error}")
 

@@ -61,7 +61,8 @@ def run(args: argparse.Namespace) -> None:
     print(f"[{args.tag} stream {args.stream}] exit {code}, {record['wall_seconds']} s", flush=True)
 
 
-def _read_json(path: Path) -> Any:
+def read_json(path: Path) -> Any:
+    """A JSON file, or its gzipped copy beside it; None when neither exists."""
     for candidate in (path, path.with_name(path.name + ".gz")):
         if candidate.exists():
             opener = gzip.open if candidate.suffix == ".gz" else open
@@ -76,7 +77,7 @@ def _runs(folder: Path) -> list[dict[str, Any]]:
         return []
     records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     for record in records:
-        record["data"] = _read_json(folder / record["report"])
+        record["data"] = read_json(folder / record["report"])
     return records
 
 

@@ -17,7 +17,6 @@ and each run's seconds.
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
 import shutil
@@ -28,6 +27,8 @@ import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
+
+from head_to_head import read_json  # benchmarks/ is this script's folder
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_WORK = Path("/tmp/pr-gate")
@@ -81,21 +82,12 @@ def _median(values: list[float]) -> float | None:
     return round(statistics.median(values), 3) if values else None
 
 
-def _load(path: Path) -> Any:
-    for candidate in (path, path.with_name(path.name + ".gz")):
-        if candidate.exists():
-            opener = gzip.open if candidate.suffix == ".gz" else open
-            with opener(candidate, "rt") as handle:
-                return json.load(handle)
-    return None
-
-
 def summarize(args: argparse.Namespace) -> None:
     runs = []
     for folder in args.folders:
         for line in (folder / "runs.jsonl").read_text().splitlines():
             record = json.loads(line)
-            record["data"] = _load(folder / record["report"])
+            record["data"] = read_json(folder / record["report"])
             if args.redecide and record["data"] is not None:
                 record["data"] = redecide(record["data"])
             runs.append(record)

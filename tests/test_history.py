@@ -350,3 +350,40 @@ def test_head_to_head_judges_the_other_side_against_this_one_and_catches_a_slowe
     assert len(sizes) == 1
     assert not (pytester.path / "latency_baselines").exists()  # no baseline is read or written
     assert not (tmp_path / "history").exists()
+
+
+@pytest.mark.slow
+def test_the_other_side_runs_in_its_own_checkout_and_a_coarse_comparison_is_unresolved_not_passed(
+    pytester: pytest.Pytester, tmp_path: Path
+) -> None:
+    # The base checkout's conftest leaves a mark when its processes load it: proof that they ran its code.
+    pytester.makepyfile(test_suite=SUITE)
+    base = tmp_path / "base"
+    shutil.copytree(pytester.path, base)
+    (base / "conftest.py").write_text("import os, pathlib\n"
+                                      "pathlib.Path(__file__).with_name(f'loaded-{os.getpid()}').touch()\n")
+    result = pytester.runpytest(*NANO, "--rfdetr-latency", f"--rfdetr-against={sys.executable}",
+                                f"--rfdetr-against-tree={base}", "--rfdetr-against-processes=2",
+                                f"--rfdetr-cache-dir={tmp_path / 'cache'}", "--rfdetr-report=report.json",
+                                "--rfdetr-scopes=forward")
+    result.assert_outcomes(passed=1)
+    assert len(list(base.glob("loaded-*"))) == 2 and not list(pytester.path.glob("loaded-*"))
+    case = json.loads((pytester.path / "report.json").read_text())["cases"][0]
+    duel: dict[str, Any] = case["details"]["head_to_head"]
+    assert duel["tree"] == str(base.resolve()) and duel["aa"] is False
+    assert duel["provenance"]["other"]["tree"] == str(base.resolve())
+    forward = case["verdicts"]["forward"]
+    # One case and two pairs: one degree of freedom, a line far coarser than the 5 % a forward must resolve.
+    assert forward["kind"] == "inconclusive" and forward["detail"]["freedom"] == 1
+    assert any("unresolved" in note for note in forward["notes"])
+    result.stdout.fnmatch_lines(["not gating on this runner: RFDETRNano-onnx-cpu-r320 forward, could detect *% and no "
+                                 "less (must resolve 5%)"])
+    result.stdout.fnmatch_lines([f"head to head: {sys.executable} in {base.resolve()} (python *) judged against this "
+                                 "environment (python *), pair by pair; fresh processes, 2 and 2, in the order this "
+                                 "other other this; no baseline file read or written"])
+    strict = pytester.runpytest(*NANO, "--rfdetr-latency", f"--rfdetr-against={sys.executable}",
+                                f"--rfdetr-against-tree={base}", "--rfdetr-against-processes=2",
+                                f"--rfdetr-cache-dir={tmp_path / 'cache'}", "--rfdetr-scopes=forward",
+                                "--rfdetr-strict")
+    strict.assert_outcomes(failed=1)
+    strict.stdout.fnmatch_lines(["*verdict inconclusive (--rfdetr-strict makes this a failure)*"])

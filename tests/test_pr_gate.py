@@ -1,30 +1,17 @@
 """Head to head of two checkouts (the pull request's gate): the paired verdict, where threads are placed, what each
-side imports and runs, the host injection; units with made-up figures and fake topologies, then a real Nano run on
-the CPU with the other side in a checkout of its own."""
+side imports and runs, the host injection: units with made-up figures and fake topologies. The real runs are in
+test_history.py, beside the other head-to-head runs."""
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import shutil
-import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from pytest_rfdetr_latency import headtohead, paired, placement, timing
 from pytest_rfdetr_latency.processes import Launch
-
-SUITE = """
-def test_latency(rfdetr_case):
-    rfdetr_case.check()
-"""
-FAST = "--rfdetr-sampling=quick,min-blocks=4,max-seconds=1,warmup-seconds=0.5"
-NANO = ("--rfdetr-device=cpu", FAST, "--rfdetr-images=2", "-p", "no:randomly", "--rfdetr-models=RFDETRNano",
-        "--rfdetr-backends=onnx-cpu", "--rfdetr-resolutions=320", "--rfdetr-no-parity")
-
 
 # The paired verdict -------------------------------------------------------------------------------------------
 
@@ -202,43 +189,3 @@ def test_a_host_injection_delays_each_call_before_it_runs() -> None:
     plain = statistic = min(clock.time_calls(lambda: None, 20))
     delayed = min(clock.time_calls(timing.with_extra_before(lambda: None, timing.host_delay(2.0)), 5))
     assert delayed >= 2.0 > statistic and plain < 1.0
-
-
-# A real run ---------------------------------------------------------------------------------------------------
-
-
-@pytest.mark.slow
-def test_the_other_side_runs_in_its_own_checkout_and_a_coarse_comparison_is_unresolved_not_passed(
-    pytester: pytest.Pytester, tmp_path: Path
-) -> None:
-    # The base checkout's conftest leaves a mark when its processes load it: proof that they ran its code.
-    pytester.makepyfile(test_suite=SUITE)
-    base = tmp_path / "base"
-    shutil.copytree(pytester.path, base)
-    (base / "conftest.py").write_text("import os, pathlib\n"
-                                      "pathlib.Path(__file__).with_name(f'loaded-{os.getpid()}').touch()\n")
-    result = pytester.runpytest(*NANO, "--rfdetr-latency", f"--rfdetr-against={sys.executable}",
-                                f"--rfdetr-against-tree={base}", "--rfdetr-against-processes=2",
-                                f"--rfdetr-cache-dir={tmp_path / 'cache'}", "--rfdetr-report=report.json",
-                                "--rfdetr-scopes=forward")
-    result.assert_outcomes(passed=1)
-    assert len(list(base.glob("loaded-*"))) == 2 and not list(pytester.path.glob("loaded-*"))
-    case = json.loads((pytester.path / "report.json").read_text())["cases"][0]
-    duel: dict[str, Any] = case["details"]["head_to_head"]
-    assert duel["tree"] == str(base.resolve()) and duel["aa"] is False
-    assert duel["provenance"]["other"]["tree"] == str(base.resolve())
-    forward = case["verdicts"]["forward"]
-    # One case and two pairs: one degree of freedom, a line far coarser than the 5 % a forward must resolve.
-    assert forward["kind"] == "inconclusive" and forward["detail"]["freedom"] == 1
-    assert any("unresolved" in note for note in forward["notes"])
-    result.stdout.fnmatch_lines(["not gating on this runner: RFDETRNano-onnx-cpu-r320 forward, could detect *% and no "
-                                 "less (must resolve 5%)"])
-    result.stdout.fnmatch_lines([f"head to head: {sys.executable} in {base.resolve()} (python *) judged against this "
-                                 "environment (python *), pair by pair; fresh processes, 2 and 2, in the order this "
-                                 "other other this; no baseline file read or written"])
-    strict = pytester.runpytest(*NANO, "--rfdetr-latency", f"--rfdetr-against={sys.executable}",
-                                f"--rfdetr-against-tree={base}", "--rfdetr-against-processes=2",
-                                f"--rfdetr-cache-dir={tmp_path / 'cache'}", "--rfdetr-scopes=forward",
-                                "--rfdetr-strict")
-    strict.assert_outcomes(failed=1)
-    strict.stdout.fnmatch_lines(["*verdict inconclusive (--rfdetr-strict makes this a failure)*"])

@@ -42,6 +42,19 @@ def test_a_check_that_compared_nothing_says_so_and_fails_when_strict(pytester: p
     assert empty.ret != 0
 
 
+def test_a_case_whose_every_selected_scope_is_unmeasurable_fails_when_strict(pytester: pytest.Pytester) -> None:
+    # The device scope replays a CUDA graph: on the CPU nothing that was asked can be measured.
+    pytester.makepyfile(test_suite=SUITE)
+    args = ("--rfdetr-device=cpu", FAST, "--rfdetr-images=2", "--rfdetr-models=RFDETRNano", "-p", "no:randomly",
+            "--rfdetr-backends=torch-fp32", "--rfdetr-scopes=device", "--rfdetr-no-parity", "--rfdetr-latency")
+    lenient = pytester.runpytest(*args)
+    lenient.assert_outcomes(skipped=1)
+    strict = pytester.runpytest(*args, "--rfdetr-strict")
+    strict.assert_outcomes(failed=1)
+    strict.stdout.fnmatch_lines(["*RFDETRNano-torch-fp32: none of the selected scopes (device) can be measured: "
+                                 "device: *(--rfdetr-strict: every case the configuration asks for must be measured)*"])
+
+
 def test_a_baseline_of_another_workload_is_refused_naming_what_differs(pytester: pytest.Pytester,
                                                                        tmp_path: Path) -> None:
     pytester.makepyfile(test_suite=SUITE)

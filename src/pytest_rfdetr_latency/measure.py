@@ -127,9 +127,9 @@ class CaseMeasurement:
             "detections": session.settings.detections,
             "timer": self._clock(prepared).kind,
         }
-        if not result.scopes:
-            self._skip(f"{self.id}: none of the selected scopes ({', '.join(self.scopes)}) can be measured: "
-                       + "; ".join(f"{s}: {r}" for s, r in result.unavailable.items()))
+        if not result.scopes:  # nothing that was asked could be measured: unavailable, a failure when strict
+            self._unavailable(result, f"none of the selected scopes ({', '.join(self.scopes)}) can be measured: "
+                              + "; ".join(f"{s}: {r}" for s, r in result.unavailable.items()))
         return result
 
     def _unavailable(self, result: CaseResult, reason: str) -> NoReturn:

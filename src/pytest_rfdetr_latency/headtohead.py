@@ -5,8 +5,8 @@ The order is balanced, this-other, other-this, this-other... (ABBA...): a drift 
 host warming, a neighbour starting) then falls on both sides alike instead of on the later one. Every process is a
 fresh pytest process measuring every selected case in an order rotated by its place on its side; the first one's
 block sizes are given to all the others. This side's processes stand in for a baseline (baselines.entry_from_
-processes) and the other side's are judged against them by the verdict that judges a check (runner.py). Nothing is
-read from or written to a baseline file.
+processes) and the other side's are judged against them pair by pair (judge_scope, paired.py). Nothing is read from
+or written to a baseline file.
 
 The other side may be another checkout (``--rfdetr-against-tree``, the pull request's merge base): its processes
 run there, with its own tests and code, and without this side's ``PYTHONPATH``. Before measuring, both sides say

@@ -67,7 +67,7 @@ class CaseMeasurement:
         if self.case.info.needs_cuda and not session.device.is_cuda:
             self._unavailable(result, f"{self.case.backend} needs a CUDA device; this run measures on "
                                       f"{session.device.spec} ({session.device.name})")
-        session.placement()  # before anything starts a thread pool: pools then start off the launch core
+        session.placement()  # the run's placement, chosen once per process before this case prepares anything
         quiet = result.details.setdefault("kept_quiet", empty_tally())
         # What other cases share (the model build, the parity reference) is made before the memory probe starts.
         # On a GPU the reference is made even where parity is not checked (fresh processes, --rfdetr-no-parity): the

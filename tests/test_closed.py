@@ -55,6 +55,19 @@ def test_a_case_whose_every_selected_scope_is_unmeasurable_fails_when_strict(pyt
                                  "device: *(--rfdetr-strict: every case the configuration asks for must be measured)*"])
 
 
+def test_a_folder_the_run_cannot_write_is_refused_before_anything_is_measured(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_suite=SUITE)
+    # /proc takes no new files, even from root: the nearest existing parent of the folder is what would be written.
+    saving = pytester.runpytest(*QUICK, "--save-baseline", "--rfdetr-baseline-dir=/proc/self/baselines")
+    assert saving.ret == pytest.ExitCode.USAGE_ERROR
+    saving.stderr.fnmatch_lines(["*--rfdetr-baseline-dir /proc/self/baselines: /proc/self cannot be written to (*); "
+                                 "give a folder this run can write, or make it writable"])
+    history = pytester.runpytest(*QUICK, "--rfdetr-latency", "--rfdetr-history=/proc/self/history")
+    assert history.ret == pytest.ExitCode.USAGE_ERROR
+    history.stderr.fnmatch_lines(["*--rfdetr-history /proc/self/history: /proc/self cannot be written to*"])
+    assert "Traceback" not in saving.stderr.str() + history.stderr.str()
+
+
 def test_a_baseline_of_another_workload_is_refused_naming_what_differs(pytester: pytest.Pytester,
                                                                        tmp_path: Path) -> None:
     pytester.makepyfile(test_suite=SUITE)

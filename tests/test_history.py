@@ -306,7 +306,9 @@ def test_a_history_of_real_runs_shows_the_injected_slowdown_where_it_began(
     lines = history.read(next(folder.glob("*.jsonl")))
     assert [line["kind"] for line in lines] == ["record"] + ["check"] * 6
     assert len({line["run"] for line in lines}) == 7 and all(line["commit"] is None for line in lines)
-    assert (tmp_path / "page" / "index.html").read_text().count("<svg") == 1
+    shown = (tmp_path / "page" / "index.html").read_text()
+    assert shown.count("<svg") == 1 and "7 runs (3 self-test)" in shown and "<b>self-test</b>" in shown
+    assert "<!-- self-test (" in shown  # the chart's legend names the injected runs (matplotlib's text comment)
 
 
 def test_head_to_head_judges_the_other_side_against_this_one_and_catches_a_slower_one(
@@ -327,7 +329,7 @@ def test_head_to_head_judges_the_other_side_against_this_one_and_catches_a_slowe
         f"*RFDETRNano-onnx-cpu-r320 on * is slower in {sys.executable}'s environment than in this one*",
         "*e2e p20: baseline * (4 processes: *), now * (4 processes: *), +*% (threshold *4 pairs, noise of a pair *) -> "
         "regression*",
-        "*the environments differ: in none of the versions a fingerprint records*",
+        "*the versions both sides' fingerprints record are the same*",
     ])
     slowed.stdout.fnmatch_lines([f"head to head (A/A, as declared): {sys.executable} (python *, torch *) judged "
                                  "against this environment (python *), pair by pair; fresh processes, 4 and 4, in the "

@@ -28,6 +28,12 @@ def test_tolerance_rejects_ambiguous_or_negative_values(bad: str) -> None:
         parse_tolerance(bad)
 
 
+def test_a_negative_tolerance_is_told_it_is_negative() -> None:
+    with pytest.raises(argparse.ArgumentTypeError, match=r"invalid tolerance '-5%': it cannot be negative; give how "
+                                                          r"much slower is allowed as a positive percentage"):
+        parse_tolerance("-5%")
+
+
 def test_tolerance_accepts_global_and_per_scope_forms() -> None:
     tolerance = parse_tolerance("4%, device=1%, e2e=+12.5%")
     assert tolerance.everywhere == pytest.approx(0.04)
@@ -150,6 +156,15 @@ def test_a_bad_ini_value_is_reported_even_where_the_environment_overrides_it(tmp
         resolve(entries, {"RFDETR_LATENCY_BACKENDS": "onnx-cpu"}, tmp_path)
     with pytest.raises(SettingsError, match="environment variable RFDETR_LATENCY_SEED"):
         resolve({"seed": RawValue(cli=3)}, {"RFDETR_LATENCY_SEED": "x"}, tmp_path)
+
+
+@pytest.mark.parametrize("dest", ["baseline_dir", "cache_dir", "history_dir"])
+def test_a_folder_option_given_a_file_is_refused_before_anything_runs(tmp_path: Path, dest: str) -> None:
+    (tmp_path / "taken").write_text("a file")
+    flag = OPTIONS_BY_DEST[dest].flag
+    with pytest.raises(SettingsError, match=rf"{flag} {tmp_path / 'taken'} is a file: give a folder"):
+        resolve(raw(**{dest: Path("taken")}), {}, tmp_path)
+    assert (tmp_path / "taken").read_text() == "a file"
 
 
 def test_relative_baseline_dir_is_under_the_rootdir(tmp_path: Path) -> None:

@@ -195,6 +195,25 @@ def render(path: Path, device: str, entries: Mapping[str, Mapping[str, Any]]) ->
     return json.dumps(document, indent=2, sort_keys=True, allow_nan=False) + "\n"
 
 
+def cannot_write(folder: Path) -> str | None:
+    """Why a new file cannot be made in ``folder`` (or, where it does not exist yet, in its nearest existing parent,
+    where it would be made); None when it can. Probed with a temporary file, removed at once: nothing is left."""
+    import tempfile
+
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        return f"{probe} is not a folder"
+    try:
+        handle, name = tempfile.mkstemp(dir=probe, prefix=".rfdetr-latency-probe-")
+    except OSError as exc:
+        return f"{probe} cannot be written to ({exc.strerror or exc})"
+    os.close(handle)
+    os.unlink(name)
+    return None
+
+
 def atomic_write(path: Path, text: str) -> None:
     """Replace ``path`` with ``text`` all at once: a reader sees the old file or the new one, never a part."""
     try:

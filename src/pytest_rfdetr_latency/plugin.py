@@ -187,12 +187,26 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     settings = _settings(config)
     if not settings.active:
         return
+    if settings.child_report is None and not is_worker(config):
+        _check_folders(settings)
     if settings.against is not None and settings.child_report is None:
         _check_head_to_head(config, settings)
     if xdist_workers(config) and not is_worker(config):
         _check_baselines_on_controller(config, settings)  # the workers measure; no CUDA context here
         return
     config.stash[SESSION_KEY] = _open_session(config)
+
+
+def _check_folders(settings: Settings) -> None:
+    """Folders this run will write to, checked before anything is measured: a measurement is not lost at the end."""
+    from pytest_rfdetr_latency.baselines import cannot_write
+
+    wanted = [("--rfdetr-baseline-dir", settings.baseline_dir)] if settings.save_baseline else []
+    wanted += [("--rfdetr-history", settings.history_dir)] if settings.history_dir is not None else []
+    for flag, folder in wanted:
+        why = cannot_write(folder)
+        if why is not None:
+            raise pytest.UsageError(f"{flag} {folder}: {why}; give a folder this run can write, or make it writable")
 
 
 def _check_head_to_head(config: pytest.Config, settings: Settings) -> None:

@@ -364,8 +364,8 @@ class LatencyCase:
             lines += [f"  {v.describe()}" for v in inconclusive]
         if self._versus is not None:
             if lines:
-                lines.append("  the environments differ: " + ("; ".join(result.drift) or "in none of the versions "
-                                                                   "a fingerprint records"))
+                lines.append("  the environments differ: " + "; ".join(result.drift) if result.drift else
+                             "  the versions both sides' fingerprints record are the same")
             return "\n".join(lines)
         if result.drift and settings.fail_on_drift:
             lines.append(f"{self.id}: the environment changed since the baseline (--rfdetr-fail-on-drift):")
@@ -377,7 +377,12 @@ class LatencyCase:
         if result.drift and not settings.fail_on_drift:
             lines.append("  note: the environment changed since the baseline: " + "; ".join(result.drift))
         lines.append(f"  baseline file: {result.baseline_file}")
-        lines.append(f"  if this slowdown is accepted, update the baseline: {self._update_command(self.id)}")
+        if settings.inject:
+            lines.append(f"  a self-test: --rfdetr-inject-slowdown={settings.inject:g}% slowed this run on purpose, "
+                         f"so there is nothing to accept (a real slowdown is accepted with: "
+                         f"{self._update_command(self.id)})")
+        else:
+            lines.append(f"  if this slowdown is accepted, update the baseline: {self._update_command(self.id)}")
         return "\n".join(lines)
 
     def _no_baseline_reason(self) -> str:

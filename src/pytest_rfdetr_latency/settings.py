@@ -161,6 +161,9 @@ TOLERANCE_FORMS = "a percentage such as '5%', or per scope such as 'device=1%,fo
 
 def _percent(value: str, what: str, forms: str) -> float:
     text = value.strip()
+    if text.startswith("-"):
+        raise argparse.ArgumentTypeError(f"invalid {what} {value!r}: it cannot be negative; give how much slower is "
+                                         f"allowed as a positive percentage ({forms})")
     if not _PERCENT_RE.match(text):
         raise argparse.ArgumentTypeError(f"invalid {what} {value!r}: expected {forms}")
     fraction = float(text.rstrip("%").lstrip("+")) / 100.0
@@ -591,6 +594,11 @@ def resolve(raw: Mapping[str, RawValue], environ: Mapping[str, str], rootdir: Pa
     for key in ("cache_dir", "history_dir"):
         if key in values and not values[key].is_absolute():
             values[key] = rootdir / values[key]
+    for key in ("baseline_dir", "cache_dir", "history_dir"):
+        if key in values and values[key].exists() and not values[key].is_dir():
+            flag = OPTIONS_BY_DEST[key].flag
+            raise SettingsError(f"{flag} {values[key]} is a file: give a folder (it holds "
+                                f"{'one file per GPU model' if key != 'cache_dir' else 'the cached exports'})")
     settings = Settings(**values)
     _check_combination(settings)
     return settings

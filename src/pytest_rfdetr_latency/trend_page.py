@@ -42,9 +42,13 @@ def _chart(trend: Trend) -> str:
         ("check", {"s": 22, "color": "#2e4053", "label": "check"}),
         ("record", {"s": 40, "marker": "D", "color": "#1e8449", "label": "baseline recorded"}))
     for kind, style in styles:
-        chosen = [(i, p.value) for i, p in zip(x, points) if p.kind == kind]
+        chosen = [(i, p.value) for i, p in zip(x, points) if p.kind == kind and not p.injected_pct]
         if chosen:
             ax.scatter([i for i, _ in chosen], [v for _, v in chosen], zorder=3, **style)
+    tests = [(i, p.value) for i, p in zip(x, points) if p.injected_pct]
+    if tests:  # slowed on purpose: shown, and told apart from the runs that measured the code
+        ax.scatter([i for i, _ in tests], [v for _, v in tests], zorder=4, s=36, marker="X", color="#d35400",
+                   label="self-test (--rfdetr-inject-slowdown)")
     bounds = [0, *[s.point.index for s in trend.shifts], len(points)]
     levels = [s.point.before for s in trend.shifts] + ([trend.shifts[-1].point.after] if trend.shifts else [])
     for k, level in enumerate(levels):
@@ -91,7 +95,8 @@ def page(trends: Sequence[Trend], source: Path, now: datetime | None = None) -> 
             cls = " class='new'" if shift is trend.new_regression else ""
             parts.append(
                 f"<tr{cls}><td>{html.escape(trend.series.name)}</td><td>{html.escape(trend.series.device)}</td>"
-                f"<td>{shift.point.index + 1} ({html.escape(shift.after.time)})</td>"
+                f"<td>{shift.point.index + 1} ({html.escape(shift.after.time)})"
+                f"{' <b>self-test</b>' if shift.after.injected_pct else ''}</td>"
                 f"<td>{shift.point.change * 100:+.2f}%</td><td>{shift.point.pvalue:.2g}</td>"
                 f"<td>{html.escape(_commit(shift.before.commit))} &rarr; {html.escape(_commit(shift.after.commit))}"
                 f"</td><td>{html.escape('; '.join(shift.changed) or '-')}</td></tr>")
@@ -100,9 +105,10 @@ def page(trends: Sequence[Trend], source: Path, now: datetime | None = None) -> 
         parts.append("<p>None found.</p>")
     for trend in trends:
         series = trend.series
+        tests = sum(1 for p in series.points if p.injected_pct)
         parts.append(f"<h2>{html.escape(series.name)} <span class='muted'>on {html.escape(series.device)}, "
-                     f"{len(series.points)} runs, newest {html.escape(trend.newest)}, workload "
-                     f"{series.workload}</span></h2>")
+                     f"{len(series.points)} runs" + (f" ({tests} self-test)" if tests else "")
+                     + f", newest {html.escape(trend.newest)}, workload {series.workload}</span></h2>")
         parts.append(_chart(trend))
     parts.append("</body></html>\n")
     return "\n".join(parts)

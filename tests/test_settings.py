@@ -24,7 +24,7 @@ from pytest_rfdetr_latency.settings import (
 
 @pytest.mark.parametrize("bad", ["10", "ten%", "-5%", "0%", "%", "5%%", "1e3%", ""])
 def test_tolerance_rejects_ambiguous_or_negative_values(bad: str) -> None:
-    with pytest.raises(argparse.ArgumentTypeError, match=r"expected a percentage such as '5%'|must lie above"):
+    with pytest.raises(argparse.ArgumentTypeError, match=r"a percentage such as '5%'|must lie above"):
         parse_tolerance(bad)
 
 

@@ -327,7 +327,7 @@ def test_head_to_head_judges_the_other_side_against_this_one_and_catches_a_slowe
     slowed.assert_outcomes(failed=2)
     slowed.stdout.fnmatch_lines([
         f"*RFDETRNano-onnx-cpu-r320 on * is slower in {sys.executable}'s environment than in this one*",
-        "*e2e p20: baseline * (4 processes: *), now * (4 processes: *), +*% (threshold *4 pairs, noise of a pair *) -> "
+        "*e2e p20: baseline * (* processes: *), now * (* processes: *), +*% (threshold * pairs, noise of a pair *) -> "
         "regression*",
         "*the versions both sides' fingerprints record are the same*",
     ])
@@ -343,8 +343,11 @@ def test_head_to_head_judges_the_other_side_against_this_one_and_catches_a_slowe
     assert duel["aa"] is True and duel["provenance"]["this"]["imports"] == duel["provenance"]["other"]["imports"]
     assert duel["versions"]["this"] == duel["versions"]["other"] and duel["versions"]["this"]["torch"]
     e2e = case["verdicts"]["e2e"]
-    assert len(e2e["processes"]) == 4 and len(e2e["baseline_processes"]) == 4 and e2e["current"] > 2 * e2e["baseline"]
-    assert e2e["detail"]["paired"] and e2e["detail"]["pairs"] == 4 and e2e["detail"]["freedom"] == 6
+    # Four pairs, less any whose process stood apart from its side on these shared cores (said in the summary).
+    pairs = 4 - len(duel["left_out"])
+    assert pairs >= 3 and e2e["detail"]["paired"] and e2e["detail"]["pairs"] == pairs
+    assert len(e2e["processes"]) == len(e2e["baseline_processes"]) == pairs and e2e["current"] > 2 * e2e["baseline"]
+    assert e2e["detail"]["freedom"] == 2 * (pairs - 1)
     # The other side was slowed; every process of both sides sampled with the first process's block size.
     assert case["details"].get("injected_slowdown_pct") == 300.0
     sizes = {p["block_size"] for p in case["baseline"]["scopes"]["e2e"]["processes"]}

@@ -186,9 +186,10 @@ class HeadToHead:
             for index in apart(found):
                 if pairs - len(self.left_out) <= 2:
                     break
+                away = found[index] - median([o for i, o in enumerate(found) if i != index])
                 self.left_out.setdefault(index, (
-                    f"pair {index + 1} left out: the {side} side's process {index + 1} stands apart from its side by "
-                    f"{found[index] * 100:+.1f}% over its {len(series)} launch-bound figures"))
+                    f"pair {index + 1} left out: the {side} side's process {index + 1} stands {away * 100:+.1f}% apart "
+                    f"from its side's others over its {len(series)} launch-bound figures"))
 
     def entries(self, commit: str | None) -> dict[str, dict[str, Any]]:
         """This side's processes of each case as a baseline entry: what the other side is judged against."""

@@ -64,7 +64,8 @@ def test_a_process_that_stands_apart_from_its_side_is_found_and_its_pair_left_ou
     versus = _versus({"A": ([5.0, 5.1, 5.0, 9.0], [5.0, 5.0, 5.1, 5.0]),
                       "B": ([7.0, 7.1, 7.0, 12.0], [7.1, 7.0, 7.0, 7.0])})
     versus.leave_out_apart(["forward"])
-    assert list(versus.left_out) == [3] and "this side's process 4 stands +56.3% apart from its side's others" in versus.left_out[3]
+    assert list(versus.left_out) == [3]
+    assert "this side's process 4 stands +56.3% apart from its side's others" in versus.left_out[3]
     assert versus.paired("A", "forward") == ([5.0, 5.1, 5.0], [5.0, 5.0, 5.1])
 
 

@@ -232,6 +232,7 @@ def test_concurrent_savers_both_land(tmp_path: Path) -> None:
     assert sorted(loaded.entries) == sorted(f"{c}-{i}" for c in ("gpu0", "gpu1") for i in range(5))
 
 
+@pytest.mark.slow
 def test_killing_a_writer_mid_write_never_leaves_a_broken_file(tmp_path: Path) -> None:
     path = tmp_path / "nvidia-h200.json"
     baselines.save(path, "NVIDIA H200", {"keep": entry()})

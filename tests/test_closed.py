@@ -42,6 +42,7 @@ def test_a_check_that_compared_nothing_says_so_and_fails_when_strict(pytester: p
     assert empty.ret != 0
 
 
+@pytest.mark.slow
 def test_a_case_whose_every_selected_scope_is_unmeasurable_fails_when_strict(pytester: pytest.Pytester) -> None:
     # The device scope replays a CUDA graph: on the CPU nothing that was asked can be measured.
     pytester.makepyfile(test_suite=SUITE)
@@ -68,6 +69,7 @@ def test_a_folder_the_run_cannot_write_is_refused_before_anything_is_measured(py
     assert "Traceback" not in saving.stderr.str() + history.stderr.str()
 
 
+@pytest.mark.slow
 def test_a_baseline_of_another_workload_is_refused_naming_what_differs(pytester: pytest.Pytester,
                                                                        tmp_path: Path) -> None:
     pytester.makepyfile(test_suite=SUITE)

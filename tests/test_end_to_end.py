@@ -54,6 +54,7 @@ def baseline_file(pytester: pytest.Pytester) -> Path:
     return pytester.path / "latency_baselines" / f"{slugify(cpu_name())}.json"
 
 
+@pytest.mark.slow
 def test_record_check_report_and_catch_a_slowdown(pytester: pytest.Pytester, run: Any) -> None:
     saved = run("--save-baseline")
     saved.assert_outcomes(passed=2)
@@ -110,6 +111,7 @@ def test_record_check_report_and_catch_a_slowdown(pytester: pytest.Pytester, run
     assert path.read_bytes() == recorded
 
 
+@pytest.mark.slow
 def test_missing_baseline_skips_or_fails_when_strict_and_saving_merges(pytester: pytest.Pytester, run: Any) -> None:
     run("--save-baseline", backends="torch-fp32").assert_outcomes(passed=1)
     missing = run("--rfdetr-latency", backends="onnx-cpu")
@@ -141,6 +143,7 @@ def test_gpu_cases_are_skipped_with_their_reason_on_a_cpu_run(run: Any) -> None:
     ])
 
 
+@pytest.mark.slow
 def test_environment_drift_is_reported_and_can_fail(pytester: pytest.Pytester, run: Any) -> None:
     run("--save-baseline", "--rfdetr-scopes=forward", backends="torch-fp32").assert_outcomes(passed=1)
     path = baseline_file(pytester)
@@ -187,6 +190,7 @@ def busy_cores() -> Iterator[Any]:
         proc.join()
 
 
+@pytest.mark.slow
 def test_a_run_on_a_machine_made_slower_fails(run: Any, busy_cores: Any) -> None:
     fast = "quick,min-blocks=4,max-seconds=1,warmup-seconds=0.5"
     run("--save-baseline", "--rfdetr-scopes=forward", backends="torch-fp32", sampling=fast).assert_outcomes(passed=1)

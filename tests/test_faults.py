@@ -76,6 +76,7 @@ def test_checkpoint_of_another_architecture_is_refused(
     assert baseline_entries(pytester) == []
 
 
+@pytest.mark.slow
 def test_checkpoint_architecture_is_detected(
     pytester: pytest.Pytester, tmp_path: Path, nano_state: dict[str, Any]
 ) -> None:
@@ -90,6 +91,7 @@ def test_checkpoint_architecture_is_detected(
     assert baseline_entries(pytester) == ["RFDETRNano-torch-fp32"]
 
 
+@pytest.mark.slow
 def test_nan_outputs_fail_and_are_never_saved(
     pytester: pytest.Pytester, tmp_path: Path, nano_state: dict[str, Any]
 ) -> None:
@@ -107,6 +109,7 @@ def test_nan_outputs_fail_and_are_never_saved(
     assert baseline_entries(pytester) == []
 
 
+@pytest.mark.slow
 def test_failed_export_errors_its_case_and_the_others_still_run(pytester: pytest.Pytester, tmp_path: Path) -> None:
     pytester.makepyfile(test_suite=SUITE)
     pytester.makeconftest(
@@ -132,6 +135,7 @@ def test_failed_export_errors_its_case_and_the_others_still_run(pytester: pytest
     assert not list((tmp_path / "fresh" / "onnx").glob("*.onnx"))  # nothing half-exported left in the cache
 
 
+@pytest.mark.slow
 def test_a_whole_run_works_with_the_network_blocked(pytester: pytest.Pytester, tmp_path: Path) -> None:
     pytester.makepyfile(test_suite=SUITE)
     pytester.makeconftest(
@@ -175,6 +179,7 @@ def test_cuda_provider_absent_is_a_skip_with_its_reason() -> None:
         prepare(context)
 
 
+@pytest.mark.slow
 def test_a_session_that_falls_back_to_the_cpu_fails(tmp_path: Path) -> None:
     """The CPU build of onnxruntime, asked for CUDA, quietly runs on the CPU: the trap the check exists for."""
     import onnxruntime

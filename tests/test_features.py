@@ -94,6 +94,7 @@ def test_axes_show_in_ids(pytester: pytest.Pytester) -> None:
     ])
 
 
+@pytest.mark.slow
 def test_batch_resolution_budget_and_a_users_onnx_file(pytester: pytest.Pytester, tmp_path: Path) -> None:
     from pytest_rfdetr_latency.models import build_model, export_onnx
 
@@ -124,6 +125,7 @@ def test_batch_resolution_budget_and_a_users_onnx_file(pytester: pytest.Pytester
     assert sorted(json.loads(saved.read_text())["entries"]) == ["RFDETRNano-onnx-cpu-b2-r320"]  # over budget: not saved
 
 
+@pytest.mark.slow
 def test_a_baseline_of_several_processes_and_a_check_confirmed_in_fresh_ones(
     pytester: pytest.Pytester, tmp_path: Path
 ) -> None:

@@ -276,6 +276,7 @@ def test_head_to_head_says_which_side_measured_nothing_and_fails_when_strict() -
 # Real runs ----------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_history_of_real_runs_shows_the_injected_slowdown_where_it_began(
     pytester: pytest.Pytester, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -311,6 +312,7 @@ def test_a_history_of_real_runs_shows_the_injected_slowdown_where_it_began(
     assert "<!-- self-test (" in shown  # the chart's legend names the injected runs (matplotlib's text comment)
 
 
+@pytest.mark.slow
 def test_head_to_head_judges_the_other_side_against_this_one_and_catches_a_slower_one(
     pytester: pytest.Pytester, tmp_path: Path
 ) -> None:

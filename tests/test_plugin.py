@@ -231,6 +231,7 @@ def test_readme_commands_exist() -> None:
     assert "pytest --rfdetr-latency" in readme
 
 
+@pytest.mark.slow
 def test_the_readme_and_fixture_examples_run_as_written_on_a_cpu(pytester: pytest.Pytester) -> None:
     """The README's "Your own tests" block and every fixture's ``Example::``, extracted and run on a CPU."""
     import re

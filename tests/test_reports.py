@@ -59,6 +59,7 @@ def test_annotations_pin_regressions_and_escape_what_github_parses() -> None:
     ]
 
 
+@pytest.mark.slow
 def test_a_cpu_run_writes_summary_annotations_benchmark_json_and_plots(
     pytester: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

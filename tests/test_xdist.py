@@ -71,6 +71,7 @@ def test_unrelated():  # no latency case, in a bound worker: on the worker's cor
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two cores for two workers")
 def test_two_cpu_workers_measure_and_the_controller_saves_once(
     pytester: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch

@@ -163,9 +163,10 @@ class ResultCollector:
         placed = duel.get("placement")
         if placed:
             self.notes.append(
-                f"head to head: every process launched on core {placed['launch']} (siblings kept free: "
+                f"head to head: every process placed to launch on core {placed['launch']} (siblings kept free: "
                 f"{', '.join(map(str, placed['quiet'])) or 'none'}), its other threads on cores "
-                f"{', '.join(map(str, placed['rest']))}; PYTHONHASHSEED the same on both sides")
+                f"{', '.join(map(str, placed['rest']))}; PYTHONHASHSEED the same on both sides; "
+                + ("; ".join(duel.get("placement_problems") or []) or "every process reported its threads so"))
         self.notes += [f"head to head: {line}" for line in duel.get("left_out", [])]
         self.notes += report.unresolved_lines(self.results)
         for error in duel.get("errors", []):

@@ -8,7 +8,8 @@ block sizes are given to all the others. This side's processes stand in for a ba
 processes) and the other side's are judged against them pair by pair (judge_scope, paired.py). Nothing is read from
 or written to a baseline file.
 
-The other side may be another checkout (``--rfdetr-against-tree``, the pull request's merge base): its processes
+The other side may be another checkout (``--rfdetr-against-tree``: the pull request, judged from its merge base's
+checkout): its processes
 run there, with its own tests and code, and without this side's ``PYTHONPATH``. Before measuring, both sides say
 where they import rfdetr, torch, onnxruntime and the plugin from; sides that import every one of them from the same
 files and collect the same tests compare nothing, and are refused unless the run is declared A/A. Every process of
@@ -170,26 +171,41 @@ class HeadToHead:
         return pooled_noise(groups)
 
     def leave_out_apart(self, scopes: Sequence[str]) -> None:
-        """Find processes whose launch-bound figures stand apart from the rest of their side (paired.apart) and
-        leave their pairs out, while at least two pairs remain; the report says which and why."""
+        """Find processes of this side (the reference) whose launch-bound figures stand apart from the rest of it
+        (paired.apart) and leave their pairs out, while at least two pairs remain; the report says which and why.
+        The judged side's processes are never left out: a change that slows some of its processes is the change's."""
         from pytest_rfdetr_latency.paired import apart, offsets
 
         pairs = len(self.sides) // 2
+        side = THIS
+        series: dict[str, list[float]] = {}
+        for case_id in self.results[side]:
+            for scope in scopes:
+                values = self.figures(side, case_id, scope)
+                if len(values) == pairs:
+                    series[f"{case_id}/{scope}"] = [values[k] for k in range(pairs)]
+        found = offsets(series)
+        for index in apart(found):
+            if pairs - len(self.left_out) <= 2:
+                break
+            away = found[index] - median([o for i, o in enumerate(found) if i != index])
+            self.left_out.setdefault(index, (
+                f"pair {index + 1} left out: the {side} side's process {index + 1} stands {away * 100:+.1f}% apart "
+                f"from its side's others over its {len(series)} launch-bound figures"))
+
+    def placement_problems(self) -> list[str]:
+        """Every measured case of every process reports where its threads ran while sampling: those that could not
+        move a thread, or found one left on the launch core or its siblings."""
+        found = []
         for side in (THIS, OTHER):
-            series: dict[str, list[float]] = {}
-            for case_id in self.results[side]:
-                for scope in scopes:
-                    values = self.figures(side, case_id, scope)
-                    if len(values) == pairs:
-                        series[f"{case_id}/{scope}"] = [values[k] for k in range(pairs)]
-            found = offsets(series)
-            for index in apart(found):
-                if pairs - len(self.left_out) <= 2:
-                    break
-                away = found[index] - median([o for i, o in enumerate(found) if i != index])
-                self.left_out.setdefault(index, (
-                    f"pair {index + 1} left out: the {side} side's process {index + 1} stands {away * 100:+.1f}% apart "
-                    f"from its side's others over its {len(series)} launch-bound figures"))
+            for case_id, runs in self.results[side].items():
+                for run in runs:
+                    checked = ((run.get("details") or {}).get("placement") or {}).get("during_sampling") or {}
+                    if checked.get("failed") or checked.get("trespassers"):
+                        found.append(f"{side} side's process {int(run['process_index']) + 1}, {case_id}: "
+                                     f"{checked.get('failed', 0)} thread(s) not moved, {checked.get('trespassers', 0)} "
+                                     "left on the guarded cores")
+        return found
 
     def entries(self, commit: str | None) -> dict[str, dict[str, Any]]:
         """This side's processes of each case as a baseline entry: what the other side is judged against."""

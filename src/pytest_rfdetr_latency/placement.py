@@ -181,7 +181,9 @@ def threading_native_id() -> int:
 @contextmanager
 def launching_on(placement: Placement | None, facts: dict[str, Any]) -> Iterator[None]:
     """The calling thread on the launch core alone, every other thread on the rest, for the block; then the calling
-    thread back to the rest. ``facts`` gains what a check found (threads moved, any left on guarded cores)."""
+    thread back to the cores it had. The other threads stay on the rest for the process's life (a pool moved off
+    the launch core has no reason to return). ``facts`` gains what a check found (threads moved, any left on
+    guarded cores)."""
     if placement is None or not hasattr(os, "sched_setaffinity"):
         yield
         return

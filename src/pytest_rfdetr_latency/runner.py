@@ -155,7 +155,8 @@ class LatencyCase:
             "order": versus.sides, "processes": {THIS: len(mine), OTHER: len(theirs)},
             "versions": {THIS: versus.versions(THIS), OTHER: versus.versions(OTHER)},
             "errors": versus.errors[THIS] + versus.errors[OTHER], "left_out": sorted(versus.left_out.values()),
-            "placement": versus.placement, "provenance": versus.provenance, "aa": versus.aa,
+            "placement": versus.placement, "placement_problems": versus.placement_problems(),
+            "provenance": versus.provenance, "aa": versus.aa,
         }
         return self._conclude(result)
 
@@ -402,5 +403,6 @@ def _process_record(result: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "scopes": result.get("scopes", {}),
         "memory": result.get("memory"),
-        "details": {k: result.get("details", {}).get(k) for k in ("pinned_core", "host_probe_ms", "measure_seconds")},
+        "details": {k: result.get("details", {}).get(k) for k in ("pinned_core", "placement", "host_probe_ms",
+                                                                  "measure_seconds")},
     }

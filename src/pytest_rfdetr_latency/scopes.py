@@ -38,7 +38,9 @@ DEFAULT_STATISTICS: dict[str, str] = {
 # Head to head (paired.py), the sides share the host and the session: the smallest slowdown worth failing a pull
 # request for, and the coarsest line a comparison may have and still gate (a coarser one is unresolved; a tolerance
 # asked for must be resolved to twice itself, paired.RESOLVE_FACTOR, which the defaults are). The host-bound
-# tolerances sit below the 5 % host slowdown the gate must catch; the lines are docs/pr-gate.md's targets.
+# tolerances sit below the 5 % host slowdown the gate is to catch; the lines are docs/pr-gate.md's targets. A line
+# equal to its limit catches a change of that size about half the time: resolving a size for sure takes about half
+# its limit.
 HEAD_TO_HEAD_THRESHOLDS: dict[str, float] = {
     "device": 0.01,
     "iobinding": 0.025,

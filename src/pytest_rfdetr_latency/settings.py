@@ -162,8 +162,8 @@ TOLERANCE_FORMS = "a percentage such as '5%', or per scope such as 'device=1%,fo
 def _percent(value: str, what: str, forms: str) -> float:
     text = value.strip()
     if text.startswith("-"):
-        raise argparse.ArgumentTypeError(f"invalid {what} {value!r}: it cannot be negative; give how much slower is "
-                                         f"allowed as a positive percentage ({forms})")
+        raise argparse.ArgumentTypeError(f"invalid {what} {value!r}: it cannot be negative; give a positive "
+                                         f"percentage ({forms})")
     if not _PERCENT_RE.match(text):
         raise argparse.ArgumentTypeError(f"invalid {what} {value!r}: expected {forms}")
     fraction = float(text.rstrip("%").lstrip("+")) / 100.0
@@ -481,9 +481,10 @@ OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("against_processes", "--rfdetr-against-processes", "with --rfdetr-against, fresh processes per side, "
                "an even number (at least 2), run in pairs of adjacent processes in balanced order. Default: 4.",
                parse_even_processes, "N"),
-    OptionSpec("against_tree", "--rfdetr-against-tree", "with --rfdetr-against, the other side's checkout (e.g. a "
-               "git worktree of the pull request's merge base): its processes run there, collecting its own tests "
-               "and importing its own code. Default: this rootdir.", parse_path, "DIR", ini=False),
+    OptionSpec("against_tree", "--rfdetr-against-tree", "with --rfdetr-against, the other side's checkout, the side "
+               "judged (e.g. a git worktree of the pull request, run from its merge base's checkout): its processes "
+               "run there, collecting its own tests and importing its own code. Default: this rootdir.", parse_path,
+               "DIR", ini=False),
     OptionSpec("against_aa", "--rfdetr-against-aa", "with --rfdetr-against, declare an A/A run: both sides may "
                "import the same files (otherwise refused as a comparison of nothing). Default: off.", ini=False),
     OptionSpec("inject_on", "--rfdetr-inject-on", "with --rfdetr-inject-slowdown, where the added work runs: 'gpu' "
@@ -589,7 +590,7 @@ def resolve(raw: Mapping[str, RawValue], environ: Mapping[str, str], rootdir: Pa
         tree = values["against_tree"] if values["against_tree"].is_absolute() else rootdir / values["against_tree"]
         if not tree.is_dir():
             raise SettingsError(f"--rfdetr-against-tree {tree} is not a folder: give the other side's checkout, e.g. "
-                                "git worktree add ../base origin/main")
+                                "git worktree add ../head <the pull request's commit>")
         values["against_tree"] = tree.resolve()
     for key in ("cache_dir", "history_dir"):
         if key in values and not values[key].is_absolute():

@@ -12,13 +12,14 @@ others are candidates, not what the gate does.
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import math
 import statistics
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from head_to_head import read_json  # benchmarks/ is this script's folder
 
 Rule = Callable[[dict[str, Any], dict[str, float]], float]
 
@@ -75,9 +76,7 @@ def main() -> None:
     parser.add_argument("--scopes", default="device,forward,e2e")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
-    opener = gzip.open if args.report.suffix == ".gz" else open
-    with opener(args.report, "rt") as handle:
-        data = json.load(handle)
+    data = read_json(args.report)
     found: dict[str, dict[str, Any]] = {}
     for scope in args.scopes.split(","):
         for name, rule in RULES.items():

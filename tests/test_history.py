@@ -334,8 +334,9 @@ def test_head_to_head_judges_the_other_side_against_this_one_and_catches_a_slowe
         "*the versions both sides' fingerprints record are the same*",
     ])
     slowed.stdout.fnmatch_lines([f"head to head (A/A, as declared): {sys.executable} (python *, torch *) judged "
-                                 "against this environment (python *), pair by pair; fresh processes, 4 and 4, in the "
-                                 "order this other other this this other other this; no baseline file read or written",
+                                 "against this environment (python *), pair by pair; fresh processes, 4 and 4, a pair "
+                                 "at a time, both live and taking turns block by block (* turns a side per pair); no "
+                                 "baseline file read or written",
                                  "history: a head-to-head run is not added*"])
     case = next(c for c in json.loads((pytester.path / "report.json").read_text())["cases"]
                 if c["id"] == "RFDETRNano-onnx-cpu-r320")
@@ -343,6 +344,9 @@ def test_head_to_head_judges_the_other_side_against_this_one_and_catches_a_slowe
     assert duel["order"] == ["this", "other", "other", "this", "this", "other", "other", "this"]
     assert duel["processes"] == {"this": 4, "other": 4}
     assert duel["aa"] is True and duel["provenance"]["this"]["imports"] == duel["provenance"]["other"]["imports"]
+    # Each pair's two processes took turns, a turn per block: at least the four blocks of each of the two cases.
+    assert duel["in_turns"] is True and sorted(duel["turns"]) == ["0", "1", "2", "3"]
+    assert all(set(taken) == {"this", "other"} and min(taken.values()) >= 8 for taken in duel["turns"].values())
     assert duel["versions"]["this"] == duel["versions"]["other"] and duel["versions"]["this"]["torch"]
     e2e = case["verdicts"]["e2e"]
     # Four pairs, less any whose process stood apart from its side on these shared cores (said in the summary).
@@ -350,10 +354,10 @@ def test_head_to_head_judges_the_other_side_against_this_one_and_catches_a_slowe
     assert pairs >= 3 and e2e["detail"]["paired"] and e2e["detail"]["pairs"] == pairs
     assert len(e2e["processes"]) == len(e2e["baseline_processes"]) == pairs and e2e["current"] > 2 * e2e["baseline"]
     assert e2e["detail"]["freedom"] == 2 * (pairs - 1)
-    # The other side was slowed; every process of both sides sampled with the first process's block size.
+    # The other side was slowed; every process after the first pair sampled with the first process's block size.
     assert case["details"].get("injected_slowdown_pct") == 300.0
-    sizes = {p["block_size"] for p in case["baseline"]["scopes"]["e2e"]["processes"]}
-    sizes |= {case["scopes"]["e2e"]["block_size"], *(p["scopes"]["e2e"]["block_size"] for p in case["processes"])}
+    sizes = {p["block_size"] for p in case["baseline"]["scopes"]["e2e"]["processes"][1:]}
+    sizes |= {p["scopes"]["e2e"]["block_size"] for p in case["processes"][1:]}
     assert len(sizes) == 1
     assert not (pytester.path / "latency_baselines").exists()  # no baseline is read or written
     assert not (tmp_path / "history").exists()

@@ -158,8 +158,10 @@ class ResultCollector:
         self.notes.append(
             f"head to head{' (A/A, as declared)' if duel.get('aa') else ''}: {duel['against']}{where} "
             f"({versions('other')}) judged against this environment ({versions('this')}), pair by pair; fresh "
-            f"processes, {duel['processes']['this']} and {duel['processes']['other']}, in the order "
-            f"{' '.join(duel['order'])}; no baseline file read or written")
+            f"processes, {duel['processes']['this']} and {duel['processes']['other']}, "
+            + (f"a pair at a time, both live and taking turns block by block ({_turns(duel)})" if duel.get("in_turns")
+               else f"one after the other in the order {' '.join(duel['order'])}")
+            + "; no baseline file read or written")
         placed = duel.get("placement")
         if placed:
             self.notes.append(
@@ -281,3 +283,15 @@ class ResultCollector:
             terminalreporter.write_line(note)
         for error in self.errors:
             terminalreporter.write_line(f"ERROR: {error}", red=True, bold=True)
+
+
+def _turns(duel: Mapping[str, Any]) -> str:
+    """How many turns each pair took, and which pairs could not take turns (a side whose plugin does not)."""
+    turns: dict[str, dict[str, int]] = duel.get("turns") or {}
+    apart = [f"pair {int(pair) + 1}: the {', '.join(s for s, n in taken.items() if not n)} side took no turn, so the "
+             "pair ran one after the other (its plugin does not take turns)"
+             for pair, taken in turns.items() if not all(taken.values())]
+    counts = [min(taken.values()) for taken in turns.values() if all(taken.values())]
+    span = f"{min(counts)}" if counts and min(counts) == max(counts) else f"{min(counts or [0])}–{max(counts or [0])}"
+    said = f"{span} turns a side per pair" if counts else "no pair took turns"
+    return "; ".join([said, *apart])

@@ -1,12 +1,13 @@
-"""Head to head: the same cases measured in this environment and in another interpreter's, in alternating fresh
-processes on the same device, so that both sides meet the same host, clocks and slow spells.
+"""Head to head: the same cases measured in this environment and in another interpreter's, on the same device,
+so that both sides meet the same host, clocks and slow spells.
 
-The order is balanced, this-other, other-this, this-other... (ABBA...): a drift over the minutes of the run (the
-host warming, a neighbour starting) then falls on both sides alike instead of on the later one. Every process is a
-fresh pytest process measuring every selected case in an order rotated by its place on its side; the first one's
-block sizes are given to all the others. This side's processes stand in for a baseline (baselines.entry_from_
-processes) and the other side's are judged against them pair by pair (judge_scope, paired.py). Nothing is read from
-or written to a baseline file.
+Processes come in pairs, one per side. By default both processes of a pair are live at once and take turns block by
+block (lockstep.py): only one works at a time, and a host state that lasts longer than a block falls on both sides.
+With ``--rfdetr-against-sequential`` the processes run one after the other in a balanced order, this-other,
+other-this, ... (ABBA), so that a drift over the minutes of the run falls on both sides alike. Every process is a
+fresh pytest process measuring every selected case; the first one's block sizes are given to all later ones. This
+side's processes stand in for a baseline (baselines.entry_from_processes) and the other side's are judged against
+them pair by pair (judge_scope, paired.py). Nothing is read from or written to a baseline file.
 
 The other side may be another checkout (``--rfdetr-against-tree``: the pull request, judged from its merge base's
 checkout): its processes
@@ -30,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from pytest_rfdetr_latency.judge import Verdict, median
 from pytest_rfdetr_latency.placement import Placement
-from pytest_rfdetr_latency.processes import Launch, child_settings, run_child
+from pytest_rfdetr_latency.processes import Child, ChildOutcome, Launch, child_settings, run_child, run_in_turns
 from pytest_rfdetr_latency.scopes import HEAD_TO_HEAD_RESOLVE, HOST_BOUND
 from pytest_rfdetr_latency.settings import Settings
 
@@ -144,6 +145,8 @@ class HeadToHead:
     provenance: dict[str, dict[str, Any]] = field(default_factory=dict)  # per side: where it imported from
     aa: bool = False
     left_out: dict[int, str] = field(default_factory=dict)  # pair index: why it is not judged
+    in_turns: bool = False  # each pair's two processes ran at once, taking turns block by block (lockstep.py)
+    turns: dict[int, dict[str, int]] = field(default_factory=dict)  # pair index: turns each side handed back
 
     def of(self, side: str, case_id: str) -> list[dict[str, Any]]:
         return self.results[side].get(case_id, [])
@@ -263,20 +266,18 @@ def measure(
         # A side's processes read no baseline file: block sizes come from the first process, nothing else is needed.
         reading_none = dataclasses.replace(settings, baseline_dir=Path(empty), placement=placement)
         outcome = HeadToHead(settings.against, order(settings.against_processes), tree=tree,
-                             placement=None if placement is None else placement.to_json(), aa=settings.against_aa)
-        counts = {THIS: 0, OTHER: 0}
+                             placement=None if placement is None else placement.to_json(), aa=settings.against_aa,
+                             in_turns=not settings.against_sequential)
         sizes: dict[str, dict[str, int]] = {}
-        for number, side in enumerate(outcome.sides, start=1):
-            progress(f"head to head: process {number} of {len(outcome.sides)}, {side} side"
-                     + (f" ({settings.against}{', ' + str(tree) if tree else ''})" if side == OTHER else "")
-                     + f", {len(targets)} test(s)")
-            index = counts[side]
-            child = child_settings(reading_none, process_index=index, cache_dir=cache_dir,
-                                   inject=settings.inject if side == OTHER else None, block_sizes=sizes)
-            counts[side] += 1
-            done = run_child(other_launch if side == OTHER else launch,
-                             other_targets if side == OTHER else targets, child, timeout=timeout,
-                             env=child_environment(side, os.environ))
+
+        def child(side: str, index: int) -> Child:
+            this = side == THIS
+            return Child(launch if this else other_launch, tuple(targets if this else other_targets),
+                         child_settings(reading_none, process_index=index, cache_dir=cache_dir,
+                                        inject=None if this else settings.inject, block_sizes=sizes),
+                         child_environment(side, os.environ))
+
+        def keep(side: str, index: int, number: int, done: ChildOutcome) -> None:
             if done.error:
                 outcome.errors[side].append(f"process {number} ({side} side): {done.error}")
             for result in done.results:
@@ -285,6 +286,24 @@ def measure(
                 result["process_index"] = index
                 outcome.results[side].setdefault(result["id"], []).append(result)
                 sizes.setdefault(result["id"], {s: int(v["block_size"]) for s, v in result["scopes"].items()})
+
+        other_name = f" ({settings.against}{', ' + str(tree) if tree else ''})"
+        for pair in range(settings.against_processes):
+            sides = outcome.sides[2 * pair:2 * pair + 2]
+            if outcome.in_turns:
+                progress(f"head to head: pair {pair + 1} of {settings.against_processes}, both sides at once taking "
+                         f"turns block by block ({' then '.join(sides)} first){other_name}, {len(targets)} test(s)")
+                outcomes, turns = run_in_turns([child(side, pair) for side in sides], timeout)
+                outcome.turns[pair] = dict(zip(sides, turns))
+                for offset, (side, done) in enumerate(zip(sides, outcomes)):
+                    keep(side, pair, 2 * pair + offset + 1, done)
+                continue
+            for offset, side in enumerate(sides):
+                number = 2 * pair + offset + 1
+                progress(f"head to head: process {number} of {len(outcome.sides)}, {side} side"
+                         + (other_name if side == OTHER else "") + f", {len(targets)} test(s)")
+                one = child(side, pair)
+                keep(side, pair, number, run_child(one.launch, one.targets, one.settings, timeout, one.env))
     outcome.leave_out_apart(HOST_BOUND)
     return outcome
 

@@ -78,7 +78,10 @@ def pytest_configure(config: pytest.Config) -> None:
 
     child = os.environ.get(CHILD_ENV)
     if child:  # a fresh process of a recording or a confirmation: the parent's settings, exactly
+        from pytest_rfdetr_latency import lockstep
+
         settings = load_child_settings(child)
+        lockstep.begin()  # one of a pair that takes turns (head to head): wait for the first
     else:
         try:
             settings = _resolve(config)

@@ -11,6 +11,7 @@ output say why.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -113,6 +114,7 @@ def child_settings(
         against=None,
         against_tree=None,
         against_aa=False,
+        against_sequential=False,
         placement=placement or settings.placement,
         inject=inject,
         cache_dir=cache_dir,
@@ -135,12 +137,7 @@ def run_child(launch: Launch, targets: Sequence[str], settings: Settings, timeou
     The process gets a session of its own, so that on a timeout its xdist workers are stopped with it."""
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="rfdetr-latency-child-") as folder:
-        report = Path(folder) / "results.json"
-        pickled = Path(folder) / "settings.pickle"
-        pickled.write_bytes(pickle.dumps(dataclasses.replace(settings, child_report=report)))
-        environ = {k: v for k, v in (os.environ if env is None else env).items() if k != "GITHUB_STEP_SUMMARY"}
-        environ[CHILD_ENV] = str(pickled)
-        environ["PYTHONUNBUFFERED"] = "1"
+        report, environ = _hand_over(Path(folder), settings, env)
         with subprocess.Popen(launch.command(targets), cwd=launch.cwd, env=environ, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True, start_new_session=True) as proc:
             try:
@@ -150,14 +147,88 @@ def run_child(launch: Launch, targets: Sequence[str], settings: Settings, timeou
                 output, _ = proc.communicate()
                 return ChildOutcome(error=f"it ran past {timeout:g} s and was stopped{_tail(output or '')}",
                                     seconds=time.perf_counter() - start)
-        results: list[dict[str, Any]] = json.loads(report.read_text()) if report.exists() else []
+        return _outcome(report, proc.returncode, output or "", start)
+
+
+@dataclass(frozen=True)
+class Child:
+    """One process of a pair that takes turns (lockstep.py)."""
+
+    launch: Launch
+    targets: tuple[str, ...]
+    settings: Settings
+    env: Mapping[str, str] | None = None
+
+
+def run_in_turns(children: Sequence[Child], timeout: float) -> tuple[list[ChildOutcome], list[int]]:
+    """Run ``children`` at once, taking turns block by block (lockstep.py); what each measured, and how many turns
+    each handed back (0: it never took part, and ran to its end before the next one started)."""
+    from pytest_rfdetr_latency import lockstep
+
+    start = time.perf_counter()
+    with contextlib.ExitStack() as stack:
+        procs: list[tuple[subprocess.Popen[bytes], Path, Path]] = []
+        pipes: list[lockstep.Pipes] = []
+        for child in children:
+            folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="rfdetr-latency-child-")))
+            report, environ = _hand_over(folder, child.settings, child.env)
+            pipe = lockstep.Pipes.open()
+            stack.callback(pipe.close)
+            pipes.append(pipe)
+            environ.update(pipe.child_env())
+            log = folder / "output.txt"
+            with log.open("wb") as sink:  # a file, not a pipe: a child that waits its turn never blocks on it
+                proc = subprocess.Popen(child.launch.command(child.targets), cwd=child.launch.cwd, env=environ,
+                                        stdout=sink, stderr=subprocess.STDOUT, start_new_session=True,
+                                        pass_fds=pipe.child_fds)
+            stack.callback(_reap, proc)
+            pipe.close_child_ends()
+            procs.append((proc, report, log))
         error = None
-        if not results or proc.returncode not in (0, 1):
-            error = f"exit code {proc.returncode}{_tail(output or '')}"
-        return ChildOutcome(results=results, error=error, seconds=time.perf_counter() - start)
+        try:
+            turns = lockstep.alternate(pipes, time.monotonic() + timeout * len(children))
+        except lockstep.TurnTimeout:
+            error = f"it ran past {timeout * len(children):g} s with its pair and was stopped"
+            turns = [0] * len(children)
+            for proc, _, _ in procs:
+                _stop_group(proc)
+        outcomes = []
+        for proc, report, log in procs:
+            proc.wait()
+            output = log.read_text(errors="replace")
+            if error:
+                outcomes.append(ChildOutcome(error=error + _tail(output), seconds=time.perf_counter() - start))
+            else:
+                outcomes.append(_outcome(report, proc.returncode, output, start))
+        return outcomes, turns
 
 
-def _stop_group(proc: subprocess.Popen[str]) -> None:
+def _hand_over(folder: Path, settings: Settings, env: Mapping[str, str] | None) -> tuple[Path, dict[str, str]]:
+    """The settings file a child reads and the environment that points it there; where it will write its report."""
+    report = folder / "results.json"
+    pickled = folder / "settings.pickle"
+    pickled.write_bytes(pickle.dumps(dataclasses.replace(settings, child_report=report)))
+    environ = {k: v for k, v in (os.environ if env is None else env).items() if k != "GITHUB_STEP_SUMMARY"}
+    environ[CHILD_ENV] = str(pickled)
+    environ["PYTHONUNBUFFERED"] = "1"
+    return report, environ
+
+
+def _outcome(report: Path, returncode: int, output: str, start: float) -> ChildOutcome:
+    results: list[dict[str, Any]] = json.loads(report.read_text()) if report.exists() else []
+    error = None
+    if not results or returncode not in (0, 1):
+        error = f"exit code {returncode}{_tail(output)}"
+    return ChildOutcome(results=results, error=error, seconds=time.perf_counter() - start)
+
+
+def _reap(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        _stop_group(proc)
+        proc.wait()
+
+
+def _stop_group(proc: subprocess.Popen[str] | subprocess.Popen[bytes]) -> None:
     import signal
 
     try:

@@ -156,7 +156,8 @@ class LatencyCase:
             "versions": {THIS: versus.versions(THIS), OTHER: versus.versions(OTHER)},
             "errors": versus.errors[THIS] + versus.errors[OTHER], "left_out": sorted(versus.left_out.values()),
             "placement": versus.placement, "placement_problems": versus.placement_problems(),
-            "provenance": versus.provenance, "aa": versus.aa,
+            "provenance": versus.provenance, "aa": versus.aa, "in_turns": versus.in_turns,
+            "turns": {str(pair): turns for pair, turns in versus.turns.items()},
         }
         return self._conclude(result)
 

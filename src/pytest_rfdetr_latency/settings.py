@@ -99,6 +99,7 @@ class Settings:
     against_processes: int = 4
     against_tree: Path | None = None  # the other side's checkout (its tests, its code); None: this rootdir
     against_aa: bool = False  # both sides are the same code by design (an A/A run)
+    against_sequential: bool = False  # head to head: processes one after the other, not a pair at a time in turns
     inject_on: str = "gpu"  # where --rfdetr-inject-slowdown adds its work: 'gpu' (a kernel where it can) or 'host'
     # Set only for a fresh process: the parent's placement of its threads (placement.py), the same for every process.
     placement: Placement | None = None
@@ -487,6 +488,9 @@ OPTIONS: tuple[OptionSpec, ...] = (
                "DIR", ini=False),
     OptionSpec("against_aa", "--rfdetr-against-aa", "with --rfdetr-against, declare an A/A run: both sides may "
                "import the same files (otherwise refused as a comparison of nothing). Default: off.", ini=False),
+    OptionSpec("against_sequential", "--rfdetr-against-sequential", "with --rfdetr-against, run the processes one "
+               "after the other, instead of a pair at a time (one per side, both live) taking turns block by block "
+               "so that both sides see the same host from one second to the next. Default: off.", ini=False),
     OptionSpec("inject_on", "--rfdetr-inject-on", "with --rfdetr-inject-slowdown, where the added work runs: 'gpu' "
                "(a calibrated kernel in the forward and device scopes, host delay elsewhere) or 'host' (a busy wait "
                "on the launching thread in every host-bound scope, none on the device scope). Default: gpu.",
@@ -579,7 +583,7 @@ def resolve(raw: Mapping[str, RawValue], environ: Mapping[str, str], rootdir: Pa
     values["backends_explicit"] = "backends" in values
     baseline_dir = values.get("baseline_dir", Settings.baseline_dir)
     values["baseline_dir"] = baseline_dir if baseline_dir.is_absolute() else rootdir / baseline_dir
-    for key in ("against_processes", "against_tree", "against_aa"):
+    for key in ("against_processes", "against_tree", "against_aa", "against_sequential"):
         if key in values and values[key] is not False and "against" not in values:
             flag = OPTIONS_BY_DEST[key].flag
             raise SettingsError(f"{flag} belongs to a head-to-head run: give --rfdetr-against=PYTHON too, or drop it")

@@ -287,6 +287,7 @@ def sample(
     sizes the blocks. Never fewer than ``plan.min_blocks`` kept blocks unless throttling drops them past three times
     the time cap.
     """
+    from pytest_rfdetr_latency import lockstep
     from pytest_rfdetr_latency.environment import yardstick_ms
 
     result = Sampled(block_size=block_size or block_size_for(call_ms, plan))
@@ -294,6 +295,7 @@ def sample(
     start = time.perf_counter()
     with gc_paused():
         while len(result.blocks) < plan.max_blocks:
+            start += lockstep.turn()  # head to head, the other side's block comes between two of ours
             result.blocks.append(clock.time_calls(fn, result.block_size))
             result.states.append(monitor.read())
             result.host_ms.append(yardstick_ms())

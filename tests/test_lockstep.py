@@ -1,0 +1,91 @@
+"""Taking turns (lockstep.py): real child processes and real pipes, no model."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pytest_rfdetr_latency import lockstep
+
+TAKES_TURNS = """
+import sys
+from pytest_rfdetr_latency import lockstep
+name, blocks, log = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+lockstep.begin()
+for block in range(blocks):
+    lockstep.turn()
+    with open(log, "a") as out:
+        out.write(f"{name}{block}\\n")
+"""
+# A child whose plugin predates taking turns: it never waits and never hands the turn back.
+RUNS_ALONE = """
+import sys
+name, blocks, log = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+for block in range(blocks):
+    with open(log, "a") as out:
+        out.write(f"{name}{block}\\n")
+"""
+HOLDS_ON = """
+import time
+from pytest_rfdetr_latency import lockstep
+lockstep.begin()
+time.sleep(30)
+"""
+
+
+def _start(code: str, *args: str) -> tuple[subprocess.Popen[bytes], lockstep.Pipes]:
+    pipe = lockstep.Pipes.open()
+    env = {**__import__("os").environ, **pipe.child_env()}
+    proc = subprocess.Popen([sys.executable, "-c", code, *args], env=env, pass_fds=pipe.child_fds)
+    pipe.close_child_ends()
+    return proc, pipe
+
+
+def test_two_children_alternate_block_by_block_and_the_longer_one_finishes_alone(tmp_path: Path) -> None:
+    log = tmp_path / "log.txt"
+    first, a = _start(TAKES_TURNS, "a", "3", str(log))
+    second, b = _start(TAKES_TURNS, "b", "5", str(log))
+    try:
+        turns = lockstep.alternate([a, b], time.monotonic() + 60)
+    finally:
+        for proc, pipe in ((first, a), (second, b)):
+            proc.wait(timeout=30)
+            pipe.close()
+    assert log.read_text().split() == ["a0", "b0", "a1", "b1", "a2", "b2", "b3", "b4"]
+    assert turns == [3, 5]
+    assert first.returncode == second.returncode == 0
+
+
+def test_a_child_that_does_not_take_turns_runs_to_its_end_first_and_is_counted_as_taking_none(tmp_path: Path) -> None:
+    log = tmp_path / "log.txt"
+    old, a = _start(RUNS_ALONE, "o", "3", str(log))
+    new, b = _start(TAKES_TURNS, "n", "2", str(log))
+    try:
+        turns = lockstep.alternate([a, b], time.monotonic() + 60)
+    finally:
+        for proc, pipe in ((old, a), (new, b)):
+            proc.wait(timeout=30)
+            pipe.close()
+    assert log.read_text().split() == ["o0", "o1", "o2", "n0", "n1"]
+    assert turns == [0, 2]
+
+
+def test_a_child_holding_its_turn_past_the_deadline_is_reported() -> None:
+    proc, pipe = _start(HOLDS_ON)
+    try:
+        with pytest.raises(lockstep.TurnTimeout, match="held its turn past the time limit"):
+            lockstep.alternate([pipe], time.monotonic() + 1.0)
+    finally:
+        proc.kill()
+        proc.wait()
+        pipe.close()
+
+
+def test_outside_a_pair_a_turn_costs_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(lockstep.TURNS_ENV, raising=False)
+    lockstep.begin()
+    assert lockstep.turn() == 0.0

@@ -2,7 +2,7 @@
 
     python benchmarks/pr_gate.py run --tag aa1 --label aa -- --rfdetr-device=cuda --rfdetr-strict
     python benchmarks/pr_gate.py run --tag h5 --label host5 --inject 5 --inject-on host -- --rfdetr-device=cuda
-    python benchmarks/pr_gate.py summarize /tmp/pr-gate --out benchmarks/results/pr-gate-nvidia-h200.json
+    python benchmarks/pr_gate.py summarize /tmp/pr-gate [--mode turns] --out benchmarks/results/pr-gate-nvidia-h200.json
 
 ``run`` copies this checkout twice (``base`` and ``head``: the same commit, an A/A pair by construction), installs
 each copy's plugin into a folder of its own, and gives each side an interpreter of its own (a wrapper that puts that
@@ -82,6 +82,12 @@ def _median(values: list[float]) -> float | None:
     return round(statistics.median(values), 3) if values else None
 
 
+def _mode(data: dict[str, Any] | None) -> str:
+    """How a run's pairs ran: 'turns' (both processes live, alternating blocks) or 'sequential'."""
+    cases = (data or {}).get("cases") or [{}]
+    return "turns" if cases[0].get("details", {}).get("head_to_head", {}).get("in_turns") else "sequential"
+
+
 def summarize(args: argparse.Namespace) -> None:
     runs = []
     for folder in args.folders:
@@ -90,7 +96,9 @@ def summarize(args: argparse.Namespace) -> None:
             record["data"] = read_json(folder / record["report"])
             if args.redecide and record["data"] is not None:
                 record["data"] = redecide(record["data"])
-            runs.append(record)
+            record["mode"] = _mode(record["data"])
+            if args.mode in (None, record["mode"]):
+                runs.append(record)
     aa = [r for r in runs if r["label"] == "aa"]
     comparisons = false_alarms = unresolved = 0
     mdr: dict[str, list[float]] = defaultdict(list)
@@ -120,6 +128,7 @@ def summarize(args: argparse.Namespace) -> None:
         "what": "head to head of two checkouts of one commit (A/A), and of one against itself slowed (A/B), on one "
                 "GPU; verdicts " + ("re-decided offline by the shipped rule (headtohead.judge_scope)" if args.redecide
                                     else "as the runs printed them"),
+        "mode": args.mode or "all",
         "aa_runs": len(aa),
         "aa_failed_runs": sum(1 for r in aa if r["exit_code"] != 0),
         "comparisons": comparisons,
@@ -198,6 +207,7 @@ def main() -> None:
     total.add_argument("folders", type=Path, nargs="+")
     total.add_argument("--out", type=Path)
     total.add_argument("--redecide", action="store_true", help="judge every comparison again with this checkout's rule")
+    total.add_argument("--mode", choices=("turns", "sequential"), help="only the runs whose pairs ran so")
     args = parser.parse_args()
     run(args) if args.command == "run" else summarize(args)
 

@@ -477,10 +477,10 @@ OPTIONS: tuple[OptionSpec, ...] = (
                "finds persistent shifts. Default: none.", parse_path, "DIR"),
     OptionSpec("against", "--rfdetr-against", "head to head: with --rfdetr-latency, measure every case in this "
                "environment and in the one of interpreter PYTHON (which has pytest-rfdetr-latency installed), "
-               "alternating fresh processes on the same device, and judge PYTHON's side against this one; no "
+               "in pairs of fresh processes (one per side) on the same device, and judge PYTHON's side against this one; no "
                "baseline is read or written. Default: none.", parse_interpreter, "PYTHON", ini=False),
     OptionSpec("against_processes", "--rfdetr-against-processes", "with --rfdetr-against, fresh processes per side, "
-               "an even number (at least 2), run in pairs of adjacent processes in balanced order. Default: 4.",
+               "an even number (at least 2), run a pair at a time (one per side). Default: 4.",
                parse_even_processes, "N"),
     OptionSpec("against_tree", "--rfdetr-against-tree", "with --rfdetr-against, the other side's checkout, the side "
                "judged (e.g. a git worktree of the pull request, run from its merge base's checkout): its processes "

@@ -110,8 +110,8 @@ def test_a_speed_up_is_an_improvement() -> None:
 
 def test_the_screen_line_lies_below_the_decision_line() -> None:
     baseline = [5.00, 5.02, 4.98]
-    screen = judge.judge("device", "median", baseline, [5.055], asked=0.001, z=judge.SCREEN_Z, typical_noise=0.004)
-    decided = judge.judge("device", "median", baseline, [5.055], asked=0.001, z=judge.DECIDE_Z, planned=3,
+    screen = judge.judge("device", "median", baseline, [5.075], asked=0.001, z=judge.SCREEN_Z, typical_noise=0.004)
+    decided = judge.judge("device", "median", baseline, [5.075], asked=0.001, z=judge.DECIDE_Z, planned=3,
                           typical_noise=0.004)
     assert screen.threshold < decided.threshold
     assert screen.kind == "regression" and decided.kind == "pass"
@@ -128,7 +128,8 @@ def test_confirmation_stops_once_the_median_is_settled(beyond: int, within: int,
 
 def test_false_alarms_and_detections_over_many_synthetic_processes() -> None:
     """A baseline file of three cases of one backend whose processes differ by 0.2 %: clean re-runs of one of them
-    rarely fail, a 2 % slowdown is always caught; the same screen, confirmation and decision as runner.py."""
+    rarely fail (nominally 0.135 % at z = 3: 2.7 in 2000), a 2 % slowdown is all but always caught; the same
+    screen, confirmation and decision as runner.py."""
     false_alarms = caught = 0
     trials = 2000
     for seed in range(trials):
@@ -148,8 +149,8 @@ def test_false_alarms_and_detections_over_many_synthetic_processes() -> None:
             if final.kind == "regression":
                 caught += is_slow
                 false_alarms += not is_slow
-    assert false_alarms <= 5  # 0.25 %: three baseline processes estimate the noise only roughly
-    assert caught == trials
+    assert false_alarms <= 3
+    assert caught >= trials - 2
 
 
 def test_process_figures_must_be_positive() -> None:
@@ -157,14 +158,15 @@ def test_process_figures_must_be_positive() -> None:
         judge.judge("device", "median", [5.0, math.nan], [5.0], asked=0.01)
 
 
-def test_typical_noise_is_the_median_spread_of_the_same_scope_and_backend() -> None:
+def test_typical_noise_is_the_pooled_spread_of_the_same_scope_and_backend() -> None:
     def entry(backend: str, values: list[float]) -> dict[str, object]:
         return {"backend": backend, "scopes": {"device": {"processes": [{"value_ms": v} for v in values]}}}
 
     entries = [entry("torch-fp16", [1.0, 1.01, 0.99]), entry("torch-fp16", [2.0, 2.002, 1.998]),
                entry("torch-fp16", [3.0, 3.03, 2.97]), entry("onnx-cuda", [1.0, 1.5, 0.5]), entry("torch-fp16", [4.0])]
     typical, freedom = judge.typical_noise(entries, "device", "torch-fp16")
-    assert typical == pytest.approx(0.01, rel=0.05) and freedom == 6  # three entries of three processes
+    # Three entries of three processes, spreads of 1 %, 0.1 % and 1 %, pooled by their variances.
+    assert typical == pytest.approx(math.sqrt((0.01**2 + 0.001**2 + 0.01**2) / 3), rel=0.05) and freedom == 6
     assert judge.typical_noise(entries, "forward", "torch-fp16") == (None, 0)
 
 
@@ -172,7 +174,8 @@ def test_without_a_typical_spread_the_few_processes_own_noise_is_judged_with_stu
     baseline, check = [5.00, 5.01, 4.99], [5.06]
     anchored = judge.judge("device", "median", baseline, check, asked=0.001, typical_noise=0.001, typical_freedom=6)
     alone = judge.judge("device", "median", baseline, check, asked=0.001, typical_noise=0.002, typical_freedom=2)
-    assert anchored.detail["quantile"] == judge.DECIDE_Z and anchored.kind == "regression"
+    # Anchored: Student's t on the typical spread's 6 degrees of freedom and the case's own 2.
+    assert anchored.detail["quantile"] == pytest.approx(4.2766, abs=1e-3) and anchored.kind == "regression"
     # Two degrees of freedom: t at the same tail probability is about six times z; +1.2 % no longer fails.
     assert alone.detail["quantile"] > 5 * judge.DECIDE_Z and alone.kind == "pass"
 

@@ -114,6 +114,7 @@ class ResultCollector:
                 result["baseline_entry"] = entry
                 by_device.setdefault(result["device"], {})[result["id"]] = entry
         for device, entries in by_device.items():
+            self._state_what_it_can_catch(run, entries, latency_session.confirm if latency_session else 0)
             try:
                 path = baselines.path_for(run.baseline_dir, slugify(device))
                 saved = baselines.save(path, device, entries, replace_corrupt=run.replace_corrupt)
@@ -129,6 +130,24 @@ class ResultCollector:
             if saved.backup is not None:
                 note += f"; the unreadable old file was kept as {saved.backup}"
             self.notes.append(note)
+
+    def _state_what_it_can_catch(self, run: Settings, entries: dict[str, Any], confirm: int) -> None:
+        """Per recorded case and scope, the smallest regression a check of ``1 + confirm`` processes could catch
+        (gating.detectable): stored in each entry's scope and listed in the summary."""
+        from pytest_rfdetr_latency import gating
+        from pytest_rfdetr_latency.scopes import DEFAULT_THRESHOLDS
+
+        def asked(scope: str) -> float:
+            return run.tolerance.for_scope(scope, DEFAULT_THRESHOLDS[scope])
+
+        def by_name(scope: str) -> float | None:
+            return asked(scope) if run.tolerance.given_for(scope) else None
+
+        found = gating.detectable(entries, asked, 1 + confirm)
+        for case_id, scopes in found.items():
+            for scope, value in scopes.items():
+                entries[case_id]["scopes"][scope]["detectable"] = value
+        self.notes += gating.detectable_lines(found, by_name)
 
     def _say_what_was_compared(self, run: Settings) -> None:
         """A check that compared nothing must not read as a pass: it says so, and fails with --rfdetr-strict."""

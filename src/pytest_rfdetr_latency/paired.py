@@ -107,6 +107,7 @@ def judge_pairs(
         "log_ratios": [round(d, 6) for d in ratios],
         "z": z,
         "paired": True,
+        "unresolved": kind == "inconclusive" and detectable is not None and detectable > resolve,
     }
     return Verdict(kind, scope, statistic, reference, reference * math.exp(mean), threshold, reason, tuple(this),
                    tuple(other), notes=(*notes, *reasons), detail=detail)

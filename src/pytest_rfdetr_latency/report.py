@@ -6,7 +6,6 @@ workers too) and returns lines or documents, so tests can call them without a te
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -296,15 +295,13 @@ def _escape(text: str, property_value: bool = False) -> str:
 
 
 def unresolved_lines(results: Sequence[Mapping[str, Any]]) -> list[str]:
-    """One line per comparison that could not resolve what its scope must (paired.judge_pairs): not gating on this
-    runner, with the finest change it could have detected."""
+    """One line per comparison that could not resolve what its scope must (paired.judge_pairs, judge.unresolved):
+    not gating on this runner, with the finest change it could have detected."""
     lines = []
     for result in results:
         for scope, verdict in (result.get("verdicts") or {}).items():
             detail = verdict.get("detail") or {}
-            if verdict.get("kind") != "inconclusive" or not detail.get("paired") or detail.get("detectable") is None:
-                continue
-            if detail["detectable"] <= detail.get("resolve", math.inf):
+            if verdict.get("kind") != "inconclusive" or not detail.get("unresolved"):
                 continue
             lines.append(f"not gating on this runner: {result['id']} {scope}, could detect "
                          f"{detail['detectable'] * 100:.3g}% and no less (must resolve {detail['resolve'] * 100:.3g}%)")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from pytest_rfdetr_latency import baselines, budgets, judge
+from pytest_rfdetr_latency import baselines, budgets, gating, judge
 from pytest_rfdetr_latency.cases import Case
 from pytest_rfdetr_latency.environment import drift
 from pytest_rfdetr_latency.measure import CaseMeasurement
@@ -48,6 +48,7 @@ class LatencyCase:
         self.case = case
         self.id = case.id
         self.scopes = scopes or session.settings.scopes
+        self._scopes_given = scopes is not None
         self._skip = skip
         self._fail = fail
         self._publish = publish
@@ -242,8 +243,21 @@ class LatencyCase:
             raise CaseError(f"{self.id}: {exc}") from exc
 
     def _verdicts(self, result: CaseResult, entry: dict[str, Any], z: float, planned: int | None) -> dict[str, Any]:
-        return {scope: self._verdict(result, scope, entry["scopes"][scope], z, planned)
+        return {scope: gating.capped(self._verdict(result, scope, entry["scopes"][scope], z, planned), scope,
+                                     self.threshold(scope) if self.tolerance_given(scope) else None)
                 for scope in result.scopes if scope in entry["scopes"]}
+
+    def tolerance_given(self, scope: str) -> bool:
+        """Whether a tolerance was asked for ``scope``: by the case's marker or an option."""
+        settings = self.session.settings
+        if scope == "memory":
+            return settings.memory_tolerance_given
+        return scope in self._thresholds or settings.tolerance.given_for(scope)
+
+    def asked_by_name(self, scope: str) -> bool:
+        """Whether ``scope`` or its tolerance was asked for: by the case's marker, --rfdetr-scopes or a tolerance."""
+        return self.tolerance_given(scope) or (scope != "memory" and (
+            self._scopes_given or self.session.settings.scopes_explicit))
 
     def _judge(
         self, result: CaseResult, entry: dict[str, Any], inject: float | None, measured: int | None = None
@@ -297,6 +311,8 @@ class LatencyCase:
         memory = self._memory_verdict(result, entry)
         if memory is not None:
             verdicts["memory"] = memory
+        elif (entry.get("memory") or {}).get("processes"):
+            verdicts["memory"] = self._memory_unmeasured(entry["memory"], result)
         result.verdicts = verdicts
         missing = [s for s in result.scopes if s not in entry["scopes"]]
         if missing:
@@ -316,6 +332,14 @@ class LatencyCase:
         return judge.Verdict("inconclusive", scope, str(stored["statistic"]), reference, reference, 0.0,
                              "not measured", notes=(f"the baseline has it; this run could not measure it: {why}",))
 
+    def _memory_unmeasured(self, stored: dict[str, Any], result: CaseResult) -> judge.Verdict:
+        """The baseline holds a memory peak and this run has none to compare (or one of another kind)."""
+        reference = float(stored.get("peak_mib") or max(stored["processes"]))
+        now = (result.memory or {}).get("kind")
+        why = f"this run measured {now} memory, the baseline {stored.get('kind')}" if now else "this run measured none"
+        return judge.Verdict("inconclusive", "memory", "peak", reference, reference, 0.0, "not measured",
+                             notes=(f"the baseline has a peak; {why}",), unit="MiB")
+
     def _memory_verdict(self, result: CaseResult, entry: dict[str, Any]) -> judge.Verdict | None:
         """The PyTorch allocator's peak of this process, which runs the cases in the recording's first order, against
         the baseline's processes (fresh processes re-measure timings: their first case of a model peaks higher);
@@ -328,8 +352,10 @@ class LatencyCase:
             float(p["memory"]["peak_mib"]) for p in result.processes
             if p.get("memory") and p["memory"].get("kind") == result.memory["kind"]
         ])
-        return judge.judge_memory([float(v) for v in stored["processes"]], checked,
-                                  self.session.settings.memory_tolerance, exact=exact)
+        tolerance = self.session.settings.memory_tolerance
+        verdict = judge.judge_memory([float(v) for v in stored["processes"]], checked, tolerance, exact=exact)
+        return verdict if exact else gating.capped(verdict, "memory", tolerance if self.tolerance_given("memory")
+                                                   else None)
 
     def _check_budgets(self, result: CaseResult) -> None:
         __tracebackhide__ = True
@@ -353,7 +379,7 @@ class LatencyCase:
         settings = self.session.settings
         lines: list[str] = []
         regressions = [v for v in result.verdicts.values() if v.kind == "regression"]
-        inconclusive = [v for v in result.verdicts.values() if v.kind == "inconclusive"]
+        inconclusive = gating.strict_failures(result.verdicts.values(), self.asked_by_name)
         if regressions and self._versus is not None:
             lines.append(f"{self.id} on {result.device} is slower in {self._versus.python}'s environment than in "
                          "this one (\"baseline\": this environment's processes; \"now\": the other's):")

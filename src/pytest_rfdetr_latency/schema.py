@@ -52,6 +52,9 @@ class ScopeBaseline(_Model):
     value_ms: Positive = Field(description="the median of the processes' value_ms")
     block_size: Annotated[int, Field(ge=1)] = Field(description="calls per block; a check samples the same way")
     spread: Milliseconds | None = Field(description="standard deviation of ln(value_ms) over the processes")
+    detectable: Milliseconds | None = Field(
+        default=None, description="the smallest regression (a fraction) a check of the default processes could catch, "
+                                  "as stated at recording")
     processes: Annotated[list[ProcessFigures], Field(min_length=1)]
 
 

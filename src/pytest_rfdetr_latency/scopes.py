@@ -53,3 +53,15 @@ HEAD_TO_HEAD_RESOLVE: dict[str, float] = {
     "forward": 0.05,
     "e2e": 0.10,
 }
+
+# Against a stored baseline, the coarsest threshold a comparison may have and still gate: a wider one (processes that
+# disagree, few of them, a tolerance asked that wide) is unresolved, listed as not gating on this runner, never a
+# pass; a regression beyond even a wide threshold still fails. A tolerance asked for must be resolved to twice itself
+# (paired.RESOLVE_FACTOR). Memory's limit holds for NVML's figures, judged like a timing scope.
+STORED_RESOLVE: dict[str, float] = {
+    "device": 0.02,
+    "iobinding": 0.15,
+    "forward": 0.15,
+    "e2e": 0.25,
+    "memory": 0.15,
+}

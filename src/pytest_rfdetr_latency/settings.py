@@ -36,6 +36,10 @@ class Tolerance:
     per_scope: Mapping[str, float] = field(default_factory=dict)
     everywhere: float | None = None
 
+    def given_for(self, scope: str) -> bool:
+        """Whether a tolerance was asked for ``scope`` (by name or for every scope)."""
+        return scope in self.per_scope or self.everywhere is not None
+
     def for_scope(self, scope: str, default: float) -> float:
         if scope in self.per_scope:
             return self.per_scope[scope]
@@ -81,6 +85,7 @@ class Settings:
     budgets: tuple[budget_specs.Budget, ...] = ()
     no_parity: bool = False
     memory_tolerance: float = 0.10
+    memory_tolerance_given: bool = False  # --rfdetr-memory-tolerance (or its ini key or variable) was given
     onnx_models: Mapping[str, Path] = field(default_factory=dict)
     no_pin: bool = False
     benchmark_json: Path | None = None
@@ -90,6 +95,7 @@ class Settings:
     child_report: Path | None = None
     models_explicit: bool = False  # --rfdetr-models (or its ini key or variable) was given
     backends_explicit: bool = False  # --rfdetr-backends (or its ini key or variable) was given
+    scopes_explicit: bool = False  # --rfdetr-scopes (or its ini key or variable) was given
     # Set only for a fresh process (processes.py): its place among a recording's processes, which rotates the order
     # of its cases, and the block sizes it must sample with, per case and scope.
     process_index: int = 0
@@ -477,8 +483,8 @@ OPTIONS: tuple[OptionSpec, ...] = (
                "finds persistent shifts. Default: none.", parse_path, "DIR"),
     OptionSpec("against", "--rfdetr-against", "head to head: with --rfdetr-latency, measure every case in this "
                "environment and in the one of interpreter PYTHON (which has pytest-rfdetr-latency installed), "
-               "in pairs of fresh processes (one per side) on the same device, and judge PYTHON's side against this one; no "
-               "baseline is read or written. Default: none.", parse_interpreter, "PYTHON", ini=False),
+               "in pairs of fresh processes (one per side) on the same device, and judge PYTHON's side against this "
+               "one; no baseline is read or written. Default: none.", parse_interpreter, "PYTHON", ini=False),
     OptionSpec("against_processes", "--rfdetr-against-processes", "with --rfdetr-against, fresh processes per side, "
                "an even number (at least 2), run a pair at a time (one per side). Default: 4.",
                parse_even_processes, "N"),
@@ -581,6 +587,8 @@ def resolve(raw: Mapping[str, RawValue], environ: Mapping[str, str], rootdir: Pa
             values[spec.dest] = given[0]
     values["models_explicit"] = "models" in values
     values["backends_explicit"] = "backends" in values
+    values["scopes_explicit"] = "scopes" in values
+    values["memory_tolerance_given"] = "memory_tolerance" in values
     baseline_dir = values.get("baseline_dir", Settings.baseline_dir)
     values["baseline_dir"] = baseline_dir if baseline_dir.is_absolute() else rootdir / baseline_dir
     for key in ("against_processes", "against_tree", "against_aa", "against_sequential"):

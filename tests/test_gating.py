@@ -1,0 +1,52 @@
+"""What gates (gating.py): unresolved comparisons, strictness by name, and what a recording says it can catch."""
+
+from __future__ import annotations
+
+import pytest
+
+from pytest_rfdetr_latency import gating, judge
+from pytest_rfdetr_latency.paired import judge_pairs
+
+
+def stored(backend: str, **scopes: list[float]) -> dict[str, object]:
+    return {"backend": backend, "scopes": {
+        scope: {"statistic": "median", "processes": [{"value_ms": v} for v in values]}
+        for scope, values in scopes.items()}}
+
+
+def test_a_recording_states_per_case_and_scope_what_a_check_could_catch() -> None:
+    entries = {
+        "A-torch-fp16": stored("torch-fp16", device=[1.500, 1.503, 1.497], forward=[5.6, 7.9, 6.4]),
+        "B-torch-fp16": stored("torch-fp16", device=[2.550, 2.556, 2.552], forward=[9.0, 9.1, 9.05]),
+    }
+    asked = {"device": 0.01, "forward": 0.10}.__getitem__
+    found = gating.detectable(entries, asked, planned=3)
+    # The device scope's processes agree to 0.2 %: what is asked (1 %) is what it catches. The forward scope's
+    # disagree by 17 % in one case: its line is far above the 15 % a forward must resolve, and B's is floored by the
+    # typical spread pooled over both cases.
+    assert found["A-torch-fp16"]["device"] == pytest.approx(0.01)
+    assert found["A-torch-fp16"]["forward"] > 0.5 and found["B-torch-fp16"]["forward"] > 0.15
+    lines = gating.detectable_lines(found, lambda scope: None)
+    assert lines[0].startswith("can catch on this runner: A-torch-fp16: device 1%, forward ")
+    assert lines[0].endswith("(not gating: must resolve 15%)")
+
+
+def test_a_pass_wider_than_its_scope_may_be_is_unresolved_and_a_regression_beyond_it_stands() -> None:
+    wide = judge.judge("e2e", "p20", [10.0, 14.0, 12.0], [12.5], asked=0.15)
+    assert wide.threshold > 0.25
+    capped = gating.capped(wide, "e2e", None)
+    assert capped.kind == "inconclusive" and gating.is_unresolved(capped) and capped.detail["resolve"] == 0.25
+    # A tolerance asked for by name must be resolved to twice itself, where that is wider than the scope's limit.
+    assert gating.capped(wide, "e2e", 0.15).detail["resolve"] == pytest.approx(0.30)
+    failed = judge.judge("e2e", "p20", [10.0, 14.0, 12.0], [1000.0], asked=0.15)
+    assert gating.capped(failed, "e2e", None).kind == "regression"
+    sharp = judge.judge("device", "median", [1.5, 1.501, 1.499], [1.5], asked=0.01, typical_noise=0.001)
+    assert gating.capped(sharp, "device", None) is sharp
+
+
+def test_strict_fails_every_inconclusive_verdict_but_unresolved_ones_not_asked_for() -> None:
+    unresolved = judge_pairs("forward", "p20", [5.0, 6.0, 5.5], [5.1, 5.2, 6.6], 0.025, 0.3, 6, 0.05)
+    assert gating.is_unresolved(unresolved)
+    lost = judge.Verdict("inconclusive", "device", "median", 1.5, 1.5, 0.0, "not measured")
+    assert gating.strict_failures([unresolved, lost], lambda scope: False) == [lost]
+    assert gating.strict_failures([unresolved, lost], lambda scope: scope == "forward") == [unresolved, lost]

@@ -197,7 +197,7 @@ def test_device_names_cannot_escape_the_folder(tmp_path: Path, name: str) -> Non
 
 
 def test_slugified_hostile_names_stay_inside(tmp_path: Path) -> None:
-    from pytest_rfdetr_latency.environment import slugify
+    from pytest_rfdetr_latency.baselines import slugify
 
     for name in ["../../etc/passwd", "/abs/path", "..", "NVIDIA H200 (R)", "\x00weird\nname"]:
         path = baselines.path_for(tmp_path, slugify(name))

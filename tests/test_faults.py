@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from pytest_rfdetr_latency.environment import cpu_name, slugify
+from pytest_rfdetr_latency.baselines import slugify
+from pytest_rfdetr_latency.environment import cpu_name
 
 SUITE = """
 def test_latency(rfdetr_case):

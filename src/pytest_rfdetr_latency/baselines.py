@@ -36,6 +36,19 @@ class Baselines:
     upgraded_from: int | None = None  # the schema version the file was written in, when older than this one
 
 
+def slugify(name: str) -> str:
+    """A file-name-safe form of a device name: lower case letters, digits and single dashes, nothing else.
+
+    >>> slugify("NVIDIA H200")
+    'nvidia-h200'
+    >>> slugify("../../etc/passwd")
+    'etc-passwd'
+    """
+    text = re.sub(r"\((r|tm)\)", "", name.lower())
+    slug = re.sub(r"[^a-z0-9]+", "-", text).strip("-")[:96].strip("-")
+    return slug or "unknown-device"
+
+
 def path_for(directory: Path, slug: str) -> Path:
     """The file of device ``slug`` in ``directory``; a slug that could leave the folder is refused."""
     if not _SLUG.match(slug):
@@ -159,8 +172,6 @@ def load(path: Path) -> Baselines | None:
 def load_for_device(directory: Path, device: str, *, replacing: bool = False) -> tuple[Path, Baselines | None]:
     """The baseline file of ``device`` in ``directory`` and its contents (None: no file). A damaged file raises,
     unless the run was asked to replace it (``replacing``); a file that records another device always raises."""
-    from pytest_rfdetr_latency.environment import slugify
-
     path = path_for(directory, slugify(device))
     try:
         found = load(path)

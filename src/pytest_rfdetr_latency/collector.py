@@ -102,7 +102,7 @@ class ResultCollector:
 
     def _save(self, run: Settings) -> None:
         from pytest_rfdetr_latency import baselines
-        from pytest_rfdetr_latency.environment import slugify
+        from pytest_rfdetr_latency.baselines import slugify
 
         latency_session = self.config.stash.get(SESSION_KEY, None)
         commit = latency_session.commit if latency_session else None
@@ -251,7 +251,7 @@ class ResultCollector:
                               "against its baseline)")
             return
         from pytest_rfdetr_latency import history
-        from pytest_rfdetr_latency.environment import slugify
+        from pytest_rfdetr_latency.baselines import slugify
 
         lines = history.rows(self.results, "record" if run.save_baseline else "check")
         if not lines:

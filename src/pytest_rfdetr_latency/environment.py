@@ -31,24 +31,13 @@ class Device:
 
     @property
     def slug(self) -> str:
+        from pytest_rfdetr_latency.baselines import slugify
+
         return slugify(self.name)
 
     @property
     def is_cuda(self) -> bool:
         return self.kind == "cuda"
-
-
-def slugify(name: str) -> str:
-    """A file-name-safe form of a device name: lower case letters, digits and single dashes, nothing else.
-
-    >>> slugify("NVIDIA H200")
-    'nvidia-h200'
-    >>> slugify("../../etc/passwd")
-    'etc-passwd'
-    """
-    text = re.sub(r"\((r|tm)\)", "", name.lower())
-    slug = re.sub(r"[^a-z0-9]+", "-", text).strip("-")[:96].strip("-")
-    return slug or "unknown-device"
 
 
 def cpu_name() -> str:

@@ -432,7 +432,8 @@ OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("markdown", "--rfdetr-markdown", "append a Markdown summary to PATH (also done to "
                "$GITHUB_STEP_SUMMARY when it is set). Default: none.", parse_path, "PATH", ini=False),
     OptionSpec("strict", "--rfdetr-strict", "fail a case that has no baseline for this device, or whose verdict "
-               "stays inconclusive, instead of skipping or passing it with a warning. Default: off."),
+               "stays inconclusive (an unresolved one only where its scope or tolerance was asked for by name), "
+               "instead of skipping or passing it with a warning. Default: off."),
     OptionSpec("image_size", "--rfdetr-image-size", "synthetic image size, WIDTHxHEIGHT. Default: 640x640.",
                parse_image_size, "WxH"),
     OptionSpec("image_count", "--rfdetr-images", "number of seeded synthetic images the cases cycle through. "

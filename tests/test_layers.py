@@ -1,0 +1,94 @@
+"""The package's layering, read from its import statements (no import runs): the verdict is pure, the store sits on
+it, measuring never reaches up into the pytest face, and nothing imports in a circle. README's developing section
+draws the same layers."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest_rfdetr_latency
+
+PACKAGE = Path(pytest_rfdetr_latency.__file__).parent
+PREFIX = "pytest_rfdetr_latency."
+
+# The parts, bottom up; a module may import its own part's modules and those of the parts below it.
+LAYERS: dict[str, set[str]] = {
+    "verdict": {"stats", "scopes", "judge", "paired", "gating", "budgets", "changepoints"},
+    "store": {"schema", "baselines", "history"},
+    "measure": {"environment", "sampling", "lockstep", "placement", "timing", "memory", "workers", "quiet", "cases",
+                "models", "images", "parity", "exports", "backends", "backends.base", "backends.torch_backend",
+                "backends.onnx_backend", "settings", "results", "session", "measure", "processes", "headtohead"},
+    "report": {"report", "plots", "trends", "trend_page", "cli"},
+    "face": {"runner", "stash", "collector", "hookspecs", "suite", "plugin"},
+}
+ORDER = list(LAYERS)
+
+
+def _modules() -> dict[str, Path]:
+    found = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = path.relative_to(PACKAGE).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        found[name] = path
+    return found
+
+
+def _imports(path: Path, modules: dict[str, Path]) -> set[str]:
+    deps: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("pytest_rfdetr_latency"):
+            sub = node.module[len(PREFIX):] if node.module != "pytest_rfdetr_latency" else ""
+            deps |= {sub} if sub else {alias.name for alias in node.names if alias.name in modules}
+        elif isinstance(node, ast.Import):
+            deps |= {alias.name[len(PREFIX):] for alias in node.names if alias.name.startswith(PREFIX)}
+    return {d for d in deps if d in modules}
+
+
+def _part(module: str) -> str:
+    return next(part for part, members in LAYERS.items() if module in members)
+
+
+def test_every_module_belongs_to_one_part() -> None:
+    modules = set(_modules()) - {""}
+    placed = [m for members in LAYERS.values() for m in members]
+    assert sorted(placed) == sorted(set(placed)), "a module is in two parts"
+    assert modules == set(placed), f"not placed: {sorted(modules - set(placed))}; gone: {sorted(set(placed) - modules)}"
+
+
+def test_no_module_imports_a_part_above_its_own() -> None:
+    modules = _modules()
+    upward = []
+    for name, path in modules.items():
+        if not name:
+            continue
+        for dep in _imports(path, modules) - {""}:
+            if ORDER.index(_part(dep)) > ORDER.index(_part(name)):
+                upward.append(f"{name} ({_part(name)}) imports {dep} ({_part(dep)})")
+    assert not upward, "\n".join(sorted(upward))
+
+
+def test_the_imports_form_no_circle() -> None:
+    modules = _modules()
+    graph = {name: _imports(path, modules) - {name, ""} for name, path in modules.items()}
+    done: set[str] = set()
+
+    def visit(name: str, path: tuple[str, ...]) -> None:
+        assert name not in path, " -> ".join((*path, name))
+        if name in done:
+            return
+        for dep in graph[name]:
+            visit(dep, (*path, name))
+        done.add(name)
+
+    for name in graph:
+        visit(name, ())
+
+
+def test_the_verdict_imports_no_measuring_library_at_module_level() -> None:
+    heavy = {"torch", "onnxruntime", "rfdetr", "numpy", "pytest"}
+    for name in LAYERS["verdict"]:
+        tree = ast.parse(_modules()[name].read_text())
+        top = {alias.name.split(".")[0] for node in tree.body if isinstance(node, ast.Import) for alias in node.names}
+        top |= {node.module.split(".")[0] for node in tree.body if isinstance(node, ast.ImportFrom) and node.module}
+        assert not top & heavy, f"{name} imports {sorted(top & heavy)}"

@@ -14,7 +14,7 @@ PREFIX = "pytest_rfdetr_latency."
 
 # The parts, bottom up; a module may import its own part's modules and those of the parts below it.
 LAYERS: dict[str, set[str]] = {
-    "verdict": {"stats", "scopes", "judge", "paired", "gating", "budgets", "changepoints"},
+    "verdict": {"stats", "scopes", "judge", "decision", "paired", "gating", "budgets", "changepoints"},
     "store": {"schema", "baselines", "history"},
     "measure": {"environment", "sampling", "lockstep", "placement", "timing", "memory", "workers", "quiet", "cases",
                 "models", "images", "parity", "exports", "backends", "backends.base", "backends.torch_backend",

@@ -128,25 +128,32 @@ def test_confirmation_stops_once_the_median_is_settled(beyond: int, within: int,
 
 def test_false_alarms_and_detections_over_many_synthetic_processes() -> None:
     """A baseline file of three cases of one backend whose processes differ by 0.2 %: clean re-runs of one of them
-    rarely fail (nominally 0.135 % at z = 3: 2.7 in 2000), a 2 % slowdown is all but always caught; the same
-    screen, confirmation and decision as runner.py."""
+    rarely fail (nominally 0.135 % at z = 3: 2.7 in 2000), a 2 % slowdown is all but always caught; the runner's own
+    screen, confirmation and decision (decision.decide), with fresh processes drawn on demand."""
+    from pytest_rfdetr_latency.decision import decide
+
+    def one_check(baseline: list[float], drawn: list[float], typical: float | None, freedom: int) -> judge.Verdict:
+        check = drawn[:1]
+
+        def judge_all(z: float, planned: int | None) -> dict[str, judge.Verdict]:
+            return {"device": judge.judge("device", "median", baseline, check, 0.005, typical, z=z,
+                                          planned=planned, typical_freedom=freedom)}
+
+        def measure_more(suspects: object) -> bool:
+            check.append(drawn[len(check)])
+            return True
+
+        return decide(judge_all, 3, measure_more, budget=2).verdicts["device"]
+
     false_alarms = caught = 0
     trials = 2000
     for seed in range(trials):
         files = [processes(2.0 + i, 0.002, 3, seed * 7 + i) for i in range(3)]
         entries = [{"backend": "b", "scopes": {"device": {"processes": [{"value_ms": v} for v in f]}}} for f in files]
         typical, freedom = judge.typical_noise(entries, "device", "b")
-        baseline = files[0]
-        for check, is_slow in ((processes(2.0, 0.002, 3, seed + 10_000), False),
+        for drawn, is_slow in ((processes(2.0, 0.002, 3, seed + 10_000), False),
                                (processes(2.04, 0.002, 3, seed + 20_000), True)):
-            first = judge.judge("device", "median", baseline, check[:1], 0.005, typical, z=judge.SCREEN_Z,
-                                typical_freedom=freedom)
-            decided = judge.judge("device", "median", baseline, check[:1], 0.005, typical, planned=3,
-                                  typical_freedom=freedom)
-            if "regression" not in (first.kind, decided.kind):
-                continue
-            final = judge.judge("device", "median", baseline, check, 0.005, typical, typical_freedom=freedom)
-            if final.kind == "regression":
+            if one_check(files[0], drawn, typical, freedom).kind == "regression":
                 caught += is_slow
                 false_alarms += not is_slow
     assert false_alarms <= 3

@@ -7,10 +7,10 @@ case's test in a fresh pytest process and returns what that process measured).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from pytest_rfdetr_latency import baselines, budgets, gating, judge
+from pytest_rfdetr_latency import baselines, budgets, decision, gating, judge
 from pytest_rfdetr_latency.cases import Case
 from pytest_rfdetr_latency.environment import drift
 from pytest_rfdetr_latency.measure import CaseMeasurement
@@ -269,31 +269,26 @@ class LatencyCase:
         result.drift = drift(entry.get("fingerprint", {}), result.fingerprint, tuple(session.extra_fingerprint),
                              self.case.backend)
         planned = measured or (1 + session.confirm if self._spawn is not None else 1)
-        decided = self._verdicts(result, entry, judge.DECIDE_Z, planned)
-        suspects: list[str] = []
-        if planned > 1 and measured is None:
-            # The screen never lets through what the decision line would fail: with many baseline processes and
-            # many planned ones, the decision line can lie below the screen's.
-            screen = self._verdicts(result, entry, judge.SCREEN_Z, None)
-            suspects = [s for s in screen if "regression" in (screen[s].kind, decided[s].kind)]
         failed: list[str] = []
         spent = 0.0
-        if suspects and self._spawn is not None:
-            while len(result.processes) + len(failed) < session.confirm:
-                outcome = self._spawn(inject, {s: v.block_size for s, v in result.scopes.items()})
-                spent += outcome.seconds
-                found = [r for r in outcome.results
-                         if r.get("id") == self.id and all(s in r.get("scopes", {}) for s in suspects)]
-                if not found:
-                    failed.append(outcome.error or "it reported no measurement of the scopes to confirm")
-                    continue
-                result.processes.append(_process_record(found[0]))
-                now = self._verdicts(result, entry, judge.DECIDE_Z, planned)
-                if all(judge.settled(now[s], planned) for s in suspects):
-                    break
-        # The rule is the median of the planned processes against the line stated for them; the fresh processes
-        # stop once that median is settled, and the processes measured decide against the same line.
-        verdicts = self._verdicts(result, entry, judge.DECIDE_Z, planned)
+
+        def measure_more(suspects: Sequence[str]) -> bool:
+            nonlocal spent
+            assert self._spawn is not None
+            outcome = self._spawn(inject, {s: v.block_size for s, v in result.scopes.items()})
+            spent += outcome.seconds
+            found = [r for r in outcome.results
+                     if r.get("id") == self.id and all(s in r.get("scopes", {}) for s in suspects)]
+            if not found:
+                failed.append(outcome.error or "it reported no measurement of the scopes to confirm")
+                return False
+            result.processes.append(_process_record(found[0]))
+            return True
+
+        decided = decision.decide(lambda z, stated: self._verdicts(result, entry, z, stated), planned,
+                                  measure_more if self._spawn is not None else None, session.confirm,
+                                  screen=measured is None)
+        verdicts, suspects = decided.verdicts, decided.suspects
         for scope in suspects:
             if len(result.process_values(scope)) < 2:
                 note = ("the fresh processes that were to confirm it failed: " + failed[-1]) if failed else (

@@ -142,7 +142,9 @@ def test_the_gate_fails_closed_and_refresh_records_the_way_it_checks(folder: Pat
     gate = yaml.safe_load((folder / "gpu-gate.yml").read_text())
     job = gate["jobs"]["latency"]
     policy = gate["env"]["POLICY"]
-    assert "--rfdetr-device=cuda" in policy and "--rfdetr-strict" in policy and "--rfdetr-scopes=" in policy
+    assert "--rfdetr-device=cuda" in policy and "--rfdetr-strict" in policy
+    # Every scope is measured; naming them would make strict fail those this runner cannot resolve (gating.py).
+    assert "--rfdetr-scopes=" not in policy
     steps = [step for step in job["steps"] if "--rfdetr-latency" in step.get("run", "")]
     duel, check = (step["run"] for step in steps)
     # A pull request against its merge base, head to head from the base's checkout; main against the stored baseline.

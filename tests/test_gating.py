@@ -50,3 +50,17 @@ def test_strict_fails_every_inconclusive_verdict_but_unresolved_ones_not_asked_f
     lost = judge.Verdict("inconclusive", "device", "median", 1.5, 1.5, 0.0, "not measured")
     assert gating.strict_failures([unresolved, lost], lambda scope: False) == [lost]
     assert gating.strict_failures([unresolved, lost], lambda scope: scope == "forward") == [unresolved, lost]
+
+
+def test_a_blind_comparison_is_unresolved_and_listed_with_its_reason() -> None:
+    from pytest_rfdetr_latency import report
+
+    seen = judge.judge_memory([1216.0, 1304.0, 1216.0], [1220.0], 0.10, exact=False)
+    blind = gating.blind(seen, "NVML counts the other side's process too")
+    assert blind.kind == "inconclusive" and gating.is_unresolved(blind)
+    assert gating.strict_failures([blind], lambda scope: False) == []
+    lines = report.unresolved_lines([{"id": "M-onnx-cuda", "verdicts": {"memory": blind.to_json()}}])
+    assert lines == ["not gating on this runner: M-onnx-cuda memory, NVML counts the other side's process too"]
+    # A kind given for another reason (a confirmation that failed, say) is no longer unresolved: strict fails it.
+    failed = blind.with_kind("inconclusive", "the fresh processes that were to confirm it failed")
+    assert not gating.is_unresolved(failed) and gating.strict_failures([failed], lambda scope: False) == [failed]

@@ -354,10 +354,11 @@ def test_head_to_head_judges_the_other_side_against_this_one_and_catches_a_slowe
     assert pairs >= 3 and e2e["detail"]["paired"] and e2e["detail"]["pairs"] == pairs
     assert len(e2e["processes"]) == len(e2e["baseline_processes"]) == pairs and e2e["current"] > 2 * e2e["baseline"]
     assert e2e["detail"]["freedom"] == 2 * (pairs - 1)
-    # The other side was slowed; every process after the first pair sampled with the first process's block size.
+    # The other side was slowed; every process of both sides sampled with the block size the first process chose,
+    # the first pair's second process too (it read it from the run's shared file while both were live).
     assert case["details"].get("injected_slowdown_pct") == 300.0
-    sizes = {p["block_size"] for p in case["baseline"]["scopes"]["e2e"]["processes"][1:]}
-    sizes |= {p["scopes"]["e2e"]["block_size"] for p in case["processes"][1:]}
+    sizes = {p["block_size"] for p in case["baseline"]["scopes"]["e2e"]["processes"]}
+    sizes |= {case["scopes"]["e2e"]["block_size"], *(p["scopes"]["e2e"]["block_size"] for p in case["processes"])}
     assert len(sizes) == 1
     assert not (pytester.path / "latency_baselines").exists()  # no baseline is read or written
     assert not (tmp_path / "history").exists()
@@ -376,7 +377,7 @@ def test_the_other_side_runs_in_its_own_checkout_and_a_coarse_comparison_is_unre
     result = pytester.runpytest(*NANO, "--rfdetr-latency", f"--rfdetr-against={sys.executable}",
                                 f"--rfdetr-against-tree={base}", "--rfdetr-against-processes=2",
                                 f"--rfdetr-cache-dir={tmp_path / 'cache'}", "--rfdetr-report=report.json",
-                                "--rfdetr-scopes=forward")
+                                "--rfdetr-scopes=forward", "--rfdetr-against-sequential")
     result.assert_outcomes(passed=1)
     assert len(list(base.glob("loaded-*"))) == 2 and not list(pytester.path.glob("loaded-*"))
     case = json.loads((pytester.path / "report.json").read_text())["cases"][0]
@@ -390,8 +391,8 @@ def test_the_other_side_runs_in_its_own_checkout_and_a_coarse_comparison_is_unre
     result.stdout.fnmatch_lines(["not gating on this runner: RFDETRNano-onnx-cpu-r320 forward, could detect *% and no "
                                  "less (must resolve 5%)"])
     result.stdout.fnmatch_lines([f"head to head: {sys.executable} in {base.resolve()} (python *) judged against this "
-                                 "environment (python *), pair by pair; fresh processes, 2 and 2, in the order this "
-                                 "other other this; no baseline file read or written"])
+                                 "environment (python *), pair by pair; fresh processes, 2 and 2, one after the other "
+                                 "in the order this other other this; no baseline file read or written"])
     strict = pytester.runpytest(*NANO, "--rfdetr-latency", f"--rfdetr-against={sys.executable}",
                                 f"--rfdetr-against-tree={base}", "--rfdetr-against-processes=2",
                                 f"--rfdetr-cache-dir={tmp_path / 'cache'}", "--rfdetr-scopes=forward",

@@ -89,3 +89,32 @@ def test_outside_a_pair_a_turn_costs_nothing(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.delenv(lockstep.TURNS_ENV, raising=False)
     lockstep.begin()
     assert lockstep.turn() == 0.0
+
+
+class _Launch:
+    """What run_in_turns needs of a launch: a command and a folder (a plain script instead of pytest)."""
+
+    def __init__(self, code: str, *args: str) -> None:
+        self.cwd = Path.cwd()
+        self._command = [sys.executable, "-c", code, *args]
+
+    def command(self, targets: object) -> list[str]:
+        return self._command
+
+
+@pytest.mark.parametrize("old_first", [True, False])
+def test_a_child_that_does_not_take_turns_never_overlaps_the_other_whichever_starts_first(
+    tmp_path: Path, old_first: bool
+) -> None:
+    from pytest_rfdetr_latency.processes import Child, run_in_turns
+    from pytest_rfdetr_latency.settings import Settings
+
+    log = tmp_path / "log.txt"
+    old = Child(_Launch(RUNS_ALONE, "o", "3", str(log)), (), Settings())  # type: ignore[arg-type]
+    new = Child(_Launch(TAKES_TURNS, "n", "2", str(log)), (), Settings())  # type: ignore[arg-type]
+    outcomes, turns = run_in_turns([old, new] if old_first else [new, old], timeout=60)
+    written = log.read_text().split()
+    # Neither wrote a report (they are not pytest), so each outcome says why; what matters is the order.
+    assert all(o.error and "exit code 0" in o.error for o in outcomes)
+    assert written == ["o0", "o1", "o2", "n0", "n1"]  # the old one ran alone, whether it started first or second
+    assert turns == ([0, 2] if old_first else [2, 0])

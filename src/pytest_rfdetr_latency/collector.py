@@ -150,14 +150,22 @@ class ResultCollector:
         self.notes += gating.detectable_lines(found, by_name)
 
     def _say_what_was_compared(self, run: Settings) -> None:
-        """A check that compared nothing must not read as a pass: it says so, and fails with --rfdetr-strict."""
+        """A check that compared nothing, or whose every comparison was unresolved, must not read as a pass: it says
+        so, and fails with --rfdetr-strict. The comparisons this runner could not resolve are listed."""
+        unresolved = report.unresolved_lines(self.results)
+        self.notes += unresolved
         compared = [r for r in self.results if r.get("verdicts")]
-        if compared:
+        gated = [v for r in compared for v in r["verdicts"].values()
+                 if not (v.get("kind") == "inconclusive" and (v.get("detail") or {}).get("unresolved"))]
+        if gated:
             return
         why = ("no latency case ran" if not self.results else
                f"{len(self.results)} case(s) ran and none had a baseline to compare with on this device, or could be "
                "measured here (see 'not compared' above)")
         text = f"nothing was compared against a baseline: {why}"
+        if compared:
+            text = (f"nothing gated: every one of the {len(unresolved)} comparison(s) was unresolved on this runner "
+                    "(listed as not gating)")
         if run.strict:
             self.errors.append(f"{text} (--rfdetr-strict makes this a failure)")
         else:
@@ -189,7 +197,6 @@ class ResultCollector:
                 f"{', '.join(map(str, placed['rest']))}; PYTHONHASHSEED the same on both sides; "
                 + ("; ".join(duel.get("placement_problems") or []) or "every process reported its threads so"))
         self.notes += [f"head to head: {line}" for line in duel.get("left_out", [])]
-        self.notes += report.unresolved_lines(self.results)
         for error in duel.get("errors", []):
             self.errors.append(f"head to head: {error}")
 
@@ -307,9 +314,9 @@ class ResultCollector:
 def _turns(duel: Mapping[str, Any]) -> str:
     """How many turns each pair took, and which pairs could not take turns (a side whose plugin does not)."""
     turns: dict[str, dict[str, int]] = duel.get("turns") or {}
-    apart = [f"pair {int(pair) + 1}: the {', '.join(s for s, n in taken.items() if not n)} side took no turn, so the "
-             "pair ran one after the other (its plugin does not take turns)"
-             for pair, taken in turns.items() if not all(taken.values())]
+    apart = [f"pair {int(pair) + 1}: the {', '.join(s for s, n in taken.items() if not n)} side took no turn (its "
+             "plugin does not take turns, or the process ended or ran out of time before its first), so the pair "
+             "did not alternate" for pair, taken in turns.items() if not all(taken.values())]
     counts = [min(taken.values()) for taken in turns.values() if all(taken.values())]
     span = f"{min(counts)}" if counts and min(counts) == max(counts) else f"{min(counts or [0])}–{max(counts or [0])}"
     said = f"{span} turns a side per pair" if counts else "no pair took turns"

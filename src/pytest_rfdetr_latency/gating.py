@@ -27,6 +27,14 @@ def capped(verdict: Verdict, scope: str, asked: float | None) -> Verdict:
     return unresolved(verdict, resolve_limit(scope, asked))
 
 
+def blind(verdict: Verdict, why: str) -> Verdict:
+    """``verdict`` as unresolved whatever its figures: this run cannot see the scope, for the reason ``why``."""
+    from dataclasses import replace
+
+    return replace(verdict.with_kind("inconclusive", f"unresolved: {why}"),
+                   detail={**verdict.detail, "unresolved": True, "resolve": 0.0, "detectable": None})
+
+
 def is_unresolved(verdict: Verdict) -> bool:
     return verdict.kind == "inconclusive" and bool(verdict.detail.get("unresolved"))
 

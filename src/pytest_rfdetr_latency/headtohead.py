@@ -5,9 +5,9 @@ Processes come in pairs, one per side. By default both processes of a pair are l
 block (lockstep.py): only one works at a time, and a host state that lasts longer than a block falls on both sides.
 With ``--rfdetr-against-sequential`` the processes run one after the other in a balanced order, this-other,
 other-this, ... (ABBA), so that a drift over the minutes of the run falls on both sides alike. Every process is a
-fresh pytest process measuring every selected case; the first one's block sizes are given to all later ones. This
-side's processes stand in for a baseline (baselines.entry_from_processes) and the other side's are judged against
-them pair by pair (judge_scope, paired.py). Nothing is read from or written to a baseline file.
+fresh pytest process measuring every selected case; the first one to size a case's scope sets its block size for
+all. This side's processes stand in for a baseline (baselines.entry_from_processes) and the other side's are judged
+against them pair by pair (judge_scope, paired.py). Nothing is read from or written to a baseline file.
 
 The other side may be another checkout (``--rfdetr-against-tree``: the pull request, judged from its merge base's
 checkout): its processes
@@ -262,19 +262,21 @@ def measure(
     if tree is not None:
         other_launch = in_tree(launch, tree, settings.against)
     other_targets = [map_target(t, moves or {}) for t in targets]
-    with tempfile.TemporaryDirectory(prefix="rfdetr-latency-no-baselines-") as empty:
-        # A side's processes read no baseline file: block sizes come from the first process, nothing else is needed.
-        reading_none = dataclasses.replace(settings, baseline_dir=Path(empty), placement=placement)
+    with tempfile.TemporaryDirectory(prefix="rfdetr-latency-no-baselines-") as empty, \
+            tempfile.TemporaryDirectory(prefix="rfdetr-latency-sizes-") as shared:
+        # A side's processes read no baseline file: block sizes come from the first process to size each scope
+        # (measure._shared_size), nothing else is needed.
+        reading_none = dataclasses.replace(settings, baseline_dir=Path(empty), placement=placement,
+                                           sizes_file=Path(shared) / "block-sizes.json")
         outcome = HeadToHead(settings.against, order(settings.against_processes), tree=tree,
                              placement=None if placement is None else placement.to_json(), aa=settings.against_aa,
                              in_turns=not settings.against_sequential)
-        sizes: dict[str, dict[str, int]] = {}
 
         def child(side: str, index: int) -> Child:
             this = side == THIS
             return Child(launch if this else other_launch, tuple(targets if this else other_targets),
                          child_settings(reading_none, process_index=index, cache_dir=cache_dir,
-                                        inject=None if this else settings.inject, block_sizes=sizes),
+                                        inject=None if this else settings.inject),
                          child_environment(side, os.environ))
 
         def keep(side: str, index: int, number: int, done: ChildOutcome) -> None:
@@ -285,7 +287,6 @@ def measure(
                     continue
                 result["process_index"] = index
                 outcome.results[side].setdefault(result["id"], []).append(result)
-                sizes.setdefault(result["id"], {s: int(v["block_size"]) for s, v in result["scopes"].items()})
 
         other_name = f" ({settings.against}{', ' + str(tree) if tree else ''})"
         for pair in range(settings.against_processes):

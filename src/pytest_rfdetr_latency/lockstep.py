@@ -7,8 +7,9 @@ each timed block (timing.sample), and hands the turn back by writing one byte. O
 any moment, the other blocked on a read, not spinning; consecutive blocks of the two sides are a block apart in
 time, so a host state that lasts longer than a block is seen by both.
 
-A child whose plugin predates this module never hands the turn back: it runs to its end, the other side then runs
-alone, and the parent reports the pair as measured one after the other.
+The second process of a pair starts only once the first has handed back its first turn (or exited), so that a
+child whose plugin predates this module, which never hands the turn back, runs to its end while the other waits,
+whichever goes first: the pair is then measured one after the other, and the parent says so.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ def begin() -> None:
     if not given or _ends is not None:
         return
     done, go = (int(part) for part in given.split(","))
+    for fd in (done, go):  # a process this one starts must not hold the pair's pipes open
+        os.set_inheritable(fd, False)
     _ends = (done, go)
     _wait(go)
 
@@ -47,9 +50,8 @@ def turn() -> float:
 
 
 def _wait(go: int) -> None:
-    global _ends
-    if not os.read(go, 1):  # the parent is gone: carry on alone rather than hang
-        _ends = None
+    if not os.read(go, 1):  # the parent is gone: nobody will read what this process measures
+        os._exit(3)
 
 
 @dataclass
@@ -75,15 +77,20 @@ class Pipes:
         return self.child_done, self.child_go
 
     def close_child_ends(self) -> None:
-        for fd in self.child_fds:
-            _close(fd)
+        _close(self.child_done)
+        _close(self.child_go)
+        self.child_done = self.child_go = -1
 
     def close(self) -> None:
-        for fd in (self.go, self.done, *self.child_fds):
-            _close(fd)
+        self.close_child_ends()
+        _close(self.go)
+        _close(self.done)
+        self.go = self.done = -1
 
 
 def _close(fd: int) -> None:
+    if fd < 0:
+        return
     try:
         os.close(fd)
     except OSError:
@@ -101,15 +108,15 @@ def alternate(pipes: Sequence[Pipes], deadline: float) -> list[int]:
     live = list(range(len(pipes)))
     while live:
         for index in list(live):
-            if not _give(pipes[index], deadline):
+            if not give(pipes[index], deadline):
                 live.remove(index)
             else:
                 turns[index] += 1
     return turns
 
 
-def _give(pipe: Pipes, deadline: float) -> bool:
-    """One turn of one child: False once it has exited."""
+def give(pipe: Pipes, deadline: float) -> bool:
+    """One turn of one child: True once it handed the turn back, False once it has exited."""
     try:
         os.write(pipe.go, b".")
     except BrokenPipeError:  # exited between turns; its end of file is still to read

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, NoReturn
 
 from pytest_rfdetr_latency import stats, timing
@@ -268,8 +269,11 @@ class CaseMeasurement:
             warm = timing.warm_up(fn, clock, monitor, plan)
             after_warmup()  # a pool the warm-up started on the launch core leaves it
             steal, switches = steal_jiffies(), _involuntary_switches()
-            sampled = timing.sample(fn, clock, monitor, plan, statistic, call_ms=warm.call_ms,
-                                    block_size=sizes.get(scope))
+            size = sizes.get(scope)
+            if session.settings.sizes_file is not None:
+                size = _shared_size(session.settings.sizes_file, f"{self.id}/{scope}",
+                                    size or timing.block_size_for(warm.call_ms, plan))
+            sampled = timing.sample(fn, clock, monitor, plan, statistic, call_ms=warm.call_ms, block_size=size)
             result.scopes[scope] = self._summarize(scope, sampled, result)
             meta.update(
                 warmup_calls=warm.calls,
@@ -310,3 +314,18 @@ def _involuntary_switches() -> int:
         return 0
     who = getattr(resource, "RUSAGE_THREAD", resource.RUSAGE_SELF)
     return int(resource.getrusage(who).ru_nivcsw)
+
+
+def _shared_size(path: Path, key: str, mine: int) -> int:
+    """The block size every process of a head-to-head run samples ``key`` with: the first process to size it writes
+    ``mine`` down, the others read it (the processes run one at a time, so they never write at once)."""
+    import json
+    import os
+
+    known: dict[str, int] = json.loads(path.read_text()) if path.exists() else {}
+    if key not in known:
+        known[key] = mine
+        partial = path.with_name(path.name + ".tmp")
+        partial.write_text(json.dumps(known))
+        os.replace(partial, path)
+    return int(known[key])

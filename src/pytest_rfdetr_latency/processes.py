@@ -162,31 +162,38 @@ class Child:
 
 def run_in_turns(children: Sequence[Child], timeout: float) -> tuple[list[ChildOutcome], list[int]]:
     """Run ``children`` at once, taking turns block by block (lockstep.py); what each measured, and how many turns
-    each handed back (0: it never took part, and ran to its end before the next one started)."""
+    each handed back (0: it never took part, or exited or ran past the time before its first). Each child after the
+    first starts once the one before has handed back its first turn or exited, so that one that never takes part
+    runs alone."""
     from pytest_rfdetr_latency import lockstep
 
     start = time.perf_counter()
+    deadline = time.monotonic() + timeout * len(children)
     with contextlib.ExitStack() as stack:
         procs: list[tuple[subprocess.Popen[bytes], Path, Path]] = []
         pipes: list[lockstep.Pipes] = []
-        for child in children:
-            folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="rfdetr-latency-child-")))
-            report, environ = _hand_over(folder, child.settings, child.env)
-            pipe = lockstep.Pipes.open()
-            stack.callback(pipe.close)
-            pipes.append(pipe)
-            environ.update(pipe.child_env())
-            log = folder / "output.txt"
-            with log.open("wb") as sink:  # a file, not a pipe: a child that waits its turn never blocks on it
-                proc = subprocess.Popen(child.launch.command(child.targets), cwd=child.launch.cwd, env=environ,
-                                        stdout=sink, stderr=subprocess.STDOUT, start_new_session=True,
-                                        pass_fds=pipe.child_fds)
-            stack.callback(_reap, proc)
-            pipe.close_child_ends()
-            procs.append((proc, report, log))
+        turns: list[int] = []
         error = None
         try:
-            turns = lockstep.alternate(pipes, time.monotonic() + timeout * len(children))
+            for child in children:
+                folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="rfdetr-latency-child-")))
+                report, environ = _hand_over(folder, child.settings, child.env)
+                pipe = lockstep.Pipes.open()
+                stack.callback(pipe.close)
+                environ.update(pipe.child_env())
+                log = folder / "output.txt"
+                with log.open("wb") as sink:  # a file, not a pipe: a child that waits its turn never blocks on it
+                    proc = subprocess.Popen(child.launch.command(child.targets), cwd=child.launch.cwd, env=environ,
+                                            stdout=sink, stderr=subprocess.STDOUT, start_new_session=True,
+                                            pass_fds=pipe.child_fds)
+                stack.callback(_reap, proc)
+                pipe.close_child_ends()
+                procs.append((proc, report, log))
+                pipes.append(pipe)
+                turns.append(int(lockstep.give(pipe, deadline)) if len(pipes) < len(children) else 0)
+            # The last one started takes the next turn; then each in order, round after round.
+            rest = lockstep.alternate([pipes[-1], *pipes[:-1]], deadline)
+            turns = [taken + more for taken, more in zip(turns, [*rest[1:], rest[0]])]
         except lockstep.TurnTimeout:
             error = f"it ran past {timeout * len(children):g} s with its pair and was stopped"
             turns = [0] * len(children)
@@ -200,7 +207,8 @@ def run_in_turns(children: Sequence[Child], timeout: float) -> tuple[list[ChildO
                 outcomes.append(ChildOutcome(error=error + _tail(output), seconds=time.perf_counter() - start))
             else:
                 outcomes.append(_outcome(report, proc.returncode, output, start))
-        return outcomes, turns
+        outcomes += [ChildOutcome(error=error or "not started", seconds=0.0)] * (len(children) - len(procs))
+        return outcomes, turns + [0] * (len(children) - len(turns))
 
 
 def _hand_over(folder: Path, settings: Settings, env: Mapping[str, str] | None) -> tuple[Path, dict[str, str]]:

@@ -303,6 +303,10 @@ def unresolved_lines(results: Sequence[Mapping[str, Any]]) -> list[str]:
             detail = verdict.get("detail") or {}
             if verdict.get("kind") != "inconclusive" or not detail.get("unresolved"):
                 continue
+            if detail.get("detectable") is None:  # not seen at all (gating.blind): the verdict's note says why
+                why = next((n for n in reversed(verdict.get("notes") or []) if n.startswith("unresolved: ")), "")
+                lines.append(f"not gating on this runner: {result['id']} {scope}, {why.removeprefix('unresolved: ')}")
+                continue
             lines.append(f"not gating on this runner: {result['id']} {scope}, could detect "
                          f"{detail['detectable'] * 100:.3g}% and no less (must resolve {detail['resolve'] * 100:.3g}%)")
     return lines

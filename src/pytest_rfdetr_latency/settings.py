@@ -107,6 +107,9 @@ class Settings:
     against_aa: bool = False  # both sides are the same code by design (an A/A run)
     against_sequential: bool = False  # head to head: processes one after the other, not a pair at a time in turns
     inject_on: str = "gpu"  # where --rfdetr-inject-slowdown adds its work: 'gpu' (a kernel where it can) or 'host'
+    # Set only for a fresh process of a head-to-head run: the file every process of both sides takes its block sizes
+    # from, the first to size a case's scope writing them down (measure.py).
+    sizes_file: Path | None = None
     # Set only for a fresh process: the parent's placement of its threads (placement.py), the same for every process.
     placement: Placement | None = None
 

@@ -20,7 +20,7 @@ LAYERS: dict[str, set[str]] = {
                 "models", "images", "parity", "exports", "backends", "backends.base", "backends.torch_backend",
                 "backends.onnx_backend", "settings", "results", "session", "measure", "processes", "headtohead"},
     "report": {"report", "plots", "trends", "trend_page", "cli"},
-    "face": {"runner", "stash", "collector", "hookspecs", "suite", "plugin"},
+    "face": {"runner", "stash", "collector", "hookspecs", "suite", "fixtures", "plugin"},
 }
 ORDER = list(LAYERS)
 

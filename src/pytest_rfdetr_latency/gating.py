@@ -3,12 +3,13 @@
 A comparison whose threshold is wider than its scope's limit (scopes.STORED_RESOLVE, or twice a tolerance asked)
 is unresolved rather than passed (judge.unresolved). Under ``--rfdetr-strict`` every inconclusive verdict fails the
 run, except an unresolved one of a scope nobody asked for by name: the default gating set is what the baseline can
-resolve, and the summary lists the rest as not gating on this runner.
+resolve, and the summary lists the rest as not gating on this runner. Here too: the verdicts of what a run could
+not see (a scope or a memory peak the baseline has and this run lost), and the memory verdict's choice of rule.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from pytest_rfdetr_latency.judge import Verdict, unresolved
@@ -78,3 +79,44 @@ def detectable_lines(found: Mapping[str, Mapping[str, float]], asked: Callable[[
                                                           if value > limit else ""))
         lines.append(f"can catch on this runner: {case_id}: {', '.join(parts)}")
     return lines
+
+
+NVML_TAKING_TURNS = ("NVML's used memory is the whole device's, and with both sides' processes live at once it counts "
+                     "the other's too (--rfdetr-against-sequential judges it)")
+
+
+def unmeasured(scope: str, stored: Mapping[str, Any], why: str) -> Verdict:
+    """A scope the baseline holds and this run could not measure (a forward that no longer captures as a CUDA graph,
+    say): the gate's finest measurement gone is not a pass."""
+    reference = float(stored["value_ms"])
+    return Verdict("inconclusive", scope, str(stored["statistic"]), reference, reference, 0.0, "not measured",
+                   notes=(f"the baseline has it; this run could not measure it: {why}",))
+
+
+def memory_verdict(stored: Mapping[str, Any], memory: Mapping[str, Any] | None,
+                   processes: Sequence[Mapping[str, Any]], tolerance: float, by_name: bool,
+                   blind_because: str | None = None) -> Verdict | None:
+    """The memory verdict of a case: the PyTorch allocator's peak of the first process, which runs the cases in the
+    recording's first order, against the baseline's processes (fresh processes re-measure timings: their first case
+    of a model peaks higher); NVML's used memory over every process measured, judged like a scope and capped like
+    one (unresolved where too wide, or where ``blind_because`` says this run cannot see it). None where the baseline
+    has no peak; inconclusive where it has one and this run measured none, or another kind."""
+    from pytest_rfdetr_latency.judge import judge_memory
+
+    if not stored.get("processes"):
+        return None
+    if not memory or stored.get("kind") != memory["kind"]:
+        reference = float(stored.get("peak_mib") or max(stored["processes"]))
+        now = (memory or {}).get("kind")
+        why = f"this run measured {now} memory, the baseline {stored.get('kind')}" if now else "this run measured none"
+        return Verdict("inconclusive", "memory", "peak", reference, reference, 0.0, "not measured",
+                       notes=(f"the baseline has a peak; {why}",), unit="MiB")
+    exact = memory["kind"] == "torch-allocator"
+    checked = [float(memory["peak_mib"])] + ([] if exact else [
+        float(p["memory"]["peak_mib"]) for p in processes if (p.get("memory") or {}).get("kind") == memory["kind"]])
+    verdict = judge_memory([float(v) for v in stored["processes"]], checked, tolerance, exact=exact)
+    if exact:
+        return verdict
+    if blind_because:
+        return blind(verdict, blind_because)
+    return capped(verdict, "memory", tolerance if by_name else None)

@@ -1,4 +1,4 @@
-"""pytest hooks, options and fixtures: the only module that talks to pytest.
+"""pytest hooks and options: the plugin's face, with its fixtures (fixtures.py) the modules that talk to pytest.
 
 It stays thin: options come from :data:`settings.OPTIONS`, and torch, rfdetr and onnxruntime are imported only
 once a latency run starts (``pytest --help`` imports none of them).
@@ -6,44 +6,39 @@ once a latency run starts (``pytest --help`` imports none of them).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import warnings
-from collections.abc import Generator, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Generator
+from typing import TYPE_CHECKING
 
 import pytest
 
 from pytest_rfdetr_latency.cases import Case, matrix
-from pytest_rfdetr_latency.settings import OPTIONS, RawValue, Settings, SettingsError, marker_settings
+from pytest_rfdetr_latency.settings import OPTIONS, RawValue, Settings, SettingsError
 from pytest_rfdetr_latency.stash import (
     AGAINST_KEY,
     DIST_KEY,
-    HEAD_TO_HEAD_KEY,
     LAUNCH_KEY,
+    MARKER,
     PROPERTY,
     RESULT_ITEM_KEY,
     SESSION_KEY,
     SETTINGS_KEY,
     WORKER_KEY,
-    cache_dir,
     is_worker,
-    progress,
+    open_session,
     xdist_workers,
 )
 from pytest_rfdetr_latency.stash import settings as _settings
 
+# The fixtures (rfdetr_case, rfdetr_timer, ...) live in a module of their own, registered with this one.
+pytest_plugins = ("pytest_rfdetr_latency.fixtures",)
+
 if TYPE_CHECKING:
-    from PIL import Image
 
-    from pytest_rfdetr_latency.headtohead import HeadToHead
-    from pytest_rfdetr_latency.processes import ChildOutcome
-    from pytest_rfdetr_latency.runner import LatencyCase
-    from pytest_rfdetr_latency.session import LatencySession
-    from pytest_rfdetr_latency.timing import Timer
+    pass
 
-MARKER = "rfdetr_latency"
 DISABLED_REASON = "RF-DETR latency cases run only with --rfdetr-latency (to check) or --save-baseline (to record)"
 
 
@@ -155,36 +150,6 @@ def pytest_cmdline_main(config: pytest.Config) -> None:
         config.stash[DIST_KEY] = True  # said in the summary, beside the workers' binding
 
 
-def _open_session(config: pytest.Config) -> LatencySession:
-    """Resolve the device and load its baseline file; a problem with either is a usage error."""
-    from pytest_rfdetr_latency.baselines import BaselineError
-    from pytest_rfdetr_latency.environment import DeviceError, resolve_device
-    from pytest_rfdetr_latency.session import LatencySession
-
-    settings = _settings(config)
-    extra: dict[str, Any] = {}
-    for fields in config.hook.pytest_rfdetr_latency_fingerprint(config=config):
-        extra.update(fields or {})
-    worker = config.stash.get(WORKER_KEY, {})
-    threads = int(worker["threads"]) if "threads" in worker else None
-    try:
-        device = resolve_device(settings.device)
-        session = LatencySession(settings, device, cache_dir(config), config.rootpath, extra, threads)
-        session.progress = lambda text: progress(config, text)
-        session.invocation = _recording_arguments(config)
-        return session
-    except (DeviceError, BaselineError) as exc:
-        raise pytest.UsageError(str(exc)) from None
-
-
-def _recording_arguments(config: pytest.Config) -> tuple[str, ...]:
-    from pytest_rfdetr_latency.processes import recording_arguments
-
-    paths = config.args if config.args_source == pytest.Config.ArgsSource.ARGS else []
-    flags = [spec.flag for spec in OPTIONS if spec.is_flag]
-    return recording_arguments(config.invocation_params.args, paths, bool(config.option.pyargs), flags)
-
-
 def pytest_sessionstart(session: pytest.Session) -> None:
     config = session.config
     settings = _settings(config)
@@ -197,7 +162,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     if xdist_workers(config) and not is_worker(config):
         _check_baselines_on_controller(config, settings)  # the workers measure; no CUDA context here
         return
-    config.stash[SESSION_KEY] = _open_session(config)
+    config.stash[SESSION_KEY] = open_session(config)
 
 
 def _check_folders(settings: Settings) -> None:
@@ -294,147 +259,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "rfdetr_case" in getattr(item, "fixturenames", ()):
             item.add_marker(skip)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Fixtures
-
-
-@pytest.fixture(scope="session")
-def rfdetr_latency_session(request: pytest.FixtureRequest) -> LatencySession:
-    """What all RF-DETR latency cases of this session share: device, fingerprint, models, exports, baselines.
-
-    Example::
-
-        def test_device(rfdetr_latency_session):
-            print(rfdetr_latency_session.device.name)
-    """
-    config = request.config
-    if SESSION_KEY not in config.stash:
-        config.stash[SESSION_KEY] = _open_session(config)
-    return config.stash[SESSION_KEY]
-
-
-@pytest.fixture(scope="session")
-def rfdetr_model_loader(rfdetr_latency_session: LatencySession) -> Any:
-    """Build an RF-DETR model once per session, offline: seeded random weights, or --rfdetr-weights' checkpoint.
-
-    Example::
-
-        def test_boxes(rfdetr_model_loader, rfdetr_images):
-            model = rfdetr_model_loader("RFDETRNano")
-            detections = model.predict(rfdetr_images[0], threshold=0.0)
-            assert len(detections) > 0
-    """
-    from pytest_rfdetr_latency.quiet import kept_quiet
-
-    session = rfdetr_latency_session
-
-    def load(name: str, resolution: int | None = None) -> Any:
-        with kept_quiet(session.kept_quiet):  # what building prints stays out of the way, counted
-            return session.model(name, resolution)
-
-    return load
-
-
-@pytest.fixture(scope="session")
-def rfdetr_images(rfdetr_latency_session: LatencySession) -> list[Image.Image]:
-    """Seeded synthetic RGB images (--rfdetr-image-size, default 640x640; --rfdetr-images, default 4).
-
-    Example::
-
-        def test_size(rfdetr_images):
-            assert rfdetr_images[0].size == (640, 640)
-    """
-    return rfdetr_latency_session.images
-
-
-@pytest.fixture(scope="session")
-def rfdetr_timer(rfdetr_latency_session: LatencySession) -> Timer:
-    """Times a callable: warm-up until clocks settle, block sampling, a summary. CUDA events on a GPU run; its
-    ``.host`` twin uses the host clock (for work that blocks, such as CPU backends).
-
-    Example::
-
-        def test_forward(rfdetr_timer, rfdetr_model_loader, rfdetr_images):
-            model = rfdetr_model_loader("RFDETRNano")
-            stats = rfdetr_timer.measure(lambda: model.predict(rfdetr_images[0]))
-            assert stats.median > 0  # ms; stats.p90 and the blocks are there too
-    """
-    from pytest_rfdetr_latency.timing import Timer
-
-    session = rfdetr_latency_session
-    return Timer(session.clock, session.monitor, session.settings.sampling)
-
-
-@pytest.fixture
-def rfdetr_case(request: pytest.FixtureRequest, rfdetr_latency_session: LatencySession) -> LatencyCase:
-    """One model × backend latency case of the configured matrix; the plugin parametrizes tests that use it.
-
-    ``check()`` measures the case and compares it with this GPU's baseline (or records it with --save-baseline).
-    Example::
-
-        @pytest.mark.rfdetr_latency(backends=["torch-fp16"], scopes=["device"], tolerance="2%")
-        def test_fp16(rfdetr_case):
-            rfdetr_case.check()
-    """
-    case = getattr(request, "param", None)
-    if not isinstance(case, Case):
-        raise pytest.UsageError(f"{request.node.nodeid}: rfdetr_case is parametrized by the plugin; do not pass it")
-    marker = request.node.get_closest_marker(MARKER)
-    try:
-        scopes, thresholds, marker_budgets = marker_settings(case.id, marker.kwargs if marker else {})
-    except (argparse.ArgumentTypeError, ValueError) as exc:
-        pytest.fail(f"@pytest.mark.{MARKER} on {request.node.nodeid}: {exc}", pytrace=False)
-    node = request.node
-    target = _case_target(node)
-    config = request.config
-
-    def publish(result: Any) -> None:
-        data = result.to_json()
-        worker = config.stash.get(WORKER_KEY, None)
-        if worker is not None:
-            data["details"]["worker"] = worker
-        data["git_commit"] = rfdetr_latency_session.commit
-        node.stash[RESULT_ITEM_KEY] = data
-
-    def spawn(inject: float | None, block_sizes: Mapping[str, int]) -> ChildOutcome:
-        from pytest_rfdetr_latency.processes import child_settings, run_child
-
-        progress(config, f"{case.id}: moved past its threshold; measuring it again in a fresh process")
-        child = child_settings(_settings(config), process_index=0, cache_dir=rfdetr_latency_session.cache_dir,
-                               inject=inject, block_sizes={case.id: block_sizes},
-                               placement=rfdetr_latency_session.placement()[0])
-        return run_child(config.stash[LAUNCH_KEY], [target], child, timeout=900)
-
-    from pytest_rfdetr_latency.runner import LatencyCase
-
-    return LatencyCase(
-        rfdetr_latency_session, case, skip=pytest.skip, fail=pytest.fail, publish=publish, scopes=scopes,
-        thresholds=thresholds, budgets=marker_budgets, spawn=spawn, node=target,
-        versus=_head_to_head(request.session, rfdetr_latency_session),
-    )
-
-
-def _case_target(item: pytest.Item) -> str:
-    return f"{item.path}::{item.nodeid.split('::', 1)[1]}"
-
-
-def _head_to_head(session: pytest.Session, latency_session: LatencySession) -> HeadToHead | None:
-    """With --rfdetr-against, both sides' processes, measured for every selected case when the first case asks."""
-    config = session.config
-    run = _settings(config)
-    if run.against is None:
-        return None
-    if HEAD_TO_HEAD_KEY not in config.stash:
-        from pytest_rfdetr_latency import headtohead
-
-        targets = [_case_target(item) for item in session.items
-                   if isinstance(getattr(getattr(item, "callspec", None), "params", {}).get("rfdetr_case"), Case)]
-        config.stash[HEAD_TO_HEAD_KEY] = headtohead.measure_for(
-            latency_session, config.stash[LAUNCH_KEY], targets, lambda text: progress(config, text),
-            config.stash.get(AGAINST_KEY, None))
-    return config.stash[HEAD_TO_HEAD_KEY]
 
 
 # ---------------------------------------------------------------------------------------------------------------

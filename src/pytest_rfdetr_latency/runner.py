@@ -306,8 +306,6 @@ class LatencyCase:
         memory = self._memory_verdict(result, entry)
         if memory is not None:
             verdicts["memory"] = memory
-        elif (entry.get("memory") or {}).get("processes"):
-            verdicts["memory"] = self._memory_unmeasured(entry["memory"], result)
         result.verdicts = verdicts
         missing = [s for s in result.scopes if s not in entry["scopes"]]
         if missing:
@@ -320,42 +318,13 @@ class LatencyCase:
             )
 
     def _unmeasured(self, scope: str, stored: dict[str, Any], result: CaseResult) -> judge.Verdict:
-        """A scope the baseline holds and this run could not measure (a forward that no longer captures as a CUDA
-        graph, say): the gate's finest measurement gone is not a pass."""
-        reference = float(stored["value_ms"])
-        why = result.unavailable.get(scope, "not measured in this run")
-        return judge.Verdict("inconclusive", scope, str(stored["statistic"]), reference, reference, 0.0,
-                             "not measured", notes=(f"the baseline has it; this run could not measure it: {why}",))
-
-    def _memory_unmeasured(self, stored: dict[str, Any], result: CaseResult) -> judge.Verdict:
-        """The baseline holds a memory peak and this run has none to compare (or one of another kind)."""
-        reference = float(stored.get("peak_mib") or max(stored["processes"]))
-        now = (result.memory or {}).get("kind")
-        why = f"this run measured {now} memory, the baseline {stored.get('kind')}" if now else "this run measured none"
-        return judge.Verdict("inconclusive", "memory", "peak", reference, reference, 0.0, "not measured",
-                             notes=(f"the baseline has a peak; {why}",), unit="MiB")
+        return gating.unmeasured(scope, stored, result.unavailable.get(scope, "not measured in this run"))
 
     def _memory_verdict(self, result: CaseResult, entry: dict[str, Any]) -> judge.Verdict | None:
-        """The PyTorch allocator's peak of this process, which runs the cases in the recording's first order, against
-        the baseline's processes (fresh processes re-measure timings: their first case of a model peaks higher);
-        NVML's used memory over every process measured, judged like a scope."""
-        stored = entry.get("memory") or {}
-        if not result.memory or stored.get("kind") != result.memory["kind"] or not stored.get("processes"):
-            return None
-        exact = result.memory["kind"] == "torch-allocator"
-        checked = [float(result.memory["peak_mib"])] + ([] if exact else [
-            float(p["memory"]["peak_mib"]) for p in result.processes
-            if p.get("memory") and p["memory"].get("kind") == result.memory["kind"]
-        ])
-        tolerance = self.session.settings.memory_tolerance
-        verdict = judge.judge_memory([float(v) for v in stored["processes"]], checked, tolerance, exact=exact)
-        if exact:
-            return verdict
-        if self._versus is not None and self._versus.in_turns:
-            return gating.blind(verdict, "NVML's used memory is the whole device's, and with both sides' processes "
-                                         "live at once it counts the other's too (--rfdetr-against-sequential "
-                                         "judges it)")
-        return gating.capped(verdict, "memory", tolerance if self.tolerance_given("memory") else None)
+        blind = self._versus is not None and self._versus.in_turns
+        return gating.memory_verdict(entry.get("memory") or {}, result.memory, result.processes,
+                                     self.session.settings.memory_tolerance, self.tolerance_given("memory"),
+                                     gating.NVML_TAKING_TURNS if blind else None)
 
     def _check_budgets(self, result: CaseResult) -> None:
         __tracebackhide__ = True

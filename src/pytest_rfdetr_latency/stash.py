@@ -13,7 +13,7 @@ from pytest_rfdetr_latency.settings import Settings
 if TYPE_CHECKING:  # named in the stash keys' types below (strings, so that --help imports none)
     from pytest_rfdetr_latency.headtohead import HeadToHead  # noqa: F401
     from pytest_rfdetr_latency.processes import Launch  # noqa: F401
-    from pytest_rfdetr_latency.session import LatencySession  # noqa: F401
+    from pytest_rfdetr_latency.session import LatencySession
 
 SETTINGS_KEY = pytest.StashKey[Settings]()
 SESSION_KEY = pytest.StashKey["LatencySession"]()
@@ -24,6 +24,7 @@ LAUNCH_KEY = pytest.StashKey["Launch"]()
 HEAD_TO_HEAD_KEY = pytest.StashKey["HeadToHead"]()  # both sides' processes, measured at the first case
 AGAINST_KEY = pytest.StashKey[dict[str, Any]]()  # what the other side's interpreter reported of itself
 PROPERTY = "rfdetr_latency_result"  # the user property that carries a case's result to the reporting process
+MARKER = "rfdetr_latency"
 
 
 def settings(config: pytest.Config) -> Settings:
@@ -65,3 +66,34 @@ def progress(config: pytest.Config, text: str) -> None:
     with disabled() if disabled is not None else contextlib.nullcontext():
         reporter.ensure_newline()
         reporter.write_line(f"  [rfdetr-latency] {text}", cyan=True)
+
+
+def open_session(config: pytest.Config) -> LatencySession:
+    """Resolve the device and load its baseline file; a problem with either is a usage error."""
+    from pytest_rfdetr_latency.baselines import BaselineError
+    from pytest_rfdetr_latency.environment import DeviceError, resolve_device
+    from pytest_rfdetr_latency.session import LatencySession
+
+    run = settings(config)
+    extra: dict[str, Any] = {}
+    for fields in config.hook.pytest_rfdetr_latency_fingerprint(config=config):
+        extra.update(fields or {})
+    worker = config.stash.get(WORKER_KEY, {})
+    threads = int(worker["threads"]) if "threads" in worker else None
+    try:
+        device = resolve_device(run.device)
+        session = LatencySession(run, device, cache_dir(config), config.rootpath, extra, threads)
+        session.progress = lambda text: progress(config, text)
+        session.invocation = recording_arguments(config)
+        return session
+    except (DeviceError, BaselineError) as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
+def recording_arguments(config: pytest.Config) -> tuple[str, ...]:
+    from pytest_rfdetr_latency.processes import recording_arguments as given
+    from pytest_rfdetr_latency.settings import OPTIONS
+
+    paths = config.args if config.args_source == pytest.Config.ArgsSource.ARGS else []
+    flags = [spec.flag for spec in OPTIONS if spec.is_flag]
+    return given(config.invocation_params.args, paths, bool(config.option.pyargs), flags)

@@ -211,3 +211,10 @@ def test_case_ids_and_matrix_order() -> None:
         "RFDETRSmall-torch-fp32",
         "RFDETRSmall-onnx-cpu",
     ]
+
+
+def test_every_option_is_in_exactly_one_help_group() -> None:
+    from pytest_rfdetr_latency.settings import OPTION_GROUPS, OPTIONS
+
+    grouped = [dest for members in OPTION_GROUPS.values() for dest in members]
+    assert sorted(grouped) == sorted(spec.dest for spec in OPTIONS)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from pytest_rfdetr_latency.cases import Case, matrix
-from pytest_rfdetr_latency.settings import OPTIONS, RawValue, Settings, SettingsError
+from pytest_rfdetr_latency.settings import OPTION_GROUPS, OPTIONS, RawValue, Settings, SettingsError
 from pytest_rfdetr_latency.stash import (
     AGAINST_KEY,
     DIST_KEY,
@@ -49,8 +49,10 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("rfdetr-latency", "RF-DETR latency gate (pytest-rfdetr-latency)")
+    groups = {dest: parser.getgroup(title.lower().replace(" ", "-"), title)
+              for title, members in OPTION_GROUPS.items() for dest in members}
     for spec in OPTIONS:
+        group = groups[spec.dest]
         text = spec.full_help.replace("%", "%%")  # argparse formats help with %
         if spec.is_flag:
             group.addoption(spec.flag, action="store_true", default=False, dest=f"rfdetr_{spec.dest}", help=text)

@@ -507,6 +507,22 @@ OPTIONS: tuple[OptionSpec, ...] = (
                parse_inject_on, "WHERE", ini=False),
 )
 
+# How ``pytest --help`` groups the options: what to run, how it is judged, where files go, head to head, self-tests.
+OPTION_GROUPS: dict[str, tuple[str, ...]] = {
+    "RF-DETR latency: what to run": (
+        "enabled", "save_baseline", "models", "backends", "scopes", "device", "weights", "onnx_models",
+        "batch_sizes", "resolutions", "image_size", "image_count", "detections", "seed", "sampling", "no_parity",
+        "no_pin"),
+    "RF-DETR latency: how it is judged": (
+        "tolerance", "memory_tolerance", "budgets", "strict", "confirm", "save_processes", "fail_on_drift"),
+    "RF-DETR latency: baselines, reports and history": (
+        "baseline_dir", "replace_corrupt", "cache_dir", "report", "markdown", "benchmark_json", "plot_dir",
+        "history_dir"),
+    "RF-DETR latency: head to head (a pull request against its merge base)": (
+        "against", "against_tree", "against_processes", "against_aa", "against_sequential"),
+    "RF-DETR latency: self-tests": ("inject", "inject_on"),
+}
+
 OPTIONS_BY_DEST = {spec.dest: spec for spec in OPTIONS}
 ENV_PREFIX = "RFDETR_LATENCY_"
 ENV_NAMES = {spec.env_name: spec for spec in OPTIONS if spec.env}

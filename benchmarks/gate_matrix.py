@@ -121,26 +121,29 @@ def _baseline(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def _rejudged(record: dict[str, Any], case: dict[str, Any], scope: str, verdict: dict[str, Any]) -> dict[str, Any]:
-    """The verdict of a launch-bound scope of a GPU backend decided again, offline, the way the plugin decides it
-    now: figures host-normalized by the slope fitted in the baseline file, then a regression that the host's own
-    slowdown explains passed with a note (judge.host_explained), over the processes the check measured; and the
-    memory verdict against the median of the baseline's peaks."""
-    from pytest_rfdetr_latency import judge
+    """A verdict decided again, offline, by the plugin's stored-baseline rule of this checkout, over the processes
+    the check measured (it cannot measure more: where the shipped screen would now send a case to fresh processes
+    that the run did not start, the first process alone decides): every timing scope judged again (launch-bound
+    scopes of a GPU backend host-normalized by the slope fitted in the baseline file, a regression the host's own
+    slowdown explains made inconclusive, judge.host_explained), then capped (gating.capped: unresolved where wider
+    than the scope may be); the memory verdict by gating.memory_verdict. The runs asked no tolerance by name."""
+    from pytest_rfdetr_latency import gating, judge
     from pytest_rfdetr_latency.scopes import HOST_BOUND
 
-    if scope == "memory":  # the runs used the default memory tolerance, 10 %
-        exact = (case.get("memory") or {}).get("kind") == "torch-allocator"
-        checked = verdict["processes"][:1] if exact else verdict["processes"]
-        return {**judge.judge_memory(verdict["baseline_processes"], checked, 0.10, exact).to_json(),
-                "redecided": True}
-    if scope not in HOST_BOUND or case["backend"] == "onnx-cpu" or not verdict.get("detail"):
-        return verdict  # not host-bound, or not measured in this run (no figures to judge again)
     base = _baseline(record)
-    stored = base[case["id"]]["scopes"][scope]
+    entry = base[case["id"]]
+    if scope == "memory":
+        redone = gating.memory_verdict(entry.get("memory") or {}, case.get("memory"), case.get("processes", []),
+                                       0.10, False)
+        return verdict if redone is None else {**redone.to_json(), "redecided": True}
+    if not verdict.get("detail") or scope not in entry["scopes"]:
+        return verdict  # not measured in this run (no figures to judge again)
+    stored = entry["scopes"][scope]
     procs = [case, *case.get("processes", [])]
     raw = [p["scopes"][scope]["value_ms"] for p in procs if scope in p.get("scopes", {})]
     hosts = [p["scopes"][scope].get("host_ms") for p in procs if scope in p.get("scopes", {})]
-    slope = judge.host_slope(base.values(), scope, case["backend"]) if all(hosts) else None
+    launch_bound = scope in HOST_BOUND and case["backend"] != "onnx-cpu" and all(hosts)
+    slope = judge.host_slope(base.values(), scope, case["backend"]) if launch_bound else None
     recorded, reference = judge.recorded_figures(stored, slope)
     values = judge.host_normalized(raw, hosts, reference, slope) if reference is not None and slope else raw
     slope = slope if reference is not None else None
@@ -149,14 +152,14 @@ def _rejudged(record: dict[str, Any], case: dict[str, Any], scope: str, verdict:
     decided = judge.judge(scope, verdict["statistic"], recorded, values, asked, typical, planned=planned,
                           typical_freedom=freedom)
     base_hosts = [p.get("host_ms") for p in stored["processes"]]
-    slowdown = judge.host_slowdown(base_hosts, hosts) if all(hosts) and all(base_hosts) else None
+    slowdown = judge.host_slowdown(base_hosts, hosts) if launch_bound and all(base_hosts) else None
     if decided.kind == "regression" and slowdown and len(raw) >= 2:  # the plugin excuses only over fresh processes
         raw_typical, raw_freedom = judge.typical_noise(base.values(), scope, case["backend"], None)
         fair = judge.judge(scope, verdict["statistic"], judge.recorded_figures(stored, None)[0],
                            [v / slowdown for v in raw], asked, raw_typical, planned=planned,
                            typical_freedom=raw_freedom)
         decided = judge.host_explained(decided, fair, slowdown)
-    return {**decided.to_json(), "redecided": True}
+    return {**gating.capped(decided, scope, None).to_json(), "redecided": True}
 
 
 def _comparisons(record: dict[str, Any], case: dict[str, Any], redecide: bool = False
@@ -171,11 +174,14 @@ def _whole(record: dict[str, Any]) -> bool:
 
 
 def _aa_stats(aa: list[dict[str, Any]], redecide: bool) -> dict[str, Any]:
-    """Per-comparison false alarms (regression or inconclusive) over clean checks, and the runs that failed: as run
-    (exit code), or where re-decided offline, those with any alarm left."""
+    """Per-comparison false alarms (regression, or inconclusive other than unresolved) over clean checks, and the
+    runs that failed: as run (exit code), or where re-decided offline, those with any alarm left; the unresolved
+    comparisons (not gating on this runner) and the widest threshold of those that gated, per scope."""
     false_alarms: list[dict[str, Any]] = []
     comparisons = failed_runs = confirmations = improvements = 0
     by_scope: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    unresolved: dict[str, int] = defaultdict(int)
+    widest: dict[str, float] = defaultdict(float)
     for record in aa:
         alarms = 0
         for case in record["data"]["cases"]:
@@ -184,6 +190,10 @@ def _aa_stats(aa: list[dict[str, Any]], redecide: bool) -> dict[str, Any]:
                 comparisons += 1
                 by_scope[scope][1] += 1
                 improvements += verdict["kind"] == "improvement"
+                if verdict["kind"] == "inconclusive" and (verdict.get("detail") or {}).get("unresolved"):
+                    unresolved[scope] += 1
+                    continue
+                widest[scope] = max(widest[scope], round(100 * verdict["threshold"], 3))
                 if verdict["kind"] in ("regression", "inconclusive"):
                     alarms += 1
                     by_scope[scope][0] += 1
@@ -200,6 +210,8 @@ def _aa_stats(aa: list[dict[str, Any]], redecide: bool) -> dict[str, Any]:
         "false_alarms": len(false_alarms),
         "false_alarms_by_scope": {s: {"false_alarms": v[0], "comparisons": v[1]} for s, v in sorted(by_scope.items())},
         "false_alarm_details": false_alarms,
+        "unresolved_by_scope": dict(sorted(unresolved.items())),
+        "max_gating_threshold_pct": dict(sorted(widest.items())),
         "aa_improvements_reported": improvements,
         "aa_fresh_processes": confirmations,
         "check_seconds": [r["wall_seconds"] for r in aa],

@@ -1,5 +1,5 @@
 """The package's layering, read from its import statements (no import runs): the verdict is pure, the store sits on
-it, measuring never reaches up into the pytest face, and nothing imports in a circle. README's developing section
+it, measuring never reaches up into the pytest face, and nothing imports in a circle. docs/developing.md
 draws the same layers."""
 
 from __future__ import annotations

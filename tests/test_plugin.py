@@ -244,7 +244,7 @@ def test_the_readme_and_fixture_examples_run_as_written_on_a_cpu(pytester: pytes
     block = re.search(r"```python\n(.*?)```", section, re.S)
     assert block is not None
     pytester.makepyfile(test_readme=block.group(1))
-    source = (root / "src" / "pytest_rfdetr_latency" / "plugin.py").read_text()
+    source = (root / "src" / "pytest_rfdetr_latency" / "fixtures.py").read_text()
     examples = [textwrap.dedent(found) for found in re.findall(r"Example::\n\n((?:        .*\n|\n)+)", source)]
     assert len(examples) >= 5
     pytester.makepyfile(test_fixture_examples="import pytest\n\n\n" + "\n\n".join(examples))

@@ -158,7 +158,7 @@ def rebuilt(data: dict[str, Any]) -> Any:
     from pytest_rfdetr_latency.scopes import HOST_BOUND
 
     first = data["cases"][0]["details"]["head_to_head"]
-    versus = HeadToHead(Path(first["against"]), order(first["processes"][THIS]))
+    versus = HeadToHead(Path(first["against"]), order(first["processes"][THIS]), in_turns=bool(first.get("in_turns")))
     for case in data["cases"]:
         entry = case["baseline"]["scopes"]
         count = len(next(iter(entry.values()))["processes"])
@@ -168,7 +168,8 @@ def rebuilt(data: dict[str, Any]) -> Any:
         others = [case["scopes"], *(p["scopes"] for p in case["processes"])]
         versus.results[OTHER][case["id"]] = [{"id": case["id"], "backend": case["backend"], "process_index": i,
                                              "scopes": scopes} for i, scopes in enumerate(others)]
-    versus.leave_out_apart(HOST_BOUND)
+    if not versus.in_turns:  # as headtohead.measure does
+        versus.leave_out_apart(HOST_BOUND)
     return versus
 
 

@@ -297,18 +297,26 @@ def test_a_history_of_real_runs_shows_the_injected_slowdown_where_it_began(
 
     assert cli.main(["history", str(clean), "--fail-on-change"]) == 0
     assert "4 runs, no persistent shift" in capsys.readouterr().out
-    # Three runs at the new level on two shared cores: at the default 0.001 a slow spell of the clean runs can hide
-    # the step (docs/history.md); 0.01 finds it, and the clean history above is held to the default.
+    # Self-test runs are shown as such and never detected on: nothing new, whatever they measured.
     assert cli.main(["history", str(folder), "--fail-on-change", "--max-pvalue", "0.01",
-                     "--out", str(tmp_path / "page")]) == 1
-    out = capsys.readouterr().out
-    assert "RFDETRNano-onnx-cpu-r320 e2e (p20) on " in out and "7 runs, 1 persistent shift(s):" in out
-    assert "NEW SLOWDOWN run 5 of 7 (" in out  # the first injected run
+                     "--out", str(tmp_path / "page")]) == 0
+    assert "RFDETRNano-onnx-cpu-r320 e2e (p20) on " in capsys.readouterr().out
     lines = history.read(next(folder.glob("*.jsonl")))
     assert [line["kind"] for line in lines] == ["record"] + ["check"] * 6
     assert len({line["run"] for line in lines}) == 7 and all(line["commit"] is None for line in lines)
     shown = (tmp_path / "page" / "index.html").read_text()
-    assert shown.count("<svg") == 1 and "7 runs (3 self-test)" in shown and "<b>self-test</b>" in shown
+    assert shown.count("<svg") == 1 and "7 runs (3 self-test, not detected on)" in shown
+    assert "end on a new slowdown" not in shown
+    # The same figures as a change that slowed the case would leave them (no self-test mark): found where it began.
+    # Three runs at the new level on two shared cores: at the default 0.001 a slow spell of the clean runs can hide
+    # the step (docs/history.md); 0.01 finds it, and the clean history above is held to the default.
+    unmarked = tmp_path / "unmarked"
+    unmarked.mkdir()
+    (unmarked / next(folder.glob("*.jsonl")).name).write_text(
+        "".join(json.dumps({**line, "injected_pct": None}) + "\n" for line in lines))
+    assert cli.main(["history", str(unmarked), "--fail-on-change", "--max-pvalue", "0.01"]) == 1
+    out = capsys.readouterr().out
+    assert "7 runs, 1 persistent shift(s):" in out and "NEW SLOWDOWN run 5 of 7 (" in out
     assert "<!-- self-test (" in shown  # the chart's legend names the injected runs (matplotlib's text comment)
 
 

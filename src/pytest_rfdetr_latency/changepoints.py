@@ -42,10 +42,7 @@ def change_points(
     if n < 2 * min_size or min(values) <= 0:
         return []
     x = np.log(np.asarray(values, dtype=float))
-    diffs = np.diff(x)
-    sigma = 1.4826 * float(np.median(np.abs(diffs - np.median(diffs)))) / math.sqrt(2)
-    if sigma == 0.0:
-        sigma = float(np.std(diffs)) / math.sqrt(2) or 1e-12
+    sigma = run_noise(values) or 1e-12
     penalty = 2 * sigma**2 * math.log(n)
     ends = ruptures.Pelt(model="l2", min_size=min_size, jump=1).fit(x.reshape(-1, 1)).predict(pen=penalty)
     indices = [int(i) for i in ends[:-1]]
@@ -59,6 +56,19 @@ def change_points(
                     for i, index in enumerate(indices)]
         del indices[weakest]
     return []
+
+
+def run_noise(values: Sequence[float]) -> float:
+    """A series' run-to-run noise, as the standard deviation of its log figures, estimated robustly from its first
+    differences (so that its steps do not inflate it): 1.4826 MAD / sqrt 2, or their standard deviation where more
+    than half the differences are equal (an exact series: memory peaks that repeat to the MiB)."""
+    import numpy as np
+
+    if len(values) < 3 or min(values) <= 0:
+        return 0.0
+    diffs = np.diff(np.log(np.asarray(values, dtype=float)))
+    sigma = 1.4826 * float(np.median(np.abs(diffs - np.median(diffs)))) / math.sqrt(2)
+    return sigma if sigma > 0.0 else float(np.std(diffs)) / math.sqrt(2)
 
 
 def _welch(left: Sequence[float], right: Sequence[float]) -> float:

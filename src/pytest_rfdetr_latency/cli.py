@@ -61,7 +61,9 @@ def parser() -> argparse.ArgumentParser:
                          help="only the series of devices whose name contains NAME (case-insensitive), e.g. "
                               "'H200': a runner judges its own GPU model's history")
     history.add_argument("--min-change", type=_percent, default=trends.MIN_CHANGE, metavar="PCT",
-                         help=f"the least slowdown --fail-on-change fails on (default {trends.MIN_CHANGE * 100:g}%%)")
+                         help=f"the least slowdown --fail-on-change fails on (default {trends.MIN_CHANGE * 100:g}%%); "
+                              f"a series' own least is higher where its run-to-run noise is: "
+                              f"{trends.NOISE_MULTIPLE:g} times it, and the 16 MiB allocator slack for memory")
     history.add_argument("--max-pvalue", type=_probability, default=MAX_PVALUE, metavar="P",
                          help=f"how sure a shift must be: Welch's t-test between the runs either side (default "
                               f"{MAX_PVALUE:g}; docs/history.md gives what each finds on the H200's noise)")
@@ -106,8 +108,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"  {mark}{shift.describe(series_)}")
     new = [t for t in analysed if t.new_regression is not None]
     print(f"{len(analysed)} series, {sum(bool(t.shifts) for t in analysed)} with persistent shifts, {len(new)} "
-          f"ending on a new slowdown of at least {args.min_change:.2%} (begun in their device's last {args.recent} "
-          "runs, no baseline recorded since)")
+          f"ending on a new slowdown of at least {args.min_change:.2%} and {trends.NOISE_MULTIPLE:g} times the "
+          f"series' own run-to-run noise (begun in their device's last {args.recent} runs, no baseline recorded "
+          "since; self-test runs are not detected on)")
     if args.out is not None:
         from pytest_rfdetr_latency.trend_page import write
 

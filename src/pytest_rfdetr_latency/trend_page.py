@@ -107,7 +107,7 @@ def page(trends: Sequence[Trend], source: Path, now: datetime | None = None) -> 
         series = trend.series
         tests = sum(1 for p in series.points if p.injected_pct)
         parts.append(f"<h2>{html.escape(series.name)} <span class='muted'>on {html.escape(series.device)}, "
-                     f"{len(series.points)} runs" + (f" ({tests} self-test)" if tests else "")
+                     f"{len(series.points)} runs" + (f" ({tests} self-test, not detected on)" if tests else "")
                      + f", newest {html.escape(trend.newest)}, workload {series.workload}</span></h2>")
         parts.append(_chart(trend))
     parts.append("</body></html>\n")

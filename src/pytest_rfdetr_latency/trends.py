@@ -4,14 +4,15 @@ on either side of each, and whether the newest runs sit on a new, unaccepted shi
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from pytest_rfdetr_latency.changepoints import MAX_PVALUE, ChangePoint, change_points
+from pytest_rfdetr_latency.changepoints import MAX_PVALUE, ChangePoint, change_points, run_noise
 from pytest_rfdetr_latency.environment import drift
 from pytest_rfdetr_latency.history import Point, Series
 
 RECENT = 5  # a shift is new while it began in one of its device's last RECENT runs
 MIN_CHANGE = 0.01  # --fail-on-change fails on a new slowdown of at least this much
+NOISE_MULTIPLE = 3.0  # ... and of at least this many times the series' own run-to-run noise
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,8 @@ class Shift:
 class Trend:
     series: Series
     shifts: tuple[Shift, ...]
-    new_regression: Shift | None  # a slowdown among the last RECENT runs, not accepted, of at least MIN_CHANGE
+    new_regression: Shift | None  # a slowdown among the last RECENT runs, not accepted, of at least min_change
+    min_change: float = MIN_CHANGE  # the least slowdown that counts in this series (least_change)
 
     @property
     def newest(self) -> str:
@@ -70,19 +72,34 @@ def analyse(
     """``recent_runs``: the ids of the device's last runs, where a new shift must begin (default: the series' own
     last RECENT points)."""
     points = series.points
-    found = change_points([p.value for p in points], max_pvalue=max_pvalue)
+    # Self-test runs (--rfdetr-inject-slowdown) slowed themselves on purpose: they are shown, never detected on.
+    kept = [i for i, p in enumerate(points) if not p.injected_pct]
+    values = [points[i].value for i in kept]
+    found = [replace(cp, index=kept[cp.index]) for cp in change_points(values, max_pvalue=max_pvalue)]
+    least = least_change(series, values, min_change)
     shifts = []
     for cp in found:
-        before, after = points[cp.index - 1], points[cp.index]
+        before, after = points[max(i for i in kept if i < cp.index)], points[cp.index]  # the runs either side
         shifts.append(Shift(cp, before, after, tuple(drift(before.fingerprint, after.fingerprint)),
                             _accepted(points, cp.index)))
     recent = set(recent_runs if recent_runs is not None else (p.run for p in points[-RECENT:]))
     new = None
     if shifts:
         last = shifts[-1]
-        if last.after.run in recent and last.point.change >= min_change and last.accepted_by is None:
+        if last.after.run in recent and last.point.change >= least and last.accepted_by is None:
             new = last
-    return Trend(series, tuple(shifts), new)
+    return Trend(series, tuple(shifts), new, least)
+
+
+def least_change(series: Series, values: Sequence[float], floor: float = MIN_CHANGE) -> float:
+    """The least slowdown that counts in ``series``: ``floor``, NOISE_MULTIPLE times its own run-to-run noise, and for
+    memory the verdict's allocator slack (a peak that moves a few MiB is no change the gate would fail)."""
+    from pytest_rfdetr_latency.judge import MEMORY_SLACK_MIB, median
+
+    least = max(floor, NOISE_MULTIPLE * run_noise(values))
+    if series.scope == "memory" and values:
+        least = max(least, MEMORY_SLACK_MIB / median(values))
+    return least
 
 
 def device_runs(all_series: Sequence[Series]) -> dict[str, list[str]]:

@@ -27,7 +27,6 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
 from changepoints import SESSION, noise_pools  # benchmarks/ is this script's folder
-
 from pytest_rfdetr_latency import trends
 from pytest_rfdetr_latency.history import Point, Series
 

@@ -45,32 +45,27 @@ def _start(code: str, *args: str) -> tuple[subprocess.Popen[bytes], lockstep.Pip
     return proc, pipe
 
 
-def test_two_children_alternate_block_by_block_and_the_longer_one_finishes_alone(tmp_path: Path) -> None:
-    log = tmp_path / "log.txt"
-    first, a = _start(TAKES_TURNS, "a", "3", str(log))
-    second, b = _start(TAKES_TURNS, "b", "5", str(log))
+def _alternate(log: Path, *children: tuple[str, str, str]) -> tuple[list[str], list[int], list[int]]:
+    """Start ``children`` (code, name, blocks), let them take turns; what they wrote, their turns, their exit codes."""
+    started = [_start(code, name, blocks, str(log)) for code, name, blocks in children]
     try:
-        turns = lockstep.alternate([a, b], time.monotonic() + 60)
+        turns = lockstep.alternate([pipe for _, pipe in started], time.monotonic() + 60)
     finally:
-        for proc, pipe in ((first, a), (second, b)):
+        for proc, pipe in started:
             proc.wait(timeout=30)
             pipe.close()
-    assert log.read_text().split() == ["a0", "b0", "a1", "b1", "a2", "b2", "b3", "b4"]
-    assert turns == [3, 5]
-    assert first.returncode == second.returncode == 0
+    return log.read_text().split(), turns, [proc.returncode for proc, _ in started]
+
+
+def test_two_children_alternate_block_by_block_and_the_longer_one_finishes_alone(tmp_path: Path) -> None:
+    written, turns, codes = _alternate(tmp_path / "log.txt", (TAKES_TURNS, "a", "3"), (TAKES_TURNS, "b", "5"))
+    assert written == ["a0", "b0", "a1", "b1", "a2", "b2", "b3", "b4"]
+    assert turns == [3, 5] and codes == [0, 0]
 
 
 def test_a_child_that_does_not_take_turns_runs_to_its_end_first_and_is_counted_as_taking_none(tmp_path: Path) -> None:
-    log = tmp_path / "log.txt"
-    old, a = _start(RUNS_ALONE, "o", "3", str(log))
-    new, b = _start(TAKES_TURNS, "n", "2", str(log))
-    try:
-        turns = lockstep.alternate([a, b], time.monotonic() + 60)
-    finally:
-        for proc, pipe in ((old, a), (new, b)):
-            proc.wait(timeout=30)
-            pipe.close()
-    assert log.read_text().split() == ["o0", "o1", "o2", "n0", "n1"]
+    written, turns, _ = _alternate(tmp_path / "log.txt", (RUNS_ALONE, "o", "3"), (TAKES_TURNS, "n", "2"))
+    assert written == ["o0", "o1", "o2", "n0", "n1"]
     assert turns == [0, 2]
 
 

@@ -242,3 +242,10 @@ def test_one_wild_case_does_not_widen_the_typical_noise_of_the_others() -> None:
     typical, _ = judge.typical_noise(calm, "device", "b")
     wild, _ = judge.typical_noise([*calm, entry([1.50, 1.51, 1.66])], "device", "b")  # one process 10 % off
     assert typical is not None and wild is not None and wild < 1.5 * typical < 0.005
+
+
+def test_the_table_and_the_message_print_one_change_alike() -> None:
+    from pytest_rfdetr_latency import report
+
+    verdict = judge.judge("e2e", "p20", [10.0, 10.0, 10.0], [20.2874], asked=0.15, typical_noise=0.01)
+    assert "+102.87%" in verdict.describe() and report._pct(verdict.to_json()["delta"]) == "+102.87%"

@@ -181,7 +181,7 @@ class Verdict:
             "unit": self.unit,
             "baseline": significant(self.baseline),
             "current": significant(self.current),
-            "delta": significant(self.delta, 4),
+            "delta": significant(self.delta, 6),  # printed to 0.01 % in the table as in the message
             "threshold": round(self.threshold, 6),
             "threshold_reason": self.reason,
             "baseline_processes": [significant(v) for v in self.baseline_processes],

@@ -22,7 +22,7 @@ from pytest_rfdetr_latency import budgets as budget_specs
 from pytest_rfdetr_latency.cases import ALL_BACKENDS, ALL_MODELS, DEFAULT_BACKENDS, DEFAULT_MODELS
 from pytest_rfdetr_latency.placement import Placement
 from pytest_rfdetr_latency.sampling import PRESETS, SamplingPlan, parse_sampling
-from pytest_rfdetr_latency.scopes import ALL_SCOPES
+from pytest_rfdetr_latency.scopes import ALL_SCOPES, DEFAULT_THRESHOLDS, HEAD_TO_HEAD_THRESHOLDS
 
 
 class SettingsError(ValueError):
@@ -421,8 +421,11 @@ OPTIONS: tuple[OptionSpec, ...] = (
                "rootdir. Default: latency_baselines/.", parse_path, "DIR"),
     OptionSpec("weights", "--rfdetr-weights", "'random' (seeded, offline), a local checkpoint path, or "
                "MODEL=PATH[,MODEL=PATH]. Nothing is downloaded. Default: random.", parse_weights, "WEIGHTS"),
-    OptionSpec("tolerance", "--rfdetr-tolerance", f"regression threshold: {TOLERANCE_FORMS}. Default: each scope's "
-               "threshold derived from measured noise (see docs/gate-power.md).", parse_tolerance, "TOL"),
+    OptionSpec("tolerance", "--rfdetr-tolerance", f"regression threshold: {TOLERANCE_FORMS}. Default: "
+               + ", ".join(f"{scope} {value * 100:g}%" for scope, value in DEFAULT_THRESHOLDS.items())
+               + " (head to head: " + ", ".join(f"{scope} {value * 100:g}%" for scope, value
+                                                 in HEAD_TO_HEAD_THRESHOLDS.items())
+               + "), each widened where the processes' own noise needs it (docs/verdict.md).", parse_tolerance, "TOL"),
     OptionSpec("scopes", "--rfdetr-scopes", f"comma list of the scopes to measure and gate (the others are not "
                f"measured): {_SCOPES_HELP}. Default: all.", parse_scopes, "LIST"),
     OptionSpec("report", "--rfdetr-report", "write a JSON report of every case to PATH. Default: none.",

@@ -155,8 +155,7 @@ class ResultCollector:
         unresolved = report.unresolved_lines(self.results)
         self.notes += unresolved
         compared = [r for r in self.results if r.get("verdicts")]
-        gated = [v for r in compared for v in r["verdicts"].values()
-                 if not (v.get("kind") == "inconclusive" and (v.get("detail") or {}).get("unresolved"))]
+        gated = [v for r in compared for v in r["verdicts"].values() if not report.is_unresolved(v)]
         if gated:
             return
         why = ("no latency case ran" if not self.results else

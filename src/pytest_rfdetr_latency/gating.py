@@ -56,11 +56,15 @@ def detectable(entries: Mapping[str, Mapping[str, Any]], asked: Callable[[str], 
     from pytest_rfdetr_latency.stats import log_spread
 
     found: dict[str, dict[str, float]] = {}
+    typicals: dict[tuple[str, str], tuple[float | None, int]] = {}  # one per scope and backend, not per case
     for case_id, entry in entries.items():
         for scope, stored in entry.get("scopes", {}).items():
             values = [float(p["value_ms"]) for p in stored.get("processes", [])]
             own, own_freedom = log_spread([values])
-            typical, typical_freedom = typical_noise(entries.values(), scope, str(entry.get("backend")))
+            key = (scope, str(entry.get("backend")))
+            if key not in typicals:
+                typicals[key] = typical_noise(entries.values(), *key)
+            typical, typical_freedom = typicals[key]
             threshold = Threshold(asked(scope), own, typical, len(values), planned, DECIDE_Z,
                                   own_freedom=own_freedom, typical_freedom=typical_freedom if typical else 0)
             found.setdefault(case_id, {})[scope] = round(threshold.value, 6)

@@ -294,15 +294,20 @@ def _escape(text: str, property_value: bool = False) -> str:
     return text
 
 
+def is_unresolved(verdict: Mapping[str, Any]) -> bool:
+    """A verdict, as written to the report, that could not resolve what its scope must (gating.is_unresolved)."""
+    return verdict.get("kind") == "inconclusive" and bool((verdict.get("detail") or {}).get("unresolved"))
+
+
 def unresolved_lines(results: Sequence[Mapping[str, Any]]) -> list[str]:
     """One line per comparison that could not resolve what its scope must (paired.judge_pairs, judge.unresolved):
     not gating on this runner, with the finest change it could have detected."""
     lines = []
     for result in results:
         for scope, verdict in (result.get("verdicts") or {}).items():
-            detail = verdict.get("detail") or {}
-            if verdict.get("kind") != "inconclusive" or not detail.get("unresolved"):
+            if not is_unresolved(verdict):
                 continue
+            detail = verdict["detail"]
             if detail.get("detectable") is None:  # not seen at all (gating.blind): the verdict's note says why
                 why = next((n for n in reversed(verdict.get("notes") or []) if n.startswith("unresolved: ")), "")
                 lines.append(f"not gating on this runner: {result['id']} {scope}, {why.removeprefix('unresolved: ')}")

@@ -64,12 +64,13 @@ def _process(args: argparse.Namespace, stream: int, index: int) -> dict[str, Any
     env = dict(os.environ, CUDA_VISIBLE_DEVICES=str(stream), PYTHONUNBUFFERED="1")
     cores = _cores(stream, args.streams)
     start = time.time()
+    at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     with log.open("w") as handle:
         code = subprocess.run(["taskset", "-c", ",".join(map(str, cores)), *command], env=env, stdout=handle,
                               stderr=subprocess.STDOUT, check=False, timeout=args.timeout).returncode
     return {"tag": args.tag, "stream": stream, "phase": args.phase, "inject_pct": args.inject, "index": index,
             "exit_code": code, "wall_seconds": round(time.time() - start, 2), "report": str(report.relative_to(work)),
-            "log": str(log.relative_to(work)), "cores": len(cores), "command": command[3:]}
+            "log": str(log.relative_to(work)), "cores": len(cores), "command": command[3:], "at": at}
 
 
 def run(args: argparse.Namespace) -> None:

@@ -102,6 +102,13 @@ def test_the_summary_lists_what_the_runner_cannot_gate_apart() -> None:
     assert unresolved_lines(results) == [
         f"not gating on this runner: RFDETRMedium-torch-fp16 forward, could detect {coarse.threshold * 100:.3g}% and "
         "no less (must resolve 5%)"]
+    # One process of three slowed threefold by a loaded CPU, Student's t on one degree of freedom: 10^101 % says only
+    # that the comparison sees nothing.
+    blind = coarse.to_json()
+    blind["detail"] = {**blind["detail"], "detectable": 1.56e101, "resolve": 1.0}
+    assert unresolved_lines([{"id": "RFDETRNano-torch-fp32", "verdicts": {"e2e": blind}}]) == [
+        "not gating on this runner: RFDETRNano-torch-fp32 e2e, could detect more than 1000% and no less (must "
+        "resolve 100%)"]
 
 
 # Where the threads run ----------------------------------------------------------------------------------------

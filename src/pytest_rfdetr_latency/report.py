@@ -35,6 +35,12 @@ def _pct(value: float) -> str:
     return f"{value * 100:+.2f}%"
 
 
+def _resolvable(fraction: float) -> str:
+    """The least change a comparison could detect: past 1000 % the figure says only that it sees nothing (one
+    process in three on a loaded CPU can put Student's t on one degree of freedom at 10^100 %)."""
+    return "more than 1000%" if fraction > 10 else f"{fraction * 100:.3g}%"
+
+
 def _value(value: float | None, unit: str = "ms") -> str:
     return "-" if value is None else f"{value:.4g} {unit}"
 
@@ -313,5 +319,5 @@ def unresolved_lines(results: Sequence[Mapping[str, Any]]) -> list[str]:
                 lines.append(f"not gating on this runner: {result['id']} {scope}, {why.removeprefix('unresolved: ')}")
                 continue
             lines.append(f"not gating on this runner: {result['id']} {scope}, could detect "
-                         f"{detail['detectable'] * 100:.3g}% and no less (must resolve {detail['resolve'] * 100:.3g}%)")
+                         f"{_resolvable(detail['detectable'])} and no less (must resolve {detail['resolve'] * 100:.3g}%)")
     return lines

@@ -39,6 +39,20 @@ def _low(q: float) -> Rule:
     return rule
 
 
+def _fast_state(factor: float) -> Rule:
+    """Blocks in the run's fast host state, one floor for both sides (the case's tenth percentile of every block's
+    yardstick): NaN, and the pair left out, where a process has fewer than two such blocks."""
+    def rule(process: dict[str, Any], fit: dict[str, float]) -> float:
+        kept = [v for v, h in zip(process["blocks_ms"], process["host_blocks_ms"]) if h <= factor * fit["floor"]]
+        return statistics.median(kept) if len(kept) >= 2 else math.nan
+    return rule
+
+
+def _slow_share(process: dict[str, Any], fit: dict[str, float]) -> float:
+    hosts = process["host_blocks_ms"]
+    return sum(h > 1.15 * fit["floor"] for h in hosts) / len(hosts)
+
+
 def _normalized(process: dict[str, Any], fit: dict[str, float]) -> float:
     return statistics.median(v * (fit["reference"] / h) ** fit["slope"]
                              for v, h in zip(process["blocks_ms"], process["host_blocks_ms"]))
@@ -51,6 +65,8 @@ RULES: dict[str, Rule] = {
     "the block at the 10th percentile": _low(0.10),
     "the block at the 25th percentile": _low(0.25),
     "the fastest block": _low(0.0),
+    "blocks in the fast state, one floor for both sides (1.15x the case's 10th percentile)": _fast_state(1.15),
+    "blocks in the fast state, one floor for both sides (1.25x the case's 10th percentile)": _fast_state(1.25),
     "each block normalized by its yardstick (slope fitted within the processes)": _normalized,
 }
 
@@ -64,8 +80,16 @@ def _fit(processes: list[dict[str, Any]]) -> dict[str, float]:
         xs += [h - statistics.fmean(lh) for h in lh]
         ys += [v - statistics.fmean(lv) for v in lv]
     slope = sum(x * y for x, y in zip(xs, ys)) / sum(x * x for x in xs)
-    return {"slope": min(1.0, max(0.0, slope)),
-            "reference": statistics.median(h for p in processes for h in p["host_blocks_ms"])}
+    every = sorted(h for p in processes for h in p["host_blocks_ms"])
+    return {"slope": min(1.0, max(0.0, slope)), "reference": statistics.median(every),
+            "floor": every[int(0.1 * (len(every) - 1))]}
+
+
+def _sides(case: dict[str, Any], scope: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The reference side's processes and the judged side's, in pair order."""
+    this = case["baseline"]["scopes"][scope]["processes"]
+    other = [case["scopes"][scope], *(p["scopes"][scope] for p in case["processes"])]
+    return this, other
 
 
 def main() -> None:
@@ -80,22 +104,28 @@ def main() -> None:
     found: dict[str, dict[str, Any]] = {}
     for scope in args.scopes.split(","):
         for name, rule in RULES.items():
-            squares, freedom, means = 0.0, 0, []
+            squares, freedom, means, pairs, shares = 0.0, 0, [], [], []
             for case in data["cases"]:
-                this = case["baseline"]["scopes"][scope]["processes"]
-                other = [case["scopes"][scope], *(p["scopes"][scope] for p in case["processes"])]
+                this, other = _sides(case, scope)
                 fit = _fit(this + other)
                 ratios = [math.log(rule(b, fit) / rule(a, fit)) for a, b in zip(this, other)]
+                ratios = [r for r in ratios if not math.isnan(r)]
+                pairs.append(f"{len(ratios)}/{len(this)}")
+                shares.append([round(statistics.fmean(_slow_share(p, fit) for p in side), 2) for side in (this, other)])
+                if len(ratios) < 2:
+                    means.append(None)
+                    continue
                 mean = statistics.fmean(ratios)
                 squares += sum((r - mean) ** 2 for r in ratios)
                 freedom += len(ratios) - 1
                 means.append(round(100 * math.expm1(mean), 2))
-            noise = math.sqrt(squares / freedom)
-            detectable = line(noise, freedom, 4)
+            noise = math.sqrt(squares / freedom) if freedom else math.nan
+            detectable = line(noise, freedom, 4) if freedom else None
             found.setdefault(scope, {})[name] = {
                 "pair_noise_pct": round(100 * noise, 2), "freedom": freedom,
                 "detectable_pct_4_pairs": None if detectable is None else round(100 * detectable, 1),
-                "change_pct_per_case": means}
+                "change_pct_per_case": means, "pairs_kept_per_case": pairs,
+                "slow_share_base_head_per_case": shares}
     text = json.dumps({"report": args.report.name, "rules": found}, indent=1) + "\n"
     if args.out:
         args.out.write_text(text)

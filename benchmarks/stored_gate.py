@@ -1,0 +1,111 @@
+"""A newcomer's stored-baseline flow on one GPU, summarized as the stored verdict's issue asks: the default matrix
+recorded once, then clean checks of the same code spread over the session (benchmarks/gate_matrix.py ``run``, one
+stream; its runs.jsonl gives when each process started and how long it took).
+
+    python benchmarks/stored_gate.py RUNS_DIR --out benchmarks/results/stored-gate-nvidia-h200.json
+
+Counted over the clean checks (no injection), as the runs printed their verdicts (nothing re-decided): the checks and
+those that failed, how far apart the recording and the checks were, per scope the comparisons, false alarms, the
+widest threshold of a comparison that gated (``max_threshold_pct``; an unresolved one does not gate) and the median
+over comparisons of the threshold each stated (``mdr_pct``: the smallest regression it could have caught), every
+unresolved comparison with its case and the figure it could resolve, and each check's seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import statistics
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from head_to_head import read_json  # benchmarks/ is this script's folder
+
+
+def _at(record: dict[str, Any]) -> datetime.datetime:
+    return datetime.datetime.strptime(record["at"], "%Y-%m-%dT%H:%M:%SZ")
+
+
+def _ended(record: dict[str, Any]) -> datetime.datetime:
+    return _at(record) + datetime.timedelta(seconds=float(record["wall_seconds"]))
+
+
+def _pct(value: float | None) -> float | None:
+    return None if value is None else round(100 * value, 2)
+
+
+def summarize(folder: Path) -> dict[str, Any]:
+    records = [json.loads(line) for line in (folder / "runs.jsonl").read_text().splitlines() if line.strip()]
+    saves = [r for r in records if r["phase"] == "save"]
+    checks = [r for r in records if r["phase"] == "check" and not r.get("inject_pct")]
+    per_scope: dict[str, dict[str, Any]] = defaultdict(lambda: {"comparisons": 0, "false_alarms": 0, "gated": 0,
+                                                                 "unresolved": 0, "thresholds": [], "gated_max": 0.0})
+    unresolved: list[dict[str, Any]] = []
+    alarms: list[dict[str, Any]] = []
+    cases_per_check = []
+    for record in checks:
+        data = read_json(folder / record["report"]) or {}
+        cases_per_check.append(len(data.get("cases", [])))
+        for case in data.get("cases", []):
+            for scope, verdict in (case.get("verdicts") or {}).items():
+                row = per_scope[scope]
+                row["comparisons"] += 1
+                threshold = float(verdict.get("threshold") or 0.0)
+                row["thresholds"].append(threshold)
+                if verdict.get("kind") == "inconclusive" and (verdict.get("detail") or {}).get("unresolved"):
+                    row["unresolved"] += 1
+                    unresolved.append({"check": record["report"], "case": case["id"], "scope": scope,
+                                       "could_resolve_pct": _pct(threshold)})
+                    continue
+                row["gated"] += 1
+                row["gated_max"] = max(row["gated_max"], threshold)
+                if verdict.get("kind") == "regression":
+                    row["false_alarms"] += 1
+                    alarms.append({"check": record["report"], "case": case["id"], "scope": scope,
+                                   "delta_pct": _pct(verdict.get("delta")), "threshold_pct": _pct(threshold)})
+    recorded = min((_at(r) for r in saves), default=None)
+    first_check = min((_at(r) for r in checks), default=None)
+    last_check = max((_ended(r) for r in checks), default=None)
+    seconds = [float(r["wall_seconds"]) for r in checks]
+    return {
+        "aa_runs": len(checks),
+        "aa_failed_runs": sum(1 for r in checks if r["exit_code"] != 0),
+        "aa_failed": [{"report": r["report"], "exit_code": r["exit_code"]} for r in checks if r["exit_code"] != 0],
+        "cases_per_check": cases_per_check,
+        "aa_span_minutes": None if first_check is None or last_check is None
+        else round((last_check - first_check).total_seconds() / 60, 1),
+        "record_to_last_check_minutes": None if recorded is None or last_check is None
+        else round((last_check - recorded).total_seconds() / 60, 1),
+        "comparisons": sum(row["comparisons"] for row in per_scope.values()),
+        "false_alarms": len(alarms),
+        "false_alarm_details": alarms,
+        "scopes": {scope: {"comparisons": row["comparisons"], "gated": row["gated"], "unresolved": row["unresolved"],
+                           "false_alarms": row["false_alarms"],
+                           "max_threshold_pct": _pct(row["gated_max"]) if row["gated"] else None,
+                           "mdr_pct": _pct(statistics.median(row["thresholds"])) if row["thresholds"] else None}
+                   for scope, row in sorted(per_scope.items())},
+        "unresolved": unresolved,
+        "check_seconds": seconds,
+        "check_seconds_median": round(statistics.median(seconds), 1) if seconds else None,
+        "save_seconds": [float(r["wall_seconds"]) for r in saves],
+        "runs": [{k: r[k] for k in ("tag", "phase", "at", "wall_seconds", "exit_code", "report")} for r in records],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("folder", type=Path)
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--machine", default="")
+    args = parser.parse_args()
+    out = {"machine": args.machine, "folder": str(args.folder), **summarize(args.folder)}
+    text = json.dumps(out, indent=1) + "\n"
+    if args.out:
+        args.out.write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

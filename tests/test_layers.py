@@ -14,12 +14,12 @@ PREFIX = "pytest_rfdetr_latency."
 
 # The parts, bottom up; a module may import its own part's modules and those of the parts below it.
 LAYERS: dict[str, set[str]] = {
-    "verdict": {"stats", "scopes", "judge", "decision", "paired", "gating", "budgets", "changepoints"},
+    "verdict": {"stats", "scopes", "judge", "decision", "paired", "gating", "stored", "budgets", "changepoints"},
     "store": {"schema", "baselines", "history"},
     "measure": {"environment", "sampling", "lockstep", "placement", "timing", "memory", "workers", "quiet", "cases",
                 "models", "images", "parity", "exports", "backends", "backends.base", "backends.torch_backend",
                 "backends.onnx_backend", "settings", "results", "session", "measure", "processes", "headtohead"},
-    "report": {"report", "plots", "trends", "trend_page", "cli"},
+    "report": {"report", "failures", "plots", "trends", "trend_page", "cli"},
     "face": {"runner", "stash", "collector", "hookspecs", "suite", "fixtures", "plugin"},
 }
 ORDER = list(LAYERS)

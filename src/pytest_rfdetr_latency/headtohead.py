@@ -225,6 +225,19 @@ class HeadToHead:
                 return {key: fingerprint.get(key) for key in VERSION_FIELDS if key in fingerprint}
         return {}
 
+    def details(self, mine: int, theirs: int) -> dict[str, Any]:
+        """What a case's report says of the run: the other side, the order, each side's processes (``mine``,
+        ``theirs``) and versions, errors, placement, provenance and the turns taken."""
+        return {
+            "against": str(self.python), "tree": None if self.tree is None else str(self.tree),
+            "order": self.sides, "processes": {THIS: mine, OTHER: theirs},
+            "versions": {THIS: self.versions(THIS), OTHER: self.versions(OTHER)},
+            "errors": self.errors[THIS] + self.errors[OTHER], "left_out": sorted(self.left_out.values()),
+            "placement": self.placement, "placement_problems": self.placement_problems(),
+            "provenance": self.provenance, "aa": self.aa, "in_turns": self.in_turns,
+            "turns": {str(pair): turns for pair, turns in self.turns.items()},
+        }
+
 
 def judge_scope(
     versus: HeadToHead, case_id: str, backend: str, scope: str, statistic: str, asked: float

@@ -318,6 +318,7 @@ def unresolved_lines(results: Sequence[Mapping[str, Any]]) -> list[str]:
                 why = next((n for n in reversed(verdict.get("notes") or []) if n.startswith("unresolved: ")), "")
                 lines.append(f"not gating on this runner: {result['id']} {scope}, {why.removeprefix('unresolved: ')}")
                 continue
-            lines.append(f"not gating on this runner: {result['id']} {scope}, could detect "
-                         f"{_resolvable(detail['detectable'])} and no less (must resolve {detail['resolve'] * 100:.3g}%)")
+            least = _resolvable(detail["detectable"])
+            lines.append(f"not gating on this runner: {result['id']} {scope}, could detect {least} and no less (must "
+                         f"resolve {detail['resolve'] * 100:.3g}%)")
     return lines

@@ -40,6 +40,19 @@ class CaseResult:
     processes: list[dict[str, Any]] = field(default_factory=list)  # fresh processes' results of this case (JSON)
     workload: dict[str, Any] = field(default_factory=dict)  # what was measured: seed, weights, images, sampling...
 
+    @classmethod
+    def from_process(cls, case: Case, data: dict[str, Any], node: str, baseline_file: str) -> CaseResult:
+        """Another process's result of ``case`` (its report's JSON), as this process's own would be."""
+        return cls(
+            case, data["device"], "measured", device_kind=data.get("device_kind", "cpu"), node=node,
+            scopes={scope: ScopeStats.from_json(s) for scope, s in data["scopes"].items()},
+            unavailable=dict(data.get("unavailable_scopes") or {}), fingerprint=dict(data.get("fingerprint") or {}),
+            detections=float(data.get("detections", 0.0)), score_threshold=float(data.get("score_threshold", 0.0)),
+            details=dict(data.get("details") or {}), baseline_file=baseline_file, memory=data.get("memory"),
+            workload=dict(data.get("workload") or {}),
+            samples={k: list(v) for k, v in (data.get("samples_ms") or {}).items()},
+        )
+
     def process_values(self, scope: str) -> list[float]:
         """This case's figure of ``scope`` in every process measured for this check: this one, then fresh ones."""
         values = [self.scopes[scope].value] if scope in self.scopes else []

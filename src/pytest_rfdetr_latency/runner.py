@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from pytest_rfdetr_latency import baselines, budgets, decision, gating, judge
+from pytest_rfdetr_latency import baselines, budgets, decision, failures, gating, judge
+from pytest_rfdetr_latency import stored as stored_scope
 from pytest_rfdetr_latency.cases import Case
 from pytest_rfdetr_latency.environment import drift
 from pytest_rfdetr_latency.measure import CaseMeasurement
@@ -18,7 +19,6 @@ from pytest_rfdetr_latency.processes import ChildOutcome
 from pytest_rfdetr_latency.results import CaseError, CaseResult, update_command
 from pytest_rfdetr_latency.scopes import DEFAULT_THRESHOLDS, HEAD_TO_HEAD_THRESHOLDS, HOST_BOUND
 from pytest_rfdetr_latency.session import LatencySession
-from pytest_rfdetr_latency.stats import ScopeStats
 
 if TYPE_CHECKING:
     from pytest_rfdetr_latency.headtohead import HeadToHead
@@ -129,7 +129,7 @@ class LatencyCase:
             if self.session.settings.strict:
                 self._fail(message + " (--rfdetr-strict makes this a failure)")
             self._skip(message)
-        result = self._from_process(theirs[0])
+        result = CaseResult.from_process(self.case, theirs[0], self._node, str(self.session.baseline_path))
         result.processes = [_process_record(r) for r in theirs[1:]]
         entry = self.session.baseline_entry(self.id)
         assert entry is not None
@@ -151,28 +151,8 @@ class LatencyCase:
             verdicts["memory"] = memory
         result.verdicts = verdicts
         result.outcome = judge.worst(list(verdicts.values())) if verdicts else "no-baseline"
-        result.details["head_to_head"] = {
-            "against": str(versus.python), "tree": None if versus.tree is None else str(versus.tree),
-            "order": versus.sides, "processes": {THIS: len(mine), OTHER: len(theirs)},
-            "versions": {THIS: versus.versions(THIS), OTHER: versus.versions(OTHER)},
-            "errors": versus.errors[THIS] + versus.errors[OTHER], "left_out": sorted(versus.left_out.values()),
-            "placement": versus.placement, "placement_problems": versus.placement_problems(),
-            "provenance": versus.provenance, "aa": versus.aa, "in_turns": versus.in_turns,
-            "turns": {str(pair): turns for pair, turns in versus.turns.items()},
-        }
+        result.details["head_to_head"] = versus.details(len(mine), len(theirs))
         return self._conclude(result)
-
-    def _from_process(self, data: Mapping[str, Any]) -> CaseResult:
-        """A fresh process's result of this case, as this process's own would be."""
-        return CaseResult(
-            self.case, data["device"], "measured", device_kind=data.get("device_kind", "cpu"), node=self._node,
-            scopes={scope: ScopeStats.from_json(s) for scope, s in data["scopes"].items()},
-            unavailable=dict(data.get("unavailable_scopes") or {}), fingerprint=dict(data.get("fingerprint") or {}),
-            detections=float(data.get("detections", 0.0)), score_threshold=float(data.get("score_threshold", 0.0)),
-            details=dict(data.get("details") or {}), baseline_file=str(self.session.baseline_path),
-            memory=data.get("memory"), workload=dict(data.get("workload") or {}),
-            samples={k: list(v) for k, v in (data.get("samples_ms") or {}).items()},
-        )
 
     # Judging ------------------------------------------------------------------------------------------------
 
@@ -207,38 +187,13 @@ class LatencyCase:
                 f"{self.id}: {scope}: the baseline holds the {stored['statistic']} and this run the "
                 f"{result.scopes[scope].statistic}; record the baseline again: {self._update_command()}"
             )
-        slope = self.session.host_slope(scope, self.case.backend) if self.normalizes(scope) else None
-        checked, hosts = result.process_values(scope), result.process_hosts(scope)
-        if not all(hosts):
-            slope = None  # a process without a yardstick: compare the figures as measured
-        recorded, reference = judge.recorded_figures(stored, slope)
-        notes: tuple[str, ...] = ()
-        if reference is not None and slope:
-            checked = judge.host_normalized(checked, [float(h) for h in hosts if h], reference, slope)
-            notes = (f"figures host-normalized: each × ({reference:.3g} ms, the baseline's host yardstick / its own: "
-                     f"{', '.join(f'{h:.3g}' for h in hosts if h)} ms) ** {slope:.2g}",)
-        else:
-            slope = None
-        typical, freedom = self.session.typical_noise(scope, self.case.backend, slope)
-        statistic, asked = result.scopes[scope].statistic, self.threshold(scope)
+        normalizes = self.normalizes(scope)
         try:
-            verdict = judge.judge(scope, statistic, recorded, checked, asked, typical, z=z, planned=planned,
-                                  notes=notes, typical_freedom=freedom)
-            # Only the decision over fresh processes may be excused: a first process on a slow host is measured again.
-            excusable = z == judge.DECIDE_Z and len(hosts) >= 2 and all(hosts) and self.normalizes(scope)
-            if verdict.kind != "regression" or not excusable:
-                return verdict
-            baseline_hosts = [p.get("host_ms") for p in stored.get("processes", [])]
-            if not all(baseline_hosts):
-                return verdict
-            slowdown = judge.host_slowdown([float(h) for h in baseline_hosts if h], [float(h) for h in hosts if h])
-            if slowdown is None:
-                return verdict
-            raw_typical, raw_freedom = self.session.typical_noise(scope, self.case.backend, None)
-            fair = judge.judge(scope, statistic, judge.recorded_figures(stored, None)[0],
-                               [v / slowdown for v in result.process_values(scope)], asked, raw_typical, z=z,
-                               planned=planned, typical_freedom=raw_freedom)
-            return judge.host_explained(verdict, fair, slowdown)
+            return stored_scope.scope_verdict(
+                scope, result.scopes[scope].statistic, stored, result.process_values(scope),
+                result.process_hosts(scope), self.threshold(scope),
+                self.session.host_slope(scope, self.case.backend) if normalizes else None,
+                lambda slope: self.session.typical_noise(scope, self.case.backend, slope), z, planned, normalizes)
         except ValueError as exc:
             raise CaseError(f"{self.id}: {exc}") from exc
 
@@ -345,42 +300,9 @@ class LatencyCase:
         return update_command(case_id, self.session.invocation)
 
     def _failures(self, result: CaseResult) -> str:
-        settings = self.session.settings
-        lines: list[str] = []
-        regressions = [v for v in result.verdicts.values() if v.kind == "regression"]
-        inconclusive = gating.strict_failures(result.verdicts.values(), self.asked_by_name)
-        if regressions and self._versus is not None:
-            lines.append(f"{self.id} on {result.device} is slower in {self._versus.python}'s environment than in "
-                         "this one (\"baseline\": this environment's processes; \"now\": the other's):")
-            lines += [f"  {v.describe()}" for v in regressions]
-        elif regressions:
-            lines.append(f"{self.id} on {result.device} regressed:")
-            lines += [f"  {v.describe()}" for v in regressions]
-        if inconclusive and settings.strict:
-            lines.append(f"{self.id}: verdict inconclusive (--rfdetr-strict makes this a failure):")
-            lines += [f"  {v.describe()}" for v in inconclusive]
-        if self._versus is not None:
-            if lines:
-                lines.append("  the environments differ: " + "; ".join(result.drift) if result.drift else
-                             "  the versions both sides' fingerprints record are the same")
-            return "\n".join(lines)
-        if result.drift and settings.fail_on_drift:
-            lines.append(f"{self.id}: the environment changed since the baseline (--rfdetr-fail-on-drift):")
-            lines += [f"  {line}" for line in result.drift]
-        if result.outcome == "no-baseline" and settings.strict:
-            lines.append(result.message)
-        if not lines:
-            return ""
-        if result.drift and not settings.fail_on_drift:
-            lines.append("  note: the environment changed since the baseline: " + "; ".join(result.drift))
-        lines.append(f"  baseline file: {result.baseline_file}")
-        if settings.inject:
-            lines.append(f"  a self-test: --rfdetr-inject-slowdown={settings.inject:g}% slowed this run on purpose, "
-                         f"so there is nothing to accept (a real slowdown is accepted with: "
-                         f"{self._update_command(self.id)})")
-        else:
-            lines.append(f"  if this slowdown is accepted, update the baseline: {self._update_command(self.id)}")
-        return "\n".join(lines)
+        return failures.message(self.id, result, self.session.settings,
+                                None if self._versus is None else self._versus.python,
+                                self._update_command(self.id), self.asked_by_name)
 
     def _no_baseline_reason(self) -> str:
         session = self.session

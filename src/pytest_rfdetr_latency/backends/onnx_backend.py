@@ -156,9 +156,8 @@ def open_session(ort: Any, path: Path, backend: str, index: int, options: Any) -
     return session
 
 
-def prepare(ctx: BackendContext) -> Prepared:
-    import numpy as np
-
+def _onnxruntime_for(ctx: BackendContext) -> Any:
+    """ONNX Runtime, once the case's provider is known to be there (BackendUnavailable says what is missing)."""
     backend = ctx.case.backend
     device = ctx.device
     if ctx.case.info.needs_cuda and not device.is_cuda:
@@ -176,9 +175,11 @@ def prepare(ctx: BackendContext) -> Prepared:
         missing = _tensorrt_missing()
         if missing:
             raise BackendUnavailable(missing)
+    return ort
 
-    path = ctx.onnx_path()
-    index = device.index or 0
+
+def _profiled_session(ort: Any, ctx: BackendContext, path: Path, index: int) -> tuple[Any, Path]:
+    """The case's session, profiling its first run (into the folder returned, which the caller removes)."""
     profile_dir = Path(tempfile.mkdtemp(prefix="rfdetr-ort-profile-"))
     options = ort.SessionOptions()
     options.enable_profiling = True
@@ -188,20 +189,40 @@ def prepare(ctx: BackendContext) -> Prepared:
     # oversubscribes a process bound to a share of them: an xdist worker, a runner's slice).
     options.intra_op_num_threads = ctx.threads if ctx.threads is not None else cpu_count()
     try:
-        session = open_session(ort, path, backend, index, options)
+        return open_session(ort, path, ctx.case.backend, index, options), profile_dir
     except BaseException:
         shutil.rmtree(profile_dir, ignore_errors=True)
         raise
+
+
+def _check_first_run(backend: str, path: Path, first: dict[str, Any], names: list[str],
+                     placement: dict[str, float]) -> None:
+    """The export's outputs are RF-DETR's, and a GPU provider really ran the model (not the CPU behind it)."""
+    want = PROVIDERS[backend]
+    if "boxes" not in first or "logits" not in first:
+        raise BackendMisconfigured(
+            f"{path.name}: outputs are named {names}; a latency case decodes RF-DETR's export, whose outputs are "
+            "'dets' (boxes) and 'labels' (logits), then 'masks' or keypoints: export the model with rfdetr"
+        )
+    on_gpu = sum(share for provider, share in placement.items() if provider != "CPUExecutionProvider")
+    if want != "CPUExecutionProvider" and on_gpu < 0.5:
+        raise BackendMisconfigured(
+            f"{backend}: the session lists {want} first, yet {placement.get('CPUExecutionProvider', 0.0):.0%} of the "
+            f"node time ran on CPUExecutionProvider ({placement}): the model is mostly not running on the GPU"
+        )
+
+
+def prepare(ctx: BackendContext) -> Prepared:
+    import numpy as np
+
+    backend = ctx.case.backend
+    ort = _onnxruntime_for(ctx)
+    path = ctx.onnx_path()
+    index = ctx.device.index or 0
+    session, profile_dir = _profiled_session(ort, ctx, path, index)
     used = session.get_providers()
 
-    meta = session.get_inputs()[0]
-    input_name = meta.name
-    height = meta.shape[2] if len(meta.shape) == 4 else None
-    if not isinstance(height, int) or meta.shape[3] != height:
-        raise BackendMisconfigured(
-            f"{path.name}: input {input_name!r} has the shape {meta.shape}; a latency case needs a fixed square "
-            "image size, as rfdetr's export(shape=(H, W)) writes it (export again with a fixed shape)"
-        )
+    input_name, height = _square_input(session, path)
     batch = ctx.case.batch
     images = ctx.images
     x = preprocess_tensor(images[:1] * batch, int(height), _MEANS, _STDS).numpy()
@@ -214,18 +235,7 @@ def prepare(ctx: BackendContext) -> Prepared:
         placement = _placement(Path(session.end_profiling()))
     finally:
         shutil.rmtree(profile_dir, ignore_errors=True)
-    if "boxes" not in first or "logits" not in first:
-        names = [o.name for o in session.get_outputs()]
-        raise BackendMisconfigured(
-            f"{path.name}: outputs are named {names}; a latency case decodes RF-DETR's export, whose outputs are "
-            "'dets' (boxes) and 'labels' (logits), then 'masks' or keypoints: export the model with rfdetr"
-        )
-    on_gpu = sum(share for provider, share in placement.items() if provider != "CPUExecutionProvider")
-    if want != "CPUExecutionProvider" and on_gpu < 0.5:
-        raise BackendMisconfigured(
-            f"{backend}: the session lists {want} first, yet {placement.get('CPUExecutionProvider', 0.0):.0%} of the "
-            f"node time ran on CPUExecutionProvider ({placement}): the model is mostly not running on the GPU"
-        )
+    _check_first_run(backend, path, first, [o.name for o in session.get_outputs()], placement)
     num_select = int(first["logits"].shape[1])
 
     def scores(image: Any, at: float) -> Any:
@@ -252,18 +262,7 @@ def prepare(ctx: BackendContext) -> Prepared:
         unavailable["iobinding"] = "IO binding keeps inputs on the GPU; onnx-cpu has none"
         unavailable["device"] = "the device scope replays a CUDA graph; onnx-cpu runs on the CPU"
     else:
-        if "iobinding" in ctx.scopes:
-            scopes["iobinding"], binding_alive = _iobinding(ort, session, input_name, x, index)
-            keep_alive.append(binding_alive)
-        if backend == "onnx-tensorrt":
-            unavailable["device"] = "CUDA graphs are measured on onnx-cuda only"
-        elif "device" in ctx.scopes:
-            try:
-                scopes["device"], graph_alive = _cuda_graph(ort, path, input_name, x, index, session)
-                keep_alive.append(graph_alive)
-            except Exception as exc:  # ONNX Runtime refuses graphs when any node is not on the CUDA EP
-                reason = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
-                unavailable["device"] = f"ONNX Runtime could not capture a CUDA graph: {reason}"
+        _gpu_scopes(ort, ctx, session, path, input_name, x, scopes, unavailable, keep_alive)
 
     def outputs() -> dict[str, Any]:
         return {k: np.asarray(v, dtype=np.float32) for k, v in run(x).items()}
@@ -271,17 +270,40 @@ def prepare(ctx: BackendContext) -> Prepared:
     def close() -> None:
         keep_alive.clear()
 
-    return Prepared(
-        scopes=scopes,
-        graphable=None,
-        unavailable=unavailable,
-        precision=_precision(backend, session),
-        detections=detections,
-        score_threshold=threshold,
-        details=details,
-        outputs=outputs,
-        close=close,
-    )
+    return Prepared(scopes=scopes, graphable=None, unavailable=unavailable, precision=_precision(backend, session),
+                    detections=detections, score_threshold=threshold, details=details, outputs=outputs, close=close)
+
+
+def _square_input(session: Any, path: Path) -> tuple[str, int]:
+    """The session's input name and its fixed square image size (BackendMisconfigured where it has none)."""
+    meta = session.get_inputs()[0]
+    input_name = meta.name
+    height = meta.shape[2] if len(meta.shape) == 4 else None
+    if not isinstance(height, int) or meta.shape[3] != height:
+        raise BackendMisconfigured(
+            f"{path.name}: input {input_name!r} has the shape {meta.shape}; a latency case needs a fixed square "
+            "image size, as rfdetr's export(shape=(H, W)) writes it (export again with a fixed shape)"
+        )
+    return input_name, height
+
+
+def _gpu_scopes(ort: Any, ctx: BackendContext, session: Any, path: Path, input_name: str, x: Any,
+                scopes: dict[str, Any], unavailable: dict[str, str], keep_alive: list[Any]) -> None:
+    """A GPU provider's own scopes, added to ``scopes`` (or to ``unavailable``, with why): IO binding, and the
+    device scope's CUDA graph (onnx-cuda only); what they need alive goes to ``keep_alive``."""
+    index = ctx.device.index or 0
+    if "iobinding" in ctx.scopes:
+        scopes["iobinding"], binding_alive = _iobinding(ort, session, input_name, x, index)
+        keep_alive.append(binding_alive)
+    if ctx.case.backend == "onnx-tensorrt":
+        unavailable["device"] = "CUDA graphs are measured on onnx-cuda only"
+    elif "device" in ctx.scopes:
+        try:
+            scopes["device"], graph_alive = _cuda_graph(ort, path, input_name, x, index, session)
+            keep_alive.append(graph_alive)
+        except Exception as exc:  # ONNX Runtime refuses graphs when any node is not on the CUDA EP
+            reason = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+            unavailable["device"] = f"ONNX Runtime could not capture a CUDA graph: {reason}"
 
 
 def _iobinding(ort: Any, session: Any, input_name: str, x: Any, index: int) -> tuple[Any, Any]:

@@ -225,6 +225,16 @@ class HeadToHead:
                 return {key: fingerprint.get(key) for key in VERSION_FIELDS if key in fingerprint}
         return {}
 
+    def keep(self, side: str, index: int, number: int, done: ChildOutcome) -> None:
+        """What the ``number``-th process (of pair ``index``, on ``side``) measured, and its error if it had one."""
+        if done.error:
+            self.errors[side].append(f"process {number} ({side} side): {done.error}")
+        for result in done.results:
+            if not result.get("scopes"):
+                continue
+            result["process_index"] = index
+            self.results[side].setdefault(result["id"], []).append(result)
+
     def details(self, mine: int, theirs: int) -> dict[str, Any]:
         """What a case's report says of the run: the other side, the order, each side's processes (``mine``,
         ``theirs``) and versions, errors, placement, provenance and the turns taken."""
@@ -292,15 +302,6 @@ def measure(
                                         inject=None if this else settings.inject),
                          child_environment(side, os.environ))
 
-        def keep(side: str, index: int, number: int, done: ChildOutcome) -> None:
-            if done.error:
-                outcome.errors[side].append(f"process {number} ({side} side): {done.error}")
-            for result in done.results:
-                if not result.get("scopes"):
-                    continue
-                result["process_index"] = index
-                outcome.results[side].setdefault(result["id"], []).append(result)
-
         other_name = f" ({settings.against}{', ' + str(tree) if tree else ''})"
         for pair in range(settings.against_processes):
             sides = outcome.sides[2 * pair:2 * pair + 2]
@@ -310,14 +311,14 @@ def measure(
                 outcomes, turns = run_in_turns([child(side, pair) for side in sides], timeout)
                 outcome.turns[pair] = dict(zip(sides, turns))
                 for offset, (side, done) in enumerate(zip(sides, outcomes)):
-                    keep(side, pair, 2 * pair + offset + 1, done)
+                    outcome.keep(side, pair, 2 * pair + offset + 1, done)
                 continue
             for offset, side in enumerate(sides):
                 number = 2 * pair + offset + 1
                 progress(f"head to head: process {number} of {len(outcome.sides)}, {side} side"
                          + (other_name if side == OTHER else "") + f", {len(targets)} test(s)")
                 one = child(side, pair)
-                keep(side, pair, number, run_child(one.launch, one.targets, one.settings, timeout, one.env))
+                outcome.keep(side, pair, number, run_child(one.launch, one.targets, one.settings, timeout, one.env))
     if not outcome.in_turns:
         # Taking turns, a pair's processes already share the host's moments; on the H200 the rule then only cost
         # pairs (docs/pr-gate.md: the +5 % host run kept 2 of 4, lines of 113 % e2e against 10 % with all 4).

@@ -79,15 +79,9 @@ class CaseMeasurement:
             if not session.settings.no_parity or session.device.is_cuda:
                 session.reference_outputs(self.case)
         context = BackendContext(
-            case=self.case,
-            device=session.device,
-            images=session.images,
-            detections=session.settings.detections,
+            case=self.case, device=session.device, images=session.images, detections=session.settings.detections,
             load_model=lambda: session.model(self.case.model, self.case.resolution),
-            onnx_path=lambda: session.onnx_path(self.case),
-            scopes=self.scopes,
-            threads=session.threads,
-        )
+            onnx_path=lambda: session.onnx_path(self.case), scopes=self.scopes, threads=session.threads)
         probe = MemoryProbe(session.device, self.case.backend)
         probe.start()
         session.progress(f"{self.id}: preparing {self.case.backend}")
@@ -101,18 +95,7 @@ class CaseMeasurement:
             self._fail(f"{self.id}: {exc}")
         try:
             result.details["prepare_seconds"] = round(time.perf_counter() - start, 3)
-            result.details["batch"] = self.case.batch
-            self._check_outputs(prepared, result)
-            if prepared.detections <= 0:
-                self._fail(
-                    f"{self.id}: post-processing would be timed with zero detections (score threshold "
-                    f"{prepared.score_threshold:.4g}); the measurement would not cover the decode path"
-                )
-            result.detections = prepared.detections
-            result.score_threshold = prepared.score_threshold
-            result.unavailable = {s: r for s, r in prepared.unavailable.items() if s in self.scopes}
-            result.details.update(prepared.details)
-            result.details["host_probe_ms"] = round(host_probe_ms(), 4)
+            self._take_prepared(prepared, result)
             if inject:
                 result.details["injected_slowdown_pct"] = inject
             probe.phase("prepare")
@@ -132,6 +115,23 @@ class CaseMeasurement:
             self._unavailable(result, f"none of the selected scopes ({', '.join(self.scopes)}) can be measured: "
                               + "; ".join(f"{s}: {r}" for s, r in result.unavailable.items()))
         return result
+
+    def _take_prepared(self, prepared: Prepared, result: CaseResult) -> None:
+        """What preparing found, into the result, once its outputs agree with the reference and it detects something
+        (a decode path timed with nothing to decode would not be measured)."""
+        __tracebackhide__ = True
+        result.details["batch"] = self.case.batch
+        self._check_outputs(prepared, result)
+        if prepared.detections <= 0:
+            self._fail(
+                f"{self.id}: post-processing would be timed with zero detections (score threshold "
+                f"{prepared.score_threshold:.4g}); the measurement would not cover the decode path"
+            )
+        result.detections = prepared.detections
+        result.score_threshold = prepared.score_threshold
+        result.unavailable = {s: r for s, r in prepared.unavailable.items() if s in self.scopes}
+        result.details.update(prepared.details)
+        result.details["host_probe_ms"] = round(host_probe_ms(), 4)
 
     def _unavailable(self, result: CaseResult, reason: str) -> NoReturn:
         """A backend the configuration asked for cannot run here: said in the summary, skipped, or with

@@ -137,9 +137,16 @@ def compare(reference: Mapping[str, Any], candidate: Mapping[str, Any], precisio
         cand_points = np.asarray(candidate["keypoints"][0], dtype=np.float64)[cq[best[found]]][..., :2]
         metrics["keypoint_error"] = float(np.abs(ref_points - cand_points).mean())
 
+    failures += _beyond(metrics, limits, precision, len(rq))
+    return Parity(precision, metrics, _named(limits), tuple(failures))
+
+
+def _beyond(metrics: Mapping[str, float], limits: Limits, precision: str, top: int) -> list[str]:
+    """Each way the metrics fall outside ``precision``'s limits, in words (``top``: the reference's detections)."""
+    failures: list[str] = []
     least_found, least_iou, most_score, least_mask, least_agreement, most_keypoint = limits
     if metrics["found_share"] < least_found:
-        failures.append(f"only {metrics['found_share']:.0%} of the FP32 reference's top {len(rq)} detections were "
+        failures.append(f"only {metrics['found_share']:.0%} of the FP32 reference's top {top} detections were "
                         f"found again (at least {least_found:.0%} expected for {precision})")
     if metrics["mean_iou"] < least_iou:
         failures.append(f"matched boxes overlap the reference's by a mean IoU of {metrics['mean_iou']:.3f} "
@@ -156,7 +163,7 @@ def compare(reference: Mapping[str, Any], candidate: Mapping[str, Any], precisio
     if metrics.get("keypoint_error", 0.0) > most_keypoint:
         failures.append(f"matched keypoints moved by {metrics['keypoint_error']:.3g} of the image on average (at "
                         f"most {most_keypoint:g} expected for {precision})")
-    return Parity(precision, metrics, _named(limits), tuple(failures))
+    return failures
 
 
 def _named(limits: Limits) -> dict[str, float]:

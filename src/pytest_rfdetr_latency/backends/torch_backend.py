@@ -18,6 +18,7 @@ from pytest_rfdetr_latency.backends.base import (
     torch_matmul_precision,
 )
 from pytest_rfdetr_latency.cases import task_of
+from pytest_rfdetr_latency.environment import Device
 
 _DTYPES = {"torch-fp16": "float16", "torch-bf16": "bfloat16", "torch-compile": "float16"}
 
@@ -31,8 +32,7 @@ def tensor_outputs(raw: Any, task: str) -> dict[str, Any]:
 def prepare(ctx: BackendContext) -> Prepared:
     import torch
 
-    backend = ctx.case.backend
-    device = ctx.device
+    backend, device = ctx.case.backend, ctx.device
     if ctx.case.info.needs_cuda and not device.is_cuda:
         raise BackendUnavailable(f"{backend} needs a CUDA device; this run measures on {device.spec} ({device.name})")
     if backend == "torch-bf16" and device.is_cuda and not torch.cuda.is_bf16_supported():
@@ -51,30 +51,7 @@ def prepare(ctx: BackendContext) -> Prepared:
     images = ctx.images
     resolution = ctx.case.resolution or models.resolution_of(model)
     with precision_context():
-        if backend in _DTYPES:
-            dtype = getattr(torch, _DTYPES[backend])
-            compile_backend = "inductor" if backend == "torch-compile" else "torchscript"
-            start = time.perf_counter()
-            try:
-                models.optimize(model, dtype, compile=True, compile_backend=compile_backend, batch_size=batch)
-            except models.ModelError as exc:
-                raise BackendUnavailable(str(exc)) from exc
-            details["compile_seconds"] = round(time.perf_counter() - start, 3)
-            net = models.optimized_module(model)
-            precision = {"float16": "fp16", "bfloat16": "bf16"}[_DTYPES[backend]]
-            details["forward_module"] = f"rfdetr inference(dtype={_DTYPES[backend]}, {compile_backend})"
-        else:
-            # predict() runs the eager training graph, which copies host tensors on every call and so cannot be
-            # captured as a CUDA graph; forward and device time rfdetr's traced FP32 network instead, the module
-            # that inference(dtype=float32) deploys. e2e stays plain predict(), as users call it.
-            dtype = torch.float32
-            start = time.perf_counter()
-            models.optimize(model, dtype, compile=True, batch_size=batch)
-            net = models.optimized_module(model)
-            models.unoptimize(model)
-            details["compile_seconds"] = round(time.perf_counter() - start, 3)
-            details["forward_module"] = "rfdetr inference(dtype=float32, torchscript)"
-            precision = observed_fp32_precision(device)
+        net, dtype, precision = _optimized(model, backend, batch, device, details)
         x = preprocess_tensor(images[:1] * batch, resolution, model.means, model.stds).to(device.spec, dtype=dtype)
 
         threshold, detections = calibrate(
@@ -109,15 +86,33 @@ def prepare(ctx: BackendContext) -> Prepared:
         "tf32_matmul": bool(tf32) if backend in ("torch-fp32", "torch-tf32") else None,
         "dtype": str(dtype).replace("torch.", ""),
     }
-    return Prepared(
-        scopes={"e2e": e2e, "forward": forward},
-        graphable=forward if device.is_cuda else None,
-        unavailable=unavailable,
-        precision=precision,
-        detections=detections,
-        score_threshold=threshold,
-        details=details,
-        outputs=outputs,
-        context=precision_context,
-        close=close,
-    )
+    return Prepared(scopes={"e2e": e2e, "forward": forward}, graphable=forward if device.is_cuda else None,
+                    unavailable=unavailable, precision=precision, detections=detections, score_threshold=threshold,
+                    details=details, outputs=outputs, context=precision_context, close=close)
+
+
+def _optimized(model: Any, backend: str, batch: int, device: Device, details: dict[str, Any]) -> tuple[Any, Any, str]:
+    """The network forward and device time, its dtype and its precision, with how long optimizing it took."""
+    import torch
+
+    if backend in _DTYPES:
+        dtype = getattr(torch, _DTYPES[backend])
+        compile_backend = "inductor" if backend == "torch-compile" else "torchscript"
+        start = time.perf_counter()
+        try:
+            models.optimize(model, dtype, compile=True, compile_backend=compile_backend, batch_size=batch)
+        except models.ModelError as exc:
+            raise BackendUnavailable(str(exc)) from exc
+        details["compile_seconds"] = round(time.perf_counter() - start, 3)
+        details["forward_module"] = f"rfdetr inference(dtype={_DTYPES[backend]}, {compile_backend})"
+        return models.optimized_module(model), dtype, {"float16": "fp16", "bfloat16": "bf16"}[_DTYPES[backend]]
+    # predict() runs the eager training graph, which copies host tensors on every call and so cannot be captured as
+    # a CUDA graph; forward and device time rfdetr's traced FP32 network instead, the module that
+    # inference(dtype=float32) deploys. e2e stays plain predict(), as users call it.
+    start = time.perf_counter()
+    models.optimize(model, torch.float32, compile=True, batch_size=batch)
+    net = models.optimized_module(model)
+    models.unoptimize(model)
+    details["compile_seconds"] = round(time.perf_counter() - start, 3)
+    details["forward_module"] = "rfdetr inference(dtype=float32, torchscript)"
+    return net, torch.float32, observed_fp32_precision(device)

@@ -124,11 +124,13 @@ def _baseline(record: dict[str, Any]) -> dict[str, Any]:
 def _rejudged(record: dict[str, Any], case: dict[str, Any], scope: str, verdict: dict[str, Any]) -> dict[str, Any]:
     """A verdict decided again, offline, by the plugin's stored-baseline rule of this checkout, over the processes
     the check measured (it cannot measure more: where the shipped screen would now send a case to fresh processes
-    that the run did not start, the first process alone decides): every timing scope judged again (launch-bound
-    scopes of a GPU backend host-normalized by the slope fitted in the baseline file, a regression the host's own
-    slowdown explains made inconclusive, judge.host_explained), then capped (gating.capped: unresolved where wider
-    than the scope may be); the memory verdict by gating.memory_verdict. The runs asked no tolerance by name."""
+    that the run did not start, the first process alone decides): every timing scope judged again by the runner's
+    own function (stored.scope_verdict: launch-bound scopes of a GPU backend host-normalized by the slope fitted in
+    the baseline file, a regression the host's own slowdown explains made inconclusive), then capped (gating.capped:
+    unresolved where wider than the scope may be); the memory verdict by gating.memory_verdict. The runs asked no
+    tolerance by name."""
     from pytest_rfdetr_latency import gating, judge
+    from pytest_rfdetr_latency import stored as stored_scope
     from pytest_rfdetr_latency.scopes import HOST_BOUND
 
     base = _baseline(record)
@@ -143,23 +145,12 @@ def _rejudged(record: dict[str, Any], case: dict[str, Any], scope: str, verdict:
     procs = [case, *case.get("processes", [])]
     raw = [p["scopes"][scope]["value_ms"] for p in procs if scope in p.get("scopes", {})]
     hosts = [p["scopes"][scope].get("host_ms") for p in procs if scope in p.get("scopes", {})]
-    launch_bound = scope in HOST_BOUND and case["backend"] != "onnx-cpu" and all(hosts)
-    slope = judge.host_slope(base.values(), scope, case["backend"]) if launch_bound else None
-    recorded, reference = judge.recorded_figures(stored, slope)
-    values = judge.host_normalized(raw, hosts, reference, slope) if reference is not None and slope else raw
-    slope = slope if reference is not None else None
-    typical, freedom = judge.typical_noise(base.values(), scope, case["backend"], slope)
-    asked, planned = verdict["detail"]["asked"], verdict["detail"]["processes"][1]
-    decided = judge.judge(scope, verdict["statistic"], recorded, values, asked, typical, planned=planned,
-                          typical_freedom=freedom)
-    base_hosts = [p.get("host_ms") for p in stored["processes"]]
-    slowdown = judge.host_slowdown(base_hosts, hosts) if launch_bound and all(base_hosts) else None
-    if decided.kind == "regression" and slowdown and len(raw) >= 2:  # the plugin excuses only over fresh processes
-        raw_typical, raw_freedom = judge.typical_noise(base.values(), scope, case["backend"], None)
-        fair = judge.judge(scope, verdict["statistic"], judge.recorded_figures(stored, None)[0],
-                           [v / slowdown for v in raw], asked, raw_typical, planned=planned,
-                           typical_freedom=raw_freedom)
-        decided = judge.host_explained(decided, fair, slowdown)
+    normalizes = scope in HOST_BOUND and case["backend"] != "onnx-cpu"  # a GPU backend's launch-bound scope
+    slope = judge.host_slope(base.values(), scope, case["backend"]) if normalizes else None
+    decided = stored_scope.scope_verdict(
+        scope, verdict["statistic"], stored, raw, hosts, verdict["detail"]["asked"], slope,
+        lambda s: judge.typical_noise(base.values(), scope, case["backend"], s), judge.DECIDE_Z,
+        verdict["detail"]["processes"][1], normalizes)
     return {**gating.capped(decided, scope, None).to_json(), "redecided": True}
 
 

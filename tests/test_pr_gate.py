@@ -207,3 +207,42 @@ def test_a_host_injection_delays_each_call_before_it_runs() -> None:
     plain = statistic = min(clock.time_calls(lambda: None, 20))
     delayed = min(clock.time_calls(timing.with_extra_before(lambda: None, timing.host_delay(2.0)), 5))
     assert delayed >= 2.0 > statistic and plain < 1.0
+
+
+# One pair standing apart, taking turns ------------------------------------------------------------------------------
+
+# The H200's A/A run aa-turns-2 (docs/pr-gate.md, third session), forward scope of torch-fp16: each pair's figures.
+MEDIUM = ([5.315, 5.134, 5.249, 5.911], [5.421, 5.221, 5.255, 9.923])  # pair 4: the head's process 68 % slower
+KEYPOINT = ([8.395, 14.389, 8.209, 8.673], [8.878, 14.641, 8.599, 8.926])  # pair 2: both slow, alike
+
+
+def test_a_pair_that_stands_apart_is_left_out_and_said_one_in_four_at_most() -> None:
+    ratios = [paired.log_ratios(*MEDIUM), paired.log_ratios(*KEYPOINT)]
+    found = paired.strays(ratios, "forward")
+    assert [[index for index, _ in case] for case in found] == [[3], []]
+    assert "its change +67.9%" in found[0][0][1] and "one pair in four may stand apart" in found[0][0][1]
+    # Three pairs: none may go (a verdict keeps three at least); eight: two at most, the farthest.
+    assert paired.strays([[0.0, 0.01, math.log(2.0)]], "forward") == [[]]
+    eight = [0.0, 0.01, -0.01, 0.005, math.log(1.5), math.log(2.0), math.log(3.0), 0.002]
+    assert [index for index, _ in paired.strays([eight], "forward")[0]] == [5, 6]
+    # The device scope's floor is 2 %: a pair 1.5 % off is kept however tight the others are.
+    tight = [0.0, 0.0001, -0.0001, math.log(1.015)]
+    assert paired.strays([tight], "device") == [[]]
+    assert [index for index, _ in paired.strays([[*tight[:3], math.log(1.03)]], "device")[0]] == [3]
+
+
+def test_taking_turns_the_verdict_leaves_the_stray_pair_out_and_the_summary_says_so() -> None:
+    from pytest_rfdetr_latency.report import left_out_lines
+
+    cases = {"RFDETRMedium-torch-fp16": MEDIUM, "RFDETRKeypointPreview-torch-fp16": KEYPOINT}
+    in_turns = _versus(cases)
+    in_turns.in_turns = True
+    verdict = headtohead.judge_scope(in_turns, "RFDETRMedium-torch-fp16", "torch-fp16", "forward", "p20", 0.10)
+    assert verdict.detail["pairs"] == 3 and verdict.kind == "pass" and verdict.detail["detectable"] < 0.05
+    assert any(n.startswith("pair 4 left out: its change +67.9%") for n in verdict.notes)
+    lines = left_out_lines([{"id": "RFDETRMedium-torch-fp16", "verdicts": {"forward": verdict.to_json()}}])
+    assert lines == [f"head to head: RFDETRMedium-torch-fp16 forward: {verdict.notes[-1]}"]
+    # One after the other, the pair stays (the reference side's processes standing apart are that mode's rule).
+    sequential = headtohead.judge_scope(_versus(cases), "RFDETRMedium-torch-fp16", "torch-fp16", "forward", "p20",
+                                        0.10)
+    assert sequential.detail["pairs"] == 4 and sequential.kind == "inconclusive" and sequential.detail["unresolved"]

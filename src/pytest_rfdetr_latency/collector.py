@@ -153,7 +153,7 @@ class ResultCollector:
         """A check that compared nothing, or whose every comparison was unresolved, must not read as a pass: it says
         so, and fails with --rfdetr-strict. The comparisons this runner could not resolve are listed."""
         unresolved = report.unresolved_lines(self.results)
-        self.notes += unresolved
+        self.notes += report.left_out_lines(self.results) + unresolved
         compared = [r for r in self.results if r.get("verdicts")]
         gated = [v for r in compared for v in r["verdicts"].values() if not report.is_unresolved(v)]
         if gated:

@@ -147,6 +147,9 @@ class HeadToHead:
     left_out: dict[int, str] = field(default_factory=dict)  # pair index: why it is not judged
     in_turns: bool = False  # each pair's two processes ran at once, taking turns block by block (lockstep.py)
     turns: dict[int, dict[str, int]] = field(default_factory=dict)  # pair index: turns each side handed back
+    # Taking turns, per case and scope: the pairs left out because their log ratio stands apart (paired.strays).
+    strays: dict[tuple[str, str], dict[int, str]] = field(default_factory=dict)
+    _strays_found: set[tuple[str, str]] = field(default_factory=set)
 
     def of(self, side: str, case_id: str) -> list[dict[str, Any]]:
         return self.results[side].get(case_id, [])
@@ -156,22 +159,48 @@ class HeadToHead:
         return {int(r["process_index"]): float(r["scopes"][scope]["value_ms"]) for r in self.of(side, case_id)
                 if scope in r.get("scopes", {})}
 
+    def _pairs(self, case_id: str, scope: str) -> dict[int, tuple[float, float]]:
+        """Both sides' figures of each pair that both measured and that is not left out as a whole, by pair index."""
+        mine, theirs = self.figures(THIS, case_id, scope), self.figures(OTHER, case_id, scope)
+        return {k: (mine[k], theirs[k]) for k in sorted(mine.keys() & theirs.keys()) if k not in self.left_out}
+
     def paired(self, case_id: str, scope: str) -> tuple[list[float], list[float]]:
         """Both sides' figures of the pairs that both measured and that are not left out, in pair order."""
-        mine, theirs = self.figures(THIS, case_id, scope), self.figures(OTHER, case_id, scope)
-        keep = sorted(k for k in mine.keys() & theirs.keys() if k not in self.left_out)
-        return [mine[k] for k in keep], [theirs[k] for k in keep]
+        self._find_strays(self._backend(case_id), scope)
+        stray = self.strays.get((case_id, scope), {})
+        kept = [pair for k, pair in self._pairs(case_id, scope).items() if k not in stray]
+        return [a for a, _ in kept], [b for _, b in kept]
+
+    def _backend(self, case_id: str) -> str | None:
+        runs = self.of(THIS, case_id) or self.of(OTHER, case_id)
+        return runs[0].get("backend") if runs else None
+
+    def _cases_of(self, backend: str | None) -> list[str]:
+        return [case_id for case_id in self.results[THIS] if self._backend(case_id) == backend]
+
+    def _find_strays(self, backend: str | None, scope: str) -> None:
+        """Taking turns, leave out the pairs whose log ratio stands apart from their case's others (paired.strays,
+        over every case of ``backend`` and ``scope``), once per backend and scope."""
+        if not self.in_turns or (str(backend), scope) in self._strays_found:
+            return
+        from pytest_rfdetr_latency.paired import log_ratios, strays
+
+        self._strays_found.add((str(backend), scope))
+        cases = self._cases_of(backend)
+        indexed = {case_id: self._pairs(case_id, scope) for case_id in cases}
+        groups = [log_ratios([a for a, _ in pairs.values()], [b for _, b in pairs.values()])
+                  for pairs in indexed.values()]
+        for case_id, pairs, found in zip(cases, indexed.values(), strays(groups, scope)):
+            keys = list(pairs)
+            if found:
+                self.strays[(case_id, scope)] = {keys[i]: f"pair {keys[i] + 1} left out: {why}" for i, why in found}
 
     def noise(self, backend: str, scope: str) -> tuple[float | None, int]:
-        """One pair's log-ratio noise for ``scope``, pooled over the cases of ``backend`` (paired.py)."""
+        """One pair's log-ratio noise for ``scope``, pooled over the cases of ``backend`` (paired.py), without the
+        pairs left out."""
         from pytest_rfdetr_latency.paired import log_ratios, pooled_noise
 
-        groups = []
-        for case_id in self.results[THIS]:
-            runs = self.of(THIS, case_id)
-            if runs and runs[0].get("backend") == backend:
-                groups.append(log_ratios(*self.paired(case_id, scope)))
-        return pooled_noise(groups)
+        return pooled_noise(log_ratios(*self.paired(case_id, scope)) for case_id in self._cases_of(backend))
 
     def leave_out_apart(self, scopes: Sequence[str]) -> None:
         """Find processes of this side (the reference) whose launch-bound figures stand apart from the rest of it
@@ -264,7 +293,8 @@ def judge_scope(
                        notes=("no pair of processes measured this scope on both sides",))
     resolve = max(HEAD_TO_HEAD_RESOLVE[scope], RESOLVE_FACTOR * asked)
     noise, freedom = versus.noise(backend, scope)
-    return judge_pairs(scope, statistic, mine, theirs, asked, noise, freedom, resolve)
+    left_out = tuple(versus.strays.get((case_id, scope), {}).values())
+    return judge_pairs(scope, statistic, mine, theirs, asked, noise, freedom, resolve, notes=left_out)
 
 
 def measure(

@@ -31,6 +31,11 @@ RESOLVE_FACTOR = 2.0
 # both this many robust standard deviations of theirs and APART_FLOOR.
 APART_SIGMAS = 5.0
 APART_FLOOR = 0.05
+# Taking turns, a pair whose log ratio lies more than STRAY_SIGMAS robust standard deviations (the scale pooled over
+# the run's cases of one backend and scope) from the median of its case's other pairs, and beyond the scope's floor,
+# is left out: at most one pair in four of a case, never leaving fewer than three (docs/pr-gate.md, third session).
+STRAY_SIGMAS = 5.0
+STRAY_FLOOR = {"device": 0.02}  # other scopes: APART_FLOOR
 
 
 def log_ratios(this: Sequence[float], other: Sequence[float]) -> list[float]:
@@ -125,6 +130,31 @@ def _reason(asked: float, detectable: float | None, noise: float | None, freedom
     if detectable > asked:
         return f"{_pct(detectable)}: the smallest detectable ({said}); asked {_pct(asked)}"
     return f"{_pct(asked)}: asked ({said})"
+
+
+def strays(groups: Sequence[Sequence[float]], scope: str) -> list[list[tuple[int, str]]]:
+    """Per case (each group one case's log ratios, in pair order), the pairs that stand apart, with why: the robust
+    scale is 1.4826 x the median absolute deviation of every pair from its own case's median, pooled over the cases."""
+    residuals = [abs(r - median(group)) for group in groups if len(group) >= 3 for r in group]
+    scale = 1.4826 * median(residuals) if residuals else 0.0
+    limit = max(STRAY_SIGMAS * scale, math.log1p(STRAY_FLOOR.get(scope, APART_FLOOR)))
+    found: list[list[tuple[int, str]]] = []
+    for group in groups:
+        allowed = min(len(group) // 4, len(group) - 3)
+        apart_here = []
+        for index, ratio in enumerate(group):
+            centre = median([r for i, r in enumerate(group) if i != index])
+            if allowed > 0 and abs(ratio - centre) > limit:
+                apart_here.append((abs(ratio - centre), index, ratio, centre))
+        apart_here = sorted(apart_here, reverse=True)[:allowed]
+        found.append(sorted((index, _stray_reason(ratio, centre, scale)) for _, index, ratio, centre in apart_here))
+    return found
+
+
+def _stray_reason(ratio: float, centre: float, scale: float) -> str:
+    sigmas = f"{abs(ratio - centre) / scale:.3g}" if scale else "infinitely many"
+    return (f"its change {math.expm1(ratio) * 100:+.3g}% lies {sigmas} robust standard deviations ({_pct(scale)}) "
+            f"from its case's other pairs (median {math.expm1(centre) * 100:+.3g}%); one pair in four may stand apart")
 
 
 def offsets(figures: Mapping[str, Sequence[float]]) -> list[float]:

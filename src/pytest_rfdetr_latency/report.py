@@ -35,6 +35,13 @@ def _pct(value: float) -> str:
     return f"{value * 100:+.2f}%"
 
 
+def left_out_lines(results: Iterable[Mapping[str, Any]]) -> list[str]:
+    """Head to head taking turns: each pair left out of a comparison because it stood apart, and why."""
+    return [f"head to head: {result['id']} {scope}: {note}" for result in results
+            for scope, verdict in (result.get("verdicts") or {}).items()
+            for note in verdict.get("notes") or [] if note.startswith("pair ") and " left out: " in note]
+
+
 def _resolvable(fraction: float) -> str:
     """The least change a comparison could detect: past 1000 % the figure says only that it sees nothing (one
     process in three on a loaded CPU can put Student's t on one degree of freedom at 10^100 %)."""

@@ -70,6 +70,8 @@ V2_SCOPE = (b'"scopes": {"forward": {"statistic": "median", "value_ms": 1.0, "bl
         (b'{"schema_version": 2, "device": "NVIDIA H200", "entr', "not valid JSON"),
         (b"\xff\xfe garbage", "not UTF-8"),
         (b"[1, 2]", "expected a JSON object"),
+        (b"{}", "it has no schema_version, no device, no entries: a baseline file holds"),
+        (b'{"schema_version": 2, "device": "x"}', "it has no entries"),
         (b'{"schema_version": "1", "device": "x", "entries": {}}', "schema_version: expected a whole number"),
         (b'{"schema_version": 2, "device": "x", "entries": []}', "at entries: Input should be a valid dictionary"),
         (b'{"schema_version": 2, "device": "", "entries": {}}', "at device: String should have at least 1 char"),
@@ -94,6 +96,18 @@ def test_damaged_files_are_reported_with_the_problem_and_left_untouched(
     assert problem in str(info.value)
     assert "left untouched" in str(info.value)
     assert path.read_bytes() == content
+
+
+def test_a_file_system_that_refuses_the_save_is_one_message_and_the_old_file_stays(tmp_path: Path) -> None:
+    path = tmp_path / "nvidia-h200.json"
+    baselines.save(path, "NVIDIA H200", {})
+    before = path.read_bytes()
+    (tmp_path / ".nvidia-h200.json.lock").unlink(missing_ok=True)
+    (tmp_path / ".nvidia-h200.json.lock").mkdir()  # the lock cannot be opened: refused even for root
+    with pytest.raises(baselines.BaselineError) as info:
+        baselines.save(path, "NVIDIA H200", {})
+    assert f"{path} could not be written" in str(info.value) and "the old file is as it was" in str(info.value)
+    assert "--rfdetr-baseline-dir" in str(info.value) and path.read_bytes() == before
 
 
 def test_newer_schema_is_refused_with_both_versions(tmp_path: Path) -> None:

@@ -26,7 +26,7 @@ def test_a_check_that_compared_nothing_says_so_and_fails_when_strict(pytester: p
     lenient.assert_outcomes(skipped=1)
     assert lenient.ret == 0
     lenient.stdout.fnmatch_lines([
-        "not compared:",
+        "not measured here:",
         "  RFDETRNano-torch-fp16: torch-fp16 needs a CUDA device; this run measures on cpu*",
         "WARNING: nothing was compared against a baseline: 1 case(s) ran and none had a baseline*",
     ])
@@ -37,6 +37,10 @@ def test_a_check_that_compared_nothing_says_so_and_fails_when_strict(pytester: p
         "for must be measured)*",
         "ERROR: nothing was compared against a baseline*(--rfdetr-strict makes this a failure)",
     ])
+    # A recording compares nothing: what it could not measure is not said to be "not compared".
+    recording = pytester.runpytest(*QUICK, "--save-baseline", "--rfdetr-backends=torch-fp16")
+    recording.stdout.fnmatch_lines(["not measured here:", "  RFDETRNano-torch-fp16: torch-fp16 needs a CUDA device*"])
+    recording.stdout.no_fnmatch_line("not compared:")
     empty = pytester.runpytest(*QUICK, "--rfdetr-latency", "--rfdetr-strict", "-k", "no-such-case")
     empty.stdout.fnmatch_lines(["ERROR: nothing was compared against a baseline: no latency case ran*"])
     assert empty.ret != 0
@@ -62,11 +66,23 @@ def test_a_folder_the_run_cannot_write_is_refused_before_anything_is_measured(py
     saving = pytester.runpytest(*QUICK, "--save-baseline", "--rfdetr-baseline-dir=/proc/self/baselines")
     assert saving.ret == pytest.ExitCode.USAGE_ERROR
     saving.stderr.fnmatch_lines(["*--rfdetr-baseline-dir /proc/self/baselines: /proc/self cannot be written to (*); "
-                                 "give a folder this run can write, or make it writable"])
+                                 "give a folder this run can write"])
     history = pytester.runpytest(*QUICK, "--rfdetr-latency", "--rfdetr-history=/proc/self/history")
     assert history.ret == pytest.ExitCode.USAGE_ERROR
     history.stderr.fnmatch_lines(["*--rfdetr-history /proc/self/history: /proc/self cannot be written to*"])
-    assert "Traceback" not in saving.stderr.str() + history.stderr.str()
+    # Output files too: a report path that is a folder, a summary under a file, a benchmark file under /proc.
+    (pytester.path / "afile").write_text("")
+    outputs = [("--rfdetr-report", "reports", "* is a folder; give a file path in a folder this run can write"),
+               ("--rfdetr-markdown", "afile/summary.md", "*afile is not a folder; give a file path*"),
+               ("--rfdetr-benchmark-json", "/proc/self/bench.json", "*/proc/self cannot be written to*")]
+    (pytester.path / "reports").mkdir()
+    said = saving.stderr.str() + history.stderr.str()
+    for flag, path, message in outputs:
+        refused = pytester.runpytest(*QUICK, "--rfdetr-latency", f"{flag}={path}")
+        assert refused.ret == pytest.ExitCode.USAGE_ERROR
+        refused.stderr.fnmatch_lines([f"*{flag} *{message.lstrip('*')}"])
+        said += refused.stderr.str()
+    assert "Traceback" not in said
 
 
 @pytest.mark.slow

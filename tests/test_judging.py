@@ -83,6 +83,11 @@ def test_a_clean_process_starts_no_fresh_one() -> None:
     case(spawn)._judge(checked, entry(BASE), None)
     assert spawn.calls == 0 and checked.outcome == "pass"
     assert checked.details["processes"] == {"planned": 3, "measured": 1, "failed": 0, "suspects": []}
+    # Nothing was asked: the reason names the tolerance the default, not "asked"; a marker's is asked.
+    assert checked.verdicts["device"].reason.startswith("1%: default;")
+    marked = result(device=1.641)
+    case(Spawner(), asked=0.02)._judge(marked, entry(BASE), None)
+    assert marked.verdicts["device"].reason.startswith("2%: asked;")
 
 
 def test_a_regression_in_two_of_three_planned_processes_stops_there_and_fails() -> None:

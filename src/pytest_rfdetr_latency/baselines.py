@@ -121,6 +121,10 @@ def _validate(path: Path, data: Any) -> Baselines:
 
     if not isinstance(data, dict):
         raise _fail(path, "", f"expected a JSON object, found {type(data).__name__}")
+    missing = [key for key in ("schema_version", "device", "entries") if key not in data]
+    if missing:
+        raise _fail(path, "", f"it has no {', no '.join(missing)}: a baseline file holds schema_version, device and "
+                              "entries")
     version = data.get("schema_version")
     if not isinstance(version, int) or isinstance(version, bool):
         raise _fail(path, "schema_version", f"expected a whole number, found {version!r}")
@@ -275,7 +279,21 @@ def save(
     replace_corrupt: bool = False,
     lock_timeout: float = 600.0,
 ) -> SaveResult:
-    """Merge ``new_entries`` into the file at ``path`` (created if missing), under a lock, atomically."""
+    """Merge ``new_entries`` into the file at ``path`` (created if missing), under a lock, atomically. A file system
+    that refuses (a read-only lock or file, an immutable file) is a BaselineError naming what it refused."""
+    try:
+        return _save(path, device, new_entries, replace_corrupt, lock_timeout)
+    except OSError as exc:
+        where = exc.filename or path
+        raise BaselineError(
+            f"{path} could not be written ({exc.strerror or exc} on {where}); the old file is as it was. Make the "
+            "folder and its files writable (a lock file left read-only can be deleted), or record into another "
+            "folder with --rfdetr-baseline-dir"
+        ) from None
+
+
+def _save(path: Path, device: str, new_entries: Mapping[str, Mapping[str, Any]], replace_corrupt: bool,
+          lock_timeout: float) -> SaveResult:
     from filelock import FileLock, Timeout
 
     path.parent.mkdir(parents=True, exist_ok=True)

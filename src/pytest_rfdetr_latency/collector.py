@@ -12,6 +12,7 @@ import json
 import os
 import sys
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -160,7 +161,7 @@ class ResultCollector:
             return
         why = ("no latency case ran" if not self.results else
                f"{len(self.results)} case(s) ran and none had a baseline to compare with on this device, or could be "
-               "measured here (see 'not compared' above)")
+               "measured here (see 'not measured here' and 'not compared' above)")
         text = f"nothing was compared against a baseline: {why}"
         if compared:
             text = (f"nothing gated: every one of the {len(unresolved)} comparison(s) was unresolved on this runner "
@@ -207,7 +208,6 @@ class ResultCollector:
         if run.report is not None and (self.results or run.active):
             from pydantic import ValidationError
 
-            from pytest_rfdetr_latency.baselines import atomic_write
             from pytest_rfdetr_latency.schema import Report
 
             files = sorted({r["baseline_file"] for r in self.results})
@@ -218,18 +218,13 @@ class ResultCollector:
             except ValidationError as exc:  # a bug of this plugin: say so rather than write what readers refuse
                 self.errors.append(f"JSON report not written: it does not fit report.schema.json ({exc})")
             else:
-                run.report.parent.mkdir(parents=True, exist_ok=True)
-                atomic_write(run.report, json.dumps(document, indent=2, sort_keys=True) + "\n")
-                self.notes.append(f"JSON report written to {run.report}")
+                self._write("JSON report", run.report, json.dumps(document, indent=2, sort_keys=True) + "\n")
         if run.benchmark_json is not None and self.results:
-            from pytest_rfdetr_latency.baselines import atomic_write
             from pytest_rfdetr_latency.exports import benchmark_json
 
             commit = next((r.get("baseline_entry", {}).get("git_commit") for r in self.results), None)
-            run.benchmark_json.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(run.benchmark_json,
-                         json.dumps(benchmark_json(self.results, fingerprint, commit), indent=2) + "\n")
-            self.notes.append(f"pytest-benchmark JSON written to {run.benchmark_json}")
+            self._write("pytest-benchmark JSON", run.benchmark_json,
+                        json.dumps(benchmark_json(self.results, fingerprint, commit), indent=2) + "\n")
         if run.plot_dir is not None and self.results:
             try:
                 from pytest_rfdetr_latency.plots import write_all
@@ -238,15 +233,35 @@ class ResultCollector:
                 self.notes.append(f"{len(written)} plot(s) written to {run.plot_dir}")
             except ImportError:
                 self.errors.append("--rfdetr-plot needs matplotlib: pip install 'pytest-rfdetr-latency[plot]'")
+            except OSError as exc:
+                self.errors.append(f"plots not written to {run.plot_dir}: {exc}; give --rfdetr-plot a folder this "
+                                   "run can write")
         targets = [p for p in (run.markdown, os.environ.get("GITHUB_STEP_SUMMARY")) if p]
         if self.results:
             text = report.markdown(self.results, device, fingerprint)
             for target in targets:
-                with open(target, "a", encoding="utf-8") as handle:
-                    handle.write(text)
+                try:
+                    with open(target, "a", encoding="utf-8") as handle:
+                        handle.write(text)
+                except OSError as exc:
+                    self.errors.append(f"Markdown summary not appended to {target}: {exc}; give a file path this run "
+                                       "can write")
+                    continue
                 self.notes.append(f"Markdown summary appended to {target}")
             if os.environ.get("GITHUB_ACTIONS") == "true":
                 self.annotations = report.github_annotations(self.results)
+
+    def _write(self, what: str, path: Path, text: str) -> None:
+        """One output file, atomically; a file system that refuses is an error of the run, not a lost summary."""
+        from pytest_rfdetr_latency.baselines import atomic_write
+
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(path, text)
+        except OSError as exc:
+            self.errors.append(f"{what} not written to {path}: {exc}; give a file path this run can write")
+            return
+        self.notes.append(f"{what} written to {path}")
 
     def _append_history(self, run: Settings) -> None:
         """Add this run's figures to the history (--rfdetr-history): checks and recordings, not a head-to-head."""
@@ -270,7 +285,8 @@ class ResultCollector:
             try:
                 path = history.append(run.history_dir, slug, device_lines)
             except OSError as exc:
-                self.errors.append(f"history not written to {run.history_dir}: {exc}")
+                self.errors.append(f"history not written to {run.history_dir}: {exc}; make the folder and its files "
+                                   "writable, or give --rfdetr-history another folder")
                 continue
             self.notes.append(f"history: {len(device_lines)} figure(s) appended to {path}")
 

@@ -118,7 +118,8 @@ def memory_verdict(stored: Mapping[str, Any], memory: Mapping[str, Any] | None,
     exact = memory["kind"] == "torch-allocator"
     checked = [float(memory["peak_mib"])] + ([] if exact else [
         float(p["memory"]["peak_mib"]) for p in processes if (p.get("memory") or {}).get("kind") == memory["kind"]])
-    verdict = judge_memory([float(v) for v in stored["processes"]], checked, tolerance, exact=exact)
+    verdict = judge_memory([float(v) for v in stored["processes"]], checked, tolerance, exact=exact,
+                           source="asked" if by_name else "default")
     if exact:
         return verdict
     if blind_because:

@@ -279,7 +279,7 @@ class HeadToHead:
 
 
 def judge_scope(
-    versus: HeadToHead, case_id: str, backend: str, scope: str, statistic: str, asked: float
+    versus: HeadToHead, case_id: str, backend: str, scope: str, statistic: str, asked: float, source: str = "asked"
 ) -> Verdict:
     """One case's scope, the other side against this one, pair by pair: the verdict of a pull request's gate (the
     runner and benchmarks/pr_gate.py's re-decisions both call this)."""
@@ -294,7 +294,7 @@ def judge_scope(
     resolve = max(HEAD_TO_HEAD_RESOLVE[scope], RESOLVE_FACTOR * asked)
     noise, freedom = versus.noise(backend, scope)
     left_out = tuple(versus.strays.get((case_id, scope), {}).values())
-    return judge_pairs(scope, statistic, mine, theirs, asked, noise, freedom, resolve, notes=left_out)
+    return judge_pairs(scope, statistic, mine, theirs, asked, noise, freedom, resolve, notes=left_out, source=source)
 
 
 def measure(

@@ -65,6 +65,7 @@ class Threshold:
     measured: int = 0  # the check's processes measured so far (0: as many as stated)
     own_freedom: int = 0  # degrees of freedom of own_noise
     typical_freedom: int = 0  # degrees of freedom behind typical_noise (summed over the file's entries)
+    source: str = "asked"  # where the tolerance came from, as the reason says it: "asked" (by name) or "default"
 
     @property
     def noise(self) -> float | None:
@@ -110,14 +111,14 @@ class Threshold:
             counted = (f"{self.baseline_processes} baseline processes; stated for a check confirmed in "
                        f"{self.check_processes}")
         if self.noise is None:
-            return (f"{_pct(self.value)}: asked; process-to-process noise unknown ({counted}: record the baseline "
-                    "with --rfdetr-save-processes=3 or more)")
+            return (f"{_pct(self.value)}: {self.source}; process-to-process noise unknown ({counted}: record the "
+                    "baseline with --rfdetr-save-processes=3 or more)")
         own = self.own_noise is not None and self.noise == self.own_noise
         whose = "this case's" if own else "the typical (this scope and backend on this device)"
         noise = f"{whose} process-to-process noise {_pct(self.noise)} ({counted})"
         if self.widened:
-            return f"{_pct(self.value)}: {noise}; asked {_pct(self.asked)}"
-        return f"{_pct(self.value)}: asked; {noise} would allow {_pct(self.bound or 0.0)}"
+            return f"{_pct(self.value)}: {noise}; {self.source} {_pct(self.asked)}"
+        return f"{_pct(self.value)}: {self.source}; {noise} would allow {_pct(self.bound or 0.0)}"
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -202,8 +203,10 @@ def judge(
     planned: int | None = None,
     notes: tuple[str, ...] = (),
     typical_freedom: int = FLOOR_FREEDOM,
+    source: str = "asked",
 ) -> Verdict:
-    """Compare the check's processes' figures of one scope with the baseline's.
+    """Compare the check's processes' figures of one scope with the baseline's. ``source``: how the reason names the
+    tolerance's origin, "asked" (by name) or "default".
 
     ``regression`` when the median of the check's processes lies beyond the baseline's median by more than the
     effective threshold; ``improvement`` when below by as much (it passes, and says so); ``pass`` otherwise.
@@ -218,7 +221,7 @@ def judge(
     reference, current = median(baseline), median(check)
     own, freedom = log_spread([baseline, check])
     threshold = Threshold(asked, own, typical_noise, len(baseline), planned or len(check), z, len(check), freedom,
-                          typical_freedom if typical_noise is not None else 0)
+                          typical_freedom if typical_noise is not None else 0, source)
     delta = current / reference - 1.0
     kind: Kind = "pass"
     if delta > threshold.value:
@@ -355,7 +358,7 @@ def typical_noise(
 
 
 def judge_memory(baseline_mib: Sequence[float], checked_mib: Sequence[float], tolerance: float,
-                 exact: bool = True) -> Verdict:
+                 exact: bool = True, source: str = "asked") -> Verdict:
     """Peak device memory against the baseline processes' peaks, at the tolerance asked plus the allocator's slack.
 
     ``exact``: the PyTorch allocator's peak, which is not noisy: it repeats to the tenth of a MiB in the same order of
@@ -369,7 +372,7 @@ def judge_memory(baseline_mib: Sequence[float], checked_mib: Sequence[float], to
     current = median(checked_mib)
     asked = tolerance + MEMORY_SLACK_MIB / max(reference, 1.0)
     if not exact and min(*baseline_mib, *checked_mib) > 0:
-        verdict = judge("memory", "peak", baseline_mib, checked_mib, asked)
+        verdict = judge("memory", "peak", baseline_mib, checked_mib, asked, source=source)
         return replace(verdict, unit="MiB", reason=f"{verdict.reason} (the tolerance includes {MEMORY_SLACK_MIB:g} "
                                                    "MiB of allocator slack)")
     kind: Kind = "pass"
@@ -377,7 +380,7 @@ def judge_memory(baseline_mib: Sequence[float], checked_mib: Sequence[float], to
         kind = "regression"
     elif current < reference * (1.0 - tolerance) - MEMORY_SLACK_MIB:
         kind = "improvement"
-    reason = f"{_pct(asked)}: asked, with {MEMORY_SLACK_MIB:g} MiB of allocator slack"
+    reason = f"{_pct(asked)}: {source}, with {MEMORY_SLACK_MIB:g} MiB of allocator slack"
     if max(baseline_mib) - min(baseline_mib) > MEMORY_SLACK_MIB:
         reason += (f"; the baseline's processes peaked at {min(baseline_mib):.1f}-{max(baseline_mib):.1f} MiB (what "
                    "ran before in each), judged against the smallest")

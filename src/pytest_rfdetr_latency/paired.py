@@ -75,10 +75,12 @@ def judge_pairs(
     resolve: float,
     z: float = DECIDE_Z,
     notes: tuple[str, ...] = (),
+    source: str = "asked",
 ) -> Verdict:
     """The other side's processes against this side's, pair by pair. ``baseline`` is the median of this side's
     figures and ``current`` that times the mean pair ratio, so ``delta`` is the paired estimate of the change.
-    ``resolve``: the coarsest line that still gates (a fraction)."""
+    ``resolve``: the coarsest line that still gates (a fraction); ``source``: "asked" or "default", as the reason
+    names the tolerance."""
     ratios = log_ratios(this, other)
     if not ratios:
         raise ValueError(f"{scope}: a paired verdict needs at least one pair of processes")
@@ -101,7 +103,7 @@ def judge_pairs(
         reasons.append(f"unresolved: this comparison can detect {_pct(detectable)} and no less, coarser than the "
                        f"{_pct(resolve)} it must resolve; more processes per side, or a quieter runner, would "
                        "resolve it")
-    reason = _reason(asked, detectable, noise, freedom, len(ratios), z)
+    reason = _reason(asked, detectable, noise, freedom, len(ratios), z, source)
     detail: dict[str, Any] = {
         "asked": asked,
         "resolve": resolve,
@@ -122,14 +124,15 @@ def _pct(fraction: float) -> str:
     return f"{fraction * 100:.3g}%"
 
 
-def _reason(asked: float, detectable: float | None, noise: float | None, freedom: int, pairs: int, z: float) -> str:
+def _reason(asked: float, detectable: float | None, noise: float | None, freedom: int, pairs: int, z: float,
+            source: str) -> str:
     if detectable is None or noise is None:
-        return f"{_pct(asked)}: asked; noise between pairs unknown"
+        return f"{_pct(asked)}: {source}; noise between pairs unknown"
     said = (f"{pairs} pairs, noise of a pair {_pct(noise)} pooled on {freedom} degrees of freedom, detectable "
             f"{_pct(detectable)}")
     if detectable > asked:
-        return f"{_pct(detectable)}: the smallest detectable ({said}); asked {_pct(asked)}"
-    return f"{_pct(asked)}: asked ({said})"
+        return f"{_pct(detectable)}: the smallest detectable ({said}); {source} {_pct(asked)}"
+    return f"{_pct(asked)}: {source} ({said})"
 
 
 def strays(groups: Sequence[Sequence[float]], scope: str) -> list[list[tuple[int, str]]]:

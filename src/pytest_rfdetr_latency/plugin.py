@@ -173,10 +173,19 @@ def _check_folders(settings: Settings) -> None:
 
     wanted = [("--rfdetr-baseline-dir", settings.baseline_dir)] if settings.save_baseline else []
     wanted += [("--rfdetr-history", settings.history_dir)] if settings.history_dir is not None else []
+    wanted += [("--rfdetr-plot", settings.plot_dir)] if settings.plot_dir is not None else []
     for flag, folder in wanted:
         why = cannot_write(folder)
         if why is not None:
-            raise pytest.UsageError(f"{flag} {folder}: {why}; give a folder this run can write, or make it writable")
+            raise pytest.UsageError(f"{flag} {folder}: {why}; give a folder this run can write")
+    files = [("--rfdetr-report", settings.report), ("--rfdetr-markdown", settings.markdown),
+             ("--rfdetr-benchmark-json", settings.benchmark_json)]
+    for flag, file in files:
+        if file is None:
+            continue
+        why = f"{file} is a folder" if file.is_dir() else cannot_write(file.parent)
+        if why is not None:
+            raise pytest.UsageError(f"{flag} {file}: {why}; give a file path in a folder this run can write")
 
 
 def _check_head_to_head(config: pytest.Config, settings: Settings) -> None:

@@ -189,7 +189,11 @@ def summary_lines(results: Sequence[Mapping[str, Any]], device: str | None) -> l
     if not results:
         return []
     lines = table_lines(rows(results), _COLUMNS)
-    missing = [r for r in results if r["outcome"] in NOT_COMPARED]
+    unmeasured = [r for r in results if r["outcome"] == "unavailable"]
+    if unmeasured:  # a recording's as much as a check's: "not compared" would say a recording compares
+        lines += ["", "not measured here:"]
+        lines += [f"  {r['message'] or r['id']}" for r in sorted(unmeasured, key=lambda r: r["id"])]
+    missing = [r for r in results if r["outcome"] in NOT_COMPARED and r["outcome"] != "unavailable"]
     if missing:
         lines += ["", "not compared:"]
         lines += [f"  {r['message'] or r['id']}" for r in sorted(missing, key=lambda r: r["id"])]

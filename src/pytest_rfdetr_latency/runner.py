@@ -139,7 +139,7 @@ class LatencyCase:
                              self.case.backend)
         try:
             verdicts = {scope: judge_scope(versus, self.id, self.case.backend, scope, stats.statistic,
-                                           self.threshold(scope))
+                                           self.threshold(scope), "asked" if self.tolerance_given(scope) else "default")
                         for scope, stats in result.scopes.items() if scope in entry["scopes"]}
         except ValueError as exc:
             raise CaseError(f"{self.id}: {exc}") from exc
@@ -193,7 +193,8 @@ class LatencyCase:
                 scope, result.scopes[scope].statistic, stored, result.process_values(scope),
                 result.process_hosts(scope), self.threshold(scope),
                 self.session.host_slope(scope, self.case.backend) if normalizes else None,
-                lambda slope: self.session.typical_noise(scope, self.case.backend, slope), z, planned, normalizes)
+                lambda slope: self.session.typical_noise(scope, self.case.backend, slope), z, planned, normalizes,
+                "asked" if self.tolerance_given(scope) else "default")
         except ValueError as exc:
             raise CaseError(f"{self.id}: {exc}") from exc
 

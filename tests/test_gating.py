@@ -64,3 +64,30 @@ def test_a_blind_comparison_is_unresolved_and_listed_with_its_reason() -> None:
     # A kind given for another reason (a confirmation that failed, say) is no longer unresolved: strict fails it.
     failed = blind.with_kind("inconclusive", "the fresh processes that were to confirm it failed")
     assert not gating.is_unresolved(failed) and gating.strict_failures([failed], lambda scope: False) == [failed]
+
+
+def test_work_on_the_cpu_carries_the_spread_between_sessions_and_gpu_work_does_not() -> None:
+    from pytest_rfdetr_latency import stored
+    from pytest_rfdetr_latency.scopes import session_noise
+
+    # The H200, 2026-12-01: RFDETRKeypointPreview-onnx-cpu forward recorded at 13:46 (three processes), checked
+    # clean at 14:00 in three: +20.3 % against a threshold of 18.9 % from the processes alone, a false alarm.
+    recorded = {"statistic": "p20", "value_ms": 221.3,
+                "processes": [{"value_ms": v} for v in (219.659, 239.788, 221.312)]}
+
+    def verdict(session: float) -> judge.Verdict:
+        found = stored.scope_verdict("forward", "p20", recorded, [261.6, 267.4, 266.3], [None] * 3, 0.10, None,
+                                     lambda slope: (0.0462, 6), judge.DECIDE_Z, 3, False, "default", session)
+        return gating.capped(found, "forward", None)
+
+    assert verdict(0.0).kind == "regression"
+    through = verdict(session_noise("forward", on_cpu=True))
+    assert through.kind == "inconclusive" and gating.is_unresolved(through) and through.threshold > 0.3
+    assert "9.5% between sessions (work on the CPU)" in through.reason
+    assert through.detail["session_noise"] == 0.095
+    assert session_noise("forward", on_cpu=False) == 0.0 and session_noise("device", on_cpu=True) == 0.0
+    # What a recording says it can catch carries it too.
+    entries = {"M-onnx-cpu": {"backend": "onnx-cpu", "scopes": {"forward": recorded}}}
+    on_cpu = gating.detectable(entries, lambda scope: 0.10, 3, lambda case_id: True)["M-onnx-cpu"]["forward"]
+    on_gpu = gating.detectable(entries, lambda scope: 0.10, 3)["M-onnx-cpu"]["forward"]
+    assert on_cpu > on_gpu

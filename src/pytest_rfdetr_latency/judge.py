@@ -66,6 +66,7 @@ class Threshold:
     own_freedom: int = 0  # degrees of freedom of own_noise
     typical_freedom: int = 0  # degrees of freedom behind typical_noise (summed over the file's entries)
     source: str = "asked"  # where the tolerance came from, as the reason says it: "asked" (by name) or "default"
+    session_noise: float = 0.0  # the spread between sessions beyond the processes' (scopes.session_noise)
 
     @property
     def noise(self) -> float | None:
@@ -94,7 +95,7 @@ class Threshold:
         if self.noise is None:
             return None
         both = median_variance(self.baseline_processes) + median_variance(self.check_processes)
-        return math.exp(self.quantile * self.noise * math.sqrt(both)) - 1.0
+        return math.exp(self.quantile * math.sqrt(self.noise ** 2 * both + self.session_noise ** 2)) - 1.0
 
     @property
     def value(self) -> float:
@@ -116,6 +117,8 @@ class Threshold:
         own = self.own_noise is not None and self.noise == self.own_noise
         whose = "this case's" if own else "the typical (this scope and backend on this device)"
         noise = f"{whose} process-to-process noise {_pct(self.noise)} ({counted})"
+        if self.session_noise:
+            noise += f" and {_pct(self.session_noise)} between sessions (work on the CPU)"
         if self.widened:
             return f"{_pct(self.value)}: {noise}; {self.source} {_pct(self.asked)}"
         return f"{_pct(self.value)}: {self.source}; {noise} would allow {_pct(self.bound or 0.0)}"
@@ -131,6 +134,7 @@ class Threshold:
             "z": self.z,
             "quantile": round(self.quantile, 4),
             "freedom": [self.own_freedom, self.typical_freedom],
+            "session_noise": self.session_noise,
             "reason": self.reason(),
         }
 
@@ -204,9 +208,11 @@ def judge(
     notes: tuple[str, ...] = (),
     typical_freedom: int = FLOOR_FREEDOM,
     source: str = "asked",
+    session_noise: float = 0.0,
 ) -> Verdict:
     """Compare the check's processes' figures of one scope with the baseline's. ``source``: how the reason names the
-    tolerance's origin, "asked" (by name) or "default".
+    tolerance's origin, "asked" (by name) or "default"; ``session_noise``: the spread between sessions added to the
+    processes' (scopes.session_noise).
 
     ``regression`` when the median of the check's processes lies beyond the baseline's median by more than the
     effective threshold; ``improvement`` when below by as much (it passes, and says so); ``pass`` otherwise.
@@ -221,7 +227,7 @@ def judge(
     reference, current = median(baseline), median(check)
     own, freedom = log_spread([baseline, check])
     threshold = Threshold(asked, own, typical_noise, len(baseline), planned or len(check), z, len(check), freedom,
-                          typical_freedom if typical_noise is not None else 0, source)
+                          typical_freedom if typical_noise is not None else 0, source, session_noise)
     delta = current / reference - 1.0
     kind: Kind = "pass"
     if delta > threshold.value:

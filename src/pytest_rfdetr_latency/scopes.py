@@ -65,3 +65,20 @@ STORED_RESOLVE: dict[str, float] = {
     "e2e": 0.25,
     "memory": 0.15,
 }
+
+# Against a stored baseline, work on the host's CPU (ONNX Runtime's CPU provider, any backend on a CPU device) also
+# moves from one session to the next beyond what the baseline's back-to-back processes show: the host's other tenants,
+# its memory bandwidth, its clocks. Measured on the H200's 16-core VM over three sessions' clean checks, minutes to an
+# hour after recording (benchmarks/session_noise.py -> benchmarks/results/session-noise-nvidia-h200.json): the
+# standard deviation of a check's log offset beyond the processes' own disagreement. The stored verdict adds it to
+# its noise, so such a scope gates only where it can resolve its tolerance through that drift. GPU work shows none
+# beyond its processes' own disagreement (forward, iobinding 0 %; device 0.07 %; e2e 3 %), so none is added there.
+SESSION_NOISE_ON_CPU: dict[str, float] = {
+    "forward": 0.095,
+    "e2e": 0.156,
+}
+
+
+def session_noise(scope: str, on_cpu: bool) -> float:
+    """The between-session spread the stored verdict adds for ``scope`` (a log standard deviation)."""
+    return SESSION_NOISE_ON_CPU.get(scope, 0.0) if on_cpu else 0.0

@@ -15,10 +15,12 @@ TypicalNoise = Callable[[float | None], tuple[float | None, int]]
 
 def scope_verdict(scope: str, statistic: str, stored: Mapping[str, Any], values: Sequence[float],
                   hosts: Sequence[float | None], asked: float, slope: float | None, typical_noise: TypicalNoise,
-                  z: float, planned: int | None, normalizes: bool, source: str = "asked") -> judge.Verdict:
+                  z: float, planned: int | None, normalizes: bool, source: str = "asked",
+                  session_noise: float = 0.0) -> judge.Verdict:
     """``values``: each process's figure of the check, first process first; ``hosts``: each one's host yardstick
     (ms); ``slope``: how far the scope follows the yardstick (judge.host_slope; None: not normalized); ``source``:
-    "asked" or "default", as the reason names the tolerance. Raises ValueError where the figures cannot be judged."""
+    "asked" or "default", as the reason names the tolerance; ``session_noise``: the spread between sessions added to
+    the processes' (scopes.session_noise). Raises ValueError where the figures cannot be judged."""
     checked = list(values)
     if not all(hosts):
         slope = None  # a process without a yardstick: compare the figures as measured
@@ -33,7 +35,7 @@ def scope_verdict(scope: str, statistic: str, stored: Mapping[str, Any], values:
         slope = None
     typical, freedom = typical_noise(slope)
     verdict = judge.judge(scope, statistic, recorded, checked, asked, typical, z=z, planned=planned, notes=notes,
-                          typical_freedom=freedom, source=source)
+                          typical_freedom=freedom, source=source, session_noise=session_noise)
     # Only the decision over fresh processes may be excused: a first process on a slow host is measured again.
     excusable = z == judge.DECIDE_Z and len(hosts) >= 2 and all(hosts) and normalizes
     if verdict.kind != "regression" or not excusable:
@@ -46,5 +48,6 @@ def scope_verdict(scope: str, statistic: str, stored: Mapping[str, Any], values:
         return verdict
     raw_typical, raw_freedom = typical_noise(None)
     fair = judge.judge(scope, statistic, judge.recorded_figures(stored, None)[0], [v / slowdown for v in values],
-                       asked, raw_typical, z=z, planned=planned, typical_freedom=raw_freedom, source=source)
+                       asked, raw_typical, z=z, planned=planned, typical_freedom=raw_freedom, source=source,
+                       session_noise=session_noise)
     return judge.host_explained(verdict, fair, slowdown)

@@ -4,7 +4,8 @@ stream; its runs.jsonl gives when each process started and how long it took).
 
     python benchmarks/stored_gate.py RUNS_DIR --out benchmarks/results/stored-gate-nvidia-h200.json
 
-Counted over the clean checks (no injection), as the runs printed their verdicts (nothing re-decided): the checks and
+Counted over the clean checks (no injection), as the runs printed their verdicts (nothing re-decided; from the JSON
+report, or from the log's table where the report did not come back): the checks and
 those that failed, how far apart the recording and the checks were, per scope the comparisons, false alarms, the
 widest threshold of a comparison that gated (``max_threshold_pct``; an unresolved one does not gate) and the median
 over comparisons of the threshold each stated (``mdr_pct``: the smallest regression it could have caught), every
@@ -15,13 +16,32 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import gzip
 import json
+import re
 import statistics
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 from head_to_head import read_json  # benchmarks/ is this script's folder
+
+ROW = re.compile(r"^(RFDETR\S+)\s+(device|forward|e2e|iobinding|memory)\s+\S+\s+[\d.]+ (?:ms|MiB)\s+"
+                 r"[\d.]+ (?:ms|MiB)\s+([+-][\d.]+)%\s+([\d.e+]+)%\s+\S+\s+(\S+)", re.M)
+NOT_GATING = re.compile(r"^not gating on this runner: (\S+) (\S+), could detect ([\d.e+]+)%", re.M)
+KINDS = {"pass": "pass", "REGRESSION": "regression", "inconclusive": "inconclusive", "improvement": "improvement"}
+
+
+def _from_log(text: str) -> list[dict[str, Any]]:
+    """A check's cases as its log's table printed them, where its JSON report did not come back: each scope's kind,
+    change and threshold, unresolved where a not-gating line names it."""
+    unresolved = {(case, scope) for case, scope, _ in NOT_GATING.findall(text)}
+    cases: dict[str, dict[str, Any]] = {}
+    for case, scope, delta, threshold, word in ROW.findall(text):
+        verdict = {"kind": KINDS[word], "delta": float(delta) / 100, "threshold": float(threshold) / 100,
+                   "detail": {"unresolved": (case, scope) in unresolved}, "from_log": True}
+        cases.setdefault(case, {"id": case, "verdicts": {}})["verdicts"][scope] = verdict
+    return list(cases.values())
 
 
 def _at(record: dict[str, Any]) -> datetime.datetime:
@@ -46,7 +66,12 @@ def summarize(folder: Path) -> dict[str, Any]:
     alarms: list[dict[str, Any]] = []
     cases_per_check = []
     for record in checks:
-        data = read_json(folder / record["report"]) or {}
+        data = read_json(folder / record["report"])
+        if data is None:
+            log = folder / record["log"]
+            text = gzip.decompress(log.with_name(log.name + ".gz").read_bytes()).decode() if not log.exists() \
+                else log.read_text()
+            data = {"cases": _from_log(text)}
         cases_per_check.append(len(data.get("cases", [])))
         for case in data.get("cases", []):
             for scope, verdict in (case.get("verdicts") or {}).items():

@@ -118,6 +118,61 @@ def test_the_memory_probe_measures_what_the_case_adds(monkeypatch: pytest.Monkey
     assert memory.MemoryProbe(Device("cpu", "CPU", "cpu"), "torch-fp32").stop() is None
 
 
+def test_a_memory_self_test_holds_its_share_of_the_baseline_peak_inside_the_probe(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from pytest_rfdetr_latency import memory
+    from pytest_rfdetr_latency.cases import Case
+    from pytest_rfdetr_latency.measure import CaseMeasurement
+
+    mib = 2**20
+    state = {"allocated": 0, "peak": 0, "used": 1000 * mib}
+    held: list[Any] = []
+
+    def empty(size: int, dtype: Any = None, device: Any = None) -> Any:  # through the allocator: NVML sees it too
+        state["allocated"] += size
+        state["peak"] = max(state["peak"], state["allocated"])
+        state["used"] += size
+        block = SimpleNamespace(size=size, device=device)
+        held.append(block)
+        return block
+
+    monkeypatch.setattr(torch, "empty", empty)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: None)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats",
+                        lambda device=None: state.update(peak=state["allocated"]))
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: state["allocated"])
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: state["peak"])
+    monkeypatch.setattr(torch.cuda, "max_memory_reserved", lambda device=None: state["peak"])
+    nvml = SimpleNamespace(nvmlDeviceGetMemoryInfo=lambda handle: SimpleNamespace(used=state["used"]))
+    monkeypatch.setattr(memory, "nvml_handle", lambda index: (nvml, "gpu0"))
+    gpu = Device("cuda:0", "NVIDIA H200", "cuda", 0)
+    baseline = {"memory": {"kind": "torch-allocator", "processes": [400.0, 420.0, 401.0]}}
+    session = SimpleNamespace(device=gpu, baseline_entry=lambda case_id: baseline)
+    measuring = CaseMeasurement(session, Case("RFDETRMedium", "torch-fp16"), ("device",),  # type: ignore[arg-type]
+                                skip=pytest.skip, fail=pytest.fail, publish=lambda result: None)
+
+    probe = memory.MemoryProbe(gpu, "torch-fp16")
+    probe.start()
+    said = measuring._inject_memory(probe, 10.0)
+    state["peak"] = state["allocated"] + 400 * mib  # the case's own need on top
+    figure = probe.stop()
+    assert said == "40.0 MiB (10% of the baseline's 400.0 MiB)" and held[0].device == "cuda:0"
+    assert figure is not None and figure["peak_mib"] == 440.0 and probe._held is None  # released once read
+    nvml_probe = memory.MemoryProbe(gpu, "onnx-cuda")
+    nvml_probe.start()
+    measuring._inject_memory(nvml_probe, 10.0)
+    assert nvml_probe.stop() == {"kind": "nvml-device-used", "peak_mib": 40.0}
+    baseline["memory"] = {}
+    assert measuring._inject_memory(memory.MemoryProbe(gpu, "torch-fp16"), 10.0) == (
+        "nothing: no baseline peak to size it by")
+    baseline["memory"] = {"processes": [400.0]}
+    assert measuring._inject_memory(memory.MemoryProbe(gpu, "onnx-cpu"), 10.0) == (
+        "nothing: this case's memory is not probed here")
+
+
 class FakeBinding:
     def __init__(self) -> None:
         self.inputs: dict[str, Any] = {}

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from pytest_rfdetr_latency import stats, timing
 from pytest_rfdetr_latency.backends import BackendContext, BackendMisconfigured, BackendUnavailable, Prepared
@@ -18,6 +18,9 @@ from pytest_rfdetr_latency.environment import host_probe_ms, steal_jiffies
 from pytest_rfdetr_latency.results import CaseError, CaseResult
 from pytest_rfdetr_latency.scopes import DEFAULT_STATISTICS, MEASURE_ORDER
 from pytest_rfdetr_latency.session import LatencySession
+
+if TYPE_CHECKING:
+    from pytest_rfdetr_latency.memory import MemoryProbe
 
 
 class CaseMeasurement:
@@ -84,6 +87,8 @@ class CaseMeasurement:
             onnx_path=lambda: session.onnx_path(self.case), scopes=self.scopes, threads=session.threads)
         probe = MemoryProbe(session.device, self.case.backend)
         probe.start()
+        if inject and session.settings.inject_on == "memory":
+            result.details["injected_memory"] = self._inject_memory(probe, inject)
         session.progress(f"{self.id}: preparing {self.case.backend}")
         start = time.perf_counter()
         try:
@@ -115,6 +120,18 @@ class CaseMeasurement:
             self._unavailable(result, f"none of the selected scopes ({', '.join(self.scopes)}) can be measured: "
                               + "; ".join(f"{s}: {r}" for s, r in result.unavailable.items()))
         return result
+
+    def _inject_memory(self, probe: MemoryProbe, inject: float) -> str:
+        """Self-test: hold ``inject`` % of the baseline's peak (the smallest of its processes') allocated on the GPU
+        while the case runs, so its peak grows by that much; says what it held, or why nothing."""
+        entry = self.session.baseline_entry(self.id) or {}
+        peaks = [float(p) for p in (entry.get("memory") or {}).get("processes") or []]
+        if not peaks:
+            return "nothing: no baseline peak to size it by"
+        mib = min(peaks) * inject / 100.0
+        if not probe.hold(mib):
+            return "nothing: this case's memory is not probed here"
+        return f"{mib:.1f} MiB ({inject:g}% of the baseline's {min(peaks):.1f} MiB)"
 
     def _take_prepared(self, prepared: Prepared, result: CaseResult) -> None:
         """What preparing found, into the result, once its outputs agree with the reference and it detects something
@@ -192,6 +209,9 @@ class CaseMeasurement:
         if scope == "device" and prepared.graphable is not None:
             plain = timing.capture_cuda_graph(prepared.graphable, device.spec)
         if plain is None or not inject:
+            return plain
+        if session.settings.inject_on == "memory":
+            meta["injected_as"] = "nothing: a memory injection leaves timings alone"
             return plain
         on_host_only = session.settings.inject_on == "host"
         if on_host_only and scope == "device":

@@ -38,6 +38,7 @@ class MemoryProbe:
         self._handle: Any = None
         self._phases: dict[str, float] = {}
         self._reserved = 0
+        self._held: Any = None  # a self-test's extra allocation (hold), released once the peak is read
 
     def _nvml_used(self) -> int | None:
         if self._handle is None:
@@ -76,9 +77,25 @@ class MemoryProbe:
         self._reserved = max(self._reserved, torch.cuda.max_memory_reserved(self.device.spec))
         torch.cuda.reset_peak_memory_stats(self.device.spec)
 
+    def hold(self, mib: float) -> bool:
+        """Self-test (--rfdetr-inject-on=memory): keep ``mib`` more device memory allocated, through PyTorch's
+        allocator (so NVML sees it too), from now until ``stop`` has read the peak. False where nothing is probed."""
+        if not self.enabled or mib <= 0:
+            return False
+        import torch
+
+        self._held = torch.empty(int(mib * MIB), dtype=torch.uint8, device=self.device.spec)
+        return True
+
     def stop(self) -> dict[str, Any] | None:
         """``{"peak_mib": ..., "kind": ...}`` (PyTorch: also the peak of each phase and what the case still holds),
         or None on the CPU or where NVML does not answer."""
+        try:
+            return self._read()
+        finally:
+            self._held = None
+
+    def _read(self) -> dict[str, Any] | None:
         if not self.enabled:
             return None
         import torch

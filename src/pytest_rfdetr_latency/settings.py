@@ -106,7 +106,7 @@ class Settings:
     against_tree: Path | None = None  # the other side's checkout (its tests, its code); None: this rootdir
     against_aa: bool = False  # both sides are the same code by design (an A/A run)
     against_sequential: bool = False  # head to head: processes one after the other, not a pair at a time in turns
-    inject_on: str = "gpu"  # where --rfdetr-inject-slowdown adds its work: 'gpu' (a kernel where it can) or 'host'
+    inject_on: str = "gpu"  # where --rfdetr-inject-slowdown adds its work: 'gpu', 'host' or 'memory'
     # Set only for a fresh process of a head-to-head run: the file every process of both sides takes its block sizes
     # from, the first to size a case's scope writing them down (measure.py).
     sizes_file: Path | None = None
@@ -332,8 +332,8 @@ def parse_even_processes(value: str) -> int:
 
 def parse_inject_on(value: str) -> str:
     text = value.strip().lower()
-    if text not in ("gpu", "host"):
-        raise argparse.ArgumentTypeError(f"{value!r}: expected 'gpu' or 'host'")
+    if text not in ("gpu", "host", "memory"):
+        raise argparse.ArgumentTypeError(f"{value!r}: expected 'gpu', 'host' or 'memory'")
     return text
 
 
@@ -505,8 +505,9 @@ OPTIONS: tuple[OptionSpec, ...] = (
                "after the other, instead of a pair at a time (one per side, both live) taking turns block by block "
                "so that both sides see the same host from one second to the next. Default: off.", ini=False),
     OptionSpec("inject_on", "--rfdetr-inject-on", "with --rfdetr-inject-slowdown, where the added work runs: 'gpu' "
-               "(a calibrated kernel in the forward and device scopes, host delay elsewhere) or 'host' (a busy wait "
-               "on the launching thread in every host-bound scope, none on the device scope). Default: gpu.",
+               "(a calibrated kernel in the forward and device scopes, host delay elsewhere), 'host' (a busy wait "
+               "on the launching thread in every host-bound scope, none on the device scope) or 'memory' (PCT of "
+               "the baseline's peak held allocated on the GPU while the case runs; timings untouched). Default: gpu.",
                parse_inject_on, "WHERE", ini=False),
 )
 

@@ -133,6 +133,19 @@ def test_missing_baseline_skips_or_fails_when_strict_and_saving_merges(pytester:
     assert "1 case(s) recorded in" in pasted.stdout and "(1 other(s) kept; 1 process(es) each)" in pasted.stdout
     entries = json.loads(baseline_file(pytester).read_text())["entries"]
     assert sorted(entries) == ["RFDETRNano-onnx-cpu", "RFDETRNano-torch-fp32"]
+    # A file system that refuses the save (here its lock cannot be opened): one error, the measurement kept in the
+    # report, which, like the summary, says it was not saved; the baseline stays as it was.
+    before = baseline_file(pytester).read_bytes()
+    lock = baseline_file(pytester).with_name(f".{baseline_file(pytester).name}.lock")
+    lock.unlink(missing_ok=True)
+    lock.mkdir()
+    refused = run("--save-baseline", "--rfdetr-report=refused.json", backends="onnx-cpu")
+    assert refused.ret == 1 and "Traceback" not in refused.stdout.str() + refused.stderr.str()
+    refused.stdout.fnmatch_lines(["*NOT SAVED*", f"ERROR: baseline not saved: {baseline_file(pytester)} could not be "
+                                  "written (Is a directory on *.lock); the old file is as it was*"])
+    reported = json.loads((pytester.path / "refused.json").read_text())["cases"][0]
+    assert reported["outcome"] == "not-saved" and reported["scopes"] and "baseline_entry" not in reported
+    assert baseline_file(pytester).read_bytes() == before
 
 
 def test_gpu_cases_are_skipped_with_their_reason_on_a_cpu_run(run: Any) -> None:

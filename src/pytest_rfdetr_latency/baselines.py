@@ -284,7 +284,7 @@ def save(
     try:
         return _save(path, device, new_entries, replace_corrupt, lock_timeout)
     except OSError as exc:
-        where = exc.filename or path
+        where = exc.filename2 or exc.filename or path  # a rename names its target second
         raise BaselineError(
             f"{path} could not be written ({exc.strerror or exc} on {where}); the old file is as it was. Make the "
             "folder and its files writable (a lock file left read-only can be deleted), or record into another "

@@ -121,9 +121,10 @@ class ResultCollector:
                 saved = baselines.save(path, device, entries, replace_corrupt=run.replace_corrupt)
             except baselines.BaselineError as exc:
                 self.errors.append(f"baseline not saved: {exc}")
-                for result in self.results:  # nothing recorded: the history must not say otherwise
-                    if result.get("device") == device:
-                        result.pop("baseline_entry", None)
+                for result in self.results:  # nothing recorded: the report and history must not say otherwise
+                    if result.get("device") == device and result.pop("baseline_entry", None) is not None:
+                        result["outcome"] = "not-saved"
+                        result["message"] = f"measured, not saved: {exc}"
                 continue
             processes = sorted({e["processes"] for e in entries.values()})
             note = (f"baseline: {len(saved.written)} case(s) recorded in {saved.path} ({saved.kept} other(s) kept; "

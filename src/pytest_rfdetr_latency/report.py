@@ -17,6 +17,7 @@ _ORDER = {**SEVERITY, "over-budget": 0, "parity-failure": 0, "refused": 0, "no-b
           "saved": 5}
 _UNCOMPARED = {
     "saved": "saved as baseline",
+    "not-saved": "NOT SAVED",
     "no-baseline": "no baseline",
     "over-budget": "OVER BUDGET",
     "parity-failure": "OUTPUTS DIVERGE",

@@ -115,8 +115,8 @@ class CaseReport(_Model):
     device: str
     device_kind: str
     node: str
-    outcome: str = Field(description="saved, pass, improvement, regression, inconclusive, no-baseline, unavailable, "
-                         "refused, over-budget, parity-failure")
+    outcome: str = Field(description="saved, not-saved, pass, improvement, regression, inconclusive, no-baseline, "
+                                     "unavailable, refused, over-budget, parity-failure")
     scopes: dict[ScopeName, ProcessFigures] = Field(description="this process's figures")
     unavailable_scopes: dict[str, str]
     verdicts: dict[str, VerdictReport]

@@ -71,6 +71,14 @@ def read_json(path: Path) -> Any:
     return None
 
 
+def emit(document: Any, out: Path | None) -> None:
+    """A summary as indented JSON: printed, and written to ``out`` where given."""
+    text = json.dumps(document, indent=1) + "\n"
+    if out:
+        out.write_text(text)
+    print(text)
+
+
 def _runs(folder: Path) -> list[dict[str, Any]]:
     path = folder / "runs.jsonl"
     if not path.exists():

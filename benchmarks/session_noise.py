@@ -27,6 +27,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from head_to_head import emit  # benchmarks/ is this script's folder
+
 TABLE = re.compile(r"^(RFDETR\S+)\s+(device|forward|e2e|iobinding)\s+\S+\s+[\d.]+ ms\s+[\d.]+ ms\s+([+-][\d.]+)%",
                    re.M)
 CPU_BACKENDS = ("onnx-cpu",)
@@ -96,11 +98,8 @@ def main() -> None:
                       "within_pct": round(100 * math.sqrt(statistics.fmean(w * w for w in within[kind])), 3),
                       "session_pct": round(100 * session, 3),
                       "largest_offset_pct": round(100 * math.expm1(max(offsets[kind], key=abs)), 2)}
-    out = {"folders": [str(f) for f in args.folders], "excluded": args.exclude, "checks": checks, "kinds": rows}
-    text = json.dumps(out, indent=1) + "\n"
-    if args.out:
-        args.out.write_text(text)
-    print(text)
+    emit({"folders": [str(f) for f in args.folders], "excluded": args.exclude, "checks": checks, "kinds": rows},
+         args.out)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from head_to_head import read_json  # benchmarks/ is this script's folder
+from head_to_head import emit, read_json  # benchmarks/ is this script's folder
 
 ROW = re.compile(r"^(RFDETR\S+)\s+(device|forward|e2e|iobinding|memory)\s+\S+\s+[\d.]+ (?:ms|MiB)\s+"
                  r"[\d.]+ (?:ms|MiB)\s+([+-][\d.]+)%\s+([\d.e+]+)%\s+\S+\s+(\S+)", re.M)
@@ -125,11 +125,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     parser.add_argument("--machine", default="")
     args = parser.parse_args()
-    out = {"machine": args.machine, "folder": str(args.folder), **summarize(args.folder)}
-    text = json.dumps(out, indent=1) + "\n"
-    if args.out:
-        args.out.write_text(text)
-    print(text)
+    emit({"machine": args.machine, "folder": str(args.folder), **summarize(args.folder)}, args.out)
 
 
 if __name__ == "__main__":

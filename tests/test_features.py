@@ -193,6 +193,12 @@ def test_what_a_fresh_process_and_a_recording_command_repeat_of_the_invocation()
     )
     assert recording_arguments(["--rfdetr-latency"], ["pytest_rfdetr_latency.suite"], True, flags) == (
         "pytest_rfdetr_latency.suite", "--pyargs")
+    # A self-test's and a head-to-head run's options are the check's alone: pasted into a recording they would be
+    # refused (--rfdetr-inject-on without --rfdetr-inject-slowdown, --rfdetr-against with --save-baseline).
+    checking = ["--rfdetr-latency", "--rfdetr-inject-slowdown=5%", "--rfdetr-inject-on", "host", "--rfdetr-against",
+                "/opt/head/bin/python", "--rfdetr-against-tree=../head", "--rfdetr-against-aa", "--rfdetr-seed=3"]
+    assert recording_arguments(checking, ["latency"], False, [*flags, "--rfdetr-against-aa"]) == (
+        "latency", "--rfdetr-seed=3")
 
 
 def test_a_fresh_process_gets_the_settings_exactly() -> None:

@@ -131,7 +131,7 @@ def _rejudged(record: dict[str, Any], case: dict[str, Any], scope: str, verdict:
     tolerance by name."""
     from pytest_rfdetr_latency import gating, judge
     from pytest_rfdetr_latency import stored as stored_scope
-    from pytest_rfdetr_latency.scopes import HOST_BOUND, session_noise
+    from pytest_rfdetr_latency.scopes import HOST_BOUND, on_cpu, session_noise
 
     base = _baseline(record)
     entry = base[case["id"]]
@@ -151,7 +151,7 @@ def _rejudged(record: dict[str, Any], case: dict[str, Any], scope: str, verdict:
         scope, verdict["statistic"], stored, raw, hosts, verdict["detail"]["asked"], slope,
         lambda s: judge.typical_noise(base.values(), scope, case["backend"], s), judge.DECIDE_Z,
         verdict["detail"]["processes"][1], normalizes,
-        session_noise=session_noise(scope, case["backend"] == "onnx-cpu"))
+        session_noise=session_noise(scope, on_cpu(case["device_kind"], case["backend"])))
     return {**gating.capped(decided, scope, None).to_json(), "redecided": True}
 
 

@@ -122,7 +122,7 @@ def main() -> None:
             noise = math.sqrt(squares / freedom) if freedom else math.nan
             detectable = line(noise, freedom, 4) if freedom else None
             found.setdefault(scope, {})[name] = {
-                "pair_noise_pct": round(100 * noise, 2), "freedom": freedom,
+                "pair_noise_pct": None if math.isnan(noise) else round(100 * noise, 2), "freedom": freedom,
                 "detectable_pct_4_pairs": None if detectable is None else round(100 * detectable, 1),
                 "change_pct_per_case": means, "pairs_kept_per_case": pairs,
                 "slow_share_base_head_per_case": shares}

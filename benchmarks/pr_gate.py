@@ -185,8 +185,10 @@ def redecide(data: dict[str, Any]) -> dict[str, Any]:
         verdicts = {}
         for scope, stored in case["scopes"].items():
             asked = case["verdicts"].get(scope, {}).get("detail", {}).get("asked", HEAD_TO_HEAD_THRESHOLDS[scope])
+            said = case["verdicts"].get(scope, {}).get("threshold_reason", "")
+            source = "default" if ": default" in said else "asked"
             verdicts[scope] = judge_scope(versus, case["id"], case["backend"], scope, stored["statistic"],
-                                          float(asked)).to_json()
+                                          float(asked), source).to_json()
         cases.append({**case, "verdicts": verdicts})
     return {**data, "cases": cases}
 

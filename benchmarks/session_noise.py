@@ -28,10 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from head_to_head import emit  # benchmarks/ is this script's folder
+from pytest_rfdetr_latency.scopes import on_cpu
 
 TABLE = re.compile(r"^(RFDETR\S+)\s+(device|forward|e2e|iobinding)\s+\S+\s+[\d.]+ ms\s+[\d.]+ ms\s+([+-][\d.]+)%",
                    re.M)
-CPU_BACKENDS = ("onnx-cpu",)
 
 
 def _read(path: Path) -> str | None:
@@ -85,7 +85,7 @@ def main() -> None:
                 recorded = [float(p["value_ms"]) for p in entry["scopes"][scope]["processes"]]
                 if len(recorded) < 2:
                     continue
-                kind = f"{'cpu' if entry.get('backend', case).endswith(CPU_BACKENDS) else 'gpu'}/{scope}"
+                kind = f"{'cpu' if on_cpu('cuda', str(entry.get('backend'))) else 'gpu'}/{scope}"
                 offsets[kind].append(math.log1p(delta))
                 within[kind].append(statistics.stdev(math.log(v) for v in recorded))
                 counts[kind].append(len(recorded))

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from pytest_rfdetr_latency import baselines
 from pytest_rfdetr_latency.baselines import slugify
 from pytest_rfdetr_latency.environment import cpu_name
 
@@ -113,7 +114,8 @@ def test_record_check_report_and_catch_a_slowdown(pytester: pytest.Pytester, run
 
 
 @pytest.mark.slow
-def test_missing_baseline_skips_or_fails_when_strict_and_saving_merges(pytester: pytest.Pytester, run: Any) -> None:
+def test_missing_baseline_skips_or_fails_when_strict_and_saving_merges(pytester: pytest.Pytester, run: Any,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     run("--save-baseline", backends="torch-fp32").assert_outcomes(passed=1)
     missing = run("--rfdetr-latency", backends="onnx-cpu")
     missing.assert_outcomes(skipped=1)
@@ -133,16 +135,28 @@ def test_missing_baseline_skips_or_fails_when_strict_and_saving_merges(pytester:
     assert "1 case(s) recorded in" in pasted.stdout and "(1 other(s) kept; 1 process(es) each)" in pasted.stdout
     entries = json.loads(baseline_file(pytester).read_text())["entries"]
     assert sorted(entries) == ["RFDETRNano-onnx-cpu", "RFDETRNano-torch-fp32"]
-    # A file system that refuses the save (here its lock cannot be opened): one error, the measurement kept in the
-    # report, which, like the summary, says it was not saved; the baseline stays as it was.
+    # A lock that cannot be taken is found before anything is measured.
     before = baseline_file(pytester).read_bytes()
     lock = baseline_file(pytester).with_name(f".{baseline_file(pytester).name}.lock")
     lock.unlink(missing_ok=True)
     lock.mkdir()
+    locked = run("--save-baseline", backends="onnx-cpu")
+    assert locked.ret == pytest.ExitCode.USAGE_ERROR and "Traceback" not in locked.stderr.str()
+    locked.stderr.fnmatch_lines([f"*--save-baseline: {baseline_file(pytester)} could not be saved: its lock {lock} is "
+                                 "a folder; delete it or make it writable*"])
+    lock.rmdir()
+    # A file system that refuses the save itself (an immutable file, say; a test cannot make one portably, so the
+    # refusal is the one baselines.save raises): one error, the measurement kept in the report, which, like the
+    # summary, says it was not saved; the baseline stays as it was.
+    def refuse(path: Path, *args: Any, **kwargs: Any) -> Any:
+        raise baselines.BaselineError(f"{path} could not be written (Operation not permitted on {path}); the old "
+                                      "file is as it was")
+
+    monkeypatch.setattr(baselines, "save", refuse)
     refused = run("--save-baseline", "--rfdetr-report=refused.json", backends="onnx-cpu")
     assert refused.ret == 1 and "Traceback" not in refused.stdout.str() + refused.stderr.str()
     refused.stdout.fnmatch_lines(["*NOT SAVED*", f"ERROR: baseline not saved: {baseline_file(pytester)} could not be "
-                                  "written (Is a directory on *.lock); the old file is as it was*"])
+                                  "written (Operation not permitted on *); the old file is as it was*"])
     reported = json.loads((pytester.path / "refused.json").read_text())["cases"][0]
     assert reported["outcome"] == "not-saved" and reported["scopes"] and "baseline_entry" not in reported
     assert baseline_file(pytester).read_bytes() == before

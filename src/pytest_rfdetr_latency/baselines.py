@@ -210,6 +210,22 @@ def render(path: Path, device: str, entries: Mapping[str, Mapping[str, Any]]) ->
     return json.dumps(document, indent=2, sort_keys=True, allow_nan=False) + "\n"
 
 
+def lock_unusable(path: Path) -> str | None:
+    """Why the lock beside the baseline file at ``path`` could not be taken (a folder, or a file this process cannot
+    open for writing, as the lock opens it); None when it can or is not there yet. Opens nothing for long and writes
+    nothing."""
+    lock = path.parent / f".{path.name}.lock"
+    if lock.is_dir():
+        return f"its lock {lock} is a folder"
+    if lock.exists():
+        try:
+            with open(lock, "r+b"):
+                pass
+        except OSError as exc:
+            return f"its lock {lock} cannot be opened for writing ({exc.strerror or exc})"
+    return None
+
+
 def cannot_write(folder: Path) -> str | None:
     """Why a new file cannot be made in ``folder`` (or, where it does not exist yet, in its nearest existing parent,
     where it would be made); None when it can. Probed with a temporary file, removed at once: nothing is left."""

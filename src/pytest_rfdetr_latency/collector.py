@@ -145,8 +145,10 @@ class ResultCollector:
         def by_name(scope: str) -> float | None:
             return asked(scope) if run.tolerance.given_for(scope) else None
 
-        on_cpu = {r["id"]: r.get("device_kind") != "cuda" or r.get("backend") == "onnx-cpu" for r in self.results}
-        found = gating.detectable(entries, asked, 1 + confirm, lambda case_id: on_cpu.get(case_id, False))
+        from pytest_rfdetr_latency.scopes import on_cpu
+
+        cpu_work = {r["id"]: on_cpu(str(r.get("device_kind")), str(r.get("backend"))) for r in self.results}
+        found = gating.detectable(entries, asked, 1 + confirm, lambda case_id: cpu_work.get(case_id, False))
         for case_id, scopes in found.items():
             for scope, value in scopes.items():
                 entries[case_id]["scopes"][scope]["detectable"] = value

@@ -45,8 +45,9 @@ def message(case_id: str, result: CaseResult, settings: Settings, against: Path 
         lines.append("  note: the environment changed since the baseline: " + "; ".join(result.drift))
     lines.append(f"  baseline file: {result.baseline_file}")
     if settings.inject:
-        lines.append(f"  a self-test: --rfdetr-inject-slowdown={settings.inject:g}% slowed this run on purpose, "
-                     f"so there is nothing to accept (a real slowdown is accepted with: {update})")
+        did = "grew this run's memory" if settings.inject_on == "memory" else "slowed this run"
+        lines.append(f"  a self-test: --rfdetr-inject-slowdown={settings.inject:g}% {did} on purpose, so there is "
+                     f"nothing to accept (a real slowdown is accepted with: {update})")
     else:
         lines.append(f"  if this slowdown is accepted, update the baseline: {update}")
     return "\n".join(lines)

@@ -149,7 +149,9 @@ class HeadToHead:
     turns: dict[int, dict[str, int]] = field(default_factory=dict)  # pair index: turns each side handed back
     # Taking turns, per case and scope: the pairs left out because their log ratio stands apart (paired.strays).
     strays: dict[tuple[str, str], dict[int, str]] = field(default_factory=dict)
-    _strays_found: set[tuple[str, str]] = field(default_factory=set)
+    _strays_found: set[tuple[str, str]] = field(default_factory=set, init=False, repr=False, compare=False)
+    # ... and their log ratios drawn in (paired.DRAW_K), pooled into the noise in their place.
+    _drawn: dict[tuple[str, str], list[float]] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def of(self, side: str, case_id: str) -> list[dict[str, Any]]:
         return self.results[side].get(case_id, [])
@@ -183,24 +185,29 @@ class HeadToHead:
         over every case of ``backend`` and ``scope``), once per backend and scope."""
         if not self.in_turns or (str(backend), scope) in self._strays_found:
             return
-        from pytest_rfdetr_latency.paired import log_ratios, strays
+        import math
+
+        from pytest_rfdetr_latency.paired import strays
 
         self._strays_found.add((str(backend), scope))
         cases = self._cases_of(backend)
-        indexed = {case_id: self._pairs(case_id, scope) for case_id in cases}
-        groups = [log_ratios([a for a, _ in pairs.values()], [b for _, b in pairs.values()])
-                  for pairs in indexed.values()]
+        # Only pairs with a ratio (both figures positive), so that a stray's index names its own pair.
+        indexed = {case_id: {k: (a, b) for k, (a, b) in self._pairs(case_id, scope).items() if a > 0 and b > 0}
+                   for case_id in cases}
+        groups = [[math.log(b / a) for a, b in pairs.values()] for pairs in indexed.values()]
         for case_id, pairs, found in zip(cases, indexed.values(), strays(groups, scope)):
             keys = list(pairs)
             if found:
-                self.strays[(case_id, scope)] = {keys[i]: f"pair {keys[i] + 1} left out: {why}" for i, why in found}
+                self.strays[(case_id, scope)] = {keys[i]: f"pair {keys[i] + 1} left out: {why}" for i, why, _ in found}
+                self._drawn[(case_id, scope)] = [drawn for _, _, drawn in found]
 
     def noise(self, backend: str, scope: str) -> tuple[float | None, int]:
-        """One pair's log-ratio noise for ``scope``, pooled over the cases of ``backend`` (paired.py), without the
-        pairs left out."""
+        """One pair's log-ratio noise for ``scope``, pooled over the cases of ``backend`` (paired.py), the pairs left
+        out drawn in (paired.strays)."""
         from pytest_rfdetr_latency.paired import log_ratios, pooled_noise
 
-        return pooled_noise(log_ratios(*self.paired(case_id, scope)) for case_id in self._cases_of(backend))
+        return pooled_noise([*log_ratios(*self.paired(case_id, scope)), *self._drawn.get((case_id, scope), [])]
+                            for case_id in self._cases_of(backend))
 
     def leave_out_apart(self, scopes: Sequence[str]) -> None:
         """Find processes of this side (the reference) whose launch-bound figures stand apart from the rest of it

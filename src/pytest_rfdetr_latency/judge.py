@@ -95,7 +95,9 @@ class Threshold:
         if self.noise is None:
             return None
         both = median_variance(self.baseline_processes) + median_variance(self.check_processes)
-        return math.exp(self.quantile * math.sqrt(self.noise ** 2 * both + self.session_noise ** 2)) - 1.0
+        # Each term at its own tail: the processes' noise at Student's t on its few degrees of freedom, the spread
+        # between sessions (measured over many checks, benchmarks/session_noise.py) at z.
+        return math.exp(math.hypot(self.quantile * self.noise * math.sqrt(both), self.z * self.session_noise)) - 1.0
 
     @property
     def value(self) -> float:

@@ -108,6 +108,7 @@ class CaseMeasurement:
                 self._sample_all(prepared, result, inject)
             result.memory = probe.stop()
         finally:
+            probe.release()
             prepared.close()
         result.fingerprint = {
             **session.fingerprint,

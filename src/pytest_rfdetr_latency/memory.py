@@ -93,7 +93,11 @@ class MemoryProbe:
         try:
             return self._read()
         finally:
-            self._held = None
+            self.release()
+
+    def release(self) -> None:
+        """Give back what ``hold`` kept (also where the case failed before its peak was read)."""
+        self._held = None
 
     def _read(self) -> dict[str, Any] | None:
         if not self.enabled:

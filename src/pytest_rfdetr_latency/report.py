@@ -13,8 +13,8 @@ from typing import Any
 from pytest_rfdetr_latency.judge import SEVERITY
 
 REPORT_SCHEMA_VERSION = 2
-_ORDER = {**SEVERITY, "over-budget": 0, "parity-failure": 0, "refused": 0, "no-baseline": 2, "unavailable": 2,
-          "saved": 5}
+_ORDER = {**SEVERITY, "over-budget": 0, "parity-failure": 0, "refused": 0, "not-saved": 0, "no-baseline": 2,
+          "unavailable": 2, "saved": 5}
 _UNCOMPARED = {
     "saved": "saved as baseline",
     "not-saved": "NOT SAVED",

@@ -17,7 +17,13 @@ from pytest_rfdetr_latency.environment import drift
 from pytest_rfdetr_latency.measure import CaseMeasurement
 from pytest_rfdetr_latency.processes import ChildOutcome
 from pytest_rfdetr_latency.results import CaseError, CaseResult, update_command
-from pytest_rfdetr_latency.scopes import DEFAULT_THRESHOLDS, HEAD_TO_HEAD_THRESHOLDS, HOST_BOUND, session_noise
+from pytest_rfdetr_latency.scopes import (
+    DEFAULT_THRESHOLDS,
+    HEAD_TO_HEAD_THRESHOLDS,
+    HOST_BOUND,
+    on_cpu,
+    session_noise,
+)
 from pytest_rfdetr_latency.session import LatencySession
 
 if TYPE_CHECKING:
@@ -174,10 +180,6 @@ class LatencyCase:
         self._publish(result)
         self._fail(result.message)
 
-    @property
-    def on_cpu(self) -> bool:
-        """Whether this case's work runs on the host's CPU (ONNX Runtime's CPU provider, or a CPU device)."""
-        return not self.session.device.is_cuda or self.case.info.on_host
 
     def normalizes(self, scope: str) -> bool:
         """Whether ``scope``'s figures may be scaled by the host yardstick: the launch-bound scopes of a GPU backend,
@@ -199,7 +201,8 @@ class LatencyCase:
                 result.process_hosts(scope), self.threshold(scope),
                 self.session.host_slope(scope, self.case.backend) if normalizes else None,
                 lambda slope: self.session.typical_noise(scope, self.case.backend, slope), z, planned, normalizes,
-                "asked" if self.tolerance_given(scope) else "default", session_noise(scope, self.on_cpu))
+                "asked" if self.tolerance_given(scope) else "default",
+                session_noise(scope, on_cpu(self.session.device.kind, self.case.backend)))
         except ValueError as exc:
             raise CaseError(f"{self.id}: {exc}") from exc
 

@@ -622,6 +622,9 @@ def resolve(raw: Mapping[str, RawValue], environ: Mapping[str, str], rootdir: Pa
     if "inject_on" in values and "inject" not in values:
         raise SettingsError("--rfdetr-inject-on says where --rfdetr-inject-slowdown adds its work: give "
                             "--rfdetr-inject-slowdown=PCT too, or drop it")
+    if values.get("inject_on") == "memory" and "against" in values:
+        raise SettingsError("--rfdetr-inject-on=memory grows a case's peak by a share of its stored baseline's, and a "
+                            "head-to-head run reads no baseline file: use it in a check against a stored baseline")
     if "against_tree" in values:
         tree = values["against_tree"] if values["against_tree"].is_absolute() else rootdir / values["against_tree"]
         if not tree.is_dir():

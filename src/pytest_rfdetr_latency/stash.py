@@ -70,7 +70,7 @@ def progress(config: pytest.Config, text: str) -> None:
 
 def open_session(config: pytest.Config) -> LatencySession:
     """Resolve the device and load its baseline file; a problem with either is a usage error."""
-    from pytest_rfdetr_latency.baselines import BaselineError
+    from pytest_rfdetr_latency.baselines import BaselineError, lock_unusable
     from pytest_rfdetr_latency.environment import DeviceError, resolve_device
     from pytest_rfdetr_latency.session import LatencySession
 
@@ -85,9 +85,13 @@ def open_session(config: pytest.Config) -> LatencySession:
         session = LatencySession(run, device, cache_dir(config), config.rootpath, extra, threads)
         session.progress = lambda text: progress(config, text)
         session.invocation = recording_arguments(config)
-        return session
     except (DeviceError, BaselineError) as exc:
         raise pytest.UsageError(str(exc)) from None
+    why = lock_unusable(session.baseline_path) if run.save_baseline and not run.child_report else None
+    if why is not None:  # found before measuring, not when the recording is to be saved
+        raise pytest.UsageError(f"--save-baseline: {session.baseline_path} could not be saved: {why}; delete it or "
+                                "make it writable, or record into another folder with --rfdetr-baseline-dir")
+    return session
 
 
 def recording_arguments(config: pytest.Config) -> tuple[str, ...]:

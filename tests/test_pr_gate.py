@@ -220,7 +220,7 @@ def test_a_pair_that_stands_apart_is_left_out_and_said_one_in_four_at_most() -> 
     ratios = [paired.log_ratios(*MEDIUM), paired.log_ratios(*KEYPOINT)]
     found = paired.strays(ratios, "forward")
     assert [[index for index, _, _ in case] for case in found] == [[3], []]
-    index, why, drawn = found[0][0]
+    _, why, drawn = found[0][0]
     assert "its change +67.9%" in why and "one pair in four may stand apart" in why and "1 in 1000" in why
     assert 0 < drawn < ratios[0][3]  # pooled into the noise drawn in, not at its own distance
     # Three pairs: none may go (a verdict keeps three at least). Pairs standing apart together mask each other: the

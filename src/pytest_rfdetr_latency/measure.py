@@ -73,14 +73,8 @@ class CaseMeasurement:
                                       f"{session.device.spec} ({session.device.name})")
         session.placement()  # the run's placement, chosen once per process before this case prepares anything
         quiet = result.details.setdefault("kept_quiet", empty_tally())
-        # What other cases share (the model build, the parity reference) is made before the memory probe starts.
-        # On a GPU the reference is made even where parity is not checked (fresh processes, --rfdetr-no-parity): the
-        # first optimisation of a model leaves state behind, and the case that ran first would carry it.
         with kept_quiet(quiet):
-            if self.case.onnx_file is None and not self.case.backend.startswith("onnx-"):
-                session.model(self.case.model, self.case.resolution)
-            if not session.settings.no_parity or session.device.is_cuda:
-                session.reference_outputs(self.case)
+            self._make_what_cases_share()
         context = BackendContext(
             case=self.case, device=session.device, images=session.images, detections=session.settings.detections,
             load_model=lambda: session.model(self.case.model, self.case.resolution),
@@ -121,6 +115,16 @@ class CaseMeasurement:
             self._unavailable(result, f"none of the selected scopes ({', '.join(self.scopes)}) can be measured: "
                               + "; ".join(f"{s}: {r}" for s, r in result.unavailable.items()))
         return result
+
+    def _make_what_cases_share(self) -> None:
+        """What other cases share (the model build, the parity reference), made before the memory probe starts. On a
+        GPU the reference is made even where parity is not checked (fresh processes, --rfdetr-no-parity): the first
+        optimisation of a model leaves state behind, and the case that ran first would carry it."""
+        session = self.session
+        if self.case.onnx_file is None and not self.case.backend.startswith("onnx-"):
+            session.model(self.case.model, self.case.resolution)
+        if not session.settings.no_parity or session.device.is_cuda:
+            session.reference_outputs(self.case)
 
     def _inject_memory(self, probe: MemoryProbe, inject: float) -> str:
         """Self-test: hold ``inject`` % of the baseline's peak (the smallest of its processes') allocated on the GPU

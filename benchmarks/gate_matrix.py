@@ -131,7 +131,8 @@ def _rejudged(record: dict[str, Any], case: dict[str, Any], scope: str, verdict:
     tolerance by name."""
     from pytest_rfdetr_latency import gating, judge
     from pytest_rfdetr_latency import stored as stored_scope
-    from pytest_rfdetr_latency.scopes import HOST_BOUND, on_cpu, session_noise
+    from pytest_rfdetr_latency.cases import works_on_cpu
+    from pytest_rfdetr_latency.scopes import HOST_BOUND, session_noise
 
     base = _baseline(record)
     entry = base[case["id"]]
@@ -145,13 +146,14 @@ def _rejudged(record: dict[str, Any], case: dict[str, Any], scope: str, verdict:
     procs = [case, *case.get("processes", [])]
     raw = [p["scopes"][scope]["value_ms"] for p in procs if scope in p.get("scopes", {})]
     hosts = [p["scopes"][scope].get("host_ms") for p in procs if scope in p.get("scopes", {})]
-    normalizes = scope in HOST_BOUND and case["backend"] != "onnx-cpu"  # a GPU backend's launch-bound scope
+    on_cpu = works_on_cpu(case["backend"], case["device_kind"] == "cuda")
+    normalizes = scope in HOST_BOUND and not on_cpu  # as the runner's LatencyCase.normalizes
     slope = judge.host_slope(base.values(), scope, case["backend"]) if normalizes else None
     decided = stored_scope.scope_verdict(
         scope, verdict["statistic"], stored, raw, hosts, verdict["detail"]["asked"], slope,
         lambda s: judge.typical_noise(base.values(), scope, case["backend"], s), judge.DECIDE_Z,
         verdict["detail"]["processes"][1], normalizes,
-        session_noise=session_noise(scope, on_cpu(case["device_kind"], case["backend"])))
+        session_noise=session_noise(scope, on_cpu))
     return {**gating.capped(decided, scope, None).to_json(), "redecided": True}
 
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from head_to_head import emit  # benchmarks/ is this script's folder
-from pytest_rfdetr_latency.scopes import on_cpu
+from pytest_rfdetr_latency.cases import works_on_cpu
 
 TABLE = re.compile(r"^(RFDETR\S+)\s+(device|forward|e2e|iobinding)\s+\S+\s+[\d.]+ ms\s+[\d.]+ ms\s+([+-][\d.]+)%",
                    re.M)
@@ -85,7 +85,7 @@ def main() -> None:
                 recorded = [float(p["value_ms"]) for p in entry["scopes"][scope]["processes"]]
                 if len(recorded) < 2:
                     continue
-                kind = f"{'cpu' if on_cpu('cuda', str(entry.get('backend'))) else 'gpu'}/{scope}"
+                kind = f"{'cpu' if works_on_cpu(str(entry.get('backend')), True) else 'gpu'}/{scope}"
                 offsets[kind].append(math.log1p(delta))
                 within[kind].append(statistics.stdev(math.log(v) for v in recorded))
                 counts[kind].append(len(recorded))

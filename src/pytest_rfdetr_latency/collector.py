@@ -145,9 +145,9 @@ class ResultCollector:
         def by_name(scope: str) -> float | None:
             return asked(scope) if run.tolerance.given_for(scope) else None
 
-        from pytest_rfdetr_latency.scopes import on_cpu
+        from pytest_rfdetr_latency.cases import works_on_cpu
 
-        cpu_work = {r["id"]: on_cpu(str(r.get("device_kind")), str(r.get("backend"))) for r in self.results}
+        cpu_work = {r["id"]: works_on_cpu(r["backend"], r.get("device_kind") == "cuda") for r in self.results}
         found = gating.detectable(entries, asked, 1 + confirm, lambda case_id: cpu_work.get(case_id, False))
         for case_id, scopes in found.items():
             for scope, value in scopes.items():

@@ -12,18 +12,12 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from pytest_rfdetr_latency import baselines, budgets, decision, failures, gating, judge
 from pytest_rfdetr_latency import stored as stored_scope
-from pytest_rfdetr_latency.cases import Case
+from pytest_rfdetr_latency.cases import Case, works_on_cpu
 from pytest_rfdetr_latency.environment import drift
 from pytest_rfdetr_latency.measure import CaseMeasurement
 from pytest_rfdetr_latency.processes import ChildOutcome
 from pytest_rfdetr_latency.results import CaseError, CaseResult, update_command
-from pytest_rfdetr_latency.scopes import (
-    DEFAULT_THRESHOLDS,
-    HEAD_TO_HEAD_THRESHOLDS,
-    HOST_BOUND,
-    on_cpu,
-    session_noise,
-)
+from pytest_rfdetr_latency.scopes import DEFAULT_THRESHOLDS, HEAD_TO_HEAD_THRESHOLDS, HOST_BOUND, session_noise
 from pytest_rfdetr_latency.session import LatencySession
 
 if TYPE_CHECKING:
@@ -145,7 +139,7 @@ class LatencyCase:
                              self.case.backend)
         try:
             verdicts = {scope: judge_scope(versus, self.id, self.case.backend, scope, stats.statistic,
-                                           self.threshold(scope), "asked" if self.tolerance_given(scope) else "default")
+                                           self.threshold(scope), self._source(scope))
                         for scope, stats in result.scopes.items() if scope in entry["scopes"]}
         except ValueError as exc:
             raise CaseError(f"{self.id}: {exc}") from exc
@@ -184,7 +178,15 @@ class LatencyCase:
     def normalizes(self, scope: str) -> bool:
         """Whether ``scope``'s figures may be scaled by the host yardstick: the launch-bound scopes of a GPU backend,
         by as much as the baseline file shows they follow it (judge.host_slope)."""
-        return self.session.device.is_cuda and not self.case.info.on_host and scope in HOST_BOUND
+        return scope in HOST_BOUND and not self._on_cpu
+
+    @property
+    def _on_cpu(self) -> bool:
+        return works_on_cpu(self.case.backend, self.session.device.is_cuda)
+
+    def _source(self, scope: str) -> str:
+        """How a reason names the tolerance of ``scope``: asked for by name, or the default."""
+        return "asked" if self.tolerance_given(scope) else "default"
 
     def _verdict(
         self, result: CaseResult, scope: str, stored: dict[str, Any], z: float, planned: int | None
@@ -201,8 +203,7 @@ class LatencyCase:
                 result.process_hosts(scope), self.threshold(scope),
                 self.session.host_slope(scope, self.case.backend) if normalizes else None,
                 lambda slope: self.session.typical_noise(scope, self.case.backend, slope), z, planned, normalizes,
-                "asked" if self.tolerance_given(scope) else "default",
-                session_noise(scope, on_cpu(self.session.device.kind, self.case.backend)))
+                self._source(scope), session_noise(scope, self._on_cpu))
         except ValueError as exc:
             raise CaseError(f"{self.id}: {exc}") from exc
 

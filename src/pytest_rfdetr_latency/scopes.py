@@ -81,11 +81,6 @@ SESSION_NOISE_ON_CPU: dict[str, float] = {
 }
 
 
-def on_cpu(device_kind: str, backend: str) -> bool:
-    """Whether a case's work runs on the host's CPU: ONNX Runtime's CPU provider, or any backend on a CPU device."""
-    return device_kind != "cuda" or backend == "onnx-cpu"
-
-
 def session_noise(scope: str, on_cpu: bool) -> float:
     """The between-session spread the stored verdict adds for ``scope`` (a log standard deviation)."""
     return SESSION_NOISE_ON_CPU.get(scope, 0.0) if on_cpu else 0.0

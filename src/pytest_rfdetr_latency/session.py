@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_rfdetr_latency import baselines, judge, timing
-from pytest_rfdetr_latency.cases import Case
+from pytest_rfdetr_latency.cases import Case, works_on_cpu
 from pytest_rfdetr_latency.environment import Device, cpu_count, fingerprint, git_commit
 from pytest_rfdetr_latency.images import synthetic_images
 from pytest_rfdetr_latency.placement import Placement
@@ -124,7 +124,7 @@ class LatencySession:
                          f"target={plan.target:g},max-seconds={plan.max_seconds:g},warmup-calls={plan.warmup_calls},"
                          f"warmup-seconds={plan.warmup_seconds:g}"),
         }
-        if case.info.on_host or not self.device.is_cuda:
+        if works_on_cpu(case.backend, self.device.is_cuda):
             # Work on the CPU scales with its cores: a baseline of 32 cores says nothing about a worker of 16.
             identity["cores"] = self.cores
         return identity

@@ -143,9 +143,8 @@ def strays(groups: Sequence[Sequence[float]], scope: str) -> list[list[tuple[int
     every other pair (its own case's others and every other case's pairs) times sqrt(1 + 1/others), on those pairs'
     degrees of freedom. Each is given as (index, why, its ratio drawn in to DRAW_K standard deviations): the noise is
     pooled with it drawn in, not without it, so that leaving the farthest pair out does not narrow the line as much
-    (simulated with clean pairs, tests/test_pr_gate.py: false alarms 0.18-0.21 % per comparison against 0.14 % with no
-    pair left out, at a pair noise of 3-5 %; drawn in to the line itself they stay at 0.14 % and the rule gains
-    nothing on the H200's runs)."""
+    (benchmarks/stray_rule_sim.py: false alarms 0.185-0.215 % per comparison against 0.145-0.15 % with no pair left
+    out, at a pair noise of 3-8 %; drawn in to the line itself the rule gains nothing on the H200's runs)."""
     from scipy.stats import t
 
     floor = math.log1p(STRAY_FLOOR.get(scope, APART_FLOOR))

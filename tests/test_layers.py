@@ -18,7 +18,8 @@ LAYERS: dict[str, set[str]] = {
     "store": {"schema", "baselines", "history"},
     "measure": {"environment", "sampling", "lockstep", "placement", "timing", "memory", "workers", "quiet", "cases",
                 "models", "images", "parity", "exports", "backends", "backends.base", "backends.torch_backend",
-                "backends.onnx_backend", "settings", "results", "session", "measure", "processes", "headtohead"},
+                "backends.onnx_backend", "settings", "results", "session", "measure", "processes", "headtohead",
+                "injection"},
     "report": {"report", "failures", "plots", "trends", "trend_page", "cli"},
     "face": {"runner", "stash", "collector", "hookspecs", "suite", "fixtures", "plugin"},
 }

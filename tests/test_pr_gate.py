@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_rfdetr_latency import headtohead, paired, placement, timing
+from pytest_rfdetr_latency import headtohead, injection, paired, placement, timing
 from pytest_rfdetr_latency.processes import Launch
 
 # The paired verdict -------------------------------------------------------------------------------------------
@@ -201,11 +201,11 @@ def test_sides_that_import_the_same_files_and_run_the_same_tests_are_one(tmp_pat
 
 def test_a_host_injection_delays_each_call_before_it_runs() -> None:
     calls: list[str] = []
-    both = timing.with_extra_before(lambda: calls.append("call") or 7, lambda: calls.append("delay"))
+    both = injection.with_extra_before(lambda: calls.append("call") or 7, lambda: calls.append("delay"))
     assert both() == 7 and calls == ["delay", "call"]
     clock = timing.HostClock()
     plain = statistic = min(clock.time_calls(lambda: None, 20))
-    delayed = min(clock.time_calls(timing.with_extra_before(lambda: None, timing.host_delay(2.0)), 5))
+    delayed = min(clock.time_calls(injection.with_extra_before(lambda: None, injection.host_delay(2.0)), 5))
     assert delayed >= 2.0 > statistic and plain < 1.0
 
 

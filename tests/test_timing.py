@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from pytest_rfdetr_latency import timing
+from pytest_rfdetr_latency import injection, timing
 from pytest_rfdetr_latency.sampling import PRESETS, parse_sampling
 
 
@@ -122,7 +122,7 @@ def test_the_injected_kernel_is_resized_until_it_adds_what_was_asked_inside_the_
         return replay
 
     forward = lambda: None  # noqa: E731
-    replay, kernel = timing.injected_graph(forward, lambda: 1.9, 0.038, FakeClock(), capture, spin)
+    replay, kernel = injection.injected_graph(forward, lambda: 1.9, 0.038, FakeClock(), capture, spin)
     assert replay() == pytest.approx(1.938, abs=0.038 * 0.05)
     assert kernel.cycles > 60_000  # type: ignore[attr-defined]
 

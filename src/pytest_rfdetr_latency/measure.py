@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from pytest_rfdetr_latency import stats, timing
+from pytest_rfdetr_latency import injection, stats, timing
 from pytest_rfdetr_latency.backends import BackendContext, BackendMisconfigured, BackendUnavailable, Prepared
 from pytest_rfdetr_latency.cases import Case
 from pytest_rfdetr_latency.environment import host_probe_ms, steal_jiffies
@@ -233,25 +233,25 @@ class CaseMeasurement:
         meta["injected_ms"] = round(delay_ms, 6)
         if on_host_only:
             meta["injected_as"] = "host delay before each call, on the launching thread"
-            return timing.with_extra_before(plain, timing.host_delay(delay_ms))
+            return injection.with_extra_before(plain, injection.host_delay(delay_ms))
         on_gpu = device.is_cuda and prepared.graphable is not None and scope in ("forward", "device")
         if on_gpu:
             graphable = prepared.graphable
             assert graphable is not None
             if scope == "device":
-                graph, spin = timing.injected_graph(
+                graph, spin = injection.injected_graph(
                     graphable, plain, delay_ms, clock, lambda fn: timing.capture_cuda_graph(fn, device.spec),
-                    lambda cycles: timing.gpu_delay(delay_ms, device.spec, cycles),
+                    lambda cycles: injection.gpu_delay(delay_ms, device.spec, cycles),
                 )
                 self._cycles_per_ms = spin.cycles / delay_ms  # type: ignore[attr-defined]
                 meta["injected_as"] = f"GPU kernel of {spin.cycles} cycles, sized in the CUDA graph"  # type: ignore[attr-defined]
                 return graph
             cycles = None if self._cycles_per_ms is None else max(1, int(delay_ms * self._cycles_per_ms))
-            spin = timing.gpu_delay(delay_ms, device.spec, cycles)
+            spin = injection.gpu_delay(delay_ms, device.spec, cycles)
             meta["injected_as"] = f"GPU kernel of {spin.cycles} cycles"  # type: ignore[attr-defined]
-            return timing.with_extra(plain, spin)
+            return injection.with_extra(plain, spin)
         meta["injected_as"] = "host delay"
-        return timing.with_extra(plain, timing.host_delay(delay_ms))
+        return injection.with_extra(plain, injection.host_delay(delay_ms))
 
     def _sample_all(self, prepared: Prepared, result: CaseResult, inject: float | None) -> None:
         from pytest_rfdetr_latency import placement

@@ -86,7 +86,7 @@ def spa_points(series: np.ndarray) -> list[int]:
 
 
 def ruptures_points(series: np.ndarray) -> list[int]:
-    from pytest_rfdetr_latency.changepoints import change_points
+    from pytest_rfdetr_latency.trends.changepoints import change_points
 
     return [c.index for c in change_points([float(v) for v in series])]
 

@@ -129,10 +129,10 @@ def _rejudged(record: dict[str, Any], case: dict[str, Any], scope: str, verdict:
     the baseline file, a regression the host's own slowdown explains made inconclusive), then capped (gating.capped:
     unresolved where wider than the scope may be); the memory verdict by gating.memory_verdict. The runs asked no
     tolerance by name."""
-    from pytest_rfdetr_latency import gating, judge
-    from pytest_rfdetr_latency import stored as stored_scope
-    from pytest_rfdetr_latency.cases import works_on_cpu
-    from pytest_rfdetr_latency.scopes import HOST_BOUND, session_noise
+    from pytest_rfdetr_latency.measure.cases import works_on_cpu
+    from pytest_rfdetr_latency.verdict import gating, judge
+    from pytest_rfdetr_latency.verdict import stored as stored_scope
+    from pytest_rfdetr_latency.verdict.scopes import HOST_BOUND, session_noise
 
     base = _baseline(record)
     entry = base[case["id"]]
@@ -300,8 +300,8 @@ def redecide(args: argparse.Namespace) -> None:
     processes (those of the check as run, and the stream's baseline file): effective thresholds of the host-bound
     scopes, how often a first process would be screened, and the verdicts where fresh processes were measured."""
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
-    from pytest_rfdetr_latency import judge
-    from pytest_rfdetr_latency.scopes import DEFAULT_THRESHOLDS, HOST_BOUND
+    from pytest_rfdetr_latency.verdict import judge
+    from pytest_rfdetr_latency.verdict.scopes import DEFAULT_THRESHOLDS, HOST_BOUND
 
     out: dict[str, Any] = {}
     for normalize in (False, True):

@@ -20,7 +20,7 @@ from pathlib import Path
 
 CHILD = """
 import json, os, sys, time
-from pytest_rfdetr_latency.environment import yardstick_ms
+from pytest_rfdetr_latency.measure.environment import yardstick_ms
 os.sched_setaffinity(0, {int(sys.argv[1])})
 out = []
 end = time.perf_counter() + float(sys.argv[2])

@@ -93,7 +93,7 @@ def _sides(case: dict[str, Any], scope: str) -> tuple[list[dict[str, Any]], list
 
 
 def main() -> None:
-    from pytest_rfdetr_latency.paired import line
+    from pytest_rfdetr_latency.verdict.paired import line
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("report", type=Path)

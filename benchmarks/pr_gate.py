@@ -154,8 +154,8 @@ def rebuilt(data: dict[str, Any]) -> Any:
     """A run's HeadToHead rebuilt from its JSON report: this side's processes are each case's baseline entry's, the
     other side's the case's own and its further processes, each in process order (every process measured every
     case in the runs this reads)."""
-    from pytest_rfdetr_latency.headtohead import OTHER, THIS, HeadToHead, order
-    from pytest_rfdetr_latency.scopes import HOST_BOUND
+    from pytest_rfdetr_latency.measure.headtohead import OTHER, THIS, HeadToHead, order
+    from pytest_rfdetr_latency.verdict.scopes import HOST_BOUND
 
     first = data["cases"][0]["details"]["head_to_head"]
     versus = HeadToHead(Path(first["against"]), order(first["processes"][THIS]), in_turns=bool(first.get("in_turns")))
@@ -176,8 +176,8 @@ def rebuilt(data: dict[str, Any]) -> Any:
 def redecide(data: dict[str, Any]) -> dict[str, Any]:
     """Every comparison of a report judged again by the shipped rule (headtohead.judge_scope) at the tolerance each
     was asked; the report's cases with their verdicts replaced."""
-    from pytest_rfdetr_latency.headtohead import judge_scope
-    from pytest_rfdetr_latency.scopes import HEAD_TO_HEAD_THRESHOLDS
+    from pytest_rfdetr_latency.measure.headtohead import judge_scope
+    from pytest_rfdetr_latency.verdict.scopes import HEAD_TO_HEAD_THRESHOLDS
 
     versus = rebuilt(data)
     cases = []

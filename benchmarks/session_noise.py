@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from head_to_head import emit  # benchmarks/ is this script's folder
-from pytest_rfdetr_latency.cases import works_on_cpu
+from pytest_rfdetr_latency.measure.cases import works_on_cpu
 
 TABLE = re.compile(r"^(RFDETR\S+)\s+(device|forward|e2e|iobinding)\s+\S+\s+[\d.]+ ms\s+[\d.]+ ms\s+([+-][\d.]+)%",
                    re.M)

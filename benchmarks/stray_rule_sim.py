@@ -17,7 +17,7 @@ import statistics
 from pathlib import Path
 
 from head_to_head import emit  # benchmarks/ is this script's folder
-from pytest_rfdetr_latency import paired
+from pytest_rfdetr_latency.verdict import paired
 
 
 def false_alarms(noise: float, rule: bool, trials: int, seed: int, asked: float = 0.025) -> tuple[float, float]:

@@ -27,8 +27,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
 from changepoints import SESSION, noise_pools  # benchmarks/ is this script's folder
-from pytest_rfdetr_latency import trends
-from pytest_rfdetr_latency.history import Point, Series
+from pytest_rfdetr_latency.store.history import Point, Series
+from pytest_rfdetr_latency.trends import shifts as trends
 
 STEPS = {"device": 0.01, "launch-bound": 0.10, "host-bound": 0.10}
 

@@ -25,14 +25,14 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     import torch  # noqa: F401
     import torchvision.transforms.functional  # noqa: F401
 
-    import pytest_rfdetr_latency.backends.onnx_backend
-    import pytest_rfdetr_latency.backends.torch_backend
     import pytest_rfdetr_latency.collector
-    import pytest_rfdetr_latency.exports
-    import pytest_rfdetr_latency.measure
-    import pytest_rfdetr_latency.plots
+    import pytest_rfdetr_latency.measure.backends.onnx_backend
+    import pytest_rfdetr_latency.measure.backends.torch_backend
+    import pytest_rfdetr_latency.measure.case
+    import pytest_rfdetr_latency.report.exports
+    import pytest_rfdetr_latency.report.plots
     import pytest_rfdetr_latency.runner
-    import pytest_rfdetr_latency.schema  # noqa: F401
+    import pytest_rfdetr_latency.store.schema  # noqa: F401
 
 
 @pytest.fixture(autouse=True)

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from pytest_rfdetr_latency import baselines
-from pytest_rfdetr_latency.stats import summarize
+from pytest_rfdetr_latency.store import baselines
+from pytest_rfdetr_latency.verdict.stats import summarize
 
 
 def result(value: float) -> dict[str, Any]:
@@ -169,10 +169,10 @@ def test_an_entry_holds_every_process_their_median_and_spread() -> None:
 def test_the_published_schemas_are_the_ones_the_code_checks(name: str) -> None:
     from importlib.resources import files
 
-    from pytest_rfdetr_latency.schema import json_schema
+    from pytest_rfdetr_latency.store.schema import json_schema
 
-    published = files("pytest_rfdetr_latency").joinpath(f"{name}.schema.json").read_text()
-    assert published == json_schema(name), f"regenerate: python -m pytest_rfdetr_latency.schema {name} > ..."
+    published = files("pytest_rfdetr_latency.store").joinpath(f"{name}.schema.json").read_text()
+    assert published == json_schema(name), f"regenerate: python -m pytest_rfdetr_latency.store.schema {name} > ..."
 
 
 def test_saving_over_a_damaged_file_is_refused_unless_asked(tmp_path: Path) -> None:
@@ -211,7 +211,7 @@ def test_device_names_cannot_escape_the_folder(tmp_path: Path, name: str) -> Non
 
 
 def test_slugified_hostile_names_stay_inside(tmp_path: Path) -> None:
-    from pytest_rfdetr_latency.baselines import slugify
+    from pytest_rfdetr_latency.store.baselines import slugify
 
     for name in ["../../etc/passwd", "/abs/path", "..", "NVIDIA H200 (R)", "\x00weird\nname"]:
         path = baselines.path_for(tmp_path, slugify(name))
@@ -222,8 +222,8 @@ WRITER = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from pytest_rfdetr_latency import baselines
-    from pytest_rfdetr_latency.stats import summarize
+    from pytest_rfdetr_latency.store import baselines
+    from pytest_rfdetr_latency.verdict.stats import summarize
 
     path, case, n = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
     scope = summarize([[1.0, 1.1], [1.0, 1.2]], "median").to_json()

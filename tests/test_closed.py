@@ -121,7 +121,7 @@ def test_a_bad_marker_argument_is_one_message(pytester: pytest.Pytester, marker:
 
 
 def test_weights_for_all_models_by_name_is_refused_with_the_forms() -> None:
-    from pytest_rfdetr_latency.settings import parse_weights
+    from pytest_rfdetr_latency.measure.settings import parse_weights
 
     with pytest.raises(argparse.ArgumentTypeError, match="'all=' names no model; one checkpoint for the selected "
                                                          r"model is the path alone \(x.pth\)"):
@@ -130,7 +130,7 @@ def test_weights_for_all_models_by_name_is_refused_with_the_forms() -> None:
 
 @pytest.fixture(scope="module")
 def nano_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from pytest_rfdetr_latency.models import build_model, export_onnx
+    from pytest_rfdetr_latency.measure.models import build_model, export_onnx
 
     return export_onnx(build_model("RFDETRNano", "cpu"), tmp_path_factory.mktemp("export"), 384, 1)
 
@@ -138,10 +138,10 @@ def nano_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _prepare(path: Path) -> Any:
     from PIL import Image
 
-    from pytest_rfdetr_latency.backends import BackendContext
-    from pytest_rfdetr_latency.backends.onnx_backend import prepare
-    from pytest_rfdetr_latency.cases import Case
-    from pytest_rfdetr_latency.environment import Device
+    from pytest_rfdetr_latency.measure.backends import BackendContext
+    from pytest_rfdetr_latency.measure.backends.onnx_backend import prepare
+    from pytest_rfdetr_latency.measure.cases import Case
+    from pytest_rfdetr_latency.measure.environment import Device
 
     context = BackendContext(
         case=Case("mine", "onnx-cpu", onnx_file=str(path)), device=Device("cpu", "CPU", "cpu"),
@@ -153,7 +153,7 @@ def _prepare(path: Path) -> Any:
 def test_a_users_onnx_file_with_a_dynamic_height_is_one_message(nano_onnx: Path, tmp_path: Path) -> None:
     import onnx
 
-    from pytest_rfdetr_latency.backends import BackendMisconfigured
+    from pytest_rfdetr_latency.measure.backends import BackendMisconfigured
 
     model = onnx.load(str(nano_onnx))
     model.graph.input[0].type.tensor_type.shape.dim[2].dim_param = "height"
@@ -167,7 +167,7 @@ def test_a_users_onnx_file_with_a_dynamic_height_is_one_message(nano_onnx: Path,
 def test_a_users_onnx_file_with_other_output_names_is_one_message(nano_onnx: Path, tmp_path: Path) -> None:
     import onnx
 
-    from pytest_rfdetr_latency.backends import BackendMisconfigured
+    from pytest_rfdetr_latency.measure.backends import BackendMisconfigured
 
     model = onnx.load(str(nano_onnx))
     names = {output.name: f"out{i}" for i, output in enumerate(model.graph.output)}
@@ -192,7 +192,7 @@ def _outputs(classes: int = 4, queries: int = 30, keypoints: int = 0, seed: int 
 
 
 def test_parity_fails_on_classes_swapped_and_keypoints_moved() -> None:
-    from pytest_rfdetr_latency import parity
+    from pytest_rfdetr_latency.measure import parity
 
     reference = _outputs(keypoints=17)
     assert parity.compare(reference, reference, "fp32").passed

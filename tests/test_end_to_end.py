@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from pytest_rfdetr_latency import baselines
-from pytest_rfdetr_latency.baselines import slugify
-from pytest_rfdetr_latency.environment import cpu_name
+from pytest_rfdetr_latency.measure.environment import cpu_name
+from pytest_rfdetr_latency.store import baselines
+from pytest_rfdetr_latency.store.baselines import slugify
 
 SUITE = """
 def test_latency(rfdetr_case):
@@ -247,7 +247,7 @@ def test_user_written_tests_with_the_fixtures(pytester: pytest.Pytester, onnx_ca
 
 
 def test_synthetic_images_are_seeded() -> None:
-    from pytest_rfdetr_latency.images import synthetic_images
+    from pytest_rfdetr_latency.measure.images import synthetic_images
 
     first = [img.tobytes() for img in synthetic_images(2, (64, 48), seed=3)]
     again = [img.tobytes() for img in synthetic_images(2, (64, 48), seed=3)]

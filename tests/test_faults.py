@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from pytest_rfdetr_latency.baselines import slugify
-from pytest_rfdetr_latency.environment import cpu_name
+from pytest_rfdetr_latency.measure.environment import cpu_name
+from pytest_rfdetr_latency.store.baselines import slugify
 
 SUITE = """
 def test_latency(rfdetr_case):
@@ -24,7 +24,7 @@ QUICK = ("--rfdetr-device=cpu", FAST, "--rfdetr-images=2", "--rfdetr-scopes=forw
 @pytest.fixture(scope="module")
 def nano_state() -> dict[str, Any]:
 
-    from pytest_rfdetr_latency.models import build_model
+    from pytest_rfdetr_latency.measure.models import build_model
 
     model = build_model("RFDETRNano", "cpu", seed=0)
     return {k: v.clone() for k, v in model.model.model.state_dict().items()}
@@ -166,10 +166,10 @@ def test_a_whole_run_works_with_the_network_blocked(pytester: pytest.Pytester, t
 
 
 def test_cuda_provider_absent_is_a_skip_with_its_reason() -> None:
-    from pytest_rfdetr_latency.backends import BackendContext, BackendUnavailable
-    from pytest_rfdetr_latency.backends.onnx_backend import prepare
-    from pytest_rfdetr_latency.cases import Case
-    from pytest_rfdetr_latency.environment import Device
+    from pytest_rfdetr_latency.measure.backends import BackendContext, BackendUnavailable
+    from pytest_rfdetr_latency.measure.backends.onnx_backend import prepare
+    from pytest_rfdetr_latency.measure.cases import Case
+    from pytest_rfdetr_latency.measure.environment import Device
 
     context = BackendContext(
         case=Case("RFDETRNano", "onnx-cuda"), device=Device("cuda:0", "NVIDIA H200", "cuda", 0), images=[],
@@ -185,9 +185,9 @@ def test_a_session_that_falls_back_to_the_cpu_fails(tmp_path: Path) -> None:
     """The CPU build of onnxruntime, asked for CUDA, quietly runs on the CPU: the trap the check exists for."""
     import onnxruntime
 
-    from pytest_rfdetr_latency.backends import BackendMisconfigured
-    from pytest_rfdetr_latency.backends.onnx_backend import open_session
-    from pytest_rfdetr_latency.models import build_model, export_onnx
+    from pytest_rfdetr_latency.measure.backends import BackendMisconfigured
+    from pytest_rfdetr_latency.measure.backends.onnx_backend import open_session
+    from pytest_rfdetr_latency.measure.models import build_model, export_onnx
 
     path = export_onnx(build_model("RFDETRNano", "cpu"), tmp_path, 384, 1)
     with pytest.raises(BackendMisconfigured, match="onnx-cuda asked ONNX Runtime for CUDAExecutionProvider but the "

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from pytest_rfdetr_latency import budgets, parity
+from pytest_rfdetr_latency.measure import parity
+from pytest_rfdetr_latency.verdict import budgets
 
 SUITE = """
 def test_latency(rfdetr_case):
@@ -44,10 +45,10 @@ def nano_outputs() -> dict[str, Any]:
     """Real FP32 outputs of a seeded RFDETRNano on a synthetic image."""
     import torch
 
-    from pytest_rfdetr_latency.backends.base import preprocess_tensor
-    from pytest_rfdetr_latency.backends.torch_backend import tensor_outputs
-    from pytest_rfdetr_latency.images import synthetic_images
-    from pytest_rfdetr_latency.models import build_model, optimize, optimized_module
+    from pytest_rfdetr_latency.measure.backends.base import preprocess_tensor
+    from pytest_rfdetr_latency.measure.backends.torch_backend import tensor_outputs
+    from pytest_rfdetr_latency.measure.images import synthetic_images
+    from pytest_rfdetr_latency.measure.models import build_model, optimize, optimized_module
 
     model = build_model("RFDETRNano", "cpu")
     optimize(model, torch.float32)
@@ -96,7 +97,7 @@ def test_axes_show_in_ids(pytester: pytest.Pytester) -> None:
 
 @pytest.mark.slow
 def test_batch_resolution_budget_and_a_users_onnx_file(pytester: pytest.Pytester, tmp_path: Path) -> None:
-    from pytest_rfdetr_latency.models import build_model, export_onnx
+    from pytest_rfdetr_latency.measure.models import build_model, export_onnx
 
     own = export_onnx(build_model("RFDETRNano", "cpu", resolution=320), tmp_path / "export", 320, 1)
     pytester.makepyfile(test_suite=SUITE)
@@ -178,7 +179,7 @@ def test_a_baseline_of_several_processes_and_a_check_confirmed_in_fresh_ones(
 
 
 def test_what_a_fresh_process_and_a_recording_command_repeat_of_the_invocation() -> None:
-    from pytest_rfdetr_latency.processes import given_options, recording_arguments
+    from pytest_rfdetr_latency.measure.processes import given_options, recording_arguments
 
     args = ["tests/latency", "-n", "2", "-k", "Medium", "--rfdetr-models", "RFDETRMedium", "--rfdetr-strict",
             "--rfdetr-report=out.json", "--rfdetr-plot", "plots", "-p", "myplugin", "-pno:randomly",
@@ -204,8 +205,8 @@ def test_what_a_fresh_process_and_a_recording_command_repeat_of_the_invocation()
 def test_a_fresh_process_gets_the_settings_exactly() -> None:
     import dataclasses
 
-    from pytest_rfdetr_latency.processes import child_settings
-    from pytest_rfdetr_latency.settings import Settings
+    from pytest_rfdetr_latency.measure.processes import child_settings
+    from pytest_rfdetr_latency.measure.settings import Settings
 
     parent = Settings(enabled=True, seed=0, confirm=2, save_processes=3, report=Path("r.json"), detections=40)
     child = child_settings(parent, process_index=2, cache_dir=Path("/c"), inject=3.0, block_sizes={"A": {"e2e": 4}})
@@ -221,7 +222,7 @@ def test_what_building_prints_is_kept_quiet_and_counted_and_shown_when_it_fails(
     import logging
     import warnings
 
-    from pytest_rfdetr_latency.quiet import empty_tally, kept_quiet, summary_line, summed
+    from pytest_rfdetr_latency.measure.quiet import empty_tally, kept_quiet, summary_line, summed
 
     tally = empty_tally()
     with warnings.catch_warnings(), kept_quiet(tally):

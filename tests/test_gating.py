@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_rfdetr_latency import gating, judge
-from pytest_rfdetr_latency.paired import judge_pairs
+from pytest_rfdetr_latency.verdict import gating, judge
+from pytest_rfdetr_latency.verdict.paired import judge_pairs
 
 
 def stored(backend: str, **scopes: list[float]) -> dict[str, object]:
@@ -53,7 +53,7 @@ def test_strict_fails_every_inconclusive_verdict_but_unresolved_ones_not_asked_f
 
 
 def test_a_blind_comparison_is_unresolved_and_listed_with_its_reason() -> None:
-    from pytest_rfdetr_latency import report
+    from pytest_rfdetr_latency.report import render as report
 
     seen = judge.judge_memory([1216.0, 1304.0, 1216.0], [1220.0], 0.10, exact=False)
     blind = gating.blind(seen, "NVML counts the other side's process too")
@@ -67,8 +67,8 @@ def test_a_blind_comparison_is_unresolved_and_listed_with_its_reason() -> None:
 
 
 def test_work_on_the_cpu_carries_the_spread_between_sessions_and_gpu_work_does_not() -> None:
-    from pytest_rfdetr_latency import stored
-    from pytest_rfdetr_latency.scopes import session_noise
+    from pytest_rfdetr_latency.verdict import stored
+    from pytest_rfdetr_latency.verdict.scopes import session_noise
 
     # The H200, 2026-12-01: RFDETRKeypointPreview-onnx-cpu forward recorded at 13:46 (three processes), checked
     # clean at 14:00 in three: +20.3 % against a threshold of 18.9 % from the processes alone, a false alarm.

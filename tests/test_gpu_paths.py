@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pytest_rfdetr_latency.environment import Device
+from pytest_rfdetr_latency.measure.environment import Device
 
 
 class FakeEvent:
@@ -38,7 +38,7 @@ def test_cuda_events_time_each_call_and_wait_for_it(monkeypatch: pytest.MonkeyPa
 
     import torch
 
-    from pytest_rfdetr_latency import timing
+    from pytest_rfdetr_latency.measure import timing
 
     synchronized: list[Any] = []
     monkeypatch.setattr(torch.cuda, "Event", FakeEvent)
@@ -59,7 +59,7 @@ def test_cuda_events_time_each_call_and_wait_for_it(monkeypatch: pytest.MonkeyPa
 def test_the_memory_probe_measures_what_the_case_adds(monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 
-    from pytest_rfdetr_latency import memory
+    from pytest_rfdetr_latency.measure import memory
 
     mib = 2**20
     state = {"allocated": 300 * mib, "peak": 300 * mib, "used": 1000 * mib, "cached": 0, "workspaces": 0}
@@ -122,9 +122,9 @@ def test_a_memory_self_test_holds_its_share_of_the_baseline_peak_inside_the_prob
         monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 
-    from pytest_rfdetr_latency import memory
-    from pytest_rfdetr_latency.cases import Case
-    from pytest_rfdetr_latency.measure import CaseMeasurement
+    from pytest_rfdetr_latency.measure import memory
+    from pytest_rfdetr_latency.measure.case import CaseMeasurement
+    from pytest_rfdetr_latency.measure.cases import Case
 
     mib = 2**20
     state = {"allocated": 0, "peak": 0, "used": 1000 * mib}
@@ -217,7 +217,7 @@ def fake_ort() -> Any:
 
 
 def test_io_binding_keeps_the_input_and_outputs_on_the_gpu_it_was_given() -> None:
-    from pytest_rfdetr_latency.backends.onnx_backend import _iobinding
+    from pytest_rfdetr_latency.measure.backends.onnx_backend import _iobinding
 
     session = FakeSession()
     x = np.zeros((1, 3, 384, 384), np.float32)
@@ -230,7 +230,7 @@ def test_io_binding_keeps_the_input_and_outputs_on_the_gpu_it_was_given() -> Non
 
 
 def test_onnx_runtimes_cuda_graph_is_captured_on_fixed_buffers_before_timing(tmp_path: Any) -> None:
-    from pytest_rfdetr_latency.backends.onnx_backend import _cuda_graph
+    from pytest_rfdetr_latency.measure.backends.onnx_backend import _cuda_graph
 
     plain = FakeSession()
     replay, (session, _, binding, outputs) = _cuda_graph(fake_ort(), tmp_path / "m.onnx", "input",
@@ -243,7 +243,7 @@ def test_onnx_runtimes_cuda_graph_is_captured_on_fixed_buffers_before_timing(tmp
 
 
 def test_the_visible_gpus_follow_cuda_visible_devices(monkeypatch: pytest.MonkeyPatch) -> None:
-    from pytest_rfdetr_latency import workers
+    from pytest_rfdetr_latency.measure import workers
 
     names = ["NVIDIA H200", "NVIDIA H200", "NVIDIA L4"]
     pynvml = SimpleNamespace(
@@ -267,7 +267,7 @@ def test_a_forward_is_warmed_on_a_side_stream_then_captured_once_and_replayed(mo
 
     import torch
 
-    from pytest_rfdetr_latency import timing
+    from pytest_rfdetr_latency.measure import timing
 
     events: list[str] = []
     where = {"stream": "default", "capturing": False}

@@ -15,8 +15,11 @@ from typing import Any
 
 import pytest
 
-from pytest_rfdetr_latency import cli, headtohead, history, trends
-from pytest_rfdetr_latency.changepoints import change_points
+from pytest_rfdetr_latency.measure import headtohead
+from pytest_rfdetr_latency.store import history
+from pytest_rfdetr_latency.trends import cli
+from pytest_rfdetr_latency.trends import shifts as trends
+from pytest_rfdetr_latency.trends.changepoints import change_points
 
 SUITE = """
 def test_latency(rfdetr_case):
@@ -245,9 +248,9 @@ def test_head_to_head_refuses_an_interpreter_without_the_plugin(pytester: pytest
 def test_head_to_head_says_which_side_measured_nothing_and_fails_when_strict() -> None:
     from types import SimpleNamespace
 
-    from pytest_rfdetr_latency.cases import Case
+    from pytest_rfdetr_latency.measure.cases import Case
+    from pytest_rfdetr_latency.measure.settings import Settings
     from pytest_rfdetr_latency.runner import LatencyCase
-    from pytest_rfdetr_latency.settings import Settings
 
     class Skipped(Exception):
         pass

@@ -11,13 +11,13 @@ from typing import Any
 
 import pytest
 
-from pytest_rfdetr_latency.cases import Case
-from pytest_rfdetr_latency.environment import Device
-from pytest_rfdetr_latency.processes import ChildOutcome
-from pytest_rfdetr_latency.results import CaseResult
+from pytest_rfdetr_latency.measure.cases import Case
+from pytest_rfdetr_latency.measure.environment import Device
+from pytest_rfdetr_latency.measure.processes import ChildOutcome
+from pytest_rfdetr_latency.measure.results import CaseResult
+from pytest_rfdetr_latency.measure.settings import Settings
 from pytest_rfdetr_latency.runner import LatencyCase
-from pytest_rfdetr_latency.settings import Settings
-from pytest_rfdetr_latency.stats import summarize
+from pytest_rfdetr_latency.verdict.stats import summarize
 
 
 def figures(value: float, host: float | None = None) -> Any:
@@ -113,7 +113,7 @@ def test_a_slow_first_process_the_fresh_ones_do_not_repeat_leaves_the_scope_unre
     assert "unresolved: this comparison can detect" in verdict.notes[-1]
     # Under --rfdetr-strict it fails only where the device scope or its tolerance was asked for by name (here the
     # case's scopes were given, as a marker gives them).
-    from pytest_rfdetr_latency import gating
+    from pytest_rfdetr_latency.verdict import gating
 
     assert judged.asked_by_name("device") and not judged.asked_by_name("memory")
     assert gating.strict_failures([verdict], lambda scope: False) == []
@@ -143,7 +143,7 @@ def test_a_scope_the_baseline_has_and_this_run_lost_is_inconclusive() -> None:
 def test_what_the_decision_line_would_fail_is_always_confirmed(recorded: int, confirm: int) -> None:
     # Many baseline processes and many planned ones put the decision line below the screen's (the median of many
     # processes is known better than one process): a first process between the two is measured again, never passed.
-    from pytest_rfdetr_latency import judge
+    from pytest_rfdetr_latency.verdict import judge
 
     base = {"device": [1.640 * math.exp(0.002 * math.sin(3 * i)) for i in range(recorded)]}
     reference = sorted(base["device"])[recorded // 2]
@@ -263,7 +263,7 @@ def test_a_memory_peak_the_baseline_has_and_this_run_lacks_is_inconclusive() -> 
 def test_a_scope_is_asked_by_name_only_by_a_marker_an_option_or_a_tolerance() -> None:
     import dataclasses
 
-    from pytest_rfdetr_latency.settings import Tolerance
+    from pytest_rfdetr_latency.measure.settings import Tolerance
 
     made = case(None)
     plain = LatencyCase(made.session, made.case, skip=made._skip, fail=made._fail, publish=made._publish)

@@ -1,6 +1,6 @@
 """The package's layering, read from its import statements (no import runs): the verdict is pure, the store sits on
-it, measuring never reaches up into the pytest face, and nothing imports in a circle. docs/developing.md
-draws the same layers."""
+it, measuring never reaches up into the pytest face, and nothing imports in a circle. The README's
+developing section draws the same layers."""
 
 from __future__ import annotations
 
@@ -12,18 +12,9 @@ import pytest_rfdetr_latency
 PACKAGE = Path(pytest_rfdetr_latency.__file__).parent
 PREFIX = "pytest_rfdetr_latency."
 
-# The parts, bottom up; a module may import its own part's modules and those of the parts below it.
-LAYERS: dict[str, set[str]] = {
-    "verdict": {"stats", "scopes", "judge", "decision", "paired", "gating", "stored", "budgets", "changepoints"},
-    "store": {"schema", "baselines", "history"},
-    "measure": {"environment", "sampling", "lockstep", "placement", "timing", "memory", "workers", "quiet", "cases",
-                "models", "images", "parity", "exports", "backends", "backends.base", "backends.torch_backend",
-                "backends.onnx_backend", "settings", "results", "session", "measure", "processes", "headtohead",
-                "injection"},
-    "report": {"report", "failures", "plots", "trends", "trend_page", "cli"},
-    "face": {"runner", "stash", "collector", "hookspecs", "suite", "fixtures", "plugin"},
-}
-ORDER = list(LAYERS)
+# The parts, bottom up: one subpackage each, and the pytest face (the package's top-level modules) above them all.
+# A module may import its own part's modules and those of the parts below it; each part's __init__ says the same.
+ORDER = ["verdict", "store", "measure", "report", "trends", "face"]
 
 
 def _modules() -> dict[str, Path]:
@@ -40,21 +31,27 @@ def _imports(path: Path, modules: dict[str, Path]) -> set[str]:
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("pytest_rfdetr_latency"):
             sub = node.module[len(PREFIX):] if node.module != "pytest_rfdetr_latency" else ""
-            deps |= {sub} if sub else {alias.name for alias in node.names if alias.name in modules}
+            for alias in node.names:  # a module of a subpackage (from .verdict import judge), or a name in one
+                inner = f"{sub}.{alias.name}" if sub else alias.name
+                deps.add(inner if inner in modules else sub)
         elif isinstance(node, ast.Import):
             deps |= {alias.name[len(PREFIX):] for alias in node.names if alias.name.startswith(PREFIX)}
     return {d for d in deps if d in modules}
 
 
 def _part(module: str) -> str:
-    return next(part for part, members in LAYERS.items() if module in members)
+    head = module.split(".")[0]
+    return head if head in ORDER else "face"
 
 
-def test_every_module_belongs_to_one_part() -> None:
-    modules = set(_modules()) - {""}
-    placed = [m for members in LAYERS.values() for m in members]
-    assert sorted(placed) == sorted(set(placed)), "a module is in two parts"
-    assert modules == set(placed), f"not placed: {sorted(modules - set(placed))}; gone: {sorted(set(placed) - modules)}"
+def test_every_part_is_a_subpackage_that_says_its_job_and_what_it_may_import() -> None:
+    for part in ORDER[:-1]:
+        init = PACKAGE / part / "__init__.py"
+        doc = ast.get_docstring(ast.parse(init.read_text())) or ""
+        below = ", ".join(ORDER[:ORDER.index(part)]) or "nothing else of this package"
+        assert f"May import: {below}" in doc, f"{init}: its docstring should say 'May import: {below}'"
+    face = {name for name in _modules() if name and _part(name) == "face"}
+    assert face == {"collector", "fixtures", "hookspecs", "plugin", "runner", "stash", "suite"}, sorted(face)
 
 
 def test_no_module_imports_a_part_above_its_own() -> None:
@@ -88,7 +85,7 @@ def test_the_imports_form_no_circle() -> None:
 
 def test_the_verdict_imports_no_measuring_library_at_module_level() -> None:
     heavy = {"torch", "onnxruntime", "rfdetr", "numpy", "pytest"}
-    for name in LAYERS["verdict"]:
+    for name in [m for m in _modules() if m.startswith("verdict.")]:
         tree = ast.parse(_modules()[name].read_text())
         top = {alias.name.split(".")[0] for node in tree.body if isinstance(node, ast.Import) for alias in node.names}
         top |= {node.module.split(".")[0] for node in tree.body if isinstance(node, ast.ImportFrom) and node.module}

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from pytest_rfdetr_latency import lockstep
+from pytest_rfdetr_latency.measure import lockstep
 
 TAKES_TURNS = """
 import sys
-from pytest_rfdetr_latency import lockstep
+from pytest_rfdetr_latency.measure import lockstep
 name, blocks, log = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 lockstep.begin()
 for block in range(blocks):
@@ -31,7 +31,7 @@ for block in range(blocks):
 """
 HOLDS_ON = """
 import time
-from pytest_rfdetr_latency import lockstep
+from pytest_rfdetr_latency.measure import lockstep
 lockstep.begin()
 time.sleep(30)
 """
@@ -101,8 +101,8 @@ class _Launch:
 def test_a_child_that_does_not_take_turns_never_overlaps_the_other_whichever_starts_first(
     tmp_path: Path, old_first: bool
 ) -> None:
-    from pytest_rfdetr_latency.processes import Child, run_in_turns
-    from pytest_rfdetr_latency.settings import Settings
+    from pytest_rfdetr_latency.measure.processes import Child, run_in_turns
+    from pytest_rfdetr_latency.measure.settings import Settings
 
     log = tmp_path / "log.txt"
     old = Child(_Launch(RUNS_ALONE, "o", "3", str(log)), (), Settings())  # type: ignore[arg-type]

@@ -172,8 +172,8 @@ def test_cuda_without_a_gpu_is_a_usage_error(suite: pytest.Pytester) -> None:
 
 
 def _cpu_slug() -> str:
-    from pytest_rfdetr_latency.baselines import slugify
-    from pytest_rfdetr_latency.environment import cpu_name
+    from pytest_rfdetr_latency.measure.environment import cpu_name
+    from pytest_rfdetr_latency.store.baselines import slugify
 
     return slugify(cpu_name())
 

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from pytest_rfdetr_latency import headtohead, injection, paired, placement, timing
-from pytest_rfdetr_latency.processes import Launch
+from pytest_rfdetr_latency.measure import headtohead, injection, placement, timing
+from pytest_rfdetr_latency.measure.processes import Launch
+from pytest_rfdetr_latency.verdict import paired
 
 # The paired verdict -------------------------------------------------------------------------------------------
 
@@ -93,7 +94,7 @@ def _versus(cases: dict[str, tuple[list[float], list[float]]]) -> headtohead.Hea
 
 
 def test_the_summary_lists_what_the_runner_cannot_gate_apart() -> None:
-    from pytest_rfdetr_latency.report import unresolved_lines
+    from pytest_rfdetr_latency.report.render import unresolved_lines
 
     this = [5.0, 5.1, 5.05, 5.02]
     coarse = paired.judge_pairs("forward", "p20", this, this, 0.03, 0.20, 9, resolve=0.05)
@@ -264,7 +265,7 @@ def test_leaving_stray_pairs_out_keeps_false_alarms_near_the_nominal_rate() -> N
 
 
 def test_taking_turns_the_verdict_leaves_the_stray_pair_out_and_the_summary_says_so() -> None:
-    from pytest_rfdetr_latency.report import left_out_lines
+    from pytest_rfdetr_latency.report.render import left_out_lines
 
     cases = {"RFDETRMedium-torch-fp16": MEDIUM, "RFDETRKeypointPreview-torch-fp16": KEYPOINT}
     in_turns = _versus(cases)

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from pytest_rfdetr_latency import report
+from pytest_rfdetr_latency.report import render as report
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOWS = sorted([*(ROOT / ".github" / "workflows").glob("*.yml"), *(ROOT / "examples").rglob("*.yml")])
@@ -22,7 +22,7 @@ def test_latency(rfdetr_case):
 
 
 def verdict(kind: str, delta: float, scope: str = "forward") -> dict[str, Any]:
-    from pytest_rfdetr_latency.judge import judge
+    from pytest_rfdetr_latency.verdict.judge import judge
 
     made = judge(scope, "p20", [10.0, 10.0, 10.0], [10.0 * (1 + delta)] * 3, asked=0.1).to_json()
     assert made["kind"] == kind
@@ -76,7 +76,7 @@ def test_a_cpu_run_writes_summary_annotations_benchmark_json_and_plots(
                                  "--rfdetr-benchmark-json=bench/results.json", "--rfdetr-plot=plots",
                                  "--rfdetr-report=report.json")
     checked.assert_outcomes(failed=1)
-    from pytest_rfdetr_latency.schema import Report
+    from pytest_rfdetr_latency.store.schema import Report
 
     written = Report.model_validate_json((pytester.path / "report.json").read_text())  # what others may read
     assert written.cases[0].verdicts["forward"].kind == "regression"

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from pytest_rfdetr_latency.cases import DEFAULT_MODELS, Case, matrix
-from pytest_rfdetr_latency.sampling import PRESETS, parse_sampling
-from pytest_rfdetr_latency.settings import (
+from pytest_rfdetr_latency.measure.cases import DEFAULT_MODELS, Case, matrix
+from pytest_rfdetr_latency.measure.sampling import PRESETS, parse_sampling
+from pytest_rfdetr_latency.measure.settings import (
     OPTIONS,
     OPTIONS_BY_DEST,
     RawValue,
@@ -214,7 +214,7 @@ def test_case_ids_and_matrix_order() -> None:
 
 
 def test_every_option_is_in_exactly_one_help_group() -> None:
-    from pytest_rfdetr_latency.settings import OPTION_GROUPS, OPTIONS
+    from pytest_rfdetr_latency.measure.settings import OPTION_GROUPS, OPTIONS
 
     grouped = [dest for members in OPTION_GROUPS.values() for dest in members]
     assert sorted(grouped) == sorted(spec.dest for spec in OPTIONS)

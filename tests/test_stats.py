@@ -5,8 +5,8 @@ import random
 
 import pytest
 
-from pytest_rfdetr_latency import judge
-from pytest_rfdetr_latency.stats import (
+from pytest_rfdetr_latency.verdict import judge
+from pytest_rfdetr_latency.verdict.stats import (
     ScopeStats,
     log_spread,
     quantile,
@@ -131,7 +131,7 @@ def test_false_alarms_and_detections_over_many_synthetic_processes(noise: float,
     """A baseline file of three cases of one backend whose processes differ by ``noise``: clean re-runs of one of
     them rarely fail (nominally 0.135 % at z = 3: 2.7 in 2000), a slowdown of ten times the noise is all but always
     caught; the runner's own screen, confirmation and decision (decision.decide), fresh processes drawn on demand."""
-    from pytest_rfdetr_latency.decision import decide
+    from pytest_rfdetr_latency.verdict.decision import decide
 
     def one_check(baseline: list[float], drawn: list[float], typical: float | None, freedom: int) -> judge.Verdict:
         check = drawn[:1]
@@ -245,7 +245,7 @@ def test_one_wild_case_does_not_widen_the_typical_noise_of_the_others() -> None:
 
 
 def test_the_table_and_the_message_print_one_change_alike() -> None:
-    from pytest_rfdetr_latency import report
+    from pytest_rfdetr_latency.report import render as report
 
     verdict = judge.judge("e2e", "p20", [10.0, 10.0, 10.0], [20.2874], asked=0.15, typical_noise=0.01)
     assert "+102.87%" in verdict.describe() and report._pct(verdict.to_json()["delta"]) == "+102.87%"

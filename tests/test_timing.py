@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from pytest_rfdetr_latency import injection, timing
-from pytest_rfdetr_latency.sampling import PRESETS, parse_sampling
+from pytest_rfdetr_latency.measure import injection, timing
+from pytest_rfdetr_latency.measure.sampling import PRESETS, parse_sampling
 
 
 class FakeClock:
@@ -131,7 +131,7 @@ def test_launching_on_pins_this_thread_moves_the_others_and_restores_it(tmp_path
     import os
     import threading
 
-    from pytest_rfdetr_latency import placement
+    from pytest_rfdetr_latency.measure import placement
 
     allowed = sorted(os.sched_getaffinity(0))
     if len(allowed) < 2:

@@ -1,11 +1,11 @@
-"""Trend alarms (trends.py) on made-up series: self-test runs kept out, a minimum change per series."""
+"""Trend alarms (trends/shifts.py) on made-up series: self-test runs kept out, a minimum change per series."""
 
 from __future__ import annotations
 
 import random
 
-from pytest_rfdetr_latency import trends
-from pytest_rfdetr_latency.history import Point, Series
+from pytest_rfdetr_latency.store.history import Point, Series
+from pytest_rfdetr_latency.trends import shifts as trends
 
 
 def series(values: list[float], *, scope: str = "device", injected: set[int] | None = None) -> Series:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_rfdetr_latency.workers import Gpu, WorkerPlanError, plan, worker_index
+from pytest_rfdetr_latency.measure.workers import Gpu, WorkerPlanError, plan, worker_index
 
 H200 = [Gpu("0", "NVIDIA H200"), Gpu("1", "NVIDIA H200")]
 

@@ -17,8 +17,9 @@ from typing import Any
 
 import pytest
 
-from pytest_rfdetr_latency import quiet, report
-from pytest_rfdetr_latency.settings import Settings
+from pytest_rfdetr_latency.measure import quiet
+from pytest_rfdetr_latency.measure.settings import Settings
+from pytest_rfdetr_latency.report import render as report
 from pytest_rfdetr_latency.stash import (
     LAUNCH_KEY,
     PROPERTY,
@@ -50,7 +51,7 @@ class ResultCollector:
         if is_worker(self.config):
             return
         if run.child_report is not None:
-            from pytest_rfdetr_latency.processes import write_child_report
+            from pytest_rfdetr_latency.measure.processes import write_child_report
 
             write_child_report(run.child_report, self.results)
             return
@@ -75,7 +76,7 @@ class ResultCollector:
 
     def _record_processes(self, run: Settings) -> None:
         """Measure the recorded cases again in fresh processes, cases in rotated order, until each has ``N``."""
-        from pytest_rfdetr_latency.processes import child_settings, run_child
+        from pytest_rfdetr_latency.measure.processes import child_settings, run_child
 
         saved = [r for r in self.results if r.get("outcome") == "saved" and r.get("node")]
         count = self._process_count(run)
@@ -102,8 +103,8 @@ class ResultCollector:
             self.notes.append(f"{len(short)} case(s) recorded in fewer than {count} processes: {', '.join(short)}")
 
     def _save(self, run: Settings) -> None:
-        from pytest_rfdetr_latency import baselines
-        from pytest_rfdetr_latency.baselines import slugify
+        from pytest_rfdetr_latency.store import baselines
+        from pytest_rfdetr_latency.store.baselines import slugify
 
         latency_session = self.config.stash.get(SESSION_KEY, None)
         commit = latency_session.commit if latency_session else None
@@ -136,8 +137,8 @@ class ResultCollector:
     def _state_what_it_can_catch(self, run: Settings, entries: dict[str, Any], confirm: int) -> None:
         """Per recorded case and scope, the smallest regression a check of ``1 + confirm`` processes could catch
         (gating.detectable): stored in each entry's scope and listed in the summary."""
-        from pytest_rfdetr_latency import gating
-        from pytest_rfdetr_latency.scopes import DEFAULT_THRESHOLDS
+        from pytest_rfdetr_latency.verdict import gating
+        from pytest_rfdetr_latency.verdict.scopes import DEFAULT_THRESHOLDS
 
         def asked(scope: str) -> float:
             return run.tolerance.for_scope(scope, DEFAULT_THRESHOLDS[scope])
@@ -145,7 +146,7 @@ class ResultCollector:
         def by_name(scope: str) -> float | None:
             return asked(scope) if run.tolerance.given_for(scope) else None
 
-        from pytest_rfdetr_latency.cases import works_on_cpu
+        from pytest_rfdetr_latency.measure.cases import works_on_cpu
 
         cpu_work = {r["id"]: works_on_cpu(r["backend"], r.get("device_kind") == "cuda") for r in self.results}
         found = gating.detectable(entries, asked, 1 + confirm, lambda case_id: cpu_work.get(case_id, False))
@@ -212,7 +213,7 @@ class ResultCollector:
         if run.report is not None and (self.results or run.active):
             from pydantic import ValidationError
 
-            from pytest_rfdetr_latency.schema import Report
+            from pytest_rfdetr_latency.store.schema import Report
 
             files = sorted({r["baseline_file"] for r in self.results})
             document = report.json_report(self.results, device, fingerprint, sys.argv, ", ".join(files) or None,
@@ -224,14 +225,14 @@ class ResultCollector:
             else:
                 self._write("JSON report", run.report, json.dumps(document, indent=2, sort_keys=True) + "\n")
         if run.benchmark_json is not None and self.results:
-            from pytest_rfdetr_latency.exports import benchmark_json
+            from pytest_rfdetr_latency.report.exports import benchmark_json
 
             commit = next((r.get("baseline_entry", {}).get("git_commit") for r in self.results), None)
             self._write("pytest-benchmark JSON", run.benchmark_json,
                         json.dumps(benchmark_json(self.results, fingerprint, commit), indent=2) + "\n")
         if run.plot_dir is not None and self.results:
             try:
-                from pytest_rfdetr_latency.plots import write_all
+                from pytest_rfdetr_latency.report.plots import write_all
 
                 written = write_all(self.results, run.plot_dir)
                 self.notes.append(f"{len(written)} plot(s) written to {run.plot_dir}")
@@ -257,7 +258,7 @@ class ResultCollector:
 
     def _write(self, what: str, path: Path, text: str) -> None:
         """One output file, atomically; a file system that refuses is an error of the run, not a lost summary."""
-        from pytest_rfdetr_latency.baselines import atomic_write
+        from pytest_rfdetr_latency.store.baselines import atomic_write
 
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -275,8 +276,8 @@ class ResultCollector:
             self.notes.append("history: a head-to-head run is not added (it compares two environments, not this one "
                               "against its baseline)")
             return
-        from pytest_rfdetr_latency import history
-        from pytest_rfdetr_latency.baselines import slugify
+        from pytest_rfdetr_latency.store import history
+        from pytest_rfdetr_latency.store.baselines import slugify
 
         lines = history.rows(self.results, "record" if run.save_baseline else "check")
         if not lines:

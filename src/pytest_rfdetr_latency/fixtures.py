@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_rfdetr_latency.cases import Case
-from pytest_rfdetr_latency.settings import marker_settings
+from pytest_rfdetr_latency.measure.cases import Case
+from pytest_rfdetr_latency.measure.settings import marker_settings
 from pytest_rfdetr_latency.stash import (
     AGAINST_KEY,
     HEAD_TO_HEAD_KEY,
@@ -27,11 +27,11 @@ from pytest_rfdetr_latency.stash import settings as _settings
 if TYPE_CHECKING:
     from PIL import Image
 
-    from pytest_rfdetr_latency.headtohead import HeadToHead
-    from pytest_rfdetr_latency.processes import ChildOutcome
+    from pytest_rfdetr_latency.measure.headtohead import HeadToHead
+    from pytest_rfdetr_latency.measure.processes import ChildOutcome
+    from pytest_rfdetr_latency.measure.session import LatencySession
+    from pytest_rfdetr_latency.measure.timing import Timer
     from pytest_rfdetr_latency.runner import LatencyCase
-    from pytest_rfdetr_latency.session import LatencySession
-    from pytest_rfdetr_latency.timing import Timer
 
 
 @pytest.fixture(scope="session")
@@ -60,7 +60,7 @@ def rfdetr_model_loader(rfdetr_latency_session: LatencySession) -> Any:
             detections = model.predict(rfdetr_images[0], threshold=0.0)
             assert len(detections) > 0
     """
-    from pytest_rfdetr_latency.quiet import kept_quiet
+    from pytest_rfdetr_latency.measure.quiet import kept_quiet
 
     session = rfdetr_latency_session
 
@@ -95,7 +95,7 @@ def rfdetr_timer(rfdetr_latency_session: LatencySession) -> Timer:
             stats = rfdetr_timer.measure(lambda: model.predict(rfdetr_images[0]))
             assert stats.median > 0  # ms; stats.p90 and the blocks are there too
     """
-    from pytest_rfdetr_latency.timing import Timer
+    from pytest_rfdetr_latency.measure.timing import Timer
 
     session = rfdetr_latency_session
     return Timer(session.clock, session.monitor, session.settings.sampling)
@@ -133,7 +133,7 @@ def rfdetr_case(request: pytest.FixtureRequest, rfdetr_latency_session: LatencyS
         node.stash[RESULT_ITEM_KEY] = data
 
     def spawn(inject: float | None, block_sizes: Mapping[str, int]) -> ChildOutcome:
-        from pytest_rfdetr_latency.processes import child_settings, run_child
+        from pytest_rfdetr_latency.measure.processes import child_settings, run_child
 
         progress(config, f"{case.id}: moved past its threshold; measuring it again in a fresh process")
         child = child_settings(_settings(config), process_index=0, cache_dir=rfdetr_latency_session.cache_dir,
@@ -161,7 +161,7 @@ def _head_to_head(session: pytest.Session, latency_session: LatencySession) -> H
     if run.against is None:
         return None
     if HEAD_TO_HEAD_KEY not in config.stash:
-        from pytest_rfdetr_latency import headtohead
+        from pytest_rfdetr_latency.measure import headtohead
 
         targets = [_case_target(item) for item in session.items
                    if isinstance(getattr(getattr(item, "callspec", None), "params", {}).get("rfdetr_case"), Case)]

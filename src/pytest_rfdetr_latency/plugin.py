@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from pytest_rfdetr_latency.cases import Case, matrix
-from pytest_rfdetr_latency.settings import OPTION_GROUPS, OPTIONS, RawValue, Settings, SettingsError
+from pytest_rfdetr_latency.measure.cases import Case, matrix
+from pytest_rfdetr_latency.measure.settings import OPTION_GROUPS, OPTIONS, RawValue, Settings, SettingsError
 from pytest_rfdetr_latency.stash import (
     AGAINST_KEY,
     DIST_KEY,
@@ -71,11 +71,11 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     config.addinivalue_line("markers", "xdist_group(name): keep the tests of one group on one xdist worker")
     from pytest_rfdetr_latency.collector import ResultCollector
-    from pytest_rfdetr_latency.processes import CHILD_ENV, Launch, given_options, load_child_settings
+    from pytest_rfdetr_latency.measure.processes import CHILD_ENV, Launch, given_options, load_child_settings
 
     child = os.environ.get(CHILD_ENV)
     if child:  # a fresh process of a recording or a confirmation: the parent's settings, exactly
-        from pytest_rfdetr_latency import lockstep
+        from pytest_rfdetr_latency.measure import lockstep
 
         settings = load_child_settings(child)
         lockstep.begin()  # one of a pair that takes turns (head to head): wait for the first
@@ -99,7 +99,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _resolve(config: pytest.Config) -> Settings:
-    from pytest_rfdetr_latency.settings import check_ini_keys, resolve
+    from pytest_rfdetr_latency.measure.settings import check_ini_keys, resolve
 
     with warnings.catch_warnings():  # pytest 9 deprecates inicfg and offers no other list of the keys given
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -118,7 +118,7 @@ def _resolve(config: pytest.Config) -> Settings:
 
 def _bind_xdist_workers(config: pytest.Config, settings: Settings) -> None:
     """On the controller, check that the workers can be bound; on a worker, bind it to its GPU and cores."""
-    from pytest_rfdetr_latency import workers
+    from pytest_rfdetr_latency.measure import workers
 
     if is_worker(config):
         index, count = workers.worker_index(config.workerinput)  # type: ignore[attr-defined]
@@ -169,7 +169,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 def _check_folders(settings: Settings) -> None:
     """Folders this run will write to, checked before anything is measured: a measurement is not lost at the end."""
-    from pytest_rfdetr_latency.baselines import cannot_write
+    from pytest_rfdetr_latency.store.baselines import cannot_write
 
     wanted = [("--rfdetr-baseline-dir", settings.baseline_dir)] if settings.save_baseline else []
     wanted += [("--rfdetr-history", settings.history_dir)] if settings.history_dir is not None else []
@@ -189,7 +189,7 @@ def _check_folders(settings: Settings) -> None:
 
 
 def _check_head_to_head(config: pytest.Config, settings: Settings) -> None:
-    from pytest_rfdetr_latency.headtohead import HeadToHeadError, check_interpreter, provenance, same_code
+    from pytest_rfdetr_latency.measure.headtohead import HeadToHeadError, check_interpreter, provenance, same_code
 
     if xdist_workers(config) or is_worker(config):
         raise pytest.UsageError("--rfdetr-against measures both sides in fresh processes one at a time, each on the "
@@ -209,8 +209,9 @@ def _check_head_to_head(config: pytest.Config, settings: Settings) -> None:
 
 
 def _check_baselines_on_controller(config: pytest.Config, settings: Settings) -> None:
-    from pytest_rfdetr_latency import baselines, workers
-    from pytest_rfdetr_latency.environment import cpu_name
+    from pytest_rfdetr_latency.measure import workers
+    from pytest_rfdetr_latency.measure.environment import cpu_name
+    from pytest_rfdetr_latency.store import baselines
 
     gpus = [] if settings.device == "cpu" else workers.visible_gpus()
     try:
@@ -226,7 +227,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     settings = _settings(metafunc.config)
     marker = metafunc.definition.get_closest_marker(MARKER)
     kwargs = marker.kwargs if marker else {}
-    from pytest_rfdetr_latency.settings import parse_backends, parse_models
+    from pytest_rfdetr_latency.measure.settings import parse_backends, parse_models
 
     try:
         models = parse_models(",".join(kwargs["models"])) if kwargs.get("models") else settings.models
@@ -239,7 +240,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if kwargs.get("backends") and settings.backends_explicit:
         backends = tuple(b for b in backends if b in settings.backends)
     if settings.weights.everywhere is not None and not settings.models_explicit and not kwargs.get("models"):
-        from pytest_rfdetr_latency.models import ModelError, checkpoint_architecture
+        from pytest_rfdetr_latency.measure.models import ModelError, checkpoint_architecture
 
         try:  # one checkpoint and no model named: measure the architecture the checkpoint holds
             models = (checkpoint_architecture(settings.weights.everywhere),)
@@ -259,7 +260,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     settings = _settings(config)
     if settings.process_index:
-        from pytest_rfdetr_latency.cases import rotated
+        from pytest_rfdetr_latency.measure.cases import rotated
 
         cases = {id(item): item.callspec.params["rfdetr_case"] for item in items
                  if hasattr(item, "callspec") and isinstance(item.callspec.params.get("rfdetr_case"), Case)}

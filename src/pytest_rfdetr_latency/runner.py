@@ -10,18 +10,20 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from pytest_rfdetr_latency import baselines, budgets, decision, failures, gating, judge
-from pytest_rfdetr_latency import stored as stored_scope
-from pytest_rfdetr_latency.cases import Case, works_on_cpu
-from pytest_rfdetr_latency.environment import drift
-from pytest_rfdetr_latency.measure import CaseMeasurement
-from pytest_rfdetr_latency.processes import ChildOutcome
-from pytest_rfdetr_latency.results import CaseError, CaseResult, update_command
-from pytest_rfdetr_latency.scopes import DEFAULT_THRESHOLDS, HEAD_TO_HEAD_THRESHOLDS, HOST_BOUND, session_noise
-from pytest_rfdetr_latency.session import LatencySession
+from pytest_rfdetr_latency.measure.case import CaseMeasurement
+from pytest_rfdetr_latency.measure.cases import Case, works_on_cpu
+from pytest_rfdetr_latency.measure.environment import drift
+from pytest_rfdetr_latency.measure.processes import ChildOutcome
+from pytest_rfdetr_latency.measure.results import CaseError, CaseResult, update_command
+from pytest_rfdetr_latency.measure.session import LatencySession
+from pytest_rfdetr_latency.report import failures
+from pytest_rfdetr_latency.store import baselines
+from pytest_rfdetr_latency.verdict import budgets, decision, gating, judge
+from pytest_rfdetr_latency.verdict import stored as stored_scope
+from pytest_rfdetr_latency.verdict.scopes import DEFAULT_THRESHOLDS, HEAD_TO_HEAD_THRESHOLDS, HOST_BOUND, session_noise
 
 if TYPE_CHECKING:
-    from pytest_rfdetr_latency.headtohead import HeadToHead
+    from pytest_rfdetr_latency.measure.headtohead import HeadToHead
 
 Spawn = Callable[[float | None, Mapping[str, int]], ChildOutcome]
 
@@ -118,7 +120,7 @@ class LatencyCase:
     def _check_head_to_head(self, versus: HeadToHead) -> CaseResult:
         """Judge the other environment's processes of this case against this environment's (headtohead.py)."""
         __tracebackhide__ = True
-        from pytest_rfdetr_latency.headtohead import OTHER, THIS, judge_scope
+        from pytest_rfdetr_latency.measure.headtohead import OTHER, THIS, judge_scope
 
         mine, theirs = versus.of(THIS, self.id), versus.of(OTHER, self.id)
         if not mine or not theirs:

@@ -8,12 +8,12 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_rfdetr_latency.settings import Settings
+from pytest_rfdetr_latency.measure.settings import Settings
 
 if TYPE_CHECKING:  # named in the stash keys' types below (strings, so that --help imports none)
-    from pytest_rfdetr_latency.headtohead import HeadToHead  # noqa: F401
-    from pytest_rfdetr_latency.processes import Launch  # noqa: F401
-    from pytest_rfdetr_latency.session import LatencySession
+    from pytest_rfdetr_latency.measure.headtohead import HeadToHead  # noqa: F401
+    from pytest_rfdetr_latency.measure.processes import Launch  # noqa: F401
+    from pytest_rfdetr_latency.measure.session import LatencySession
 
 SETTINGS_KEY = pytest.StashKey[Settings]()
 SESSION_KEY = pytest.StashKey["LatencySession"]()
@@ -70,9 +70,9 @@ def progress(config: pytest.Config, text: str) -> None:
 
 def open_session(config: pytest.Config) -> LatencySession:
     """Resolve the device and load its baseline file; a problem with either is a usage error."""
-    from pytest_rfdetr_latency.baselines import BaselineError, lock_unusable
-    from pytest_rfdetr_latency.environment import DeviceError, resolve_device
-    from pytest_rfdetr_latency.session import LatencySession
+    from pytest_rfdetr_latency.measure.environment import DeviceError, resolve_device
+    from pytest_rfdetr_latency.measure.session import LatencySession
+    from pytest_rfdetr_latency.store.baselines import BaselineError, lock_unusable
 
     run = settings(config)
     extra: dict[str, Any] = {}
@@ -95,8 +95,8 @@ def open_session(config: pytest.Config) -> LatencySession:
 
 
 def recording_arguments(config: pytest.Config) -> tuple[str, ...]:
-    from pytest_rfdetr_latency.processes import recording_arguments as given
-    from pytest_rfdetr_latency.settings import OPTIONS
+    from pytest_rfdetr_latency.measure.processes import recording_arguments as given
+    from pytest_rfdetr_latency.measure.settings import OPTIONS
 
     paths = config.args if config.args_source == pytest.Config.ArgsSource.ARGS else []
     flags = [spec.flag for spec in OPTIONS if spec.is_flag]

@@ -1,0 +1,53 @@
+"""The message a failing case raises: what regressed (head to head: which environment is slower), what was
+inconclusive under --rfdetr-strict, how the environment changed, the baseline file, and the command that accepts a
+real slowdown (a self-test's has nothing to accept)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from pytest_rfdetr_latency.measure.results import CaseResult
+from pytest_rfdetr_latency.measure.settings import Settings
+from pytest_rfdetr_latency.verdict import gating
+
+
+def message(case_id: str, result: CaseResult, settings: Settings, against: Path | None, update: str,
+            asked_by_name: Callable[[str], bool]) -> str:
+    """Empty where nothing failed. ``against``: the other side's interpreter, head to head; ``update``: the command
+    that records this case's baseline again."""
+    lines: list[str] = []
+    regressions = [v for v in result.verdicts.values() if v.kind == "regression"]
+    inconclusive = gating.strict_failures(result.verdicts.values(), asked_by_name)
+    if regressions and against is not None:
+        lines.append(f"{case_id} on {result.device} is slower in {against}'s environment than in "
+                     "this one (\"baseline\": this environment's processes; \"now\": the other's):")
+        lines += [f"  {v.describe()}" for v in regressions]
+    elif regressions:
+        lines.append(f"{case_id} on {result.device} regressed:")
+        lines += [f"  {v.describe()}" for v in regressions]
+    if inconclusive and settings.strict:
+        lines.append(f"{case_id}: verdict inconclusive (--rfdetr-strict makes this a failure):")
+        lines += [f"  {v.describe()}" for v in inconclusive]
+    if against is not None:
+        if lines:
+            lines.append("  the environments differ: " + "; ".join(result.drift) if result.drift else
+                         "  the versions both sides' fingerprints record are the same")
+        return "\n".join(lines)
+    if result.drift and settings.fail_on_drift:
+        lines.append(f"{case_id}: the environment changed since the baseline (--rfdetr-fail-on-drift):")
+        lines += [f"  {line}" for line in result.drift]
+    if result.outcome == "no-baseline" and settings.strict:
+        lines.append(result.message)
+    if not lines:
+        return ""
+    if result.drift and not settings.fail_on_drift:
+        lines.append("  note: the environment changed since the baseline: " + "; ".join(result.drift))
+    lines.append(f"  baseline file: {result.baseline_file}")
+    if settings.inject:
+        did = "grew this run's memory" if settings.inject_on == "memory" else "slowed this run"
+        lines.append(f"  a self-test: --rfdetr-inject-slowdown={settings.inject:g}% {did} on purpose, so there is "
+                     f"nothing to accept (a real slowdown is accepted with: {update})")
+    else:
+        lines.append(f"  if this slowdown is accepted, update the baseline: {update}")
+    return "\n".join(lines)

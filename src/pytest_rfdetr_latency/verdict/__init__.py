@@ -1,0 +1,6 @@
+"""The verdict: pure decisions over figures already measured. Did a scope get slower than its stored baseline
+(judge, stored, decision, gating) or than the other side of a head to head (paired), and is it over an absolute
+budget? Summaries of samples (stats) and the scopes' defaults (scopes) live here too.
+
+May import: nothing else of this package, and no measuring library (torch, onnxruntime, rfdetr, numpy, pytest) at
+module level; tests/test_layers.py holds it to that."""

@@ -129,6 +129,47 @@ def test_workflows_match_githubs_schema() -> None:
     assert len(WORKFLOWS) >= 5
 
 
+# What a user's repository does differently from this one: the plugin comes from the package index (or a pinned
+# commit), the user's requirements are installed, and the latency tests live under tests/latency. Nothing else.
+PLUGIN_ENV = """  # The plugin, from the package index once released; until then from its repository, pinned to a tag or commit:
+  # PLUGIN: "pytest-rfdetr-latency @ git+https://<the plugin's repository>@<tag>"
+  PLUGIN: pytest-rfdetr-latency
+"""
+EXAMPLE_EDITS = {
+    "gpu-gate.yml": [
+        ("          python -m pip install -e '.[gpu,plot]'\n",
+         "          python -m pip install \"$PLUGIN\" 'pytest-rfdetr-latency[gpu,plot]' -r requirements.txt\n"),
+        ("          cd .base && ../.base-env/bin/python -m pip install '.[gpu]'\n"
+         "          cd .. && .base-env/bin/python -m pip install --no-deps --force-reinstall .  # the head's plugin\n",
+         "          .base-env/bin/python -m pip install -r .base/requirements.txt\n"
+         "          plugin=\"$(.venv/bin/python -c 'import importlib.metadata as m; print(m.version(\"pytest-rfdetr-latency\"))')\"\n"
+         "          .base-env/bin/python -m pip install -c .base/requirements.txt \"pytest-rfdetr-latency[gpu]==$plugin\"  "
+         "# the head's plugin, the base's pins\n"),
+        ("-m pytest latency --rfdetr-latency", "-m pytest tests/latency --rfdetr-latency"),
+    ],
+    "refresh-baseline.yml": [
+        ("          python -m pip install -e '.[gpu]'\n",
+         "          python -m pip install \"$PLUGIN\" 'pytest-rfdetr-latency[gpu]' -r requirements.txt\n"),
+        ("python -m pytest latency --save-baseline", "python -m pytest tests/latency --save-baseline"),
+    ],
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXAMPLE_EDITS))
+def test_the_example_workflows_are_the_shipped_ones_with_a_users_install_and_nothing_else(name: str) -> None:
+    text = (ROOT / ".github" / "workflows" / name).read_text()
+    for shipped, example in EXAMPLE_EDITS[name]:
+        assert shipped in text, f"{name}: the shipped workflow no longer holds {shipped!r}: update EXAMPLE_EDITS"
+        text = text.replace(shipped, example)
+    if name == "gpu-gate.yml":
+        text = text.replace("    --rfdetr-baseline-dir=latency_baselines\n",
+                            "    --rfdetr-baseline-dir=latency_baselines\n" + PLUGIN_ENV, 1)
+    else:
+        text = text.replace("\njobs:\n", "\nenv:\n" + PLUGIN_ENV + "\njobs:\n", 1)
+    assert (ROOT / "examples" / "github-actions" / name).read_text() == text, (
+        f"examples/github-actions/{name} drifted from .github/workflows/{name}: copy the change over")
+
+
 def test_the_refresh_workflow_proposes_and_never_pushes_to_the_default_branch() -> None:
     text = (ROOT / ".github" / "workflows" / "refresh-baseline.yml").read_text()
     assert "workflow_dispatch" in text and "gh pr create" in text and "--save-baseline" in text

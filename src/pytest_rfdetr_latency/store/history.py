@@ -13,7 +13,7 @@ import json
 import os
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -123,7 +123,7 @@ class Point:
 
     run: str
     time: str
-    kind: str  # check or record
+    kind: str  # check, record, or accept (rfdetr-latency accept: a shift accepted by hand, no figure of a run)
     commit: str | None
     value: float
     processes: tuple[float, ...]
@@ -133,6 +133,7 @@ class Point:
     fingerprint: Mapping[str, Any]
     injected_pct: float | None = None
     seq: int = 0  # the line's place in its device's file: the order the runs were appended in
+    note: str | None = None  # an accept line's reason
 
 
 @dataclass(frozen=True)
@@ -144,6 +145,9 @@ class Series:
     unit: str
     workload: str  # a short digest: runs of another workload measured other work and form a series of their own
     points: tuple[Point, ...]
+    accepts: tuple[Point, ...] = ()  # accept lines: shifts before them were accepted by hand
+    file: str = ""  # the history file's name stem (the device's slug) the series was read from
+    newest_line: Mapping[str, Any] = field(default_factory=dict)  # the newest run's line, as read
 
     @property
     def name(self) -> str:
@@ -196,17 +200,35 @@ def series(folder: Path, skipped: list[str] | None = None) -> list[Series]:
         raise HistoryError(f"{folder} holds no history file (*{SUFFIX}): run pytest --rfdetr-latency "
                            f"--rfdetr-history={folder} first")
     grouped: dict[tuple[str, str, str, str, str, str], list[Point]] = {}
+    accepted: dict[tuple[str, str, str, str, str, str], list[Point]] = {}
+    newest: dict[tuple[str, str, str, str, str, str], tuple[str, dict[str, Any]]] = {}
     for path in files:
         for seq, line in enumerate(read(path, skipped)):
             workload = workload_digest(line.get("workload") or {})
             key = (line["device"], line["case"], line["scope"], line["statistic"], line.get("unit", "ms"), workload)
-            grouped.setdefault(key, []).append(Point(
+            if line["kind"] != "accept":
+                newest[key] = (path.stem, line)
+            (accepted if line["kind"] == "accept" else grouped).setdefault(key, []).append(Point(
                 run=line["run"], time=line["time"], kind=line["kind"], commit=line.get("commit"),
                 value=float(line["value"]), processes=tuple(float(v) for v in line.get("processes") or ()),
                 verdict=line["verdict"], baseline=line.get("baseline"), threshold=line.get("threshold"),
                 fingerprint=line.get("fingerprint") or {}, injected_pct=line.get("injected_pct"), seq=seq,
+                note=line.get("reason"),
             ))
-    return [Series(*key, points=tuple(points)) for key, points in sorted(grouped.items())]
+    return [Series(*key, points=tuple(points), accepts=tuple(accepted.get(key, ())), file=newest[key][0],
+                   newest_line=newest[key][1]) for key, points in sorted(grouped.items())]
+
+
+def accept_lines(
+    found: Sequence[Series], reason: str, commit: str | None = None, now: datetime | None = None,
+) -> list[dict[str, Any]]:
+    """The lines that accept the newest level of each series in ``found`` by hand (``rfdetr-latency accept``): one
+    per series, its figure the series' newest, ``reason`` kept beside it."""
+    stamp = (now or datetime.now(timezone.utc)).isoformat(timespec="seconds")
+    run = "accept-" + uuid.uuid4().hex[:12]
+    return [{**s.newest_line, "run": run, "time": stamp, "kind": "accept", "commit": commit, "outcome": "accepted",
+             "processes": [], "verdict": "accepted", "baseline": None, "threshold": None, "fingerprint": {},
+             "injected_pct": None, "reason": reason} for s in found]
 
 
 def workload_digest(workload: Mapping[str, Any]) -> str:

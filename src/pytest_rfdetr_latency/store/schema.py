@@ -154,12 +154,13 @@ class Report(_Model):
 
 
 class HistoryLine(_Model):
-    """One line of --rfdetr-history's DIR/<device>.jsonl: one case × scope of one run."""
+    """One line of --rfdetr-history's DIR/<device>.jsonl: one case × scope of one run, or an accept line of
+    ``rfdetr-latency accept`` (the shifts of that case × scope before it accepted by hand, with the reason)."""
 
     v: Literal[1] = Field(description="the history line's version")
     run: Annotated[str, Field(min_length=1)] = Field(description="the run's id: the lines of one run share it")
     time: Annotated[str, Field(min_length=1)] = Field(description="when the run ended, ISO 8601 UTC")
-    kind: Literal["check", "record"]
+    kind: Literal["check", "record", "accept"]
     commit: str | None = None
     device: Annotated[str, Field(min_length=1)]
     case: Annotated[str, Field(min_length=1)]
@@ -173,13 +174,14 @@ class HistoryLine(_Model):
     unit: str = "ms"
     value: Positive = Field(description="the figure judged (the median over the run's processes) or recorded")
     processes: list[Positive] = Field(description="each process's figure")
-    verdict: Literal["pass", "regression", "improvement", "inconclusive", "saved"]
+    verdict: Literal["pass", "regression", "improvement", "inconclusive", "saved", "accepted"]
     baseline: Positive | None = Field(description="the baseline's figure it was judged against (checks only)")
     threshold: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = Field(
         description="the effective threshold, a fraction (checks only)")
     workload: dict[str, Any] = Field(description="what was measured; another workload forms another series")
     fingerprint: dict[str, Any]
     injected_pct: float | None = Field(default=None, description="--rfdetr-inject-slowdown of a self-test run")
+    reason: str | None = Field(default=None, description="an accept line's reason, as given to rfdetr-latency accept")
 
 
 SCHEMAS: dict[str, type[BaseModel]] = {"baseline": BaselineFile, "report": Report, "history": HistoryLine}

@@ -75,7 +75,7 @@ def _chart(trend: Trend) -> str:
 
 def page(trends: Sequence[Trend], source: Path, now: datetime | None = None) -> str:
     stamp = (now or datetime.now(timezone.utc)).isoformat(timespec="seconds")
-    new = [t for t in trends if t.new_regression is not None]
+    opened = [t for t in trends if t.open_slowdown is not None]
     shifts = sorted(((t, s) for t in trends for s in t.shifts), key=lambda ts: ts[1].after.time, reverse=True)
     parts: list[str] = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
@@ -84,20 +84,24 @@ def page(trends: Sequence[Trend], source: Path, now: datetime | None = None) -> 
         f"<p class='muted'>{len(trends)} series from {html.escape(str(source))}; made {stamp} by "
         "rfdetr-latency history.</p>",
     ]
-    if new:
-        parts.append(f"<p class='new'>{len(new)} series end on a new slowdown: "
-                     + ", ".join(html.escape(t.series.name) for t in new) + "</p>")
+    if opened:
+        parts.append(f"<p class='new'>{len(opened)} series sit on an open slowdown (not accepted): "
+                     + ", ".join(f"{html.escape(t.series.name)} ({t.standing * 100:+.1f}%, open {t.age} runs)"
+                                 for t in opened) + "</p>")
     parts.append("<h2>Persistent shifts, newest first</h2>")
     if shifts:
         parts.append("<table><tr><th>series</th><th>device</th><th>at run</th><th>change</th><th>p</th>"
-                     "<th>commits</th><th>environment changed</th></tr>")
+                     "<th>state</th><th>commits</th><th>environment changed</th></tr>")
         for trend, shift in shifts:
-            cls = " class='new'" if shift is trend.new_regression else ""
+            is_open = shift is trend.open_slowdown
+            cls = " class='new'" if is_open else ""
+            state = (f"open, {trend.age} runs" if is_open else
+                     "accepted" if shift.accepted_by is not None else "-")
             parts.append(
                 f"<tr{cls}><td>{html.escape(trend.series.name)}</td><td>{html.escape(trend.series.device)}</td>"
                 f"<td>{shift.point.index + 1} ({html.escape(shift.after.time)})"
                 f"{' <b>self-test</b>' if shift.after.injected_pct else ''}</td>"
-                f"<td>{shift.point.change * 100:+.2f}%</td><td>{shift.point.pvalue:.2g}</td>"
+                f"<td>{shift.point.change * 100:+.2f}%</td><td>{shift.point.pvalue:.2g}</td><td>{state}</td>"
                 f"<td>{html.escape(_commit(shift.before.commit))} &rarr; {html.escape(_commit(shift.after.commit))}"
                 f"</td><td>{html.escape('; '.join(shift.changed) or '-')}</td></tr>")
         parts.append("</table>")

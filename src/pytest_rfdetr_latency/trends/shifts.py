@@ -116,7 +116,10 @@ def analyse(
         standing = shifts[-1].point.after / shift.point.before - 1.0
         if shift.point.change > 0 and shift.point.change >= least and standing >= least:
             opened = shift
-            pvalue = permutation_pvalue(values[starts[n]:starts[n + 1]], values[starts[n + 1]:])
+            # The runs before it reach back to the last shift shown (one Welch's test is sure of), not to a screened
+            # one: a noisy split among clean runs would leave too few to test against.
+            since = next((m for m in range(n - 1, -1, -1) if shifts[m].point.pvalue <= max_pvalue), -1)
+            pvalue = permutation_pvalue(values[starts[since + 1]:starts[n + 1]], values[starts[n + 1]:])
             break
     shown = tuple(s for s in shifts if s.point.pvalue <= max_pvalue or s is opened)
     return Trend(series, shown, opened, least, standing if opened else 0.0, pvalue)
@@ -175,11 +178,16 @@ def analyse_all(
         if pvalue <= false_discovery * rank / count:
             kept = rank
     dropped = {i for _, i in candidates[kept:]}
-    trends = [replace(t, open_slowdown=None, standing=0.0, pvalue=1.0) if i in dropped else t
-              for i, t in enumerate(trends)]
+    trends = [_closed(t, max_pvalue) if i in dropped else t for i, t in enumerate(trends)]
     trends.sort(key=lambda t: t.newest, reverse=True)
     trends.sort(key=lambda t: t.open_slowdown is None)
     return trends
+
+
+def _closed(trend: Trend, max_pvalue: float) -> Trend:
+    """``trend`` with its slowdown not open after all, and not shown where only the screen had kept it."""
+    shifts = tuple(s for s in trend.shifts if s is not trend.open_slowdown or s.point.pvalue <= max_pvalue)
+    return replace(trend, shifts=shifts, open_slowdown=None, standing=0.0, pvalue=1.0)
 
 
 def markdown(trends: Sequence[Trend]) -> str:

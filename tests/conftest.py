@@ -7,6 +7,7 @@ RFDETR_LATENCY_* variables."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -41,3 +42,10 @@ def _without_the_callers_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     test starts without them (a test that needs one sets its own), and so do the pytest processes it starts."""
     for name in [n for n in os.environ if n.startswith("RFDETR_LATENCY_") or n == "_PYTEST_RFDETR_LATENCY_CHILD"]:
         monkeypatch.delenv(name)
+
+
+@pytest.fixture(scope="session")
+def onnx_exports(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One ONNX export cache for the tests whose subject is not the export itself: each RF-DETR Nano export is made
+    once per session, as a real user's runs reuse theirs (--rfdetr-cache-dir)."""
+    return tmp_path_factory.mktemp("onnx-exports")

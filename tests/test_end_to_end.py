@@ -24,6 +24,7 @@ SUITE = """
 def test_latency(rfdetr_case):
     rfdetr_case.check()
 """
+FAST = "quick,min-blocks=4,max-seconds=1,warmup-seconds=0.5"  # the quick preset, shorter: mechanism, not precision
 
 
 @pytest.fixture(scope="session")
@@ -36,7 +37,7 @@ def onnx_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def run(pytester: pytest.Pytester, onnx_cache: Path) -> Any:
     pytester.makepyfile(test_suite=SUITE)
 
-    def go(*args: str, backends: str = "torch-fp32,onnx-cpu", sampling: str = "quick") -> pytest.RunResult:
+    def go(*args: str, backends: str = "torch-fp32,onnx-cpu", sampling: str = FAST) -> pytest.RunResult:
         return pytester.runpytest(
             "--rfdetr-device=cpu",
             "--rfdetr-models=RFDETRNano",
@@ -83,7 +84,7 @@ def test_record_check_report_and_catch_a_slowdown(pytester: pytest.Pytester, run
         assert torch_entry["fingerprint"][key], key
     assert set(torch_entry["scopes"]) == {"e2e", "forward"}
     assert torch_entry["detections"] > 0 and torch_entry["processes"] == 1  # one process: the CPU default
-    assert len(torch_entry["scopes"]["forward"]["processes"][0]["blocks_ms"]) >= 7
+    assert len(torch_entry["scopes"]["forward"]["processes"][0]["blocks_ms"]) >= 4  # min-blocks
     recorded = path.read_bytes()
 
     # A clean re-run passes. A shared 2-core CI machine has slow spells (+65 % seen between two clean runs), so this
@@ -220,10 +221,9 @@ def busy_cores() -> Iterator[Any]:
 
 @pytest.mark.slow
 def test_a_run_on_a_machine_made_slower_fails(run: Any, busy_cores: Any) -> None:
-    fast = "quick,min-blocks=4,max-seconds=1,warmup-seconds=0.5"
-    run("--save-baseline", "--rfdetr-scopes=forward", backends="torch-fp32", sampling=fast).assert_outcomes(passed=1)
+    run("--save-baseline", "--rfdetr-scopes=forward", backends="torch-fp32").assert_outcomes(passed=1)
     busy_cores()
-    result = run("--rfdetr-latency", "--rfdetr-scopes=forward", backends="torch-fp32", sampling=fast)
+    result = run("--rfdetr-latency", "--rfdetr-scopes=forward", backends="torch-fp32")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*RFDETRNano-torch-fp32 on * regressed:", "*forward p20: baseline*-> regression*"])
 

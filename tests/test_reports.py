@@ -65,7 +65,8 @@ def test_a_cpu_run_writes_summary_annotations_benchmark_json_and_plots(
 ) -> None:
     pytester.makepyfile(test_suite=SUITE)
     args = ("--rfdetr-device=cpu", "--rfdetr-models=RFDETRNano", "--rfdetr-backends=torch-fp32",
-            "--rfdetr-sampling=quick", "--rfdetr-images=2", f"--rfdetr-cache-dir={tmp_path / 'cache'}",
+            "--rfdetr-sampling=quick,min-blocks=4,max-seconds=1,warmup-seconds=0.5", "--rfdetr-images=2",
+            f"--rfdetr-cache-dir={tmp_path / 'cache'}",
             "-p", "no:randomly")
     pytester.runpytest(*args, "--save-baseline").assert_outcomes(passed=1)
     summary = tmp_path / "step-summary.md"
@@ -131,10 +132,11 @@ def test_workflows_match_githubs_schema() -> None:
 
 # What a user's repository does differently from this one: the plugin comes from the package index (or a pinned
 # commit), the user's requirements are installed, and the latency tests live under tests/latency. Nothing else.
-PLUGIN_ENV = """  # The plugin, from the package index once released; until then from its repository, pinned to a tag or commit:
-  # PLUGIN: "pytest-rfdetr-latency @ git+https://<the plugin's repository>@<tag>"
-  PLUGIN: pytest-rfdetr-latency
-"""
+PLUGIN_ENV = (
+    "  # The plugin, from the package index once released; until then from its repository, pinned to a tag or commit:\n"
+    '  # PLUGIN: "pytest-rfdetr-latency @ git+https://<the plugin\'s repository>@<tag>"\n'
+    "  PLUGIN: pytest-rfdetr-latency\n"
+)
 EXAMPLE_EDITS = {
     "gpu-gate.yml": [
         ("          python -m pip install -e '.[gpu,plot]'\n",
@@ -142,9 +144,10 @@ EXAMPLE_EDITS = {
         ("          cd .base && ../.base-env/bin/python -m pip install '.[gpu]'\n"
          "          cd .. && .base-env/bin/python -m pip install --no-deps --force-reinstall .  # the head's plugin\n",
          "          .base-env/bin/python -m pip install -r .base/requirements.txt\n"
-         "          plugin=\"$(.venv/bin/python -c 'import importlib.metadata as m; print(m.version(\"pytest-rfdetr-latency\"))')\"\n"
-         "          .base-env/bin/python -m pip install -c .base/requirements.txt \"pytest-rfdetr-latency[gpu]==$plugin\"  "
-         "# the head's plugin, the base's pins\n"),
+         "          plugin=\"$(.venv/bin/python -c 'import importlib.metadata as m; "
+         "print(m.version(\"pytest-rfdetr-latency\"))')\"\n"
+         "          .base-env/bin/python -m pip install -c .base/requirements.txt "
+         "\"pytest-rfdetr-latency[gpu]==$plugin\"  # the head's plugin, the base's pins\n"),
         ("-m pytest latency --rfdetr-latency", "-m pytest tests/latency --rfdetr-latency"),
     ],
     "refresh-baseline.yml": [

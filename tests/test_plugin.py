@@ -259,3 +259,15 @@ def test_the_readme_and_fixture_examples_run_as_written_on_a_cpu(pytester: pytes
                      r"the run's selection and never adds to it", shown)
     assert re.search(r"test_readme.py:\d+: @pytest.mark.rfdetr_latency\(models=\['RFDETRSmall'\], backends=", shown)
     assert "warnings summary" not in shown  # what building printed, for the fixtures too, is kept out of the way
+
+
+def test_a_run_leaves_no_empty_benchmark_storage_behind_and_keeps_one_that_was_there(
+    pytester: pytest.Pytester,
+) -> None:
+    # pytest-benchmark, which the plugin brings, makes ./.benchmarks in every run, saving or not.
+    pytester.makepyfile("def test_a():\n    pass\n")
+    pytester.runpytest().assert_outcomes(passed=1)
+    assert not (pytester.path / ".benchmarks").exists()
+    (pytester.path / ".benchmarks").mkdir()
+    pytester.runpytest().assert_outcomes(passed=1)
+    assert (pytester.path / ".benchmarks").is_dir()

@@ -92,7 +92,7 @@ def test_a_cpu_run_writes_summary_annotations_benchmark_json_and_plots(
     data = json.loads(exported.read_text())
     names = sorted(b["name"] for b in data["benchmarks"])
     assert names == ["RFDETRNano-torch-fp32[e2e]", "RFDETRNano-torch-fp32[forward]"]
-    assert all(b["options"]["timer"] == "host" and b["stats"]["rounds"] >= 7 for b in data["benchmarks"])
+    assert all(b["options"]["timer"] == "host" and b["stats"]["rounds"] >= 4 for b in data["benchmarks"])  # min-blocks
     compare = subprocess.run([sys.executable, "-m", "pytest_benchmark", "compare", str(exported)],
                              capture_output=True, text=True, timeout=120, check=False)
     assert compare.returncode == 0, compare.stderr

@@ -16,6 +16,7 @@ import pytest
 
 from pytest_rfdetr_latency.measure.cases import Case, matrix
 from pytest_rfdetr_latency.measure.settings import OPTION_GROUPS, OPTIONS, RawValue, Settings, SettingsError
+from pytest_rfdetr_latency.report.exports import remove_if_left_empty, unmade_storage
 from pytest_rfdetr_latency.stash import (
     AGAINST_KEY,
     DIST_KEY,
@@ -25,6 +26,7 @@ from pytest_rfdetr_latency.stash import (
     RESULT_ITEM_KEY,
     SESSION_KEY,
     SETTINGS_KEY,
+    STORAGE_KEY,
     WORKER_KEY,
     is_worker,
     open_session,
@@ -63,6 +65,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # pytest-benchmark (configured after this plugin) makes its storage folder in every run; an empty one is removed.
+    config.stash[STORAGE_KEY] = unmade_storage(config.getoption("benchmark_storage", None))
     config.addinivalue_line(
         "markers",
         f"{MARKER}(models=None, backends=None, scopes=None, tolerance=None, budget=None): restrict the RF-DETR "
@@ -141,6 +145,10 @@ def _bind_xdist_workers(config: pytest.Config, settings: Settings) -> None:
         if config.stash.get(DIST_KEY, False):
             notes.append("--dist load became loadgroup: a model's cases stay on one worker, which builds it once")
         config.stash[WORKER_KEY] = {"plan": [b.describe() for b in bindings], "notes": notes}
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    remove_if_left_empty(config.stash.get(STORAGE_KEY, None))
 
 
 def pytest_cmdline_main(config: pytest.Config) -> None:

@@ -23,6 +23,7 @@ DIST_KEY = pytest.StashKey[bool]()  # --dist load was made loadgroup
 LAUNCH_KEY = pytest.StashKey["Launch"]()
 HEAD_TO_HEAD_KEY = pytest.StashKey["HeadToHead"]()  # both sides' processes, measured at the first case
 AGAINST_KEY = pytest.StashKey[dict[str, Any]]()  # what the other side's interpreter reported of itself
+STORAGE_KEY = pytest.StashKey["Path | None"]()  # pytest-benchmark's storage folder, where this run is to make it
 PROPERTY = "rfdetr_latency_result"  # the user property that carries a case's result to the reporting process
 MARKER = "rfdetr_latency"
 

@@ -8,9 +8,11 @@ clock on the CPU), not with pytest-benchmark's host timer; ``options.timer`` say
 
 from __future__ import annotations
 
+import contextlib
 import platform
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 
@@ -72,3 +74,20 @@ def benchmark_json(
         "datetime": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()),
         "version": __version__,
     }
+
+
+def unmade_storage(storage: object) -> Path | None:
+    """The folder of pytest-benchmark's file storage (``--benchmark-storage``, default ``./.benchmarks``) where it does
+    not exist yet: pytest-benchmark makes it in every run, saving or not, and it is removed again when left empty."""
+    if not isinstance(storage, str) or ("://" in storage and not storage.startswith("file://")):
+        return None
+    folder = Path(storage.removeprefix("file://"))
+    return None if folder.exists() else folder
+
+
+def remove_if_left_empty(folder: Path | None) -> None:
+    """Remove ``folder`` (made in this run by pytest-benchmark) when nothing was saved in it."""
+    if folder is not None:
+        with contextlib.suppress(OSError):
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()

@@ -90,3 +90,17 @@ def test_the_verdict_imports_no_measuring_library_at_module_level() -> None:
         top = {alias.name.split(".")[0] for node in tree.body if isinstance(node, ast.Import) for alias in node.names}
         top |= {node.module.split(".")[0] for node in tree.body if isinstance(node, ast.ImportFrom) and node.module}
         assert not top & heavy, f"{name} imports {sorted(top & heavy)}"
+
+
+def test_functions_stay_short_and_a_long_module_says_why() -> None:
+    long_functions, unexplained = [], []
+    for name, path in _modules().items():
+        text = path.read_text()
+        for node in ast.walk(ast.parse(text)):
+            length = (node.end_lineno or 0) - node.lineno + 1 if isinstance(node, ast.FunctionDef) else 0
+            if length > 60:
+                long_functions.append(f"{name}.{getattr(node, 'name', '?')}: {length} lines")
+        if len(text.splitlines()) > 350 and "# Over 350 lines on purpose:" not in text:
+            unexplained.append(f"{name}: {len(text.splitlines())} lines")
+    assert not long_functions, long_functions
+    assert not unexplained, f"split these, or say why they are one module: {unexplained}"

@@ -6,6 +6,8 @@ slower than a baseline is judge.py's business. The caller hands in ``skip`` and 
 
 from __future__ import annotations
 
+# Over 350 lines on purpose: one case's measurement from backend to figures; the scopes' sampling, injection and
+# placement are its steps, each a method.
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path

@@ -20,6 +20,8 @@ both sides runs its threads where the parent placed them once for the run (place
 
 from __future__ import annotations
 
+# Over 350 lines on purpose: the other side's interpreter end to end: its probe, provenance, processes and their order;
+# the verdict is paired.py's.
 import dataclasses
 import os
 import subprocess

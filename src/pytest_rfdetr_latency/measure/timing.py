@@ -8,6 +8,8 @@ and throttle reasons; a block taken while the GPU throttled for heat or a hardwa
 
 from __future__ import annotations
 
+# Over 350 lines on purpose: clocks, warm-up and block sampling share the clock protocol and the throttle monitor; the
+# injected slowdowns left for injection.py.
 import gc
 import time
 from collections.abc import Callable, Iterator

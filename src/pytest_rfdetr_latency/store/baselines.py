@@ -9,6 +9,8 @@ and its permissions survive the replacement.
 
 from __future__ import annotations
 
+# Over 350 lines on purpose: reading, validating, merging and the atomic locked write of a baseline file stay together,
+# so that no path writes a baseline around them.
 import json
 import os
 import re

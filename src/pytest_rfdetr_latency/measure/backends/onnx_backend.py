@@ -7,6 +7,8 @@ one profiled run tells where the nodes really ran; a CUDA case that ends up on t
 
 from __future__ import annotations
 
+# Over 350 lines on purpose: one ONNX Runtime session's preparation, its provider check and its IO binding belong to one
+# backend family.
 import ctypes.util
 import json
 import shutil

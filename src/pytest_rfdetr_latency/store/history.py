@@ -134,6 +134,7 @@ class Point:
     injected_pct: float | None = None
     seq: int = 0  # the line's place in its device's file: the order the runs were appended in
     note: str | None = None  # an accept line's reason
+    accepts: str | None = None  # an accept line's slowdown: the run it began at (it and every shift before it)
 
 
 @dataclass(frozen=True)
@@ -213,22 +214,23 @@ def series(folder: Path, skipped: list[str] | None = None) -> list[Series]:
                 value=float(line["value"]), processes=tuple(float(v) for v in line.get("processes") or ()),
                 verdict=line["verdict"], baseline=line.get("baseline"), threshold=line.get("threshold"),
                 fingerprint=line.get("fingerprint") or {}, injected_pct=line.get("injected_pct"), seq=seq,
-                note=line.get("reason"),
+                note=line.get("reason"), accepts=line.get("accepts_run"),
             ))
     return [Series(*key, points=tuple(points), accepts=tuple(accepted.get(key, ())), file=newest[key][0],
                    newest_line=newest[key][1]) for key, points in sorted(grouped.items())]
 
 
 def accept_lines(
-    found: Sequence[Series], reason: str, commit: str | None = None, now: datetime | None = None,
+    found: Sequence[tuple[Series, str]], reason: str, commit: str | None = None, now: datetime | None = None,
 ) -> list[dict[str, Any]]:
-    """The lines that accept the newest level of each series in ``found`` by hand (``rfdetr-latency accept``): one
-    per series, its figure the series' newest, ``reason`` kept beside it."""
+    """The lines that accept, by hand (``rfdetr-latency accept``), the slowdown of each series in ``found`` that began
+    at the run named beside it, and every shift before it: one line per series, its figure the series' newest,
+    ``reason`` kept beside it."""
     stamp = (now or datetime.now(timezone.utc)).isoformat(timespec="seconds")
     run = "accept-" + uuid.uuid4().hex[:12]
     return [{**s.newest_line, "run": run, "time": stamp, "kind": "accept", "commit": commit, "outcome": "accepted",
              "processes": [], "verdict": "accepted", "baseline": None, "threshold": None, "fingerprint": {},
-             "injected_pct": None, "reason": reason} for s in found]
+             "injected_pct": None, "reason": reason, "accepts_run": began} for s, began in found]
 
 
 def workload_digest(workload: Mapping[str, Any]) -> str:

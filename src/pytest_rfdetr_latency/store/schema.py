@@ -182,6 +182,8 @@ class HistoryLine(_Model):
     fingerprint: dict[str, Any]
     injected_pct: float | None = Field(default=None, description="--rfdetr-inject-slowdown of a self-test run")
     reason: str | None = Field(default=None, description="an accept line's reason, as given to rfdetr-latency accept")
+    accepts_run: str | None = Field(default=None, description="an accept line's slowdown: the id of the run it began "
+                                    "at; it and the shifts before it are accepted, none after")
 
 
 SCHEMAS: dict[str, type[BaseModel]] = {"baseline": BaselineFile, "report": Report, "history": HistoryLine}

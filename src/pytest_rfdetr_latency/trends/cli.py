@@ -134,6 +134,7 @@ def _history(args: argparse.Namespace, found: list[Series]) -> int:
     if args.markdown is not None:
         from pytest_rfdetr_latency.store.baselines import atomic_write
 
+        args.markdown.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(args.markdown, trends.markdown(analysed))
         print(f"written: {args.markdown}")
     if args.out is not None:
@@ -147,16 +148,18 @@ def _accept(args: argparse.Namespace, found: list[Series]) -> int:
     from pytest_rfdetr_latency.store.history import accept_lines, append
 
     chosen = [s for s in found if fnmatch.fnmatchcase(s.case, args.case) and args.scope in (None, s.scope)]
-    # Open as the whole history sees it (the false-discovery control counts every series, not the chosen ones).
-    opened = [t.series for t in trends.analyse_all(found) if t.open_slowdown is not None and t.series in chosen]
+    # Every slowdown the series sits on, whether or not the false-discovery control over all series (which depends
+    # on how many a run analyses together) lets it fail a run now: accepting is the user's decision.
+    opened = [(t.series, t.open_slowdown.after.run) for t in map(trends.analyse, chosen) if t.open_slowdown]
     if not opened:
         print(f"rfdetr-latency accept: no series of case {args.case!r}"
               f"{f' scope {args.scope}' if args.scope else ''} sits on an open slowdown in {args.dir} "
               f"({len(chosen)} matched); nothing was written", file=sys.stderr)
         return 2
-    for stem in sorted({s.file for s in opened}):
-        path = append(args.dir, stem, accept_lines([s for s in opened if s.file == stem], args.reason, args.commit))
-        print(f"accepted in {path}: " + ", ".join(s.name for s in opened if s.file == stem))
+    for stem in sorted({s.file for s, _ in opened}):
+        mine = [(s, began) for s, began in opened if s.file == stem]
+        path = append(args.dir, stem, accept_lines(mine, args.reason, args.commit))
+        print(f"accepted in {path}: " + ", ".join(s.name for s, _ in mine))
     return 0
 
 

@@ -20,6 +20,8 @@ from pytest_rfdetr_latency.measure.environment import drift
 from pytest_rfdetr_latency.store.history import Point, Series
 from pytest_rfdetr_latency.trends.changepoints import MAX_PVALUE, ChangePoint, change_points, run_noise
 
+DRAWS = 20_000  # the permutation test's random splits, at least (analyse_all asks more for many series)
+STALE_AFTER = 20  # a series that did not run in its device's last this many runs neither counts nor alarms
 SCREEN_PVALUE = 0.05  # Welch's test that keeps a change point to try as a slowdown (the permutation test decides)
 FALSE_DISCOVERY = 0.01  # open slowdowns across a history's series: Benjamini-Hochberg (benchmarks/trend_alarms.py)
 MIN_CHANGE = 0.007  # --fail-on-change fails on a new slowdown of at least this much (benchmarks/trend_alarms.py)
@@ -65,8 +67,11 @@ class Trend:
 
     @property
     def age(self) -> int:
-        """Runs of this series at the open slowdown's level, its first included (0 when none is open)."""
-        return len(self.series.points) - self.open_slowdown.point.index if self.open_slowdown else 0
+        """Runs of this series since the open slowdown began, its first included and self-test runs not counted (0
+        when none is open)."""
+        if self.open_slowdown is None:
+            return 0
+        return sum(1 for p in self.series.points[self.open_slowdown.point.index:] if not p.injected_pct)
 
 
 def _short(commit: str | None) -> str:
@@ -76,23 +81,27 @@ def _short(commit: str | None) -> str:
 def _accepted(series: Series, index: int) -> Point | None:
     """The first run that shows the shift at ``index`` accepted: a recording, a check judged against another baseline
     figure than the first run at the new level was (recorded by the refresh workflow, which appends no history of
-    its own), or an accept line (``rfdetr-latency accept``) written after that run."""
+    its own), or an accept line (``rfdetr-latency accept``) written after that run that names it or a later one."""
     points = series.points
     first = points[index]
     found = [point for point in points[index:] if point.kind == "record" or (
         point.baseline is not None and first.baseline is not None and point.baseline != first.baseline)]
-    found += [line for line in series.accepts if line.seq > first.seq]
+    seqs = {point.run: point.seq for point in points}
+    # An accept line accepts the slowdown it names (the run it began at) and every shift before it, no later one.
+    found += [line for line in series.accepts
+              if line.seq > first.seq and first.seq <= seqs.get(line.accepts or "", line.seq)]
     return min(found, key=lambda point: point.seq, default=None)
 
 
 def analyse(
-    series: Series, *, min_change: float = MIN_CHANGE, max_pvalue: float = MAX_PVALUE,
+    series: Series, *, min_change: float = MIN_CHANGE, max_pvalue: float = MAX_PVALUE, draws: int = DRAWS,
 ) -> Trend:
-    """``series``' persistent shifts and its open slowdown, if any: the newest unaccepted shift of a slowdown's sign
-    whose rise still stands (the newest level at least ``least_change`` above the level before it), however many
-    runs ago it began. Slowdowns are looked for among the change points that Welch's test keeps at SCREEN_PVALUE
-    (a few noisy runs at the new level can leave a real shift above ``max_pvalue`` for a while) and decided by the
-    permutation test; the shifts shown are those at ``max_pvalue``, and the open slowdown."""
+    """``series``' persistent shifts and its open slowdown, if any: an unaccepted shift of a slowdown's sign whose
+    rise still stands (the newest level at least ``least_change`` above the level before it), however many runs ago
+    it began. Slowdowns are looked for among the change points that Welch's test keeps at SCREEN_PVALUE (a few noisy
+    runs at the new level can leave a real shift above ``max_pvalue`` for a while), each tested by the permutation
+    test, and the surest is the open one (its p-value times the number tried); the shifts shown are those at
+    ``max_pvalue``, and the open one."""
     points = series.points
     # Self-test runs (--rfdetr-inject-slowdown) slowed themselves on purpose: they are shown, never detected on.
     kept = [i for i, p in enumerate(points) if not p.injected_pct]
@@ -106,50 +115,62 @@ def analyse(
         shifts.append(Shift(replace(cp, index=index), before, after, tuple(drift(before.fingerprint,
                                                                                  after.fingerprint)),
                             _accepted(series, index)))
-    opened: Shift | None = None
-    standing, pvalue = 0.0, 1.0
+    if not shifts:
+        return Trend(series, (), None, least)
     starts = [0, *(cp.index for cp in screened), len(values)]  # each segment's first run among the kept values
-    for n in range(len(shifts) - 1, -1, -1):
-        shift = shifts[n]
-        if shift.accepted_by is not None:
-            break  # what a recording accepted, it accepted for every shift before it too
-        standing = shifts[-1].point.after / shift.point.before - 1.0
-        if shift.point.change > 0 and shift.point.change >= least and standing >= least:
-            opened = shift
-            # The runs before it reach back to the last shift shown (one Welch's test is sure of), not to a screened
-            # one: a noisy split among clean runs would leave too few to test against.
-            since = next((m for m in range(n - 1, -1, -1) if shifts[m].point.pvalue <= max_pvalue), -1)
-            pvalue = permutation_pvalue(values[starts[since + 1]:starts[n + 1]], values[starts[n + 1]:])
-            break
+    newest = shifts[-1].point.after
+    accepted = max((n for n, s in enumerate(shifts) if s.accepted_by is not None), default=-1)
+    tried = [n for n in range(accepted + 1, len(shifts)) if shifts[n].point.change > 0
+             and min(shifts[n].point.change, newest / shifts[n].point.before - 1.0) >= least]
+    best: tuple[float, int] | None = None
+    for n in tried:
+        # The runs before it reach back to the last shift shown (one Welch's test is sure of) that is not tried
+        # itself, never past what was accepted: a noisy split among clean runs would leave too few to test against,
+        # and an earlier slowdown still open belongs to the runs since, not before.
+        back = max((m for m in range(accepted + 1, n) if m not in tried and shifts[m].point.pvalue <= max_pvalue),
+                   default=accepted)
+        pvalue = permutation_pvalue(values[starts[back + 1]:starts[n + 1]], values[starts[n + 1]:], draws)
+        best = min(best or (pvalue, n), (pvalue, n))
+    opened = shifts[best[1]] if best else None
     shown = tuple(s for s in shifts if s.point.pvalue <= max_pvalue or s is opened)
-    return Trend(series, shown, opened, least, standing if opened else 0.0, pvalue)
+    if best is None or opened is None:
+        return Trend(series, shown, None, least)
+    return Trend(series, shown, opened, least, newest / opened.point.before - 1.0,
+                 min(1.0, best[0] * len(tried)))
 
 
-def permutation_pvalue(before: Sequence[float], since: Sequence[float], draws: int = 20_000) -> float:
+def permutation_pvalue(before: Sequence[float], since: Sequence[float], draws: int = DRAWS) -> float:
     """One-sided permutation test: is the mean log figure of the runs ``since`` a shift higher than an equally many
-    runs drawn from all of them would be? Valid whatever the noise's shape (heavy tails, ties, exact figures) as long
-    as the runs are exchangeable without a change: every split enumerated where they are few, ``draws`` random ones
-    (a fixed seed: the same history gives the same answer) where they are many."""
+    runs drawn from all of them would be? Exact for a split fixed in advance whatever the noise's shape (heavy tails,
+    ties, exact figures), as long as the runs are exchangeable without a change; here the split is the change point
+    found in the same runs, which makes it optimistic, so what it costs in false alarms is measured
+    (benchmarks/trend_alarms.py). Every split is enumerated where they are fewer than ``draws``, ``draws`` random
+    ones (a fixed seed: the same history gives the same answer) otherwise."""
     import numpy as np
 
     if not before or not since:
         return 1.0
     x = np.log(np.asarray([*before, *since], dtype=float))
-    k = len(since)
+    n, k = len(x), len(since)
     observed = float(x[-k:].sum()) - 1e-12 * max(1.0, float(np.abs(x).max()))  # rounding: equal sums count as equal
-    splits = _splits(len(x), k, draws)
-    count = int(np.count_nonzero(x[splits].sum(axis=1) >= observed))
-    return count / len(splits) if len(splits) < draws else (count + 1) / (len(splits) + 1)
+    if math.comb(n, k) < draws:
+        splits = _every_split(n, k)
+        return int(np.count_nonzero(x[splits].sum(axis=1) >= observed)) / len(splits)
+    rng = np.random.default_rng(20261201)
+    count, chunk = 0, max(1, 2_000_000 // n)  # rows of n random keys at a time: memory bounded whatever the history
+    for start in range(0, draws, chunk):
+        rows = min(chunk, draws - start)
+        picked = np.argpartition(rng.random((rows, n)), k - 1, axis=1)[:, :k] if k < n else np.arange(n)[None, :]
+        count += int(np.count_nonzero(x[picked].sum(axis=1) >= observed))
+    return (count + 1) / (draws + 1)
 
 
-@functools.lru_cache(maxsize=64)
-def _splits(n: int, k: int, draws: int) -> Any:
-    """Which ``k`` of ``n`` runs each split takes: all of them where there are fewer than ``draws``."""
+@functools.lru_cache(maxsize=16)
+def _every_split(n: int, k: int) -> Any:
+    """Every choice of ``k`` of ``n`` runs (fewer than DRAWS-many rows, so the cache stays small)."""
     import numpy as np
 
-    if math.comb(n, k) < draws:
-        return np.asarray(list(itertools.combinations(range(n), k)), dtype=np.intp)
-    return np.argsort(np.random.default_rng(20261201).random((draws, n)), axis=1)[:, :k]
+    return np.asarray(list(itertools.combinations(range(n), k)), dtype=np.intp)
 
 
 def least_change(series: Series, values: Sequence[float], floor: float = MIN_CHANGE) -> float:
@@ -168,11 +189,17 @@ def analyse_all(
     false_discovery: float = FALSE_DISCOVERY,
 ) -> list[Trend]:
     """Every series' trend, open slowdowns first, then the most recently run. An open slowdown is kept only where
-    Benjamini-Hochberg at ``false_discovery`` keeps it among the series analysed together (a history of 45 series
-    tests 45 hypotheses: each alone at ``false_discovery`` would fail a clean push far more often than that)."""
-    trends = [analyse(s, min_change=min_change, max_pvalue=max_pvalue) for s in all_series]
+    Benjamini-Hochberg at ``false_discovery`` keeps it among the series that still run (a history of 45 series tests
+    45 hypotheses: each alone at ``false_discovery`` would fail a clean push far more often than that). A series
+    that did not run in its device's last STALE_AFTER runs (a renamed case, another workload) neither counts nor
+    alarms."""
+    active = _still_running(all_series)
+    count = max(1, sum(active))
+    draws = max(DRAWS, math.ceil(20 * count / false_discovery))  # the permutation test's floor well under q / count
+    trends = [analyse(s, min_change=min_change, max_pvalue=max_pvalue, draws=draws) if running
+              else _closed(analyse(s, min_change=min_change, max_pvalue=max_pvalue), max_pvalue)
+              for s, running in zip(all_series, active)]
     candidates = sorted((t.pvalue, i) for i, t in enumerate(trends) if t.open_slowdown)
-    count = len(trends)
     kept = 0
     for rank, (pvalue, _) in enumerate(candidates, start=1):
         if pvalue <= false_discovery * rank / count:
@@ -182,6 +209,17 @@ def analyse_all(
     trends.sort(key=lambda t: t.newest, reverse=True)
     trends.sort(key=lambda t: t.open_slowdown is None)
     return trends
+
+
+def _still_running(all_series: Sequence[Series]) -> list[bool]:
+    """Whether each series ran in one of its device's last STALE_AFTER runs."""
+    seen: dict[str, dict[str, int]] = {}
+    for series in all_series:
+        runs = seen.setdefault(series.device, {})
+        for point in series.points:
+            runs[point.run] = min(runs.get(point.run, point.seq), point.seq)
+    recent = {device: set(sorted(runs, key=runs.__getitem__)[-STALE_AFTER:]) for device, runs in seen.items()}
+    return [bool(s.points) and s.points[-1].run in recent[s.device] for s in all_series]
 
 
 def _closed(trend: Trend, max_pvalue: float) -> Trend:
@@ -194,7 +232,8 @@ def markdown(trends: Sequence[Trend]) -> str:
     """The open slowdowns of a history, with their age, as Markdown: for a job summary and the pull-request
     comment, beside the gate's own table."""
     opened = [t for t in trends if t.open_slowdown is not None]
-    lines = ["### Open slowdowns in the run history", ""]
+    devices = sorted({t.series.device for t in trends})
+    lines = [f"### Open slowdowns in the run history{' of ' + ', '.join(devices) if devices else ''}", ""]
     if not opened:
         lines.append(f"None in {len(trends)} series (a slowdown stays open until a recording or "
                      "`rfdetr-latency accept` accepts it).")

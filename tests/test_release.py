@@ -25,7 +25,9 @@ def test_the_wheel_holds_the_plugin_its_schemas_console_script_and_license(tmp_p
         entry_points = archive.read(info).decode()
         metadata = archive.read(info.replace("entry_points.txt", "METADATA")).decode()
     assert {f"pytest_rfdetr_latency/store/{n}.schema.json" for n in ("baseline", "report", "history")} <= names
-    assert "pytest_rfdetr_latency/plugin.py" in names and "pytest_rfdetr_latency/backends/onnx_backend.py" in names
+    assert {"pytest_rfdetr_latency/plugin.py", "pytest_rfdetr_latency/measure/backends/onnx_backend.py"} <= names
+    parts = ("verdict", "store", "measure", "report", "trends")
+    assert {f"pytest_rfdetr_latency/{part}/__init__.py" for part in parts} <= names
     assert "[pytest11]\nrfdetr_latency = pytest_rfdetr_latency.plugin" in entry_points
     assert "rfdetr-latency = pytest_rfdetr_latency.trends.cli:main" in entry_points
     assert "License-Expression: Apache-2.0" in metadata and any(n.endswith("licenses/LICENSE") for n in names)

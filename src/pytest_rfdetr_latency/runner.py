@@ -176,7 +176,6 @@ class LatencyCase:
         self._publish(result)
         self._fail(result.message)
 
-
     def normalizes(self, scope: str) -> bool:
         """Whether ``scope``'s figures may be scaled by the host yardstick: the launch-bound scopes of a GPU backend,
         by as much as the baseline file shows they follow it (judge.host_slope)."""

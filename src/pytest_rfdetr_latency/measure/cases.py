@@ -48,13 +48,13 @@ BACKENDS: dict[str, BackendInfo] = {
     )
 }
 ALL_BACKENDS: tuple[str, ...] = tuple(BACKENDS)
+DEFAULT_BACKENDS: tuple[str, ...] = ("torch-fp32", "torch-fp16", "onnx-cpu", "onnx-cuda")
 
 
 def works_on_cpu(backend: str, device_is_cuda: bool) -> bool:
     """Whether a case's work runs on the host's CPU: a backend that computes on the host even on a GPU run
     (BackendInfo.on_host), or any backend on a CPU device."""
     return not device_is_cuda or BACKENDS[backend].on_host
-DEFAULT_BACKENDS: tuple[str, ...] = ("torch-fp32", "torch-fp16", "onnx-cpu", "onnx-cuda")
 
 
 def task_of(model: str) -> str:

@@ -187,16 +187,15 @@ class HeadToHead:
         over every case of ``backend`` and ``scope``), once per backend and scope."""
         if not self.in_turns or (str(backend), scope) in self._strays_found:
             return
-        import math
-
-        from pytest_rfdetr_latency.verdict.paired import strays
+        from pytest_rfdetr_latency.verdict.paired import log_ratios, strays
 
         self._strays_found.add((str(backend), scope))
         cases = self._cases_of(backend)
         # Only pairs with a ratio (both figures positive), so that a stray's index names its own pair.
         indexed = {case_id: {k: (a, b) for k, (a, b) in self._pairs(case_id, scope).items() if a > 0 and b > 0}
                    for case_id in cases}
-        groups = [[math.log(b / a) for a, b in pairs.values()] for pairs in indexed.values()]
+        groups = [log_ratios([a for a, _ in pairs.values()], [b for _, b in pairs.values()])
+                  for pairs in indexed.values()]
         for case_id, pairs, found in zip(cases, indexed.values(), strays(groups, scope)):
             keys = list(pairs)
             if found:

@@ -207,7 +207,7 @@ def _child(variant: str, launch: int, rest: list[int], seconds: float, model: st
     witness = None
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     if variant == "witness":
-        sink = tempfile.TemporaryFile("w+")  # a pipe would fill and stop the witness
+        sink = tempfile.TemporaryFile("w+")  # noqa: SIM115 (closed below; a pipe would fill and stop the witness)
         witness = subprocess.Popen([sys.executable, "-c", WITNESS, str(launch), str(timeout), SRC], stdout=sink,
                                    text=True)
     try:

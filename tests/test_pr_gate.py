@@ -4,6 +4,7 @@ test_history.py, beside the other head-to-head runs."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from pathlib import Path
@@ -279,3 +280,16 @@ def test_taking_turns_the_verdict_leaves_the_stray_pair_out_and_the_summary_says
     sequential = headtohead.judge_scope(_versus(cases), "RFDETRMedium-torch-fp16", "torch-fp16", "forward", "p20",
                                         0.10)
     assert sequential.detail["pairs"] == 4 and sequential.kind == "inconclusive" and sequential.detail["unresolved"]
+
+
+def test_taking_turns_with_no_plan_given_the_sides_alternate_call_by_call() -> None:
+    from pytest_rfdetr_latency.measure.headtohead import sampling_for
+    from pytest_rfdetr_latency.measure.sampling import PRESETS, parse_sampling
+    from pytest_rfdetr_latency.measure.settings import Settings
+
+    taking_turns = Settings(against=Path("/opt/head/bin/python"))
+    assert sampling_for(taking_turns) == PRESETS["turns"] and PRESETS["turns"].block_size == 1
+    given = dataclasses.replace(taking_turns, sampling=parse_sampling("quick"), sampling_explicit=True)
+    assert sampling_for(given) == PRESETS["quick"]  # a plan asked for is the plan used
+    one_after_the_other = dataclasses.replace(taking_turns, against_sequential=True)
+    assert sampling_for(one_after_the_other) == PRESETS["standard"]

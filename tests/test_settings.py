@@ -103,6 +103,13 @@ def test_zero_on_the_command_line_is_a_value_not_an_absence(tmp_path: Path) -> N
     assert resolve({"strict": RawValue(cli=False)}, {"RFDETR_LATENCY_STRICT": "1"}, tmp_path).strict is True
 
 
+def test_a_sampling_plan_from_any_source_counts_as_given(tmp_path: Path) -> None:
+    assert resolve({}, {}, tmp_path).sampling_explicit is False
+    assert resolve({}, {"RFDETR_LATENCY_SAMPLING": "quick"}, tmp_path).sampling_explicit is True
+    from_ini = resolve({"sampling": RawValue(cli=None, ini="thorough", ini_file="tox.ini")}, {}, tmp_path)
+    assert from_ini.sampling_explicit is True and from_ini.sampling.block_size == 20
+
+
 def test_bad_environment_value_names_the_variable(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match="environment variable RFDETR_LATENCY_TOLERANCE: invalid tolerance '10'"):
         resolve({}, {"RFDETR_LATENCY_TOLERANCE": "10"}, tmp_path)

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from pytest_rfdetr_latency.measure.placement import Placement
 from pytest_rfdetr_latency.measure.processes import Child, ChildOutcome, Launch, child_settings, run_child, run_in_turns
+from pytest_rfdetr_latency.measure.sampling import PRESETS, SamplingPlan
 from pytest_rfdetr_latency.measure.settings import Settings
 from pytest_rfdetr_latency.verdict.judge import Verdict, median
 from pytest_rfdetr_latency.verdict.scopes import HEAD_TO_HEAD_RESOLVE, HOST_BOUND
@@ -328,7 +329,8 @@ def measure(
         # A side's processes read no baseline file: block sizes come from the first process to size each scope
         # (measure._shared_size), nothing else is needed.
         reading_none = dataclasses.replace(settings, baseline_dir=Path(empty), placement=placement,
-                                           sizes_file=Path(shared) / "block-sizes.json")
+                                           sizes_file=Path(shared) / "block-sizes.json",
+                                           sampling=sampling_for(settings))
         outcome = HeadToHead(settings.against, order(settings.against_processes), tree=tree,
                              placement=None if placement is None else placement.to_json(), aa=settings.against_aa,
                              in_turns=not settings.against_sequential)
@@ -362,6 +364,14 @@ def measure(
         # pairs (docs/pr-gate.md: the +5 % host run kept 2 of 4, lines of 113 % e2e against 10 % with all 4).
         outcome.leave_out_apart(HOST_BOUND)
     return outcome
+
+
+def sampling_for(settings: Settings) -> SamplingPlan:
+    """The plan both sides sample with: taking turns and with no plan given, ``turns`` (one call a block, so that the
+    sides alternate call by call); otherwise the run's own."""
+    if settings.against_sequential or settings.sampling_explicit:
+        return settings.sampling
+    return PRESETS["turns"]
 
 
 def in_tree(launch: Launch, tree: Path, python: Path) -> Launch:

@@ -41,6 +41,12 @@ PRESETS: dict[str, SamplingPlan] = {
     # differ by more than that on the host-bound scopes, and the GPU-only scope gets there within the first blocks.
     "standard": SamplingPlan(block_size=10, min_blocks=10, max_blocks=80, target=0.01, max_seconds=2.0,
                              warmup_calls=10, warmup_seconds=2.0),
+    # Head to head taking turns (lockstep.py), unless a plan is given: a block is one call, so that the two sides
+    # alternate call by call. The lent H200's launching core flips between a fast and a 1.8x slower state within tens
+    # of milliseconds; calls a few milliseconds apart share it more often than 50 ms blocks do (docs/pr-gate.md,
+    # fourth session: device pair noise 0.08-0.09 % against 0.18 %, forward and e2e 0.8-2.1 % against 2.1-2.3 %).
+    "turns": SamplingPlan(block_size=1, min_blocks=150, max_blocks=1000, target=0.01, max_seconds=2.0,
+                          warmup_calls=10, warmup_seconds=2.0),
     "thorough": SamplingPlan(block_size=20, min_blocks=20, max_blocks=400, target=0.002, max_seconds=15.0,
                              warmup_calls=30, warmup_seconds=10.0),
 }

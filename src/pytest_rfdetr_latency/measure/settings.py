@@ -98,6 +98,7 @@ class Settings:
     models_explicit: bool = False  # --rfdetr-models (or its ini key or variable) was given
     backends_explicit: bool = False  # --rfdetr-backends (or its ini key or variable) was given
     scopes_explicit: bool = False  # --rfdetr-scopes (or its ini key or variable) was given
+    sampling_explicit: bool = False  # --rfdetr-sampling (or its ini key or variable) was given
     # Set only for a fresh process (processes.py): its place among a recording's processes, which rotates the order
     # of its cases, and the block sizes it must sample with, per case and scope.
     process_index: int = 0
@@ -505,7 +506,8 @@ OPTIONS: tuple[OptionSpec, ...] = (
                "import the same files (otherwise refused as a comparison of nothing). Default: off.", ini=False),
     OptionSpec("against_sequential", "--rfdetr-against-sequential", "with --rfdetr-against, run the processes one "
                "after the other, instead of a pair at a time (one per side, both live) taking turns block by block "
-               "so that both sides see the same host from one second to the next. Default: off.", ini=False),
+               "(a block of one call, unless --rfdetr-sampling is given) so that both sides see the same host from "
+               "one moment to the next. Default: off.", ini=False),
     OptionSpec("inject_on", "--rfdetr-inject-on", "with --rfdetr-inject-slowdown, where the added work runs: 'gpu' "
                "(a calibrated kernel in the forward and device scopes, host delay elsewhere), 'host' (a busy wait "
                "on the launching thread in every host-bound scope, none on the device scope) or 'memory' (PCT of "
@@ -614,6 +616,7 @@ def resolve(raw: Mapping[str, RawValue], environ: Mapping[str, str], rootdir: Pa
     values["models_explicit"] = "models" in values
     values["backends_explicit"] = "backends" in values
     values["scopes_explicit"] = "scopes" in values
+    values["sampling_explicit"] = "sampling" in values
     values["memory_tolerance_given"] = "memory_tolerance" in values
     baseline_dir = values.get("baseline_dir", Settings.baseline_dir)
     values["baseline_dir"] = baseline_dir if baseline_dir.is_absolute() else rootdir / baseline_dir

@@ -308,10 +308,41 @@ def _witnessed(process: dict[str, Any]) -> dict[str, Any]:
             "rows": [[round(a, 4), round(w, 4)] for a, w in pairs]}
 
 
+def _cores(part1: dict[str, Any]) -> dict[str, Any]:
+    """Part 1 in numbers: a sibling would slow its launch core in every pass; the timeline's share of fast readings
+    per core (fast: under 1.25x the run's tenth percentile) and how many cores were fast at once."""
+    ratios = part1.get("ratio_with_spinner", {})
+    steady = {L: {X: min(r) for X, r in row.items() if min(r) > 1.15} for L, row in ratios.items()}
+    rows = part1.get("timeline", {}).get("rows", [])
+    out: dict[str, Any] = {"siblings_by_median_rule": part1.get("siblings"),
+                           "slowed_in_every_pass_over_1_15x": {L: v for L, v in steady.items() if v},
+                           "idle_ms_per_pass": part1.get("idle_ms")}
+    if rows:
+        values = sorted(ms for _, _, ms in rows)
+        fast = 1.25 * values[len(values) // 10]
+        per_core: dict[int, list[bool]] = {}
+        for _, core, ms in rows:
+            per_core.setdefault(core, []).append(ms < fast)
+        count = len(per_core)
+        sweeps = [rows[i:i + count] for i in range(0, len(rows) - count + 1, count)]
+        at_once = [sum(ms < fast for _, _, ms in sweep) for sweep in sweeps]
+        runs = [len(run) for flags in per_core.values() for run in "".join("f" if f else "s" for f in flags).split("s")
+                if run]
+        out["timeline"] = {
+            "readings": len(rows), "seconds": rows[-1][0], "sweep_ms": round(1000 * rows[-1][0] / max(1, len(sweeps)), 1),
+            "p10_ms": values[len(values) // 10], "median_ms": values[len(values) // 2], "fast_below_ms": round(fast, 4),
+            "fast_share_per_core": {c: round(sum(f) / len(f), 3) for c, f in sorted(per_core.items())},
+            "fast_cores_at_once": {"min": min(at_once), "median": statistics.median(at_once), "max": max(at_once),
+                                   "sweeps_with_none": sum(n == 0 for n in at_once), "sweeps": len(at_once)},
+            "fast_spell_sweeps": {"median": statistics.median(runs), "max": max(runs)} if runs else None,
+        }
+    return out
+
+
 def summarize(args: argparse.Namespace) -> None:
     with gzip.open(args.path, "rt") as handle:
         record = json.load(handle)
-    out: dict[str, Any] = {"launch": record["launch"], "siblings": record["siblings"].get("siblings"), "variants": {}}
+    out: dict[str, Any] = {"launch": record["launch"], "cores": _cores(record["siblings"]), "variants": {}}
     for variant in VARIANTS:
         procs = [p for p in record["processes"] if p["variant"] == variant and p.get("blocks")]
         if not procs:
@@ -321,6 +352,9 @@ def summarize(args: argparse.Namespace) -> None:
             medians = [statistics.median(b[key] for b in p["blocks"]) for p in procs]
             row[key] = {"median_ms": round(statistics.median(medians), 4), "sd_between_pct": _sd_log(medians),
                         "per_process": [round(m, 4) for m in medians]}
+        row["steal_jiffies"] = [p.get("steal") for p in procs]
+        row["threads"] = [p.get("threads") for p in procs]
+        row["prepare_seconds"] = [p.get("prepared_s") for p in procs]
         if variant == "witness":
             row["witness_vs_process"] = [_witnessed(p) for p in procs]
         out["variants"][variant] = row

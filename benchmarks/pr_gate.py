@@ -97,7 +97,7 @@ def summarize(args: argparse.Namespace) -> None:
             if args.redecide and record["data"] is not None:
                 record["data"] = redecide(record["data"])
             record["mode"] = _mode(record["data"])
-            if args.mode in (None, record["mode"]):
+            if args.mode in (None, record["mode"]) and (not args.tags or record["tag"] in args.tags.split(",")):
                 runs.append(record)
     aa = [r for r in runs if r["label"] == "aa"]
     comparisons = false_alarms = unresolved = 0
@@ -211,6 +211,7 @@ def main() -> None:
     total.add_argument("--out", type=Path)
     total.add_argument("--redecide", action="store_true", help="judge every comparison again with this checkout's rule")
     total.add_argument("--mode", choices=("turns", "sequential"), help="only the runs whose pairs ran so")
+    total.add_argument("--tags", help="only these runs (comma-separated tags)")
     args = parser.parse_args()
     run(args) if args.command == "run" else summarize(args)
 

@@ -329,7 +329,8 @@ def _cores(part1: dict[str, Any]) -> dict[str, Any]:
         runs = [len(run) for flags in per_core.values() for run in "".join("f" if f else "s" for f in flags).split("s")
                 if run]
         out["timeline"] = {
-            "readings": len(rows), "seconds": rows[-1][0], "sweep_ms": round(1000 * rows[-1][0] / max(1, len(sweeps)), 1),
+            "readings": len(rows), "seconds": rows[-1][0],
+            "sweep_ms": round(1000 * rows[-1][0] / max(1, len(sweeps)), 1),
             "p10_ms": values[len(values) // 10], "median_ms": values[len(values) // 2], "fast_below_ms": round(fast, 4),
             "fast_share_per_core": {c: round(sum(f) / len(f), 3) for c, f in sorted(per_core.items())},
             "fast_cores_at_once": {"min": min(at_once), "median": statistics.median(at_once), "max": max(at_once),

@@ -158,7 +158,8 @@ def rebuilt(data: dict[str, Any]) -> Any:
     from pytest_rfdetr_latency.verdict.scopes import HOST_BOUND
 
     first = data["cases"][0]["details"]["head_to_head"]
-    versus = HeadToHead(Path(first["against"]), order(first["processes"][THIS]), in_turns=bool(first.get("in_turns")))
+    versus = HeadToHead(Path(first["against"]), order(first["processes"][THIS]), in_turns=bool(first.get("in_turns")),
+                        may_grow=bool(first.get("may_grow")))
     for case in data["cases"]:
         entry = case["baseline"]["scopes"]
         count = len(next(iter(entry.values()))["processes"])

@@ -357,7 +357,7 @@ def test_head_to_head_judges_the_other_side_against_this_one_and_catches_a_slowe
     pytester.makepyfile(test_suite=SUITE)
     args = (*NANO, "--rfdetr-scopes=e2e", "--rfdetr-resolutions=320,256", f"--rfdetr-cache-dir={onnx_exports}",
             "--rfdetr-latency", f"--rfdetr-against={sys.executable}", "--rfdetr-against-aa",
-            "--rfdetr-report=report.json",
+            "--rfdetr-against-max-processes=4", "--rfdetr-report=report.json",
             f"--rfdetr-history={tmp_path / 'history'}", "--rfdetr-inject-slowdown=300%")
     slowed = pytester.runpytest(*args)
     slowed.assert_outcomes(failed=2)
@@ -416,6 +416,7 @@ def test_the_other_side_runs_in_its_own_checkout_and_a_coarse_comparison_is_unre
                                       "pathlib.Path(__file__).with_name(f'loaded-{os.getpid()}').touch()\n")
     result = pytester.runpytest(*NANO, "--rfdetr-latency", f"--rfdetr-against={sys.executable}",
                                 f"--rfdetr-against-tree={base}", "--rfdetr-against-processes=2",
+                                "--rfdetr-against-max-processes=2",  # no pairs added: one degree of freedom stays
                                 f"--rfdetr-cache-dir={onnx_exports}", "--rfdetr-report=report.json",
                                 "--rfdetr-scopes=forward", "--rfdetr-against-sequential")
     result.assert_outcomes(passed=1)
@@ -435,7 +436,7 @@ def test_the_other_side_runs_in_its_own_checkout_and_a_coarse_comparison_is_unre
                                  "in the order this other other this; no baseline file read or written"])
     strict = pytester.runpytest(*NANO, "--rfdetr-latency", f"--rfdetr-against={sys.executable}",
                                 f"--rfdetr-against-tree={base}", "--rfdetr-against-processes=2",
-                                f"--rfdetr-cache-dir={onnx_exports}", "--rfdetr-scopes=forward",
-                                "--rfdetr-strict")
+                                "--rfdetr-against-max-processes=2", f"--rfdetr-cache-dir={onnx_exports}",
+                                "--rfdetr-scopes=forward", "--rfdetr-strict")
     strict.assert_outcomes(failed=1)
     strict.stdout.fnmatch_lines(["*verdict inconclusive (--rfdetr-strict makes this a failure)*"])

@@ -8,6 +8,7 @@ import dataclasses
 import math
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -293,3 +294,94 @@ def test_taking_turns_with_no_plan_given_the_sides_alternate_call_by_call() -> N
     assert sampling_for(given) == PRESETS["quick"]  # a plan asked for is the plan used
     one_after_the_other = dataclasses.replace(taking_turns, against_sequential=True)
     assert sampling_for(one_after_the_other) == PRESETS["standard"]
+
+
+def _fake_pairs(figures: dict[tuple[str, int], float]) -> Any:
+    """A stand-in for processes.run_in_turns: each child reports one torch-fp16 case's forward figure, looked up by
+    its side (this side's launch has no interpreter of its own) and pair, and hands back a turn."""
+    from pytest_rfdetr_latency.measure.processes import ChildOutcome
+
+    def run_in_turns(children: Any, timeout: float) -> tuple[list[Any], list[int]]:
+        outcomes = []
+        for child in children:
+            side = "this" if child.launch.python is None else "other"
+            value = figures[(side, child.settings.process_index)]
+            outcomes.append(ChildOutcome(results=[{"id": "RFDETRMedium-torch-fp16", "backend": "torch-fp16",
+                                                   "scopes": {"forward": {"value_ms": value}}}]))
+        return outcomes, [1] * len(children)
+
+    return run_in_turns
+
+
+def _grown(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, spread: float, **given: Any) -> headtohead.HeadToHead:
+    from pytest_rfdetr_latency.measure.settings import Settings
+
+    # Pair k's two processes agree within +-spread, alternating in sign: a pair noise of about 2 x spread.
+    figures = {(side, k): 6.0 * (1 + (spread if (k + (side == "other")) % 2 else -spread)) for k in range(12)
+               for side in ("this", "other")}
+    monkeypatch.setattr(headtohead, "run_in_turns", _fake_pairs(figures))
+    settings = Settings(enabled=True, against=Path("/opt/head/bin/python"), against_aa=True, **given)
+    launch = Launch(cwd=tmp_path, rootdir=tmp_path)
+    return headtohead.measure(launch, ["latency"], settings, tmp_path)
+
+
+def test_pairs_are_added_two_at_a_time_while_a_comparison_cannot_resolve_what_it_must(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from pytest_rfdetr_latency.measure.settings import Settings
+
+    # Pairs 3 % apart: four pairs (3 degrees of freedom) cannot resolve the 5 % a forward must, nor can eight.
+    noisy = _grown(monkeypatch, tmp_path, 0.015)
+    assert len(noisy.sides) == 16 and noisy.sides[8:] == headtohead.order(8)[8:]
+    assert [a["pairs"] for a in noisy.added] == [[5, 6], [7, 8]]
+    assert noisy.added[0]["unresolved"] == ["RFDETRMedium-torch-fp16 forward"]
+    assert len(noisy.figures("this", "RFDETRMedium-torch-fp16", "forward")) == 8
+    assert noisy.details(8, 8)["added"] == noisy.added
+    from pytest_rfdetr_latency.report.render import added_pair_lines
+
+    assert added_pair_lines(noisy.details(8, 8)) == [
+        "head to head: pairs 5 and 6 added: 1 comparison(s) could not yet resolve what they must "
+        "(RFDETRMedium-torch-fp16 forward)",
+        "head to head: pairs 7 and 8 added: 1 comparison(s) could not yet resolve what they must "
+        "(RFDETRMedium-torch-fp16 forward)"]
+    # A cap given is kept; pairs 0.2 % apart resolve with the four a run starts with, and nothing is added.
+    assert len(_grown(monkeypatch, tmp_path, 0.015, against_max_processes=6).sides) == 12
+    quiet = _grown(monkeypatch, tmp_path, 0.001)
+    assert len(quiet.sides) == 8 and quiet.added == [] and quiet.unresolved(Settings()) == []
+
+
+def test_a_noisy_comparison_resolves_once_pairs_are_added_and_the_line_depends_on_the_noise_alone() -> None:
+    from pytest_rfdetr_latency.measure.settings import Settings
+
+    # Pair noise about 1.6 %: unresolved (a forward must resolve 5 %) with 4 pairs, resolved with 8.
+    ratios = [0.016, -0.016, 0.012, -0.012, 0.02, -0.02, 0.014, -0.014]
+    this = [6.0] * 8
+    versus = _versus({"RFDETRMedium-torch-fp16": (this[:4], [6.0 * math.exp(r) for r in ratios[:4]])})
+    assert versus.unresolved(Settings()) == ["RFDETRMedium-torch-fp16 forward"]
+    grown = headtohead.HeadToHead(Path("/opt/head/bin/python"), headtohead.order(8))
+    for side, values in (("this", this), ("other", [6.0 * math.exp(r) for r in ratios])):
+        grown.results[side]["RFDETRMedium-torch-fp16"] = [
+            {"id": "RFDETRMedium-torch-fp16", "backend": "torch-fp16", "process_index": i,
+             "scopes": {"forward": {"value_ms": v}}} for i, v in enumerate(values)]
+    assert grown.unresolved(Settings()) == []
+    # The same spread around a 10 % slowdown: the line, and so the stopping, does not move with the change.
+    slower = headtohead.HeadToHead(Path("/opt/head/bin/python"), headtohead.order(8))
+    slower.results = {side: {k: [{**r, "scopes": {"forward": {"value_ms": r["scopes"]["forward"]["value_ms"] *
+                                                               (1.1 if side == "other" else 1.0)}}} for r in runs]
+                             for k, runs in cases.items()} for side, cases in grown.results.items()}
+    assert slower.unresolved(Settings()) == [] and slower.noise("torch-fp16", "forward")[0] == pytest.approx(
+        grown.noise("torch-fp16", "forward")[0])
+
+
+def test_a_run_that_may_add_pairs_judges_at_half_the_tail_probability() -> None:
+    from scipy.stats import norm
+
+    from pytest_rfdetr_latency.verdict.judge import DECIDE_Z
+
+    assert pytest.approx(float(norm.isf(norm.sf(DECIDE_Z) / 2)), rel=1e-12) == paired.GROWING_Z
+    versus = _versus({"RFDETRMedium-torch-fp16": MEDIUM, "RFDETRKeypointPreview-torch-fp16": KEYPOINT})
+    fixed = headtohead.judge_scope(versus, "RFDETRMedium-torch-fp16", "torch-fp16", "forward", "p20", 0.025)
+    versus.may_grow = True
+    growing = headtohead.judge_scope(versus, "RFDETRMedium-torch-fp16", "torch-fp16", "forward", "p20", 0.025)
+    assert fixed.detail["z"] == DECIDE_Z and growing.detail["z"] == paired.GROWING_Z
+    assert growing.detail["detectable"] > fixed.detail["detectable"]

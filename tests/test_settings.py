@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -108,6 +109,17 @@ def test_a_sampling_plan_from_any_source_counts_as_given(tmp_path: Path) -> None
     assert resolve({}, {"RFDETR_LATENCY_SAMPLING": "quick"}, tmp_path).sampling_explicit is True
     from_ini = resolve({"sampling": RawValue(cli=None, ini="thorough", ini_file="tox.ini")}, {}, tmp_path)
     assert from_ini.sampling_explicit is True and from_ini.sampling.block_size == 20
+
+
+def test_a_head_to_head_may_grow_to_no_fewer_processes_than_it_starts_with(tmp_path: Path) -> None:
+    against = {"enabled": RawValue(cli=True), "against": RawValue(cli=Path(sys.executable)),
+               "against_processes": RawValue(cli=4)}
+    with pytest.raises(SettingsError, match="--rfdetr-against-max-processes 2 is fewer than the 4 processes a side "
+                                            "starts with: give at least 4, or drop it"):
+        resolve({**against, "against_max_processes": RawValue(cli=2)}, {}, tmp_path)
+    assert resolve({**against, "against_max_processes": RawValue(cli=6)}, {}, tmp_path).against_max_processes == 6
+    with pytest.raises(SettingsError, match="--rfdetr-against-max-processes belongs to a head-to-head run"):
+        resolve({"against_max_processes": RawValue(cli=6)}, {}, tmp_path)
 
 
 def test_bad_environment_value_names_the_variable(tmp_path: Path) -> None:

@@ -202,6 +202,7 @@ class ResultCollector:
                 f"{', '.join(map(str, placed['rest']))}; PYTHONHASHSEED the same on both sides; "
                 + ("; ".join(duel.get("placement_problems") or []) or "every process reported its threads so"))
         self.notes += [f"head to head: {line}" for line in duel.get("left_out", [])]
+        self.notes += report.added_pair_lines(duel)
         for error in duel.get("errors", []):
             self.errors.append(f"head to head: {error}")
 

@@ -155,6 +155,15 @@ class HeadToHead:
     _strays_found: set[tuple[str, str]] = field(default_factory=set, init=False, repr=False, compare=False)
     # ... and their log ratios drawn in (paired.DRAW_K), pooled into the noise in their place.
     _drawn: dict[tuple[str, str], list[float]] = field(default_factory=dict, init=False, repr=False, compare=False)
+    added: list[dict[str, Any]] = field(default_factory=list)  # pairs added while comparisons were unresolved
+    may_grow: bool = False  # pairs may be added (grow): every comparison is judged at paired.GROWING_Z
+
+    @property
+    def decide_z(self) -> float:
+        from pytest_rfdetr_latency.verdict.judge import DECIDE_Z
+        from pytest_rfdetr_latency.verdict.paired import GROWING_Z
+
+        return GROWING_Z if self.may_grow else DECIDE_Z
 
     def of(self, side: str, case_id: str) -> list[dict[str, Any]]:
         return self.results[side].get(case_id, [])
@@ -210,6 +219,34 @@ class HeadToHead:
 
         return pooled_noise([*log_ratios(*self.paired(case_id, scope)), *self._drawn.get((case_id, scope), [])]
                             for case_id in self._cases_of(backend))
+
+    def unresolved(self, settings: Settings) -> list[str]:
+        """The comparisons (case and scope) whose line is still coarser than what they must resolve, at the run's
+        tolerances (a marker's own is not known before its case runs). The line depends on the pairs' noise alone,
+        never on the change they measure; a run that may grow draws it at paired.GROWING_Z, since stopping when the
+        spread turns small would otherwise let spreads that understate the noise raise the false alarms."""
+        from pytest_rfdetr_latency.verdict.paired import RESOLVE_FACTOR, line
+        from pytest_rfdetr_latency.verdict.scopes import HEAD_TO_HEAD_RESOLVE, HEAD_TO_HEAD_THRESHOLDS
+
+        found = []
+        for case_id in self.results[THIS]:
+            backend = self._backend(case_id)
+            for scope, floor in HEAD_TO_HEAD_RESOLVE.items():
+                mine, _ = self.paired(case_id, scope)
+                if not mine:
+                    continue
+                asked = settings.tolerance.for_scope(scope, HEAD_TO_HEAD_THRESHOLDS[scope])
+                noise, freedom = self.noise(str(backend), scope)
+                detectable = line(noise, freedom, len(mine), self.decide_z)
+                if detectable is None or detectable > max(floor, RESOLVE_FACTOR * asked):
+                    found.append(f"{case_id} {scope}")
+        return found
+
+    def forget_strays(self) -> None:
+        """New pairs: the stray pairs are sought again over all of them."""
+        self.strays.clear()
+        self._strays_found.clear()
+        self._drawn.clear()
 
     def leave_out_apart(self, scopes: Sequence[str]) -> None:
         """Find processes of this side (the reference) whose launch-bound figures stand apart from the rest of it
@@ -284,6 +321,7 @@ class HeadToHead:
             "placement": self.placement, "placement_problems": self.placement_problems(),
             "provenance": self.provenance, "aa": self.aa, "in_turns": self.in_turns,
             "turns": {str(pair): turns for pair, turns in self.turns.items()},
+            "added": self.added, "may_grow": self.may_grow,
         }
 
 
@@ -303,7 +341,8 @@ def judge_scope(
     resolve = max(HEAD_TO_HEAD_RESOLVE[scope], RESOLVE_FACTOR * asked)
     noise, freedom = versus.noise(backend, scope)
     left_out = tuple(versus.strays.get((case_id, scope), {}).values())
-    return judge_pairs(scope, statistic, mine, theirs, asked, noise, freedom, resolve, notes=left_out, source=source)
+    return judge_pairs(scope, statistic, mine, theirs, asked, noise, freedom, resolve, z=versus.decide_z,
+                       notes=left_out, source=source)
 
 
 def measure(
@@ -316,24 +355,23 @@ def measure(
     placement: Placement | None = None,
     moves: Mapping[Path, Path] | None = None,
 ) -> HeadToHead:
-    """Run ``targets`` in ``settings.against_processes`` fresh processes per side, alternating sides, every process
-    with its threads where ``placement`` puts them; the other side's targets moved by ``moves`` (moves_to)."""
+    """Run ``targets`` in ``settings.against_processes`` fresh processes per side (more while unresolved: grow), sides
+    alternating, threads where ``placement`` puts them, the other side's targets moved by ``moves`` (moves_to). No
+    baseline file is read: block sizes come from the first process to size each scope (measure._shared_size)."""
     assert settings.against is not None
     tree = settings.against_tree
-    other_launch = dataclasses.replace(launch, python=settings.against)
-    if tree is not None:
-        other_launch = in_tree(launch, tree, settings.against)
+    other_launch = dataclasses.replace(launch, python=settings.against) if tree is None else \
+        in_tree(launch, tree, settings.against)
     other_targets = [map_target(t, moves or {}) for t in targets]
     with tempfile.TemporaryDirectory(prefix="rfdetr-latency-no-baselines-") as empty, \
             tempfile.TemporaryDirectory(prefix="rfdetr-latency-sizes-") as shared:
-        # A side's processes read no baseline file: block sizes come from the first process to size each scope
-        # (measure._shared_size), nothing else is needed.
         reading_none = dataclasses.replace(settings, baseline_dir=Path(empty), placement=placement,
                                            sizes_file=Path(shared) / "block-sizes.json",
                                            sampling=sampling_for(settings))
-        outcome = HeadToHead(settings.against, order(settings.against_processes), tree=tree,
-                             placement=None if placement is None else placement.to_json(), aa=settings.against_aa,
-                             in_turns=not settings.against_sequential)
+        outcome = HeadToHead(settings.against, order(settings.against_processes), tree=tree, aa=settings.against_aa,
+                             placement=None if placement is None else placement.to_json(),
+                             in_turns=not settings.against_sequential,
+                             may_grow=most_processes(settings) > settings.against_processes)
 
         def child(side: str, index: int) -> Child:
             this = side == THIS
@@ -342,28 +380,59 @@ def measure(
                                         inject=None if this else settings.inject),
                          child_environment(side, os.environ))
 
-        other_name = f" ({settings.against}{', ' + str(tree) if tree else ''})"
-        for pair in range(settings.against_processes):
-            sides = outcome.sides[2 * pair:2 * pair + 2]
+        def run_pair(pair: int) -> None:
+            sides, other_name = outcome.sides[2 * pair:2 * pair + 2], _named(settings)
             if outcome.in_turns:
-                progress(f"head to head: pair {pair + 1} of {settings.against_processes}, both sides at once taking "
+                progress(f"head to head: pair {pair + 1} of {len(outcome.sides) // 2}, both sides at once taking "
                          f"turns block by block ({' then '.join(sides)} first){other_name}, {len(targets)} test(s)")
                 outcomes, turns = run_in_turns([child(side, pair) for side in sides], timeout)
                 outcome.turns[pair] = dict(zip(sides, turns))
                 for offset, (side, done) in enumerate(zip(sides, outcomes)):
                     outcome.keep(side, pair, 2 * pair + offset + 1, done)
-                continue
+                return
             for offset, side in enumerate(sides):
                 number = 2 * pair + offset + 1
                 progress(f"head to head: process {number} of {len(outcome.sides)}, {side} side"
                          + (other_name if side == OTHER else "") + f", {len(targets)} test(s)")
                 one = child(side, pair)
                 outcome.keep(side, pair, number, run_child(one.launch, one.targets, one.settings, timeout, one.env))
+
+        for pair in range(settings.against_processes):
+            run_pair(pair)
+        grow(outcome, settings, run_pair, progress)
     if not outcome.in_turns:
-        # Taking turns, a pair's processes already share the host's moments; on the H200 the rule then only cost
-        # pairs (docs/pr-gate.md: the +5 % host run kept 2 of 4, lines of 113 % e2e against 10 % with all 4).
+        # Taking turns, a pair already shares the host's moments: there the rule only cost pairs (docs/pr-gate.md).
         outcome.leave_out_apart(HOST_BOUND)
     return outcome
+
+
+def _named(settings: Settings) -> str:
+    """The other side, as progress lines name it: its interpreter, and its checkout where it has one."""
+    tree = settings.against_tree
+    return f" ({settings.against}{', ' + str(tree) if tree else ''})"
+
+
+def grow(outcome: HeadToHead, settings: Settings, run_pair: Callable[[int], None],
+         progress: Callable[[str], None]) -> None:
+    """While a comparison cannot resolve what it must, two more pairs (this-other, then other-this: the order stays
+    balanced), up to most_processes a side."""
+    most = most_processes(settings)
+    while len(outcome.sides) // 2 < most and (wanting := outcome.unresolved(settings)):
+        first = len(outcome.sides) // 2
+        outcome.sides += order(first + 2)[2 * first:]
+        progress(f"head to head: {len(wanting)} comparison(s) cannot yet resolve what they must "
+                 f"({', '.join(wanting[:3])}{', ...' if len(wanting) > 3 else ''}): pairs {first + 1} and "
+                 f"{first + 2} of at most {most}")
+        outcome.added.append({"pairs": [first + 1, first + 2], "unresolved": wanting})
+        for pair in (first, first + 1):
+            run_pair(pair)
+        outcome.forget_strays()
+
+
+def most_processes(settings: Settings) -> int:
+    """Processes per side a run may grow to while comparisons are unresolved (HeadToHead.unresolved)."""
+    most = settings.against_max_processes
+    return max(settings.against_processes, 2 * settings.against_processes if most is None else most)
 
 
 def sampling_for(settings: Settings) -> SamplingPlan:

@@ -262,8 +262,8 @@ def write_child_report(path: Path, results: Sequence[Mapping[str, Any]]) -> None
 _CHECK_ONLY = ("--rfdetr-latency", "--rfdetr-inject-slowdown", "--rfdetr-inject-on", "--rfdetr-report",
                "--rfdetr-markdown", "--rfdetr-benchmark-json", "--rfdetr-plot", "--rfdetr-confirm", "--rfdetr-strict",
                "--rfdetr-fail-on-drift", "--rfdetr-tolerance", "--rfdetr-memory-tolerance", "--save-baseline",
-               "--rfdetr-against", "--rfdetr-against-tree", "--rfdetr-against-processes", "--rfdetr-against-aa",
-               "--rfdetr-against-sequential")
+               "--rfdetr-against", "--rfdetr-against-tree", "--rfdetr-against-processes",
+               "--rfdetr-against-max-processes", "--rfdetr-against-aa", "--rfdetr-against-sequential")
 
 
 def recording_arguments(

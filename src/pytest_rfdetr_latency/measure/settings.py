@@ -106,6 +106,7 @@ class Settings:
     history_dir: Path | None = None
     against: Path | None = None  # another environment's interpreter: a head-to-head run (headtohead.py)
     against_processes: int = 4
+    against_max_processes: int | None = None  # None: twice against_processes (headtohead.most_processes)
     against_tree: Path | None = None  # the other side's checkout (its tests, its code); None: this rootdir
     against_aa: bool = False  # both sides are the same code by design (an A/A run)
     against_sequential: bool = False  # head to head: processes one after the other, not a pair at a time in turns
@@ -498,6 +499,10 @@ OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("against_processes", "--rfdetr-against-processes", "with --rfdetr-against, fresh processes per side, "
                "an even number (at least 2), run a pair at a time (one per side). Default: 4.",
                parse_even_processes, "N"),
+    OptionSpec("against_max_processes", "--rfdetr-against-max-processes", "with --rfdetr-against, while a "
+               "comparison cannot resolve what it must, two more pairs at a time, up to N processes per side (an "
+               "even number, at least --rfdetr-against-processes). Default: twice --rfdetr-against-processes.",
+               parse_even_processes, "N"),
     OptionSpec("against_tree", "--rfdetr-against-tree", "with --rfdetr-against, the other side's checkout, the side "
                "judged (e.g. a git worktree of the pull request, run from its merge base's checkout): its processes "
                "run there, collecting its own tests and importing its own code. Default: this rootdir.", parse_path,
@@ -527,7 +532,7 @@ OPTION_GROUPS: dict[str, tuple[str, ...]] = {
         "baseline_dir", "replace_corrupt", "cache_dir", "report", "markdown", "benchmark_json", "plot_dir",
         "history_dir"),
     "RF-DETR latency: head to head (a pull request against its merge base)": (
-        "against", "against_tree", "against_processes", "against_aa", "against_sequential"),
+        "against", "against_tree", "against_processes", "against_max_processes", "against_aa", "against_sequential"),
     "RF-DETR latency: self-tests": ("inject", "inject_on"),
 }
 
@@ -590,6 +595,18 @@ class RawValue:
     ini_file: str | None = None
 
 
+def _check_head_to_head(values: Mapping[str, Any]) -> None:
+    """The head-to-head options need --rfdetr-against, and a side may grow to no fewer processes than it starts with."""
+    for key in ("against_processes", "against_max_processes", "against_tree", "against_aa", "against_sequential"):
+        if key in values and values[key] is not False and "against" not in values:
+            flag = OPTIONS_BY_DEST[key].flag
+            raise SettingsError(f"{flag} belongs to a head-to-head run: give --rfdetr-against=PYTHON too, or drop it")
+    most, least = values.get("against_max_processes"), values.get("against_processes", Settings.against_processes)
+    if most is not None and most < least:
+        raise SettingsError(f"--rfdetr-against-max-processes {most} is fewer than the {least} processes a side starts "
+                            f"with: give at least {least}, or drop it")
+
+
 def resolve(raw: Mapping[str, RawValue], environ: Mapping[str, str], rootdir: Path) -> Settings:
     """Build :class:`Settings` from command line > environment > ini > defaults.
 
@@ -620,10 +637,7 @@ def resolve(raw: Mapping[str, RawValue], environ: Mapping[str, str], rootdir: Pa
     values["memory_tolerance_given"] = "memory_tolerance" in values
     baseline_dir = values.get("baseline_dir", Settings.baseline_dir)
     values["baseline_dir"] = baseline_dir if baseline_dir.is_absolute() else rootdir / baseline_dir
-    for key in ("against_processes", "against_tree", "against_aa", "against_sequential"):
-        if key in values and values[key] is not False and "against" not in values:
-            flag = OPTIONS_BY_DEST[key].flag
-            raise SettingsError(f"{flag} belongs to a head-to-head run: give --rfdetr-against=PYTHON too, or drop it")
+    _check_head_to_head(values)
     if "inject_on" in values and "inject" not in values:
         raise SettingsError("--rfdetr-inject-on says where --rfdetr-inject-slowdown adds its work: give "
                             "--rfdetr-inject-slowdown=PCT too, or drop it")

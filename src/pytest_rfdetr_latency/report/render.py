@@ -43,6 +43,12 @@ def left_out_lines(results: Iterable[Mapping[str, Any]]) -> list[str]:
             for note in verdict.get("notes") or [] if note.startswith("pair ") and " left out: " in note]
 
 
+def added_pair_lines(duel: Mapping[str, Any]) -> list[str]:
+    """Head to head: the pairs added while comparisons could not resolve what they must, and which they were."""
+    return [f"head to head: pairs {a['pairs'][0]} and {a['pairs'][1]} added: {len(a['unresolved'])} comparison(s) "
+            f"could not yet resolve what they must ({', '.join(a['unresolved'])})" for a in duel.get("added") or []]
+
+
 def _resolvable(fraction: float) -> str:
     """The least change a comparison could detect: past 1000 % the figure says only that it sees nothing (one
     process in three on a loaded CPU can put Student's t on one degree of freedom at 10^100 %)."""

@@ -38,10 +38,10 @@ APART_FLOOR = 0.05
 # fewer than three (docs/pr-gate.md, third session). A clean pair is flagged about once in 1/STRAY_ALPHA.
 STRAY_ALPHA = 0.001
 # A head to head that adds pairs while a comparison cannot resolve what it must (headtohead.grow) stops when the pairs'
-# spread turns small, and a spread that happens to be small understates the noise: simulated with normal log ratios
-# (4 pairs growing to 8, asked 2.5 %, resolve 5 %), false alarms rose to 0.24-0.28 % a comparison against 0.15 % with a
-# fixed number of pairs. Such a run judges, and decides to stop, at half the verdict's tail probability (Bonferroni
-# over the two ways to stop): 0.14 % at most in the same simulation (docs/head-to-head-and-trends.md).
+# spread turns small, and a spread that happens to be small understates the noise: simulated with clean normal pairs
+# (benchmarks/grow_rule_sim.py: 4 pairs growing to 8, asked 2.5 %, resolve 5 %, pair noise 3-8 %), false alarms rose to
+# 0.15-0.23 % a comparison against 0.08-0.15 % with a fixed 4 or 8 pairs. Such a run decides to stop, and judges, at
+# half the verdict's tail probability (Bonferroni over the two ways to stop): 0.09-0.12 % in the same simulation.
 GROWING_Z = 3.2051549205989334  # norm.isf(norm.sf(DECIDE_Z) / 2); tests/test_pr_gate.py holds it to that
 DRAW_K = 3.0  # a pair left out enters the pooled noise this many standard deviations out, not at its own distance
 STRAY_FLOOR = {"device": 0.02}  # other scopes: APART_FLOOR

@@ -215,7 +215,7 @@ def _child(variant: str, launch: int, rest: list[int], seconds: float, model: st
     except subprocess.TimeoutExpired:
         proc.kill()
         out, err = proc.communicate()
-    record: dict[str, Any] = {"variant": variant, "launch": launch, "started": round(started, 3),
+    record: dict[str, Any] = {"variant": variant, "launch": launch, "started": round(started, 3), "prefix": prefix,
                               "seconds": round(time.time() - started, 2), "rc": proc.returncode}
     if witness is not None:
         witness.kill()

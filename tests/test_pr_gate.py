@@ -313,12 +313,17 @@ def _fake_pairs(figures: dict[tuple[str, int], float]) -> Any:
     return run_in_turns
 
 
+FIGURES: dict[tuple[str, int], float] = {}  # the figures _grown's last run handed its fake processes
+
+
 def _grown(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, spread: float, **given: Any) -> headtohead.HeadToHead:
     from pytest_rfdetr_latency.measure.settings import Settings
 
     # Pair k's two processes agree within +-spread, alternating in sign: a pair noise of about 2 x spread.
     figures = {(side, k): 6.0 * (1 + (spread if (k + (side == "other")) % 2 else -spread)) for k in range(12)
                for side in ("this", "other")}
+    FIGURES.clear()
+    FIGURES.update(figures)
     monkeypatch.setattr(headtohead, "run_in_turns", _fake_pairs(figures))
     settings = Settings(enabled=True, against=Path("/opt/head/bin/python"), against_aa=True, **given)
     launch = Launch(cwd=tmp_path, rootdir=tmp_path)
@@ -330,24 +335,36 @@ def test_pairs_are_added_two_at_a_time_while_a_comparison_cannot_resolve_what_it
 ) -> None:
     from pytest_rfdetr_latency.measure.settings import Settings
 
-    # Pairs 3 % apart: four pairs (3 degrees of freedom) cannot resolve the 5 % a forward must, nor can eight.
+    # Pairs 3 % apart: four pairs (3 degrees of freedom) cannot resolve the 5 % a forward must; four more in one go.
     noisy = _grown(monkeypatch, tmp_path, 0.015)
-    assert len(noisy.sides) == 16 and noisy.sides[8:] == headtohead.order(8)[8:]
-    assert [a["pairs"] for a in noisy.added] == [[5, 6], [7, 8]]
+    assert len(noisy.sides) == 16 and noisy.sides == headtohead.order(8) and noisy.may_grow
+    assert [a["pairs"] for a in noisy.added] == [[5, 8]]
     assert noisy.added[0]["unresolved"] == ["RFDETRMedium-torch-fp16 forward"]
     assert len(noisy.figures("this", "RFDETRMedium-torch-fp16", "forward")) == 8
     assert noisy.details(8, 8)["added"] == noisy.added
     from pytest_rfdetr_latency.report.render import added_pair_lines
 
     assert added_pair_lines(noisy.details(8, 8)) == [
-        "head to head: pairs 5 and 6 added: 1 comparison(s) could not yet resolve what they must "
-        "(RFDETRMedium-torch-fp16 forward)",
-        "head to head: pairs 7 and 8 added: 1 comparison(s) could not yet resolve what they must "
+        "head to head: pairs 5 to 8 added: 1 comparison(s) could not yet resolve what they must "
         "(RFDETRMedium-torch-fp16 forward)"]
     # A cap given is kept; pairs 0.2 % apart resolve with the four a run starts with, and nothing is added.
     assert len(_grown(monkeypatch, tmp_path, 0.015, against_max_processes=6).sides) == 12
+    never = _grown(monkeypatch, tmp_path, 0.015, against_max_processes=4)
+    assert len(never.sides) == 8 and never.added == [] and not never.may_grow
     quiet = _grown(monkeypatch, tmp_path, 0.001)
     assert len(quiet.sides) == 8 and quiet.added == [] and quiet.unresolved(Settings()) == []
+    # One after the other, the same: each process on its own (processes.run_child), the added ones too.
+    calls: list[tuple[str, int]] = []
+
+    def run_child(launch: Any, targets: Any, settings: Any, timeout: float, env: Any = None) -> Any:
+        side = "this" if launch.python is None else "other"
+        calls.append((side, settings.process_index))
+        return _fake_pairs(FIGURES)([type("C", (), {"launch": launch, "settings": settings})()], timeout)[0][0]
+
+    monkeypatch.setattr(headtohead, "run_child", run_child)
+    sequential = _grown(monkeypatch, tmp_path, 0.015, against_sequential=True)
+    assert [a["pairs"] for a in sequential.added] == [[5, 8]] and len(calls) == 16
+    assert [side for side, _ in calls] == headtohead.order(8) and [k for _, k in calls][8:] == [4, 4, 5, 5, 6, 6, 7, 7]
 
 
 def test_a_noisy_comparison_resolves_once_pairs_are_added_and_the_line_depends_on_the_noise_alone() -> None:

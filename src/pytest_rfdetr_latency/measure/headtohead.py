@@ -242,6 +242,14 @@ class HeadToHead:
                     found.append(f"{case_id} {scope}")
         return found
 
+    def settle(self) -> None:
+        """One after the other, the reference side's processes standing apart are left out (leave_out_apart), sought
+        again over every pair measured so far; taking turns, a pair already shares the host's moments, and there the
+        rule only cost pairs (docs/pr-gate.md)."""
+        if not self.in_turns:
+            self.left_out.clear()
+            self.leave_out_apart(HOST_BOUND)
+
     def forget_strays(self) -> None:
         """New pairs: the stray pairs are sought again over all of them."""
         self.strays.clear()
@@ -383,7 +391,9 @@ def measure(
         def run_pair(pair: int) -> None:
             sides, other_name = outcome.sides[2 * pair:2 * pair + 2], _named(settings)
             if outcome.in_turns:
-                progress(f"head to head: pair {pair + 1} of {len(outcome.sides) // 2}, both sides at once taking "
+                progress(f"head to head: pair {pair + 1} of {len(outcome.sides) // 2}"
+                         + (f" (up to {most_processes(settings)})" if outcome.may_grow and not outcome.added else "")
+                         + ", both sides at once taking "
                          f"turns block by block ({' then '.join(sides)} first){other_name}, {len(targets)} test(s)")
                 outcomes, turns = run_in_turns([child(side, pair) for side in sides], timeout)
                 outcome.turns[pair] = dict(zip(sides, turns))
@@ -400,9 +410,7 @@ def measure(
         for pair in range(settings.against_processes):
             run_pair(pair)
         grow(outcome, settings, run_pair, progress)
-    if not outcome.in_turns:
-        # Taking turns, a pair already shares the host's moments: there the rule only cost pairs (docs/pr-gate.md).
-        outcome.leave_out_apart(HOST_BOUND)
+    outcome.settle()
     return outcome
 
 
@@ -414,19 +422,22 @@ def _named(settings: Settings) -> str:
 
 def grow(outcome: HeadToHead, settings: Settings, run_pair: Callable[[int], None],
          progress: Callable[[str], None]) -> None:
-    """While a comparison cannot resolve what it must, two more pairs (this-other, then other-this: the order stays
-    balanced), up to most_processes a side."""
-    most = most_processes(settings)
-    while len(outcome.sides) // 2 < most and (wanting := outcome.unresolved(settings)):
-        first = len(outcome.sides) // 2
-        outcome.sides += order(first + 2)[2 * first:]
-        progress(f"head to head: {len(wanting)} comparison(s) cannot yet resolve what they must "
-                 f"({', '.join(wanting[:3])}{', ...' if len(wanting) > 3 else ''}): pairs {first + 1} and "
-                 f"{first + 2} of at most {most}")
-        outcome.added.append({"pairs": [first + 1, first + 2], "unresolved": wanting})
-        for pair in (first, first + 1):
-            run_pair(pair)
-        outcome.forget_strays()
+    """Where a comparison cannot resolve what it must after the first pairs, the rest up to most_processes a side, in
+    one go and in the same balanced order. One decision, so a comparison is judged after one of two numbers of pairs,
+    which paired.GROWING_Z covers (Bonferroni over the two)."""
+    first, most = len(outcome.sides) // 2, most_processes(settings)
+    outcome.settle()
+    wanting = outcome.unresolved(settings) if first < most else []
+    if not wanting:
+        return
+    outcome.sides = order(most)
+    progress(f"head to head: {len(wanting)} comparison(s) cannot yet resolve what they must "
+             f"({', '.join(wanting[:3])}{', ...' if len(wanting) > 3 else ''}): pairs {first + 1} to {most}")
+    outcome.added.append({"pairs": [first + 1, most], "unresolved": wanting})
+    for pair in range(first, most):
+        run_pair(pair)
+    outcome.forget_strays()
+    outcome.settle()
 
 
 def most_processes(settings: Settings) -> int:
@@ -500,5 +511,5 @@ def measure_for(
                           OTHER: {"imports": other_imports,
                                   "tree": str(session.settings.against_tree or session.root)}}
     session.use_entries(outcome.entries(session.commit),
-                        f"this environment's {session.settings.against_processes} processes (head to head)")
+                        f"this environment's {len(outcome.sides) // 2} processes (head to head)")
     return outcome

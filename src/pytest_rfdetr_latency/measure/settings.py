@@ -499,9 +499,10 @@ OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("against_processes", "--rfdetr-against-processes", "with --rfdetr-against, fresh processes per side, "
                "an even number (at least 2), run a pair at a time (one per side). Default: 4.",
                parse_even_processes, "N"),
-    OptionSpec("against_max_processes", "--rfdetr-against-max-processes", "with --rfdetr-against, while a "
-               "comparison cannot resolve what it must, two more pairs at a time, up to N processes per side (an "
-               "even number, at least --rfdetr-against-processes). Default: twice --rfdetr-against-processes.",
+    OptionSpec("against_max_processes", "--rfdetr-against-max-processes", "with --rfdetr-against, where a "
+               "comparison cannot resolve what it must after the first pairs, more pairs in one go, up to N processes "
+               "per side (an even number, at least --rfdetr-against-processes; equal to it: never). Default: twice "
+               "--rfdetr-against-processes.",
                parse_even_processes, "N"),
     OptionSpec("against_tree", "--rfdetr-against-tree", "with --rfdetr-against, the other side's checkout, the side "
                "judged (e.g. a git worktree of the pull request, run from its merge base's checkout): its processes "

@@ -45,7 +45,7 @@ def left_out_lines(results: Iterable[Mapping[str, Any]]) -> list[str]:
 
 def added_pair_lines(duel: Mapping[str, Any]) -> list[str]:
     """Head to head: the pairs added while comparisons could not resolve what they must, and which they were."""
-    return [f"head to head: pairs {a['pairs'][0]} and {a['pairs'][1]} added: {len(a['unresolved'])} comparison(s) "
+    return [f"head to head: pairs {a['pairs'][0]} to {a['pairs'][1]} added: {len(a['unresolved'])} comparison(s) "
             f"could not yet resolve what they must ({', '.join(a['unresolved'])})" for a in duel.get("added") or []]
 
 

@@ -39,9 +39,11 @@ APART_FLOOR = 0.05
 STRAY_ALPHA = 0.001
 # A head to head that adds pairs while a comparison cannot resolve what it must (headtohead.grow) stops when the pairs'
 # spread turns small, and a spread that happens to be small understates the noise: simulated with clean normal pairs
-# (benchmarks/grow_rule_sim.py: 4 pairs growing to 8, asked 2.5 %, resolve 5 %, pair noise 3-8 %), false alarms rose to
-# 0.15-0.23 % a comparison against 0.08-0.15 % with a fixed 4 or 8 pairs. Such a run decides to stop, and judges, at
-# half the verdict's tail probability (Bonferroni over the two ways to stop): 0.09-0.12 % in the same simulation.
+# (benchmarks/grow_rule_sim.py: 4 pairs growing two at a time to 8, asked 2.5 %, resolve 5 %, pair noise 3-8 %), false
+# alarms rose to 0.15-0.23 % a comparison against 0.08-0.15 % with a fixed 4 or 8 pairs. So a run that may grow decides
+# to stop, and judges, at half the verdict's tail probability, and grow adds pairs once, straight to its most: a
+# comparison is judged after one of two numbers of pairs, and Bonferroni over the two holds whatever the stopping rule
+# (0.08-0.10 % in the same simulation).
 GROWING_Z = 3.2051549205989334  # norm.isf(norm.sf(DECIDE_Z) / 2); tests/test_pr_gate.py holds it to that
 DRAW_K = 3.0  # a pair left out enters the pooled noise this many standard deviations out, not at its own distance
 STRAY_FLOOR = {"device": 0.02}  # other scopes: APART_FLOOR

@@ -313,18 +313,16 @@ def _fake_pairs(figures: dict[tuple[str, int], float]) -> Any:
     return run_in_turns
 
 
-FIGURES: dict[tuple[str, int], float] = {}  # the figures _grown's last run handed its fake processes
+def _figures(spread: float) -> dict[tuple[str, int], float]:
+    """Pair k's two processes agree within +-spread, alternating in sign: a pair noise of about 2 x spread."""
+    return {(side, k): 6.0 * (1 + (spread if (k + (side == "other")) % 2 else -spread)) for k in range(12)
+            for side in ("this", "other")}
 
 
 def _grown(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, spread: float, **given: Any) -> headtohead.HeadToHead:
     from pytest_rfdetr_latency.measure.settings import Settings
 
-    # Pair k's two processes agree within +-spread, alternating in sign: a pair noise of about 2 x spread.
-    figures = {(side, k): 6.0 * (1 + (spread if (k + (side == "other")) % 2 else -spread)) for k in range(12)
-               for side in ("this", "other")}
-    FIGURES.clear()
-    FIGURES.update(figures)
-    monkeypatch.setattr(headtohead, "run_in_turns", _fake_pairs(figures))
+    monkeypatch.setattr(headtohead, "run_in_turns", _fake_pairs(_figures(spread)))
     settings = Settings(enabled=True, against=Path("/opt/head/bin/python"), against_aa=True, **given)
     launch = Launch(cwd=tmp_path, rootdir=tmp_path)
     return headtohead.measure(launch, ["latency"], settings, tmp_path)
@@ -359,7 +357,7 @@ def test_pairs_are_added_two_at_a_time_while_a_comparison_cannot_resolve_what_it
     def run_child(launch: Any, targets: Any, settings: Any, timeout: float, env: Any = None) -> Any:
         side = "this" if launch.python is None else "other"
         calls.append((side, settings.process_index))
-        return _fake_pairs(FIGURES)([type("C", (), {"launch": launch, "settings": settings})()], timeout)[0][0]
+        return _fake_pairs(_figures(0.015))([type("C", (), {"launch": launch, "settings": settings})()], timeout)[0][0]
 
     monkeypatch.setattr(headtohead, "run_child", run_child)
     sequential = _grown(monkeypatch, tmp_path, 0.015, against_sequential=True)

@@ -225,20 +225,16 @@ class HeadToHead:
         tolerances (a marker's own is not known before its case runs). The line depends on the pairs' noise alone,
         never on the change they measure; a run that may grow draws it at paired.GROWING_Z, since stopping when the
         spread turns small would otherwise let spreads that understate the noise raise the false alarms."""
-        from pytest_rfdetr_latency.verdict.paired import RESOLVE_FACTOR, line
-        from pytest_rfdetr_latency.verdict.scopes import HEAD_TO_HEAD_RESOLVE, HEAD_TO_HEAD_THRESHOLDS
+        from pytest_rfdetr_latency.verdict.scopes import HEAD_TO_HEAD_THRESHOLDS
 
         found = []
         for case_id in self.results[THIS]:
-            backend = self._backend(case_id)
-            for scope, floor in HEAD_TO_HEAD_RESOLVE.items():
-                mine, _ = self.paired(case_id, scope)
-                if not mine:
+            for scope, default in HEAD_TO_HEAD_THRESHOLDS.items():
+                if not self.paired(case_id, scope)[0]:
                     continue
-                asked = settings.tolerance.for_scope(scope, HEAD_TO_HEAD_THRESHOLDS[scope])
-                noise, freedom = self.noise(str(backend), scope)
-                detectable = line(noise, freedom, len(mine), self.decide_z)
-                if detectable is None or detectable > max(floor, RESOLVE_FACTOR * asked):
+                asked = settings.tolerance.for_scope(scope, default)
+                detail = judge_scope(self, case_id, str(self._backend(case_id)), scope, "", asked).detail
+                if detail["detectable"] is None or detail["detectable"] > detail["resolve"]:
                     found.append(f"{case_id} {scope}")
         return found
 
@@ -436,8 +432,7 @@ def grow(outcome: HeadToHead, settings: Settings, run_pair: Callable[[int], None
     outcome.added.append({"pairs": [first + 1, most], "unresolved": wanting})
     for pair in range(first, most):
         run_pair(pair)
-    outcome.forget_strays()
-    outcome.settle()
+    outcome.forget_strays()  # measure settles the pairs once more, over all of them
 
 
 def most_processes(settings: Settings) -> int:

@@ -9,7 +9,9 @@ report, or from the log's table where the report did not come back): the checks 
 those that failed, how far apart the recording and the checks were, per scope the comparisons, false alarms, the
 widest threshold of a comparison that gated (``max_threshold_pct``; an unresolved one does not gate) and the median
 over comparisons of the threshold each stated (``mdr_pct``: the smallest regression it could have caught), every
-unresolved comparison with its case and the figure it could resolve, and each check's seconds.
+unresolved comparison with its case and the figure it could resolve, and each check's seconds. Apart, the checks
+run with an injection (``memory_ab`` for ``--rfdetr-inject-on=memory``; ``injected_ab`` otherwise): per case and scope,
+what was injected, the change measured, the threshold, and whether the verdict caught it.
 """
 
 from __future__ import annotations
@@ -119,13 +121,43 @@ def summarize(folder: Path) -> dict[str, Any]:
     }
 
 
+def injected(folder: Path, records: list[dict[str, Any]]) -> dict[str, Any]:
+    """The checks run with an injection, as they printed their verdicts: ``memory_ab`` for a memory injection (its
+    memory verdicts), ``injected_ab`` for a slowdown (its timing verdicts); each with ``detected`` / ``comparisons``."""
+    found: dict[str, dict[str, Any]] = {}
+    for record in records:
+        if record["phase"] != "check" or not record.get("inject_pct"):
+            continue
+        data = read_json(folder / record["report"]) or {}
+        for case in data.get("cases", []):
+            on_memory = "injected_memory" in (case.get("details") or {})
+            key = "memory_ab" if on_memory else "injected_ab"
+            row = found.setdefault(key, {"inject_pct": record["inject_pct"], "comparisons": 0, "detected": 0,
+                                         "cases": []})
+            for scope, verdict in (case.get("verdicts") or {}).items():
+                if on_memory != (scope == "memory"):
+                    continue
+                caught = verdict.get("kind") == "regression"
+                row["comparisons"] += 1
+                row["detected"] += caught
+                row["cases"].append({
+                    "check": record["report"], "case": case["id"], "scope": scope,
+                    "injected": (case.get("details") or {}).get("injected_memory"),
+                    "delta_pct": _pct(verdict.get("delta")), "threshold_pct": _pct(verdict.get("threshold")),
+                    "verdict": verdict.get("kind"), "unresolved": bool((verdict.get("detail") or {}).get("unresolved")),
+                    "detected": caught})
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folder", type=Path)
     parser.add_argument("--out", type=Path)
     parser.add_argument("--machine", default="")
     args = parser.parse_args()
-    emit({"machine": args.machine, "folder": str(args.folder), **summarize(args.folder)}, args.out)
+    records = [json.loads(line) for line in (args.folder / "runs.jsonl").read_text().splitlines() if line.strip()]
+    emit({"machine": args.machine, "folder": str(args.folder), **summarize(args.folder),
+          **injected(args.folder, records)}, args.out)
 
 
 if __name__ == "__main__":

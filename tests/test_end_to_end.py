@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from pytest_rfdetr_latency.measure.environment import cpu_name
+from pytest_rfdetr_latency.measure.profiling import INJECTED
 from pytest_rfdetr_latency.store import baselines
 from pytest_rfdetr_latency.store.baselines import slugify
 
@@ -59,7 +60,7 @@ def baseline_file(pytester: pytest.Pytester) -> Path:
 
 @pytest.mark.slow
 def test_record_check_report_and_catch_a_slowdown(pytester: pytest.Pytester, run: Any) -> None:
-    saved = run("--save-baseline")
+    saved = run("--save-baseline", "--rfdetr-profile")
     saved.assert_outcomes(passed=2)
     saved.stdout.fnmatch_lines([
         "*RF-DETR latency*",
@@ -85,6 +86,9 @@ def test_record_check_report_and_catch_a_slowdown(pytester: pytest.Pytester, run
     assert set(torch_entry["scopes"]) == {"e2e", "forward"}
     assert torch_entry["detections"] > 0 and torch_entry["processes"] == 1  # one process: the CPU default
     assert len(torch_entry["scopes"]["forward"]["processes"][0]["blocks_ms"]) >= 4  # min-blocks
+    # --rfdetr-profile: each scope's calls profiled after its timed blocks, the table kept in the entry.
+    assert set(torch_entry["profile"]) == {"e2e", "forward"}
+    assert any(r["name"].startswith("aten::") and r["kind"] == "cpu" for r in torch_entry["profile"]["forward"]["rows"])
     recorded = path.read_bytes()
 
     # A clean re-run passes. A shared 2-core CI machine has slow spells (+65 % seen between two clean runs), so this
@@ -98,9 +102,16 @@ def test_record_check_report_and_catch_a_slowdown(pytester: pytest.Pytester, run
     assert report["fps"]["RFDETRNano"]["onnx-cpu"] > 0
     assert path.read_bytes() == recorded  # checking never writes the baseline
 
-    slowed = run("--rfdetr-latency", "--rfdetr-tolerance=100%", "--rfdetr-inject-slowdown=150%")
+    slowed = run("--rfdetr-latency", "--rfdetr-tolerance=100%", "--rfdetr-inject-slowdown=150%", "--rfdetr-profile",
+                 "--rfdetr-report=slowed.json")
     slowed.assert_outcomes(failed=2)
     out = slowed.stdout.str()
+    # Profiled then and now, the regression names the work that was added (issue: say why it got slower).
+    slowed.stdout.fnmatch_lines([f"*why (forward, profiled, time a call): {INJECTED} (label, new) 0 -> * ms*% of the "
+                                 "measured +* ms*"])
+    for diagnosed in json.loads((pytester.path / "slowed.json").read_text())["cases"]:
+        top = diagnosed["diagnosis"]["forward"]["rows"][0]
+        assert (top["name"], top["status"]) == (INJECTED, "new") and top["after_ms"] > 0, diagnosed["id"]
     for case in ("RFDETRNano-torch-fp32", "RFDETRNano-onnx-cpu"):
         assert f"{case} on {cpu_name()} regressed:" in out
         assert re.search(rf"a self-test: --rfdetr-inject-slowdown=150% slowed this run on purpose, so there is "

@@ -18,7 +18,7 @@ from pytest_rfdetr_latency.measure.results import CaseError, CaseResult, update_
 from pytest_rfdetr_latency.measure.session import LatencySession
 from pytest_rfdetr_latency.report import failures
 from pytest_rfdetr_latency.store import baselines
-from pytest_rfdetr_latency.verdict import budgets, decision, gating, judge
+from pytest_rfdetr_latency.verdict import budgets, decision, diagnosis, gating, judge
 from pytest_rfdetr_latency.verdict import stored as stored_scope
 from pytest_rfdetr_latency.verdict.scopes import DEFAULT_THRESHOLDS, HEAD_TO_HEAD_THRESHOLDS, HOST_BOUND, session_noise
 
@@ -103,6 +103,8 @@ class LatencyCase:
             self._skip(result.message)
         self._refuse_another_workload(result, entry)
         self._judge(result, entry, inject)
+        if result.details.get("profile") and entry.get("profile"):  # --rfdetr-profile, then and now
+            result.diagnosis = diagnosis.for_result(result.verdicts, result.details["profile"], entry["profile"])
         return self._conclude(result)
 
     def _conclude(self, result: CaseResult) -> CaseResult:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from pytest_rfdetr_latency.measure import injection, timing
+from pytest_rfdetr_latency.measure import injection, profiling, timing
 from pytest_rfdetr_latency.measure.backends import BackendContext, BackendMisconfigured, BackendUnavailable, Prepared
 from pytest_rfdetr_latency.measure.cases import Case
 from pytest_rfdetr_latency.measure.environment import host_probe_ms, steal_jiffies
@@ -318,6 +318,8 @@ class CaseMeasurement:
             if steal is not None and after is not None:
                 meta["steal_jiffies"] = after - steal
             per_scope[scope] = meta
+            if session.settings.profile and session.settings.child_report is None:  # after the timed blocks
+                profiling.take(result.details, scope, fn, session.device.is_cuda)
 
     def _summarize(self, scope: str, sampled: timing.Sampled, result: CaseResult) -> stats.ScopeStats:
         kept = sampled.kept

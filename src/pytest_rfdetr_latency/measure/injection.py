@@ -8,6 +8,7 @@ import functools
 import time
 from collections.abc import Callable
 
+from pytest_rfdetr_latency.measure.profiling import labelled
 from pytest_rfdetr_latency.measure.timing import Clock, CudaEventClock, Fn
 from pytest_rfdetr_latency.verdict.stats import statistic_of
 
@@ -72,7 +73,9 @@ def injected_graph(
 
 
 def with_extra_before(fn: Fn, extra: Fn) -> Fn:
-    """``extra`` then ``fn``: host work that delays the launches, as a slower Python path before a call would."""
+    """``extra`` then ``fn``: host work that delays the launches, as a slower Python path before a call would. The
+    extra work carries a profiler label (profiling.INJECTED), so that a diagnosis can name it."""
+    extra = labelled(extra)
 
     def both() -> object:
         extra()
@@ -84,6 +87,7 @@ def with_extra_before(fn: Fn, extra: Fn) -> Fn:
 def with_extra(fn: Fn, extra: Fn | None) -> Fn:
     if extra is None:
         return fn
+    extra = labelled(extra)
 
     def both() -> object:
         out = fn()

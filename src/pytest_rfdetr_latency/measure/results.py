@@ -39,6 +39,7 @@ class CaseResult:
     samples: dict[str, list[float]] = field(default_factory=dict)  # kept samples per scope, ms (reports only)
     processes: list[dict[str, Any]] = field(default_factory=list)  # fresh processes' results of this case (JSON)
     workload: dict[str, Any] = field(default_factory=dict)  # what was measured: seed, weights, images, sampling...
+    diagnosis: dict[str, Any] = field(default_factory=dict)  # per scope, profiled then and now (verdict/diagnosis.py)
 
     @classmethod
     def from_process(cls, case: Case, data: dict[str, Any], node: str, baseline_file: str) -> CaseResult:
@@ -99,6 +100,7 @@ class CaseResult:
             "samples_ms": {scope: [round(x, 5) for x in values] for scope, values in self.samples.items()},
             "processes": self.processes,
             "workload": self.workload,
+            **({"diagnosis": self.diagnosis} if self.diagnosis else {}),
         }
 
 

@@ -90,6 +90,7 @@ class Settings:
     memory_tolerance_given: bool = False  # --rfdetr-memory-tolerance (or its ini key or variable) was given
     onnx_models: Mapping[str, Path] = field(default_factory=dict)
     no_pin: bool = False
+    profile: bool = False  # profile a window of each scope after timing it (measure/profiling.py)
     benchmark_json: Path | None = None
     plot_dir: Path | None = None
     confirm: int | None = None  # None: 2 on a GPU, 0 on the CPU (LatencySession resolves it)
@@ -476,6 +477,11 @@ OPTIONS: tuple[OptionSpec, ...] = (
                "(by default a case whose outputs diverge fails, whatever its speed). Default: parity checked."),
     OptionSpec("memory_tolerance", "--rfdetr-memory-tolerance", "threshold for peak GPU memory against the "
                "baseline, a percentage. Default: 10%.", parse_memory_tolerance, "PCT"),
+    OptionSpec("profile", "--rfdetr-profile", "after timing each scope, profile a few of its calls (torch.profiler: "
+               "host operators, GPU kernels through CUPTI): with --save-baseline the table is kept in the baseline "
+               "entry; on a check, every scope is diagnosed against it (what got slower, what is new or gone, and "
+               "how much of the change that explains), shown under a regression and in the JSON report. Costs a few "
+               "seconds a case, reported apart. Default: off."),
     OptionSpec("no_pin", "--rfdetr-no-pin", "on a GPU run, leave the launching thread where the OS puts it instead "
                "of moving it to the fastest allowed core while sampling. Default: pinned."),
     OptionSpec("confirm", "--rfdetr-confirm", "when a case's figure moves past its threshold, measure the case again "
@@ -526,7 +532,7 @@ OPTION_GROUPS: dict[str, tuple[str, ...]] = {
     "RF-DETR latency: what to run": (
         "enabled", "save_baseline", "models", "backends", "scopes", "device", "weights", "onnx_models",
         "batch_sizes", "resolutions", "image_size", "image_count", "detections", "seed", "sampling", "no_parity",
-        "no_pin"),
+        "no_pin", "profile"),
     "RF-DETR latency: how it is judged": (
         "tolerance", "memory_tolerance", "budgets", "strict", "confirm", "save_processes", "fail_on_drift"),
     "RF-DETR latency: baselines, reports and history": (

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from pytest_rfdetr_latency.measure.results import CaseResult
 from pytest_rfdetr_latency.measure.settings import Settings
+from pytest_rfdetr_latency.report import why
 from pytest_rfdetr_latency.verdict import gating
 
 
@@ -26,6 +27,12 @@ def message(case_id: str, result: CaseResult, settings: Settings, against: Path 
     elif regressions:
         lines.append(f"{case_id} on {result.device} regressed:")
         lines += [f"  {v.describe()}" for v in regressions]
+    for verdict in regressions:
+        found = result.diagnosis.get(verdict.scope)
+        if found:
+            lines += [f"  {line}" for line in why.lines(verdict.scope, found)]
+        elif settings.profile and against is None:
+            lines.append(f"  {verdict.scope}: {why.missing(result.details, result.baseline)}")
     if inconclusive and settings.strict:
         lines.append(f"{case_id}: verdict inconclusive (--rfdetr-strict makes this a failure):")
         lines += [f"  {v.describe()}" for v in inconclusive]

@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from pytest_rfdetr_latency.report import why
 from pytest_rfdetr_latency.verdict.judge import SEVERITY
 
 REPORT_SCHEMA_VERSION = 2
@@ -278,6 +279,7 @@ def markdown(results: Sequence[Mapping[str, Any]], device: str | None, fingerpri
     if widened:
         out += ["", "Thresholds wider than asked (these cases' processes disagree by more):", ""]
         out += [f"- {line.strip()}" for line in widened]
+    out += why.markdown(results)
     drifted = [r for r in results if r.get("drift")]
     if drifted:
         out += ["", "**Environment changed since the baseline:**", ""]

@@ -391,6 +391,7 @@ def entry_from_processes(results: Sequence[Mapping[str, Any]], commit: str | Non
         peaks = [float(r["memory"]["peak_mib"]) for r in results
                  if r.get("memory") and r["memory"].get("kind") == first["memory"]["kind"]]
         memory = {**first["memory"], "peak_mib": median(peaks), "processes": peaks}
+    profile = (first.get("details") or {}).get("profile")  # --rfdetr-profile: the first process's tables
     return {
         "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "git_commit": commit,
@@ -403,4 +404,5 @@ def entry_from_processes(results: Sequence[Mapping[str, Any]], commit: str | Non
         "memory": memory,
         "parity": first.get("parity"),
         "workload": first.get("workload") or None,
+        **({"profile": profile} if profile else {}),
     }

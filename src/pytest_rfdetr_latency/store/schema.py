@@ -64,6 +64,43 @@ class Memory(_Model):
     processes: Annotated[list[Milliseconds], Field(min_length=1)]
 
 
+class ProfileRow(_Model):
+    name: str = Field(description="an operator, a GPU kernel, a label, or the host time outside them")
+    kind: Literal["cpu", "gpu", "label", "host"]
+    ms: Milliseconds = Field(description="time a call: a kernel's on the GPU, an operator's or label's own on the host")
+
+
+class Profile(_Model):
+    """--rfdetr-profile: a window of one scope's calls under torch.profiler, after its timed blocks."""
+
+    calls: Annotated[int, Field(ge=1)]
+    wall_ms: Milliseconds = Field(description="time a call while profiled (the profiler's overhead included)")
+    cpu_ms: Milliseconds
+    gpu_ms: Milliseconds
+    rows: list[ProfileRow] = Field(description="the largest first, at most 25")
+    seconds: Milliseconds = Field(description="what taking the profile cost, apart from the timed blocks")
+
+
+class DiagnosisRow(_Model):
+    name: str
+    kind: Literal["cpu", "gpu", "label", "host"]
+    before_ms: Milliseconds
+    after_ms: Milliseconds
+    delta_ms: float
+    status: Literal["slower", "faster", "new", "gone"]
+
+
+class Diagnosis(_Model):
+    """A scope's profile at recording set against its profile now: the rows whose time a call changed most."""
+
+    change_ms: float = Field(description="the scope's change as timed (now - baseline)")
+    profiled_ms: list[float | None] = Field(description="time a call while profiled, then and now")
+    gpu_ms: list[float | None] = Field(description="GPU kernel time a call, then and now")
+    calls: list[int | None]
+    explained: float | None = Field(description="the share of change_ms that the rows that grew add up to")
+    rows: list[DiagnosisRow]
+
+
 class Entry(_Model):
     """One case (model × backend × batch × resolution) on this device."""
 
@@ -80,6 +117,7 @@ class Entry(_Model):
     workload: dict[str, Any] | None = Field(
         default=None, description="seed, weights, images, detections, batch, resolution, sampling: a check is "
         "compared only with an entry of the same workload")
+    profile: dict[ScopeName, Profile] | None = Field(default=None, description="--rfdetr-profile's tables")
 
 
 class BaselineFile(_Model):
@@ -135,6 +173,8 @@ class CaseReport(_Model):
     processes: list[dict[str, Any]] = Field(description="the fresh processes that measured this case again")
     workload: dict[str, Any]
     baseline_entry: Entry | None = Field(default=None, description="what --save-baseline recorded")
+    diagnosis: dict[ScopeName, Diagnosis] | None = Field(
+        default=None, description="--rfdetr-profile: each scope's profile then and now, what changed most")
 
 
 class Report(_Model):

@@ -1,0 +1,65 @@
+"""Why a scope got slower: its profile at recording set against its profile now (--rfdetr-profile), operator by
+operator and kernel by kernel. Pure: what was profiled comes in (measure/profiling.py), a table goes out; where
+people read it is report/why.py."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+TOP = 8  # rows of the table kept in the report
+
+_TEMPLATE = re.compile(r"<[^<>]*>")
+_NUMBER = re.compile(r"\b\d+\b")
+
+
+def matched_name(name: str) -> str:
+    """A kernel's name without the launch parameters some names carry (template arguments, sizes), so that the same
+    kernel matches across two profiles."""
+    previous = None
+    while previous != name:  # innermost first: each bracket pair becomes one mark, then the pair around it
+        previous, name = name, _TEMPLATE.sub("\u2026", name)
+    return _NUMBER.sub("N", " ".join(name.split())).replace("\u2026", "<>")
+
+
+def diagnose(before: Mapping[str, Any], after: Mapping[str, Any], change_ms: float) -> dict[str, Any]:
+    """The rows whose time per call changed most, slower first: ``status`` slower, faster, new or gone; and the
+    share of the scope's measured change (``change_ms``, as timed) that the rows that grew explain."""
+    then = _by_name(before)
+    now = _by_name(after)
+    rows = []
+    for key in then.keys() | now.keys():
+        was, is_ = then.get(key), now.get(key)
+        old, new = (was or {}).get("ms", 0.0), (is_ or {}).get("ms", 0.0)
+        status = "new" if was is None else "gone" if is_ is None else "slower" if new > old else "faster"
+        rows.append({"name": (is_ or was or {})["name"], "kind": key[0], "before_ms": old, "after_ms": new,
+                     "delta_ms": round(new - old, 4), "status": status})
+    rows.sort(key=lambda r: -r["delta_ms"])
+    top = [r for r in rows if r["delta_ms"]][:TOP]
+    grew = sum(r["delta_ms"] for r in top if r["delta_ms"] > 0)
+    return {
+        "change_ms": round(change_ms, 4),
+        "profiled_ms": [before.get("wall_ms"), after.get("wall_ms")],
+        "gpu_ms": [before.get("gpu_ms"), after.get("gpu_ms")],
+        "calls": [before.get("calls"), after.get("calls")],
+        "explained": round(grew / change_ms, 3) if change_ms > 0 else None,
+        "rows": top,
+    }
+
+
+def _by_name(profile: Mapping[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
+    found: dict[tuple[str, str], dict[str, Any]] = {}
+    for row in profile.get("rows", []):
+        key = (str(row["kind"]), matched_name(str(row["name"])))
+        if key in found:
+            found[key] = {**found[key], "ms": found[key]["ms"] + row["ms"]}
+        else:
+            found[key] = dict(row)
+    return found
+
+
+def for_result(verdicts: Mapping[str, Any], now: Mapping[str, Any], then: Mapping[str, Any]) -> dict[str, Any]:
+    """Every judged timing scope profiled on both sides, diagnosed against the change its verdict measured."""
+    return {scope: diagnose(then[scope], now[scope], verdict.current - verdict.baseline)
+            for scope, verdict in verdicts.items() if scope in now and scope in then}

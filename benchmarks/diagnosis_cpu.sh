@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# --rfdetr-profile on the CPU (docs/verdict.md, "Why it got slower"): RFDETRNano, torch-fp32 and onnx-cpu, recorded
+# with profiles, then checked with a 150 % slowdown injected; keeps the baseline file, the check's JSON report and
+# its log under OUT (default benchmarks/results/diagnosis-cpu).
+#   bash benchmarks/diagnosis_cpu.sh [OUT]
+set -euo pipefail
+out=$(realpath -m "${1:-benchmarks/results/diagnosis-cpu}")
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+mkdir -p "$out"
+args=(--pyargs pytest_rfdetr_latency.suite -p no:cacheprovider -q --rfdetr-device=cpu --rfdetr-models=RFDETRNano
+      --rfdetr-backends=torch-fp32,onnx-cpu --rfdetr-images=2 --rfdetr-profile
+      --rfdetr-sampling=quick,min-blocks=4,max-seconds=1,warmup-seconds=0.5)
+cd "$work"
+{ date -u +%FT%TZ; uname -m; echo "$(nproc) cores"; python -c "import platform; from importlib.metadata import version
+print('python', platform.python_version(), *(f'{d} {version(d)}' for d in ('torch', 'onnxruntime', 'rfdetr')))"
+} > "$out/machine.txt"
+python -m pytest "${args[@]}" --save-baseline > "$out/record.log" 2>&1
+set +e
+python -m pytest "${args[@]}" --rfdetr-latency --rfdetr-tolerance=100% --rfdetr-inject-slowdown=150% \
+  --rfdetr-report="$out/check-report.json" > "$out/check.log" 2>&1
+echo "check exit code $? (1 expected: both cases regressed on purpose)" >> "$out/machine.txt"
+cp latency_baselines/*.json "$out/"
+gzip -9f "$out/check-report.json"

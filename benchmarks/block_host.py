@@ -27,13 +27,10 @@ import numpy as np
 
 from head_to_head import emit, read_json  # benchmarks/ is this script's folder
 from pytest_rfdetr_latency.verdict import judge
+from pytest_rfdetr_latency.verdict.stats import statistic_of
 
 WAYS = ("raw", "process", "block")
 LAUNCH_BOUND = ("forward", "e2e", "iobinding")
-
-
-def _statistic(process: dict[str, Any], values: Any) -> float:
-    return float(np.percentile(values, 20) if process.get("statistic") == "p20" else np.median(values))
 
 
 def block_slope(entries: list[dict[str, Any]], scope: str, backend: str) -> tuple[float | None, float | None]:
@@ -66,15 +63,21 @@ def figure(process: dict[str, Any], way: str, process_slope: float | None, slope
         return value
     if len(hosts) != len(blocks) or not hosts:
         return None
-    moved = _statistic(process, np.array(blocks) * np.array(hosts) ** -slope) / _statistic(process, blocks)
+    statistic = str(process.get("statistic", "median"))
+    moved = (statistic_of(list(np.array(blocks) * np.array(hosts) ** -slope), statistic)
+             / statistic_of(blocks, statistic))
     return value * moved
 
 
 def compare(folder: Path) -> dict[str, Any]:
-    entries = read_json(folder / "baselines" / "stream0-nvidia-h200.json")["entries"]
+    files = sorted({p.name.removesuffix(".gz") for p in (folder / "baselines").glob("*.json*")})
+    if len(files) != 1:
+        raise SystemExit(f"{folder / 'baselines'}: expected one baseline file, found {files}")
+    entries = read_json(folder / "baselines" / files[0])["entries"]
     checks: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for report in sorted((folder / "reports").glob("c*-check-*.json*")):
-        data = read_json(report.with_suffix("") if report.suffix == ".gz" else report)
+    names = sorted({p.name.removesuffix(".gz") for p in (folder / "reports").glob("c*-check-*.json*")})
+    for name in names:  # a report kept both as written and gzipped counts once
+        data = read_json(folder / "reports" / name)
         for case in data.get("cases", []):
             for scope, record in case.get("scopes", {}).items():
                 checks.setdefault((case["id"], scope), []).append(record)

@@ -122,18 +122,21 @@ def summarize(folder: Path) -> dict[str, Any]:
 
 
 def injected(folder: Path, records: list[dict[str, Any]]) -> dict[str, Any]:
-    """The checks run with an injection, as they printed their verdicts: ``memory_ab`` for a memory injection (its
-    memory verdicts), ``injected_ab`` for a slowdown (its timing verdicts); each with ``detected`` / ``comparisons``."""
+    """The checks run with an injection, as they printed their verdicts (from the JSON report; a check whose report
+    did not come back is listed under ``missing``): ``memory_ab`` for ``--rfdetr-inject-on=memory`` (its memory
+    verdicts), ``injected_ab`` for a slowdown (its timing verdicts); each with ``detected`` / ``comparisons``."""
     found: dict[str, dict[str, Any]] = {}
     for record in records:
         if record["phase"] != "check" or not record.get("inject_pct"):
             continue
-        data = read_json(folder / record["report"]) or {}
+        on_memory = "--rfdetr-inject-on=memory" in record.get("command", [])
+        row = found.setdefault("memory_ab" if on_memory else "injected_ab",
+                               {"comparisons": 0, "detected": 0, "cases": [], "missing": []})
+        data = read_json(folder / record["report"])
+        if data is None:
+            row["missing"].append(record["report"])
+            continue
         for case in data.get("cases", []):
-            on_memory = "injected_memory" in (case.get("details") or {})
-            key = "memory_ab" if on_memory else "injected_ab"
-            row = found.setdefault(key, {"inject_pct": record["inject_pct"], "comparisons": 0, "detected": 0,
-                                         "cases": []})
             for scope, verdict in (case.get("verdicts") or {}).items():
                 if on_memory != (scope == "memory"):
                     continue
@@ -141,8 +144,8 @@ def injected(folder: Path, records: list[dict[str, Any]]) -> dict[str, Any]:
                 row["comparisons"] += 1
                 row["detected"] += caught
                 row["cases"].append({
-                    "check": record["report"], "case": case["id"], "scope": scope,
-                    "injected": (case.get("details") or {}).get("injected_memory"),
+                    "check": record["report"], "inject_pct": record["inject_pct"], "case": case["id"],
+                    "scope": scope, "injected": (case.get("details") or {}).get("injected_memory"),
                     "delta_pct": _pct(verdict.get("delta")), "threshold_pct": _pct(verdict.get("threshold")),
                     "verdict": verdict.get("kind"), "unresolved": bool((verdict.get("detail") or {}).get("unresolved")),
                     "detected": caught})

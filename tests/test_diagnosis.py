@@ -7,6 +7,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -39,10 +40,27 @@ def test_the_work_that_was_added_tops_the_table_and_explains_the_change() -> Non
     statuses = {r["name"]: r["status"] for r in found["rows"]}
     assert statuses == {profiling.INJECTED: "new", "aten::addmm": "slower", "aten::relu": "gone"}  # conv2d: same
     assert [r["delta_ms"] for r in found["rows"]] == sorted((r["delta_ms"] for r in found["rows"]), reverse=True)
-    assert found["explained"] == pytest.approx(4.1 / 4.2, abs=1e-3)
+    assert found["explained"] == pytest.approx(4.1 / 4.2, abs=1e-3) and found["explained_by"] == "host"
     assert found["profiled_ms"] == [10.0, 14.1]
     # A change that made the scope faster has nothing to explain.
     assert diagnosis.diagnose(AFTER, BEFORE, change_ms=-4.0)["explained"] is None
+
+
+def test_the_table_keeps_the_largest_changes_either_way_and_never_adds_the_two_timelines() -> None:
+    # An operator replaced by another: the one that went is as large a change as the one that came.
+    before = profile(*[(f"aten::small{i}", "cpu", 0.1) for i in range(9)], ("aten::old", "cpu", 5.0),
+                     ("gemm_kernel", "gpu", 2.0), ("cudaDeviceSynchronize", "cpu", 2.0))
+    after = profile(*[(f"aten::small{i}", "cpu", 0.2) for i in range(9)], ("aten::new", "cpu", 5.5),
+                    ("gemm_kernel", "gpu", 3.0), ("cudaDeviceSynchronize", "cpu", 3.0))
+    found = diagnosis.diagnose(before, after, change_ms=2.0)
+    names = [r["name"] for r in found["rows"]]
+    assert len(names) == diagnosis.TOP and names[0] == "aten::new" and "aten::old" in names
+    assert [r["delta_ms"] for r in found["rows"]] == sorted((r["delta_ms"] for r in found["rows"]), reverse=True)
+    # The slower kernel made the host wait as long again: 1 ms on each timeline, not 2 ms between them. The host
+    # timeline explains more here (a new operator, the wait, small ones): it is the one named.
+    assert found["explained_by"] == "host" and found["explained"] == pytest.approx((5.5 + 1.0 + 0.9) / 2.0)
+    gpu_only = diagnosis.diagnose(profile(("gemm_kernel", "gpu", 2.0)), profile(("gemm_kernel", "gpu", 3.5)), 1.5)
+    assert gpu_only["explained_by"] == "gpu" and gpu_only["explained"] == pytest.approx(1.0)
 
 
 def test_a_kernel_matches_across_the_launch_parameters_in_its_name() -> None:
@@ -73,9 +91,10 @@ def test_a_regression_says_why_under_its_message_and_in_the_markdown() -> None:
     text = failures.message(result.case.id, result, Settings(enabled=True, profile=True), None, "pytest ...",
                             lambda scope: False)
     assert (f"  why (forward, profiled, time a call): {profiling.INJECTED} (label, new) 0 -> 4 ms; aten::addmm "
-            "(cpu, slower) 6 -> 6.1 ms, 98% of the measured +4.2 ms") in text.splitlines()
+            "(cpu, slower) 6 -> 6.1 ms, 98% of the judged +4.2 ms on the host timeline") in text.splitlines()
     table = "\n".join(why.markdown([result.to_json()]))
-    assert "**Why `RFDETRNano-torch-fp32` forward got slower** (profiled, time a call; measured +4.2 ms" in table
+    assert ("**Why `RFDETRNano-torch-fp32` forward got slower** (profiled, time a call; measured +4.2 ms as judged; "
+            "the rows that grew explain 98% of it on the host timeline):") in table
     assert f"| `{profiling.INJECTED}` | label | new | 0 ms | 4 ms | +4 ms |" in table
     assert "e2e" not in table  # it passed
 
@@ -86,10 +105,25 @@ def test_a_regression_asked_to_be_profiled_says_why_it_has_no_diagnosis() -> Non
                             lambda scope: False)
     assert ("  forward: no diagnosis: the baseline entry holds no profile to compare with (record it with "
             "--save-baseline --rfdetr-profile)") in text.splitlines()
-    result.details["profile_errors"] = {"forward": "RuntimeError: no profiler"}
-    assert "could not be taken (forward: RuntimeError: no profiler)" in why.missing(result.details, result.baseline)
+    result.details["profile_errors"] = {"forward": "RuntimeError: no profiler", "e2e": "RuntimeError: other"}
+    said = why.missing("forward", result.details, result.baseline)
+    assert said == "no diagnosis: the profile could not be taken (RuntimeError: no profiler)"
+    assert why.missing("e2e", {}, {"profile": {"forward": BEFORE}}) == (
+        "no diagnosis: this scope was not profiled on both sides")
     unasked = failures.message(result.case.id, result, Settings(enabled=True), None, "pytest ...", lambda s: False)
     assert "diagnosis" not in unasked
+    # A memory regression is no timing scope: nothing is said of profiles under it.
+    result.verdicts = {"memory": verdict("memory", "regression", 100.0, 120.0)}
+    text = failures.message(result.case.id, result, Settings(enabled=True, profile=True), None, "pytest ...",
+                            lambda scope: False)
+    assert "diagnosis" not in text
+
+
+def test_a_change_the_profiler_cannot_see_is_said_so() -> None:
+    found = diagnosis.diagnose(BEFORE, profile(("aten::addmm", "cpu", 5.0)), change_ms=3.0)
+    assert why.lines("forward", found) == [
+        "why (forward, profiled): no operator or kernel grew; the change is not in what the profiler sees"]
+    assert found["explained"] == 0.0
 
 
 def busy(ms: float) -> None:
@@ -107,14 +141,49 @@ def test_a_profiled_window_names_the_labelled_work_and_keeps_stderr() -> None:
         busy(3.0)
         return x @ weights
 
+    stderr_was = os.fstat(2)
     found = profiling.capture(profiling.labelled(step), cuda=False, calls=3)
     rows = {r["name"]: r for r in found["rows"]}
     assert found["calls"] == 3 and found["seconds"] > 0 and found["gpu_ms"] == 0.0
     assert rows[profiling.INJECTED]["kind"] == "label" and 2.5 <= rows[profiling.INJECTED]["ms"] <= 30.0
     assert any(name.startswith("aten::") for name in rows) and profiling.OUTSIDE in rows
     assert found["wall_ms"] >= rows[profiling.INJECTED]["ms"]
-    os.fstat(2)  # the process's stderr is back where it was
-    print("after", file=sys.stderr)
+    stderr_is = os.fstat(2)  # the process's stderr is back where it was
+    assert (stderr_is.st_dev, stderr_is.st_ino) == (stderr_was.st_dev, stderr_was.st_ino)
+
+
+def test_without_a_spare_descriptor_the_profile_is_still_taken(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_descriptor(fd: int) -> int:
+        raise OSError("too many open files")
+
+    monkeypatch.setattr(os, "dup", no_descriptor)
+    assert profiling.capture(lambda: busy(1.0), cuda=False, calls=2)["calls"] == 2
+
+
+def event(key: str, device: str, *, annotation: bool = False, cpu_us: float = 0.0, **gpu_us: float) -> Any:
+    return SimpleNamespace(key=key, device_type=f"DeviceType.{device}", is_user_annotation=annotation,
+                           self_cpu_time_total=cpu_us, **gpu_us)
+
+
+def test_kernels_labels_and_operators_become_rows_of_time_a_call() -> None:
+    events = [event("aten::mm", "CPU", cpu_us=300.0), event("sm90_gemm", "CUDA", self_device_time_total=900.0),
+              event("older_gemm", "CUDA", self_cuda_time_total=600.0),  # torch before 2.4 names it after CUDA
+              event(profiling.INJECTED, "CPU", annotation=True, cpu_us=1500.0),
+              event(profiling.INJECTED, "CUDA", annotation=True, self_device_time_total=1500.0),  # its GPU span
+              event("aten::empty", "CPU", cpu_us=0.0)]
+    rows = {(r["name"], r["kind"]): r["ms"] for r in profiling.rows_of(events, calls=3)}
+    assert rows == {("aten::mm", "cpu"): 0.1, ("sm90_gemm", "gpu"): 0.3, ("older_gemm", "gpu"): 0.2,
+                    (profiling.INJECTED, "label"): 0.5}
+
+
+def test_past_the_kept_rows_the_rest_is_summed_per_kind() -> None:
+    rows = [{"name": f"k{i}", "kind": "gpu", "ms": 1.0 + i} for i in range(profiling.MAX_ROWS)]
+    rows += [{"name": "tail1", "kind": "gpu", "ms": 0.25}, {"name": "tail2", "kind": "cpu", "ms": 0.5},
+             {"name": "tail3", "kind": "gpu", "ms": 0.25}]
+    kept = profiling.kept(rows)
+    assert len(kept) == profiling.MAX_ROWS + 2 and kept[0]["name"] == f"k{profiling.MAX_ROWS - 1}"
+    assert sorted(kept[-2:], key=lambda r: r["kind"]) == [{"name": "(other cpu rows)", "kind": "cpu", "ms": 0.5},
+                                                          {"name": "(other gpu rows)", "kind": "gpu", "ms": 0.5}]
 
 
 def test_work_is_left_unlabelled_without_torch_and_a_failed_profile_is_said(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -129,8 +198,8 @@ def test_work_is_left_unlabelled_without_torch_and_a_failed_profile_is_said(monk
         raise RuntimeError("no window")
 
     details: dict[str, Any] = {}
-    profiling.take(details, "forward", broken, cuda=False)
-    assert "profile" not in details and details["profile_errors"] == {"forward": "RuntimeError: no window"}
+    profiling.take_all(details, [("forward", broken), ("e2e", lambda: busy(0.5))], cuda=False)
+    assert details["profile_errors"] == {"forward": "RuntimeError: no window"} and list(details["profile"]) == ["e2e"]
 
 
 def test_a_recording_keeps_the_first_processes_profile_in_its_entry(tmp_path: Path) -> None:

@@ -108,7 +108,7 @@ def test_record_check_report_and_catch_a_slowdown(pytester: pytest.Pytester, run
     out = slowed.stdout.str()
     # Profiled then and now, the regression names the work that was added (issue: say why it got slower).
     slowed.stdout.fnmatch_lines([f"*why (forward, profiled, time a call): {INJECTED} (label, new) 0 -> * ms*% of the "
-                                 "measured +* ms*"])
+                                 "judged +* ms on the host timeline*"])
     for diagnosed in json.loads((pytester.path / "slowed.json").read_text())["cases"]:
         top = diagnosed["diagnosis"]["forward"]["rows"][0]
         assert (top["name"], top["status"]) == (INJECTED, "new") and top["after_ms"] > 0, diagnosed["id"]

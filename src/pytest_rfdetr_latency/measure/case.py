@@ -49,6 +49,7 @@ class CaseMeasurement:
         self._publish = publish
         self._node = node
         self._cycles_per_ms: float | None = None  # the injected kernel's size, as measured in the device scope's graph
+        self._to_profile: list[tuple[str, Any]] = []  # each timed scope's callable, for --rfdetr-profile
 
     def block_sizes(self) -> Mapping[str, int]:
         """Calls per block, per scope: what the fresh processes of one recording or check were told, else what the
@@ -104,6 +105,9 @@ class CaseMeasurement:
             with prepared.context():
                 self._sample_all(prepared, result, inject)
             result.memory = probe.stop()
+            if session.settings.profile and session.settings.child_report is None:  # every figure taken
+                with prepared.context():
+                    profiling.take_all(result.details, self._to_profile, session.device.is_cuda)
         finally:
             probe.release()
             prepared.close()
@@ -236,7 +240,7 @@ class CaseMeasurement:
         meta["injected_ms"] = round(delay_ms, 6)
         if on_host_only:
             meta["injected_as"] = "host delay before each call, on the launching thread"
-            return injection.with_extra_before(plain, injection.host_delay(delay_ms))
+            return injection.with_extra_before(plain, injection.host_delay(delay_ms), session.settings.profile)
         on_gpu = device.is_cuda and prepared.graphable is not None and scope in ("forward", "device")
         if on_gpu:
             graphable = prepared.graphable
@@ -252,9 +256,9 @@ class CaseMeasurement:
             cycles = None if self._cycles_per_ms is None else max(1, int(delay_ms * self._cycles_per_ms))
             spin = injection.gpu_delay(delay_ms, device.spec, cycles)
             meta["injected_as"] = f"GPU kernel of {spin.cycles} cycles"  # type: ignore[attr-defined]
-            return injection.with_extra(plain, spin)
+            return injection.with_extra(plain, spin, session.settings.profile)
         meta["injected_as"] = "host delay"
-        return injection.with_extra(plain, injection.host_delay(delay_ms))
+        return injection.with_extra(plain, injection.host_delay(delay_ms), session.settings.profile)
 
     def _sample_all(self, prepared: Prepared, result: CaseResult, inject: float | None) -> None:
         from pytest_rfdetr_latency.measure import placement
@@ -318,8 +322,7 @@ class CaseMeasurement:
             if steal is not None and after is not None:
                 meta["steal_jiffies"] = after - steal
             per_scope[scope] = meta
-            if session.settings.profile and session.settings.child_report is None:  # after the timed blocks
-                profiling.take(result.details, scope, fn, session.device.is_cuda)
+            self._to_profile.append((scope, fn))
 
     def _summarize(self, scope: str, sampled: timing.Sampled, result: CaseResult) -> stats.ScopeStats:
         kept = sampled.kept

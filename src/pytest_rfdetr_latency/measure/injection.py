@@ -72,10 +72,11 @@ def injected_graph(
     return replay, extra
 
 
-def with_extra_before(fn: Fn, extra: Fn) -> Fn:
-    """``extra`` then ``fn``: host work that delays the launches, as a slower Python path before a call would. The
-    extra work carries a profiler label (profiling.INJECTED), so that a diagnosis can name it."""
-    extra = labelled(extra)
+def with_extra_before(fn: Fn, extra: Fn, label: bool = False) -> Fn:
+    """``extra`` then ``fn``: host work that delays the launches, as a slower Python path before a call would. With
+    ``label`` (a run that profiles) the extra work carries a profiler label (profiling.INJECTED), so that a diagnosis
+    can name it."""
+    extra = labelled(extra) if label else extra
 
     def both() -> object:
         extra()
@@ -84,10 +85,11 @@ def with_extra_before(fn: Fn, extra: Fn) -> Fn:
     return both
 
 
-def with_extra(fn: Fn, extra: Fn | None) -> Fn:
+def with_extra(fn: Fn, extra: Fn | None, label: bool = False) -> Fn:
+    """``fn`` then ``extra``, labelled as with_extra_before labels it."""
     if extra is None:
         return fn
-    extra = labelled(extra)
+    extra = labelled(extra) if label else extra
 
     def both() -> object:
         out = fn()

@@ -117,6 +117,7 @@ def child_settings(
         against_sequential=False,
         placement=placement or settings.placement,
         inject=inject,
+        profile=False,
         cache_dir=cache_dir,
         process_index=process_index,
         block_sizes={case: dict(sizes) for case, sizes in (block_sizes or {}).items()},

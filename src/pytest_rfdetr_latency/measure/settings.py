@@ -477,11 +477,11 @@ OPTIONS: tuple[OptionSpec, ...] = (
                "(by default a case whose outputs diverge fails, whatever its speed). Default: parity checked."),
     OptionSpec("memory_tolerance", "--rfdetr-memory-tolerance", "threshold for peak GPU memory against the "
                "baseline, a percentage. Default: 10%.", parse_memory_tolerance, "PCT"),
-    OptionSpec("profile", "--rfdetr-profile", "after timing each scope, profile a few of its calls (torch.profiler: "
-               "host operators, GPU kernels through CUPTI): with --save-baseline the table is kept in the baseline "
-               "entry; on a check, every scope is diagnosed against it (what got slower, what is new or gone, and "
-               "how much of the change that explains), shown under a regression and in the JSON report. Costs a few "
-               "seconds a case, reported apart. Default: off."),
+    OptionSpec("profile", "--rfdetr-profile", "once a case is timed, profile a few calls of each scope "
+               "(torch.profiler: host operators, GPU kernels through CUPTI): with --save-baseline the table is kept in "
+               "the baseline entry; on a check, every scope is diagnosed against it (what got slower, what is new or "
+               "gone, and how much of the change that explains), shown under a regression and in the JSON report. "
+               "Costs a few seconds a case, reported apart; not head to head. Default: off."),
     OptionSpec("no_pin", "--rfdetr-no-pin", "on a GPU run, leave the launching thread where the OS puts it instead "
                "of moving it to the fastest allowed core while sampling. Default: pinned."),
     OptionSpec("confirm", "--rfdetr-confirm", "when a case's figure moves past its threshold, measure the case again "
@@ -608,6 +608,9 @@ def _check_head_to_head(values: Mapping[str, Any]) -> None:
         if key in values and values[key] is not False and "against" not in values:
             flag = OPTIONS_BY_DEST[key].flag
             raise SettingsError(f"{flag} belongs to a head-to-head run: give --rfdetr-against=PYTHON too, or drop it")
+    if values.get("profile") and "against" in values:
+        raise SettingsError("--rfdetr-profile profiles a check against its stored baseline; a head-to-head run "
+                            "measures both sides in fresh processes, which it does not profile yet: drop one of them")
     most, least = values.get("against_max_processes"), values.get("against_processes", Settings.against_processes)
     if most is not None and most < least:
         raise SettingsError(f"--rfdetr-against-max-processes {most} is fewer than the {least} processes a side starts "

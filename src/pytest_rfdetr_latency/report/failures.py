@@ -31,8 +31,8 @@ def message(case_id: str, result: CaseResult, settings: Settings, against: Path 
         found = result.diagnosis.get(verdict.scope)
         if found:
             lines += [f"  {line}" for line in why.lines(verdict.scope, found)]
-        elif settings.profile and against is None:
-            lines.append(f"  {verdict.scope}: {why.missing(result.details, result.baseline)}")
+        elif settings.profile and against is None and verdict.scope != "memory":
+            lines.append(f"  {verdict.scope}: {why.missing(verdict.scope, result.details, result.baseline)}")
     if inconclusive and settings.strict:
         lines.append(f"{case_id}: verdict inconclusive (--rfdetr-strict makes this a failure):")
         lines += [f"  {v.describe()}" for v in inconclusive]

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 Milliseconds = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+Seconds = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 ScopeName = Literal["e2e", "forward", "iobinding", "device"]
 
 
@@ -77,8 +78,9 @@ class Profile(_Model):
     wall_ms: Milliseconds = Field(description="time a call while profiled (the profiler's overhead included)")
     cpu_ms: Milliseconds
     gpu_ms: Milliseconds
-    rows: list[ProfileRow] = Field(description="the largest first, at most 25")
-    seconds: Milliseconds = Field(description="what taking the profile cost, apart from the timed blocks")
+    rows: Annotated[list[ProfileRow], Field(max_length=44)] = Field(
+        description="the 40 largest, then one row per kind that sums the rest")
+    seconds: Seconds = Field(description="what taking the profile cost, apart from the timed blocks")
 
 
 class DiagnosisRow(_Model):
@@ -97,7 +99,10 @@ class Diagnosis(_Model):
     profiled_ms: list[float | None] = Field(description="time a call while profiled, then and now")
     gpu_ms: list[float | None] = Field(description="GPU kernel time a call, then and now")
     calls: list[int | None]
-    explained: float | None = Field(description="the share of change_ms that the rows that grew add up to")
+    explained: float | None = Field(description="the share of change_ms that the rows that grew add up to, on one "
+                                                "timeline (explained_by); none where the scope got faster")
+    explained_by: Literal["host", "gpu"] = Field(description="host: operators, labels and the time outside them; "
+                                                             "gpu: kernels")
     rows: list[DiagnosisRow]
 
 

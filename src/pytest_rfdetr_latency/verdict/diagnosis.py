@@ -24,8 +24,10 @@ def matched_name(name: str) -> str:
 
 
 def diagnose(before: Mapping[str, Any], after: Mapping[str, Any], change_ms: float) -> dict[str, Any]:
-    """The rows whose time per call changed most, slower first: ``status`` slower, faster, new or gone; and the
-    share of the scope's measured change (``change_ms``, as timed) that the rows that grew explain."""
+    """The rows whose time per call changed most (by size), slower first: ``status`` slower, faster, new or gone;
+    and the share of the scope's change as judged (``change_ms``) that the rows that grew explain, on the timeline
+    that explains more: the host's (operators, labels, the time outside them) or the GPU's (kernels). The two are
+    never added: a kernel that got slower also makes the host wait longer."""
     then = _by_name(before)
     now = _by_name(after)
     rows = []
@@ -35,16 +37,18 @@ def diagnose(before: Mapping[str, Any], after: Mapping[str, Any], change_ms: flo
         status = "new" if was is None else "gone" if is_ is None else "slower" if new > old else "faster"
         rows.append({"name": (is_ or was or {})["name"], "kind": key[0], "before_ms": old, "after_ms": new,
                      "delta_ms": round(new - old, 4), "status": status})
-    rows.sort(key=lambda r: -r["delta_ms"])
-    top = [r for r in rows if r["delta_ms"]][:TOP]
-    grew = sum(r["delta_ms"] for r in top if r["delta_ms"] > 0)
+    changed = sorted((r for r in rows if r["delta_ms"]), key=lambda r: -abs(r["delta_ms"]))[:TOP]
+    grew = {timeline: sum(r["delta_ms"] for r in rows if r["delta_ms"] > 0 and (r["kind"] == "gpu") == on_gpu)
+            for timeline, on_gpu in (("host", False), ("gpu", True))}
+    by = max(grew, key=lambda timeline: grew[timeline])
     return {
         "change_ms": round(change_ms, 4),
         "profiled_ms": [before.get("wall_ms"), after.get("wall_ms")],
         "gpu_ms": [before.get("gpu_ms"), after.get("gpu_ms")],
         "calls": [before.get("calls"), after.get("calls")],
-        "explained": round(grew / change_ms, 3) if change_ms > 0 else None,
-        "rows": top,
+        "explained": round(grew[by] / change_ms, 3) if change_ms > 0 else None,
+        "explained_by": by,
+        "rows": sorted(changed, key=lambda r: -r["delta_ms"]),
     }
 
 

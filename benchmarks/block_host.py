@@ -17,7 +17,6 @@ launch-bound scopes (forward, e2e, iobinding) of the GPU backends.
 
 from __future__ import annotations
 
-import argparse
 import math
 import statistics
 from pathlib import Path
@@ -25,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from head_to_head import emit, read_json  # benchmarks/ is this script's folder
+from head_to_head import emit, folder_arguments, read_json  # benchmarks/ is this script's folder
 from pytest_rfdetr_latency.verdict import judge
 from pytest_rfdetr_latency.verdict.stats import statistic_of
 
@@ -111,11 +110,7 @@ def compare(folder: Path) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("folder", type=Path)
-    parser.add_argument("--out", type=Path)
-    parser.add_argument("--machine", default="")
-    args = parser.parse_args()
+    args = folder_arguments(__doc__)
     emit({"machine": args.machine, **compare(args.folder)}, args.out)
 
 

@@ -71,6 +71,15 @@ def read_json(path: Path) -> Any:
     return None
 
 
+def folder_arguments(doc: str | None) -> argparse.Namespace:
+    """The command line of a script that summarizes one runs folder: ``folder``, ``--out``, ``--machine``."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("folder", type=Path)
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--machine", default="")
+    return parser.parse_args()
+
+
 def emit(document: Any, out: Path | None) -> None:
     """A summary as indented JSON: printed, and written to ``out`` where given."""
     text = json.dumps(document, indent=1) + "\n"

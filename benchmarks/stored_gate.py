@@ -16,7 +16,6 @@ what was injected, the change measured, the threshold, and whether the verdict c
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import gzip
 import json
@@ -26,7 +25,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from head_to_head import emit, read_json  # benchmarks/ is this script's folder
+from head_to_head import emit, folder_arguments, read_json  # benchmarks/ is this script's folder
 
 ROW = re.compile(r"^(RFDETR\S+)\s+(device|forward|e2e|iobinding|memory)\s+\S+\s+[\d.]+ (?:ms|MiB)\s+"
                  r"[\d.]+ (?:ms|MiB)\s+([+-][\d.]+)%\s+([\d.e+]+)%\s+\S+\s+(\S+)", re.M)
@@ -153,11 +152,7 @@ def injected(folder: Path, records: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("folder", type=Path)
-    parser.add_argument("--out", type=Path)
-    parser.add_argument("--machine", default="")
-    args = parser.parse_args()
+    args = folder_arguments(__doc__)
     records = [json.loads(line) for line in (args.folder / "runs.jsonl").read_text().splitlines() if line.strip()]
     emit({"machine": args.machine, "folder": str(args.folder), **summarize(args.folder),
           **injected(args.folder, records)}, args.out)

@@ -20,7 +20,6 @@ WINDOW_CALLS = 5  # calls profiled per scope: enough for a stable table, cheap b
 MAX_ROWS = 40  # rows kept per scope, by time per call; the rest summed per kind: an entry stays a few kilobytes
 INJECTED = "rfdetr_latency.injected_work"  # how the self-test's injected work is labelled (injection.py)
 OUTSIDE = "(host time outside profiled operators)"
-KINDS = ("cpu", "gpu", "label", "host")
 
 
 def labelled(fn: Fn, name: str = INJECTED) -> Fn:

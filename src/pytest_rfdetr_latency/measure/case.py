@@ -105,7 +105,7 @@ class CaseMeasurement:
             with prepared.context():
                 self._sample_all(prepared, result, inject)
             result.memory = probe.stop()
-            if session.settings.profile and session.settings.child_report is None:  # every figure taken
+            if self._to_profile:  # --rfdetr-profile: every figure taken
                 with prepared.context():
                     profiling.take_all(result.details, self._to_profile, session.device.is_cuda)
         finally:
@@ -322,7 +322,8 @@ class CaseMeasurement:
             if steal is not None and after is not None:
                 meta["steal_jiffies"] = after - steal
             per_scope[scope] = meta
-            self._to_profile.append((scope, fn))
+            if session.settings.profile and session.settings.child_report is None:  # kept only to be profiled
+                self._to_profile.append((scope, fn))
 
     def _summarize(self, scope: str, sampled: timing.Sampled, result: CaseResult) -> stats.ScopeStats:
         kept = sampled.kept

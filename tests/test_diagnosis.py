@@ -152,6 +152,26 @@ def test_a_profiled_window_names_the_labelled_work_and_keeps_stderr() -> None:
     assert (stderr_is.st_dev, stderr_is.st_ino) == (stderr_was.st_dev, stderr_was.st_ino)
 
 
+def test_the_raw_trace_is_kept_gzipped_beside_the_report_and_bounded(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import gzip
+    import json
+
+    folder = profiling.trace_folder(tmp_path / "check.json")
+    assert folder == tmp_path / "check-traces" and profiling.trace_folder(None) is None
+    details: dict[str, Any] = {}
+    profiling.take_all(details, [("forward", profiling.labelled(lambda: busy(1.0)))], cuda=False, traces=folder,
+                       case_id="RFDETRNano-torch-fp32")
+    path = folder / "RFDETRNano-torch-fp32.forward.trace.json.gz"
+    assert details["profile"]["forward"]["trace"] == str(path)
+    events = json.loads(gzip.decompress(path.read_bytes()))["traceEvents"]
+    assert any(e.get("name") == profiling.INJECTED for e in events)  # opens in Perfetto with the labelled work
+    assert [p.name for p in folder.iterdir()] == [path.name]  # nothing left aside
+    monkeypatch.setattr(profiling, "MAX_TRACE_BYTES", 10)
+    found = profiling.capture(lambda: busy(1.0), cuda=False, calls=1, trace=folder / "big.trace.json.gz")
+    assert "over the" in found["trace_error"] and not (folder / "big.trace.json.gz").exists()
+
+
 def test_without_a_spare_descriptor_the_profile_is_still_taken(monkeypatch: pytest.MonkeyPatch) -> None:
     def no_descriptor(fd: int) -> int:
         raise OSError("too many open files")

@@ -109,11 +109,36 @@ def test_the_memory_probe_measures_what_the_case_adds(monkeypatch: pytest.Monkey
     assert released.count("cublas workspaces") == 2
 
     state["cached"] = 256 * mib  # blocks PyTorch cached earlier are handed back before NVML is read
-    probe = memory.MemoryProbe(gpu, "onnx-cuda")  # ONNX Runtime allocates outside PyTorch: the device's used memory
+    probe = memory.MemoryProbe(gpu, "onnx-tensorrt")  # TensorRT allocates outside PyTorch: the device's used memory
     probe.start()
     assert state["cached"] == 0
     state["used"] += 512 * mib
     assert probe.stop() == {"kind": "nvml-device-used", "peak_mib": 512.0}
+
+    # ONNX Runtime's CUDA provider: a session of its own, counted by PyTorch's allocator after the case is timed.
+    probe = memory.MemoryProbe(gpu, "onnx-cuda")
+    probe.start()
+    state["used"] += 700 * mib  # the timed sessions' arenas: NVML sees them, the window does not count them
+    probe.phase("prepare")  # outside the window: no phase for ONNX Runtime
+
+    def window(phase: Any) -> None:
+        state["peak"] = state["allocated"] + 90 * mib  # weights
+        phase("load")
+        state["peak"] = state["allocated"] + 130 * mib  # weights, activations, workspaces
+        phase("run")
+
+    assert probe.stop(window) == {"kind": "ort-allocator", "peak_mib": 130.0,
+                                  "phases_mib": {"load": 90.0, "run": 130.0}, "nvml_mib": 700.0}
+
+    def broken(phase: Any) -> None:
+        raise RuntimeError("Unknown provider option: gpu_external_alloc")
+
+    probe = memory.MemoryProbe(gpu, "onnx-cuda")
+    probe.start()
+    state["used"] += 64 * mib
+    said = probe.stop(broken)  # where ONNX Runtime cannot allocate through PyTorch: NVML's figure, and why
+    assert said is not None and said["kind"] == "nvml-device-used" and said["peak_mib"] == 64.0
+    assert "RuntimeError: Unknown provider option: gpu_external_alloc" in said["note"]
     assert memory.MemoryProbe(gpu, "onnx-cpu").stop() is None  # holds no GPU memory
     assert memory.MemoryProbe(Device("cpu", "CPU", "cpu"), "torch-fp32").stop() is None
 
@@ -161,10 +186,19 @@ def test_a_memory_self_test_holds_its_share_of_the_baseline_peak_inside_the_prob
     figure = probe.stop()
     assert said == "40.0 MiB (10% of the baseline's 400.0 MiB)" and held[0].device == "cuda:0"
     assert figure is not None and figure["peak_mib"] == 440.0 and probe._held is None  # released once read
-    nvml_probe = memory.MemoryProbe(gpu, "onnx-cuda")
+    nvml_probe = memory.MemoryProbe(gpu, "onnx-tensorrt")
     nvml_probe.start()
     measuring._inject_memory(nvml_probe, 10.0)
     assert nvml_probe.stop() == {"kind": "nvml-device-used", "peak_mib": 40.0}
+    ort_probe = memory.MemoryProbe(gpu, "onnx-cuda")  # held through the case, counted inside ONNX Runtime's window
+    ort_probe.start()
+    measuring._inject_memory(ort_probe, 10.0)
+
+    def window(phase: Any) -> None:
+        state["peak"] = state["allocated"] + 400 * mib
+        phase("run")
+
+    assert ort_probe.stop(window)["peak_mib"] == 440.0  # type: ignore[index]
     baseline["memory"] = {}
     assert measuring._inject_memory(memory.MemoryProbe(gpu, "torch-fp16"), 10.0) == (
         "nothing: no baseline peak to size it by")
@@ -312,3 +346,63 @@ def test_a_forward_is_warmed_on_a_side_stream_then_captured_once_and_replayed(mo
     replay()
     assert events == ["side waits", "forward on side", "forward on side", "forward on side", "default waits",
                       "synchronize", "forward on default (captured)", "replay", "replay"]
+
+
+def test_onnx_runtimes_memory_window_allocates_through_pytorch(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    """The CUDA provider is handed C callbacks (their addresses as text) that allocate with PyTorch's caching
+    allocator on a stream PyTorch made; the fake session calls them through those addresses, as ONNX Runtime would."""
+    import ctypes
+
+    import torch
+
+    from pytest_rfdetr_latency.measure.backends import ort_memory
+
+    pool: dict[int, int] = {}
+    made: list[Any] = []
+
+    def caching_allocator_alloc(size: int, device: Any = None, stream: Any = None) -> int:
+        pointer = 0x1000 * (len(pool) + 1)
+        pool[pointer] = size
+        made.append((size, str(device), stream))
+        return pointer
+
+    monkeypatch.setattr(torch.cuda, "Stream", lambda device: SimpleNamespace(cuda_stream=777))
+    monkeypatch.setattr(torch.cuda, "caching_allocator_alloc", caching_allocator_alloc)
+    monkeypatch.setattr(torch.cuda, "caching_allocator_delete", lambda pointer: pool.pop(pointer))
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: None)
+
+    class Session:
+        def __init__(self, path: str, sess_options: Any, providers: Any) -> None:
+            self.options = dict(providers[0][1])
+            seen.append(self)
+            self.weights = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_size_t)(int(self.options["gpu_external_alloc"]))(
+                4096)
+
+        def get_providers(self) -> list[str]:
+            return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+        def run(self, names: Any, feeds: dict[str, Any]) -> None:
+            scratch = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_size_t)(int(self.options["gpu_external_alloc"]))(512)
+            ctypes.CFUNCTYPE(None, ctypes.c_void_p)(int(self.options["gpu_external_free"]))(scratch)
+
+    seen: list[Session] = []
+    ort = SimpleNamespace(SessionOptions=lambda: SimpleNamespace(), InferenceSession=Session)
+    phases: list[tuple[str, dict[int, int]]] = []
+    ort_memory.window(ort, tmp_path / "m.onnx", 1, {"input": "x"})(lambda name: phases.append((name, dict(pool))))
+    options = seen[0].options
+    assert options["device_id"] == "1" and options["user_compute_stream"] == "777"
+    assert all(int(options[key]) > 0 for key in ("gpu_external_alloc", "gpu_external_free", "gpu_external_empty_cache"))
+    assert [name for name, _ in phases] == ["load", "run"]
+    assert sorted(phases[1][1].values()) == [4096]  # the run's scratch went back to PyTorch's allocator
+    assert made[0][:2] == (4096, "cuda:1") and len(made) == 1 + ort_memory.RUNS
+
+    class Elsewhere(Session):
+        def run(self, names: Any, feeds: dict[str, Any]) -> None:
+            return None
+
+        def __init__(self, path: str, sess_options: Any, providers: Any) -> None:  # an arena of its own
+            self.options = dict(providers[0][1])
+
+    quiet = SimpleNamespace(SessionOptions=lambda: SimpleNamespace(), InferenceSession=Elsewhere)
+    with pytest.raises(RuntimeError, match="no allocation through the external allocator"):
+        ort_memory.window(quiet, tmp_path / "m.onnx", 0, {})(lambda name: None)

@@ -251,6 +251,22 @@ def test_nvml_memory_whose_processes_disagree_widely_is_unresolved_not_passed() 
     assert grown is not None and grown.kind == "regression"  # beyond even the wide threshold: it fails
 
 
+def test_onnx_runtimes_allocator_peak_is_judged_like_pytorchs_and_a_ten_percent_growth_fails() -> None:
+    # onnx-cuda counted through PyTorch's allocator (ort_memory.py): no disagreement to widen the threshold by.
+    stored = {"memory": {"kind": "ort-allocator", "peak_mib": 900.0, "processes": [900.0, 900.4, 900.0]}}
+    checked = result(device=1.641)
+    checked.memory = {"kind": "ort-allocator", "peak_mib": 990.0}  # +10 %, at the default 10 % plus the slack: pass
+    checked.processes = [{"scopes": {}, "memory": {"kind": "ort-allocator", "peak_mib": 5000.0}}]  # not judged
+    verdict = case(None)._memory_verdict(checked, stored)
+    assert verdict is not None and verdict.kind == "pass" and verdict.processes == (990.0,)
+    checked.memory = {"kind": "ort-allocator", "peak_mib": 1010.0}  # +12.2 %
+    grown = case(None)._memory_verdict(checked, stored)
+    assert grown is not None and grown.kind == "regression" and grown.threshold < 0.12
+    checked.memory = {"kind": "nvml-device-used", "peak_mib": 900.0}  # a baseline of the other kind: said, not judged
+    other = case(None)._memory_verdict(checked, stored)
+    assert other is not None and other.kind == "inconclusive" and "the baseline ort-allocator" in other.notes[0]
+
+
 def test_a_memory_peak_the_baseline_has_and_this_run_lacks_is_inconclusive() -> None:
     checked = result(device=1.641)
     case(Spawner())._judge(checked, {**entry(BASE), "memory": {"kind": "torch-allocator", "peak_mib": 400.0,

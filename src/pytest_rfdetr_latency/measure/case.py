@@ -104,10 +104,8 @@ class CaseMeasurement:
             probe.phase("prepare")
             with prepared.context():
                 self._sample_all(prepared, result, inject)
-            result.memory = probe.stop()
-            if self._to_profile:  # --rfdetr-profile: every figure taken
-                with prepared.context():
-                    profiling.take_all(result.details, self._to_profile, session.device.is_cuda)
+            result.memory = probe.stop(prepared.memory_window)
+            self._profile(prepared, result)
         finally:
             probe.release()
             prepared.close()
@@ -122,6 +120,13 @@ class CaseMeasurement:
             self._unavailable(result, f"none of the selected scopes ({', '.join(self.scopes)}) can be measured: "
                               + "; ".join(f"{s}: {r}" for s, r in result.unavailable.items()))
         return result
+
+    def _profile(self, prepared: Prepared, result: CaseResult) -> None:
+        """--rfdetr-profile, once every figure is taken: each timed scope's window, its raw trace beside the report."""
+        if self._to_profile:
+            with prepared.context():
+                profiling.take_all(result.details, self._to_profile, self.session.device.is_cuda,
+                                   profiling.trace_folder(self.session.settings.report), self.id)
 
     def _make_what_cases_share(self) -> None:
         """What other cases share (the model build, the parity reference), made before the memory probe starts. On a

@@ -7,16 +7,20 @@ host time outside any profiled operator."""
 from __future__ import annotations
 
 import contextlib
+import gzip
 import os
+import shutil
 import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 from pytest_rfdetr_latency.measure.timing import Fn
 
 WINDOW_CALLS = 5  # calls profiled per scope: enough for a stable table, cheap beside the timed blocks
+MAX_TRACE_BYTES = 32 * 2**20  # a raw trace kept (gzipped): 5 calls of a model are a few MiB at most
 MAX_ROWS = 40  # rows kept per scope, by time per call; the rest summed per kind: an entry stays a few kilobytes
 INJECTED = "rfdetr_latency.injected_work"  # how the self-test's injected work is labelled (injection.py)
 OUTSIDE = "(host time outside profiled operators)"
@@ -37,20 +41,29 @@ def labelled(fn: Fn, name: str = INJECTED) -> Fn:
     return run
 
 
-def take_all(details: dict[str, Any], scopes: Sequence[tuple[str, Fn]], cuda: bool) -> None:
-    """Profile each ``(scope, callable)`` into ``details["profile"]``; where no profile can be taken, say why in
+def trace_folder(report: Path | None) -> Path | None:
+    """Where the raw traces go: beside the JSON report (``--rfdetr-report``), in ``<report stem>-traces/``."""
+    return None if report is None else report.parent / f"{report.stem}-traces"
+
+
+def take_all(details: dict[str, Any], scopes: Sequence[tuple[str, Fn]], cuda: bool, traces: Path | None = None,
+             case_id: str = "case") -> None:
+    """Profile each ``(scope, callable)`` into ``details["profile"]``, its raw trace (Chrome's format, gzipped: it
+    opens in Perfetto and chrome://tracing) into ``traces`` where given; where no profile can be taken, say why in
     ``details["profile_errors"]`` and leave the measurement as it is."""
     for scope, fn in scopes:
         try:
-            details.setdefault("profile", {})[scope] = capture(fn, cuda)
+            trace = None if traces is None else traces / f"{case_id}.{scope}.trace.json.gz"
+            details.setdefault("profile", {})[scope] = capture(fn, cuda, trace=trace)
         except Exception as exc:  # a profiler that cannot start here: the verdict stands without a diagnosis
             details.setdefault("profile_errors", {})[scope] = f"{type(exc).__name__}: {str(exc)[:300]}"
 
 
-def capture(fn: Fn, cuda: bool, calls: int = WINDOW_CALLS) -> dict[str, Any]:
+def capture(fn: Fn, cuda: bool, calls: int = WINDOW_CALLS, trace: Path | None = None) -> dict[str, Any]:
     """Profile ``calls`` calls of ``fn``: ``{"calls", "wall_ms", "cpu_ms", "gpu_ms", "rows", "seconds"}``, each row
-    ``{"name", "kind" (cpu, gpu, label or host), "ms"}`` per call, the largest first. Raises where a GPU run's profile
-    holds no kernel, with what the profiler said."""
+    ``{"name", "kind" (cpu, gpu, label or host), "ms"}`` per call, the largest first; with ``trace``, the raw trace
+    written there (``"trace"``: its path) unless it is over MAX_TRACE_BYTES compressed (``"trace_error"``: why).
+    Raises where a GPU run's profile holds no kernel, with what the profiler said."""
     import torch
     from torch.profiler import ProfilerActivity, profile
 
@@ -70,8 +83,26 @@ def capture(fn: Fn, cuda: bool, calls: int = WINDOW_CALLS) -> dict[str, Any]:
     cpu_ms = sum(r["ms"] for r in rows if r["kind"] in ("cpu", "label"))
     gpu_ms = sum(r["ms"] for r in rows if r["kind"] == "gpu")
     rows.append({"name": OUTSIDE, "kind": "host", "ms": round(max(0.0, wall_ms - cpu_ms), 4)})
+    saved = {} if trace is None else write_trace(prof, trace)
     return {"calls": calls, "wall_ms": round(wall_ms, 4), "cpu_ms": round(cpu_ms, 4), "gpu_ms": round(gpu_ms, 4),
-            "rows": kept(rows), "seconds": round(time.perf_counter() - start, 3)}
+            "rows": kept(rows), "seconds": round(time.perf_counter() - start, 3), **saved}
+
+
+def write_trace(prof: Any, path: Path) -> dict[str, str]:
+    """The profiler's raw trace, gzipped, at ``path`` (replaced whole: written aside, then moved), or why not."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=path.parent) as folder:
+        raw = Path(folder) / "trace.json"
+        prof.export_chrome_trace(str(raw))
+        packed = Path(folder) / "trace.json.gz"
+        with raw.open("rb") as source, gzip.open(packed, "wb", compresslevel=6) as sink:
+            shutil.copyfileobj(source, sink)
+        size = packed.stat().st_size
+        if size > MAX_TRACE_BYTES:
+            limit = MAX_TRACE_BYTES / 2**20
+            return {"trace_error": f"{size / 2**20:.1f} MiB compressed, over the {limit:.0f} MiB kept"}
+        os.replace(packed, path)
+    return {"trace": str(path)}
 
 
 def kept(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -391,7 +391,8 @@ def entry_from_processes(results: Sequence[Mapping[str, Any]], commit: str | Non
         peaks = [float(r["memory"]["peak_mib"]) for r in results
                  if r.get("memory") and r["memory"].get("kind") == first["memory"]["kind"]]
         memory = {**first["memory"], "peak_mib": median(peaks), "processes": peaks}
-    profile = (first.get("details") or {}).get("profile")  # --rfdetr-profile: the first process's tables
+    profile = {scope: {k: v for k, v in table.items() if k not in ("trace", "trace_error")}  # a local file's path
+               for scope, table in ((first.get("details") or {}).get("profile") or {}).items()}  # the tables kept
     return {
         "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "git_commit": commit,

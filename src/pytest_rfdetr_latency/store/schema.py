@@ -60,7 +60,8 @@ class ScopeBaseline(_Model):
 
 
 class Memory(_Model):
-    kind: str = Field(description="torch-allocator or nvml-device-used")
+    kind: str = Field(description="torch-allocator, ort-allocator (ONNX Runtime's CUDA provider through PyTorch's "
+                                  "allocator) or nvml-device-used")
     peak_mib: Milliseconds = Field(description="the median of the processes' peaks")
     processes: Annotated[list[Milliseconds], Field(min_length=1)]
 

@@ -100,11 +100,16 @@ def unmeasured(scope: str, stored: Mapping[str, Any], why: str) -> Verdict:
                    notes=(f"the baseline has it; this run could not measure it: {why}",))
 
 
+# Memory figures counted by an allocator (PyTorch's; ONNX Runtime's through PyTorch's): they repeat, and are judged
+# against the baseline's smallest peak plus a slack. NVML's device-wide figure is judged like a timing scope.
+EXACT_MEMORY = ("torch-allocator", "ort-allocator")
+
+
 def memory_verdict(stored: Mapping[str, Any], memory: Mapping[str, Any] | None,
                    processes: Sequence[Mapping[str, Any]], tolerance: float, by_name: bool,
                    blind_because: str | None = None) -> Verdict | None:
-    """The memory verdict of a case: the PyTorch allocator's peak of the first process, which runs the cases in the
-    recording's first order, against the baseline's processes (fresh processes re-measure timings: their first case
+    """The memory verdict of a case: an allocator's peak (EXACT_MEMORY) of the first process, which runs the cases in
+    the recording's first order, against the baseline's processes (fresh processes re-measure timings: their first case
     of a model peaks higher); NVML's used memory over every process measured, judged like a scope and capped like
     one (unresolved where too wide, or where ``blind_because`` says this run cannot see it). None where the baseline
     has no peak; inconclusive where it has one and this run measured none, or another kind."""
@@ -118,7 +123,7 @@ def memory_verdict(stored: Mapping[str, Any], memory: Mapping[str, Any] | None,
         why = f"this run measured {now} memory, the baseline {stored.get('kind')}" if now else "this run measured none"
         return Verdict("inconclusive", "memory", "peak", reference, reference, 0.0, "not measured",
                        notes=(f"the baseline has a peak; {why}",), unit="MiB")
-    exact = memory["kind"] == "torch-allocator"
+    exact = memory["kind"] in EXACT_MEMORY
     checked = [float(memory["peak_mib"])] + ([] if exact else [
         float(p["memory"]["peak_mib"]) for p in processes if (p.get("memory") or {}).get("kind") == memory["kind"]])
     verdict = judge_memory([float(v) for v in stored["processes"]], checked, tolerance, exact=exact,

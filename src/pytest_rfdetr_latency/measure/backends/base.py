@@ -55,6 +55,8 @@ class Prepared:
     outputs: Callable[[], dict[str, Any]] | None = None  # raw forward outputs (numpy), for parity
     context: Callable[[], contextlib.AbstractContextManager[None]] = contextlib.nullcontext
     close: Callable[[], None] = lambda: None
+    # ONNX Runtime's CUDA provider: a session counted by PyTorch's allocator, made and run after timing (memory.py)
+    memory_window: Callable[[Callable[[str], None]], None] | None = None
 
 
 def threshold_for(scores: Any, count: int) -> float:

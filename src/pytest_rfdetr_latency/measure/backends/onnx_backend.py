@@ -17,6 +17,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from pytest_rfdetr_latency.measure.backends import ort_memory
 from pytest_rfdetr_latency.measure.backends.base import (
     BackendContext,
     BackendMisconfigured,
@@ -269,11 +270,10 @@ def prepare(ctx: BackendContext) -> Prepared:
     def outputs() -> dict[str, Any]:
         return {k: np.asarray(v, dtype=np.float32) for k, v in run(x).items()}
 
-    def close() -> None:
-        keep_alive.clear()
-
+    memory_window = ort_memory.window(ort, path, index, {input_name: x}) if backend == "onnx-cuda" else None
     return Prepared(scopes=scopes, graphable=None, unavailable=unavailable, precision=_precision(backend, session),
-                    detections=detections, score_threshold=threshold, details=details, outputs=outputs, close=close)
+                    detections=detections, score_threshold=threshold, details=details, outputs=outputs,
+                    close=keep_alive.clear, memory_window=memory_window)
 
 
 def _square_input(session: Any, path: Path) -> tuple[str, int]:

@@ -3,9 +3,12 @@ through PyTorch's caching allocator, so that ``torch.cuda.max_memory_allocated``
 
 The CUDA provider takes three C callbacks as provider options (``gpu_external_alloc``, ``gpu_external_free``,
 ``gpu_external_empty_cache``: their addresses as text) and then allocates through them instead of its arena; ctypes
-makes the callbacks. The session runs on a stream PyTorch made (``user_compute_stream``), so that the allocator's
-stream bookkeeping matches the work. Each allocation is a call into Python: fine for the memory window after a case
-is timed (memory.py), far too slow for a timed session, which keeps ONNX Runtime's own arena."""
+makes the callbacks. The provider refuses them together with a stream of the caller's (``user_compute_stream``: "!(
+info.has_user_compute_stream && info.external_allocator_info.UseExternalAllocator())", ONNX Runtime 1.31.1 on the
+H200), so the session runs on its own stream and PyTorch books the blocks to its current one: only this session
+allocates while the window is open, on its one stream, so a block is reused in the order it was freed. Each
+allocation is a call into Python: fine for the memory window after a case is timed (memory.py), far too slow for a
+timed session, which keeps ONNX Runtime's own arena."""
 
 from __future__ import annotations
 
@@ -33,12 +36,11 @@ def window(ort: Any, path: Path, index: int, feeds: Mapping[str, Any]) -> Callab
         import torch
 
         device = torch.device("cuda", index)
-        stream = torch.cuda.Stream(device)  # type: ignore[no-untyped-call]
         calls = {"alloc": 0}
 
         def alloc(size: int) -> int:
             calls["alloc"] += 1
-            return int(torch.cuda.caching_allocator_alloc(size, device, stream))
+            return int(torch.cuda.caching_allocator_alloc(size, device))
 
         def free(pointer: int | None) -> None:
             if pointer:
@@ -50,7 +52,6 @@ def window(ort: Any, path: Path, index: int, feeds: Mapping[str, Any]) -> Callab
             "gpu_external_alloc": _address(callbacks[0]),
             "gpu_external_free": _address(callbacks[1]),
             "gpu_external_empty_cache": _address(callbacks[2]),
-            "user_compute_stream": str(stream.cuda_stream),
         }
         options = ort.SessionOptions()
         options.log_severity_level = 3
@@ -59,7 +60,8 @@ def window(ort: Any, path: Path, index: int, feeds: Mapping[str, Any]) -> Callab
                                        providers=[("CUDAExecutionProvider", provider)])
         try:
             if session.get_providers()[0] != "CUDAExecutionProvider":
-                raise RuntimeError(f"the session runs on {session.get_providers()[0]}")
+                raise RuntimeError(f"the session runs on {session.get_providers()[0]} (the CUDA provider refused "
+                                   "the external allocator; ONNX Runtime printed why)")
             torch.cuda.synchronize(device)
             phase("load")
             for _ in range(RUNS):

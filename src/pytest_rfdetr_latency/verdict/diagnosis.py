@@ -23,11 +23,14 @@ def matched_name(name: str) -> str:
     return _NUMBER.sub("N", " ".join(name.split())).replace("\u2026", "<>")
 
 
-def diagnose(before: Mapping[str, Any], after: Mapping[str, Any], change_ms: float) -> dict[str, Any]:
-    """The rows whose time per call changed most (by size), slower first: ``status`` slower, faster, new or gone;
-    and the share of the scope's change as judged (``change_ms``) that the rows that grew explain, on the timeline
-    that explains more: the host's (operators, labels, the time outside them) or the GPU's (kernels). The two are
-    never added: a kernel that got slower also makes the host wait longer."""
+def diagnose(before: Mapping[str, Any], after: Mapping[str, Any], change_ms: float,
+             timeline: str | None = None) -> dict[str, Any]:
+    """The rows whose time per call changed most (by size), those of the explaining timeline first, slower first:
+    ``status`` slower, faster, new or gone; and the share of the scope's change as judged (``change_ms``) that the
+    rows that grew explain on one timeline: ``timeline`` where the scope's figure is one (``gpu``: the device scope
+    times the GPU's work), else the one that explains more, the host's (operators, labels, the time outside them) or
+    the GPU's (kernels). The two are never added: a kernel that got slower also makes the host wait longer (on the
+    H200 a hidden chain of matrix products showed first as cudaDeviceSynchronize, +0.23 ms, above its own kernel)."""
     then = _by_name(before)
     now = _by_name(after)
     rows = []
@@ -40,7 +43,7 @@ def diagnose(before: Mapping[str, Any], after: Mapping[str, Any], change_ms: flo
     changed = sorted((r for r in rows if r["delta_ms"]), key=lambda r: -abs(r["delta_ms"]))[:TOP]
     grew = {timeline: sum(r["delta_ms"] for r in rows if r["delta_ms"] > 0 and (r["kind"] == "gpu") == on_gpu)
             for timeline, on_gpu in (("host", False), ("gpu", True))}
-    by = max(grew, key=lambda timeline: grew[timeline])
+    by = timeline or max(grew, key=lambda line: grew[line])
     return {
         "change_ms": round(change_ms, 4),
         "profiled_ms": [before.get("wall_ms"), after.get("wall_ms")],
@@ -48,7 +51,7 @@ def diagnose(before: Mapping[str, Any], after: Mapping[str, Any], change_ms: flo
         "calls": [before.get("calls"), after.get("calls")],
         "explained": round(grew[by] / change_ms, 3) if change_ms > 0 else None,
         "explained_by": by,
-        "rows": sorted(changed, key=lambda r: -r["delta_ms"]),
+        "rows": sorted(changed, key=lambda r: ((r["kind"] == "gpu") != (by == "gpu"), -r["delta_ms"])),
     }
 
 
@@ -64,6 +67,8 @@ def _by_name(profile: Mapping[str, Any]) -> dict[tuple[str, str], dict[str, Any]
 
 
 def for_result(verdicts: Mapping[str, Any], now: Mapping[str, Any], then: Mapping[str, Any]) -> dict[str, Any]:
-    """Every judged timing scope profiled on both sides, diagnosed against the change its verdict measured."""
-    return {scope: diagnose(then[scope], now[scope], verdict.current - verdict.baseline)
+    """Every judged timing scope profiled on both sides, diagnosed against the change its verdict measured (the
+    device scope on the GPU's timeline: its figure is the GPU's time)."""
+    return {scope: diagnose(then[scope], now[scope], verdict.current - verdict.baseline,
+                            "gpu" if scope == "device" else None)
             for scope, verdict in verdicts.items() if scope in now and scope in then}

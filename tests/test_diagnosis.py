@@ -194,6 +194,32 @@ def test_the_raw_trace_is_kept_gzipped_beside_the_report_and_bounded(tmp_path: P
     assert "over the" in found["trace_error"] and not (folder / "big.trace.json.gz").exists()
 
 
+def test_onnx_runtimes_own_profile_becomes_operator_rows_that_replace_the_unseen_host_time() -> None:
+    def node(op: str, ts: float, dur: float) -> dict[str, Any]:
+        return {"cat": "Node", "name": f"/{op.lower()}_1_kernel_time", "ts": ts, "dur": dur, "args": {"op_name": op}}
+
+    events = [
+        {"cat": "Session", "name": "model_run", "ts": 0, "dur": 900},  # the run not counted (warm-up)
+        node("MatMul", 10, 800),
+        {"cat": "Session", "name": "model_run", "ts": 1000, "dur": 500},
+        node("MatMul", 1010, 300), node("Conv", 1320, 100),
+        {"cat": "Node", "name": "/matmul_1_fence_before", "ts": 1009, "dur": 1, "args": {"op_name": "MatMul"}},
+        {"cat": "Session", "name": "model_run", "ts": 2000, "dur": 500},
+        node("MatMul", 2010, 340), node("Conv", 2360, 100),
+    ]
+    rows = {r["name"]: r for r in profiling.ort_rows(events, runs=2)}
+    assert rows == {"ort::MatMul": {"name": "ort::MatMul", "kind": "cpu", "ms": 0.32},
+                    "ort::Conv": {"name": "ort::Conv", "kind": "cpu", "ms": 0.1}}
+    table = {"calls": 2, "wall_ms": 0.6, "cpu_ms": 0.05, "gpu_ms": 0.0,
+             "rows": [{"name": "aten::to", "kind": "cpu", "ms": 0.05}, {"name": profiling.OUTSIDE, "kind": "host",
+                                                                         "ms": 0.55}]}
+    profiling.add_operators(table, list(rows.values()))
+    named = {r["name"]: r["ms"] for r in table["rows"]}
+    assert named[profiling.OUTSIDE] == pytest.approx(0.13) and named["ort::MatMul"] == 0.32
+    assert sum(named.values()) == pytest.approx(table["wall_ms"]) and table["cpu_ms"] == pytest.approx(0.47)
+    assert "session profiling" in table["operators"]
+
+
 def test_without_a_spare_descriptor_the_profile_is_still_taken(monkeypatch: pytest.MonkeyPatch) -> None:
     def no_descriptor(fd: int) -> int:
         raise OSError("too many open files")
@@ -258,3 +284,37 @@ def test_a_recording_keeps_the_first_processes_profile_in_its_entry(tmp_path: Pa
     bad = {**entry, "profile": {"forward": {**BEFORE, "rows": [{"name": "x", "kind": "disk", "ms": 1.0}]}}}
     with pytest.raises(baselines.BaselineError):
         baselines.save(path, "AMD EPYC", {"A": bad})
+
+
+def test_an_onnx_case_profiles_its_operators_once_into_its_session_scopes(tmp_path: Path) -> None:
+    from pytest_rfdetr_latency.measure.backends import Prepared
+    from pytest_rfdetr_latency.measure.case import CaseMeasurement
+    from pytest_rfdetr_latency.measure.environment import Device
+
+    session = SimpleNamespace(device=Device("cpu", "CPU", "cpu"), settings=Settings(report=tmp_path / "r.json"))
+    measuring = CaseMeasurement(session, Case("RFDETRNano", "onnx-cpu"), ("forward", "e2e"),  # type: ignore[arg-type]
+                                skip=pytest.skip, fail=pytest.fail, publish=lambda result: None)
+    measuring._to_profile = [("forward", lambda: busy(1.0)), ("e2e", lambda: busy(1.0))]
+    asked: list[int] = []
+
+    def operators(calls: int) -> list[dict[str, Any]]:
+        asked.append(calls)
+        return [{"name": "ort::MatMul", "kind": "cpu", "ms": 0.5}]
+
+    prepared = Prepared(scopes={}, graphable=None, unavailable={}, precision="fp32", detections=1.0,
+                        score_threshold=0.5, operators=operators)
+    result = CaseResult(Case("RFDETRNano", "onnx-cpu"), "CPU", "measured")
+    measuring._profile(prepared, result)
+    assert asked == [profiling.WINDOW_CALLS]  # one session of its own for every scope that runs it
+    for scope in ("forward", "e2e"):
+        assert {"name": "ort::MatMul", "kind": "cpu", "ms": 0.5} in result.details["profile"][scope]["rows"]
+    assert (tmp_path / "r-traces" / "RFDETRNano-onnx-cpu.forward.trace.json.gz").exists()
+
+    def broken(calls: int) -> list[dict[str, Any]]:
+        raise RuntimeError("profiling is not available in this build")
+
+    failed = CaseResult(Case("RFDETRNano", "onnx-cpu"), "CPU", "measured")
+    measuring._profile(Prepared(scopes={}, graphable=None, unavailable={}, precision="fp32", detections=1.0,
+                                score_threshold=0.5, operators=broken), failed)
+    assert "RuntimeError: profiling is not available" in failed.details["profile_errors"]["operators"]
+    assert all(r["name"] != "ort::MatMul" for r in failed.details["profile"]["forward"]["rows"])  # tables stand

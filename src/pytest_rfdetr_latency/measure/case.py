@@ -123,10 +123,21 @@ class CaseMeasurement:
 
     def _profile(self, prepared: Prepared, result: CaseResult) -> None:
         """--rfdetr-profile, once every figure is taken: each timed scope's window, its raw trace beside the report."""
-        if self._to_profile:
-            with prepared.context():
-                profiling.take_all(result.details, self._to_profile, self.session.device.is_cuda,
-                                   profiling.trace_folder(self.session.settings.report), self.id)
+        if not self._to_profile:
+            return
+        with prepared.context():
+            profiling.take_all(result.details, self._to_profile, self.session.device.is_cuda,
+                               profiling.trace_folder(self.session.settings.report), self.id)
+            tables = result.details.get("profile") or {}
+            if prepared.operators is None or not set(tables) & set(profiling.OPERATOR_SCOPES):
+                return
+            try:
+                rows = prepared.operators(profiling.WINDOW_CALLS)
+            except Exception as exc:  # the torch.profiler tables stand as they are
+                result.details.setdefault("profile_errors", {})["operators"] = f"{type(exc).__name__}: {exc}"[:300]
+                return
+            for scope in set(tables) & set(profiling.OPERATOR_SCOPES):
+                profiling.add_operators(tables[scope], rows)
 
     def _make_what_cases_share(self) -> None:
         """What other cases share (the model build, the parity reference), made before the memory probe starts. On a

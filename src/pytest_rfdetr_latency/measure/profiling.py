@@ -1,8 +1,8 @@
 """A window of each scope's calls under the profiler that ships with PyTorch (--rfdetr-profile): the operators it
 ran on the host, the kernels the GPU ran (CUPTI), and the work this plugin labels (a self-test's injected work), each
 as time per call. Taken once the case's every scope is timed and its memory read, never inside a timed window, and
-its cost is reported apart. ONNX Runtime's CPU provider runs its graph out of the profiler's sight: its time shows as
-host time outside any profiled operator."""
+its cost is reported apart. ONNX Runtime runs its graph out of the profiler's sight: its operators come from its own
+session profiling (ort_rows, add_operators), in a session of its own on the same input."""
 
 from __future__ import annotations
 
@@ -103,6 +103,42 @@ def write_trace(prof: Any, path: Path) -> dict[str, str]:
             return {"trace_error": f"{size / 2**20:.1f} MiB compressed, over the {limit:.0f} MiB kept"}
         os.replace(packed, path)
     return {"trace": str(path)}
+
+
+OPERATOR_SCOPES = ("forward", "e2e", "iobinding")  # scopes whose every call is one run of the case's ONNX session
+
+
+def ort_rows(events: Sequence[dict[str, Any]], runs: int) -> list[dict[str, Any]]:
+    """ONNX Runtime's profile (its JSON events) as rows: each operator type's node time within the last ``runs``
+    model runs, per run, named ``ort::<op>``; kind cpu (on the CUDA provider, the host's side of its kernels)."""
+    spans = [(float(e["ts"]), float(e["ts"]) + float(e["dur"])) for e in events
+             if e.get("cat") == "Session" and e.get("name") == "model_run"][-runs:]
+    totals: dict[str, float] = {}
+    for event in events:
+        if event.get("cat") != "Node" or not str(event.get("name", "")).endswith("_kernel_time"):
+            continue
+        at = float(event.get("ts", 0))
+        if any(start <= at <= end for start, end in spans):
+            name = f"ort::{event.get('args', {}).get('op_name', 'unknown')}"
+            totals[name] = totals.get(name, 0.0) + float(event.get("dur", 0))
+    count = max(1, len(spans))
+    return [{"name": name, "kind": "cpu", "ms": round(us / 1000.0 / count, 4)} for name, us in totals.items() if us > 0]
+
+
+def add_operators(table: dict[str, Any], rows: Sequence[dict[str, Any]]) -> None:
+    """``rows`` (ort_rows of a session of its own, run on the same input) into a scope's ``table``: the host time
+    outside profiled operators gives up what they account for, so that the rows still add up to the call."""
+    if not rows:
+        return
+    kept_rows = [dict(r) for r in table["rows"]]
+    added = sum(r["ms"] for r in rows)
+    for row in kept_rows:
+        if row["name"] == OUTSIDE:
+            taken = min(row["ms"], added)
+            row["ms"] = round(row["ms"] - taken, 4)
+    table["rows"] = kept([*kept_rows, *rows])
+    table["cpu_ms"] = round(table["cpu_ms"] + added, 4)
+    table["operators"] = "ONNX Runtime's session profiling, a session of its own on the same input"
 
 
 def kept(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

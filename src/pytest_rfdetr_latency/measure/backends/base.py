@@ -57,6 +57,8 @@ class Prepared:
     close: Callable[[], None] = lambda: None
     # ONNX Runtime's CUDA provider: a session counted by PyTorch's allocator, made and run after timing (memory.py)
     memory_window: Callable[[Callable[[str], None]], None] | None = None
+    # ONNX Runtime: its operators profiled by itself (``calls`` -> profile rows), what torch.profiler cannot see
+    operators: Callable[[int], list[dict[str, Any]]] | None = None
 
 
 def threshold_for(scores: Any, count: int) -> float:

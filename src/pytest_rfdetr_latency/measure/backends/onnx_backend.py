@@ -270,10 +270,30 @@ def prepare(ctx: BackendContext) -> Prepared:
     def outputs() -> dict[str, Any]:
         return {k: np.asarray(v, dtype=np.float32) for k, v in run(x).items()}
 
-    memory_window = ort_memory.window(ort, path, index, {input_name: x}) if backend == "onnx-cuda" else None
     return Prepared(scopes=scopes, graphable=None, unavailable=unavailable, precision=_precision(backend, session),
                     detections=detections, score_threshold=threshold, details=details, outputs=outputs,
-                    close=keep_alive.clear, memory_window=memory_window)
+                    close=keep_alive.clear, **_after_timing(ort, ctx, path, index, {input_name: x}))
+
+
+def _after_timing(ort: Any, ctx: BackendContext, path: Path, index: int, feeds: dict[str, Any]) -> dict[str, Any]:
+    """What runs once the case is timed, each in a session of its own: ONNX Runtime's memory counted by PyTorch's
+    allocator (onnx-cuda), and its operators profiled by ONNX Runtime (--rfdetr-profile)."""
+
+    def operators(calls: int) -> list[dict[str, Any]]:
+        """ONNX Runtime's own profile of ``calls`` runs on ``feeds`` (after one not counted): time a run per
+        operator type, as profile rows (measure/profiling.py), for what torch.profiler cannot see inside a run."""
+        from pytest_rfdetr_latency.measure.profiling import ort_rows
+
+        session, folder = _profiled_session(ort, ctx, path, index)
+        try:
+            for _ in range(calls + 1):
+                session.run(None, feeds)
+            return ort_rows(json.loads(Path(session.end_profiling()).read_text()), calls)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    window = ort_memory.window(ort, path, index, feeds) if ctx.case.backend == "onnx-cuda" else None
+    return {"memory_window": window, "operators": operators}
 
 
 def _square_input(session: Any, path: Path) -> tuple[str, int]:

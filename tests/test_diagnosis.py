@@ -39,10 +39,10 @@ def test_the_work_that_was_added_tops_the_table_and_explains_the_change() -> Non
     assert top["before_ms"] == 0.0 and top["after_ms"] == 4.0 and top["delta_ms"] == 4.0
     statuses = {r["name"]: r["status"] for r in found["rows"]}
     assert statuses == {profiling.INJECTED: "new", "aten::addmm": "slower", "aten::relu": "gone"}  # conv2d: same
-    host_first = [r["delta_ms"] for r in found["rows"] if r["kind"] != "gpu"] + [
-        r["delta_ms"] for r in found["rows"] if r["kind"] == "gpu"]  # the explaining timeline's rows first
-    assert [r["delta_ms"] for r in found["rows"]] == host_first
-    assert host_first[:-1] == sorted(host_first[:-1], reverse=True)
+    on_host = [r["delta_ms"] for r in found["rows"] if r["kind"] != "gpu"]
+    on_gpu = [r["delta_ms"] for r in found["rows"] if r["kind"] == "gpu"]
+    assert [r["delta_ms"] for r in found["rows"]] == on_host + on_gpu  # the explaining timeline's rows first
+    assert on_host == sorted(on_host, reverse=True) and on_gpu == sorted(on_gpu, reverse=True)
     assert found["explained"] == pytest.approx(4.1 / 4.2, abs=1e-3) and found["explained_by"] == "host"
     assert found["profiled_ms"] == [10.0, 14.1]
     # A change that made the scope faster has nothing to explain.
@@ -58,10 +58,10 @@ def test_the_table_keeps_the_largest_changes_either_way_and_never_adds_the_two_t
     found = diagnosis.diagnose(before, after, change_ms=2.0)
     names = [r["name"] for r in found["rows"]]
     assert len(names) == diagnosis.TOP and names[0] == "aten::new" and "aten::old" in names
-    host_first = [r["delta_ms"] for r in found["rows"] if r["kind"] != "gpu"] + [
-        r["delta_ms"] for r in found["rows"] if r["kind"] == "gpu"]  # the explaining timeline's rows first
-    assert [r["delta_ms"] for r in found["rows"]] == host_first
-    assert host_first[:-1] == sorted(host_first[:-1], reverse=True)
+    on_host = [r["delta_ms"] for r in found["rows"] if r["kind"] != "gpu"]
+    on_gpu = [r["delta_ms"] for r in found["rows"] if r["kind"] == "gpu"]
+    assert [r["delta_ms"] for r in found["rows"]] == on_host + on_gpu  # the explaining timeline's rows first
+    assert on_host == sorted(on_host, reverse=True) and on_gpu == sorted(on_gpu, reverse=True)
     # The slower kernel made the host wait as long again: 1 ms on each timeline, not 2 ms between them. The host
     # timeline explains more here (a new operator, the wait, small ones): it is the one named.
     assert found["explained_by"] == "host" and found["explained"] == pytest.approx((5.5 + 1.0 + 0.9) / 2.0)
@@ -318,3 +318,42 @@ def test_an_onnx_case_profiles_its_operators_once_into_its_session_scopes(tmp_pa
                                 score_threshold=0.5, operators=broken), failed)
     assert "RuntimeError: profiling is not available" in failed.details["profile_errors"]["operators"]
     assert all(r["name"] != "ort::MatMul" for r in failed.details["profile"]["forward"]["rows"])  # tables stand
+
+
+def test_a_profile_without_onnx_runtimes_operators_is_met_by_one_without_them() -> None:
+    # A baseline profiled before the operators were taken, against a check that has them: ort:: rows would all read
+    # as new and explain thousands of percent; given back to the host time outside operators, they read as it was.
+    before = {**profile(("aten::to", "cpu", 0.2)), "wall_ms": 100.0}
+    before["rows"].append({"name": profiling.OUTSIDE, "kind": "host", "ms": 99.8})
+    after = {**profile(("aten::to", "cpu", 0.2), ("ort::Conv", "cpu", 60.0), ("ort::MatMul", "cpu", 45.0)),
+             "wall_ms": 105.2, "operators": "ONNX Runtime's session profiling"}
+    after["rows"].append({"name": profiling.OUTSIDE, "kind": "host", "ms": 0.0})
+    found = diagnosis.diagnose(before, after, change_ms=5.2)
+    assert [r["name"] for r in found["rows"]] == [profiling.OUTSIDE]
+    assert found["rows"][0]["delta_ms"] == pytest.approx(5.2) and found["explained"] == pytest.approx(1.0)
+    assert (diagnosis.ORT_PREFIX, diagnosis.OUTSIDE) == (profiling.ORT_PREFIX, profiling.OUTSIDE)
+
+
+def test_onnx_runtimes_real_profile_reads_as_operator_rows(tmp_path: Path) -> None:
+    import json
+
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.eye(64, dtype=np.float32), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"]), helper.make_node("Relu", ["y"], ["z"])],
+                              "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [64, 64])],
+                              [helper.make_tensor_value_info("z", TensorProto.FLOAT, [64, 64])], [weight])
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    options = ort.SessionOptions()
+    options.enable_profiling = True
+    options.profile_file_prefix = str(tmp_path / "ort")
+    session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+    for _ in range(4):
+        session.run(None, {"x": np.ones((64, 64), np.float32)})
+    rows = profiling.ort_rows(json.loads(Path(session.end_profiling()).read_text()), runs=3)
+    names = {r["name"] for r in rows}
+    assert {"ort::MatMul", "ort::Relu"} <= names and all(r["kind"] == "cpu" and r["ms"] > 0 for r in rows)

@@ -406,3 +406,18 @@ def test_onnx_runtimes_memory_window_allocates_through_pytorch(monkeypatch: pyte
     quiet = SimpleNamespace(SessionOptions=lambda: SimpleNamespace(), InferenceSession=Elsewhere)
     with pytest.raises(RuntimeError, match="no allocation through the external allocator"):
         ort_memory.window(quiet, tmp_path / "m.onnx", 0, {})(lambda name: None)
+
+    def out_of_memory(size: int, device: Any = None, stream: Any = None) -> int:
+        raise MemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(torch.cuda, "caching_allocator_alloc", out_of_memory)
+    with pytest.raises(RuntimeError, match="PyTorch's allocator failed ONNX Runtime: MemoryError"):
+        ort_memory.window(ort, tmp_path / "m.onnx", 0, {})(lambda name: None)  # not swallowed by ctypes
+
+    class FellBack(Elsewhere):
+        def get_providers(self) -> list[str]:
+            return ["CPUExecutionProvider"]
+
+    with pytest.raises(RuntimeError, match="runs on CPUExecutionProvider"):
+        ort_memory.window(SimpleNamespace(SessionOptions=lambda: SimpleNamespace(), InferenceSession=FellBack),
+                          tmp_path / "m.onnx", 0, {})(lambda name: None)

@@ -24,6 +24,7 @@ MAX_TRACE_BYTES = 32 * 2**20  # a raw trace kept (gzipped): 5 calls of a model a
 MAX_ROWS = 40  # rows kept per scope, by time per call; the rest summed per kind: an entry stays a few kilobytes
 INJECTED = "rfdetr_latency.injected_work"  # how the self-test's injected work is labelled (injection.py)
 OUTSIDE = "(host time outside profiled operators)"
+ORT_PREFIX = "ort::"  # ONNX Runtime's operators (ort_rows)
 
 
 def labelled(fn: Fn, name: str = INJECTED) -> Fn:
@@ -83,9 +84,17 @@ def capture(fn: Fn, cuda: bool, calls: int = WINDOW_CALLS, trace: Path | None = 
     cpu_ms = sum(r["ms"] for r in rows if r["kind"] in ("cpu", "label"))
     gpu_ms = sum(r["ms"] for r in rows if r["kind"] == "gpu")
     rows.append({"name": OUTSIDE, "kind": "host", "ms": round(max(0.0, wall_ms - cpu_ms), 4)})
-    saved = {} if trace is None else write_trace(prof, trace)
+    saved = {} if trace is None else _trace_kept(prof, trace)
     return {"calls": calls, "wall_ms": round(wall_ms, 4), "cpu_ms": round(cpu_ms, 4), "gpu_ms": round(gpu_ms, 4),
             "rows": kept(rows), "seconds": round(time.perf_counter() - start, 3), **saved}
+
+
+def _trace_kept(prof: Any, path: Path) -> dict[str, str]:
+    """write_trace, or why not: a trace that cannot be written leaves the table as it is."""
+    try:
+        return write_trace(prof, path)
+    except OSError as exc:
+        return {"trace_error": f"{type(exc).__name__}: {str(exc)[:200]}"}
 
 
 def write_trace(prof: Any, path: Path) -> dict[str, str]:
@@ -119,7 +128,7 @@ def ort_rows(events: Sequence[dict[str, Any]], runs: int) -> list[dict[str, Any]
             continue
         at = float(event.get("ts", 0))
         if any(start <= at <= end for start, end in spans):
-            name = f"ort::{event.get('args', {}).get('op_name', 'unknown')}"
+            name = f"{ORT_PREFIX}{event.get('args', {}).get('op_name', 'unknown')}"
             totals[name] = totals.get(name, 0.0) + float(event.get("dur", 0))
     count = max(1, len(spans))
     return [{"name": name, "kind": "cpu", "ms": round(us / 1000.0 / count, 4)} for name, us in totals.items() if us > 0]
@@ -127,7 +136,8 @@ def ort_rows(events: Sequence[dict[str, Any]], runs: int) -> list[dict[str, Any]
 
 def add_operators(table: dict[str, Any], rows: Sequence[dict[str, Any]]) -> None:
     """``rows`` (ort_rows of a session of its own, run on the same input) into a scope's ``table``: the host time
-    outside profiled operators gives up what they account for, so that the rows still add up to the call."""
+    outside profiled operators gives up what they account for (no more than it holds: the rows come from other runs,
+    so they add up to the call only about)."""
     if not rows:
         return
     kept_rows = [dict(r) for r in table["rows"]]
@@ -136,7 +146,7 @@ def add_operators(table: dict[str, Any], rows: Sequence[dict[str, Any]]) -> None
         if row["name"] == OUTSIDE:
             taken = min(row["ms"], added)
             row["ms"] = round(row["ms"] - taken, 4)
-    table["rows"] = kept([*kept_rows, *rows])
+    table["rows"] = kept([*kept_rows, *(dict(r) for r in rows)])
     table["cpu_ms"] = round(table["cpu_ms"] + added, 4)
     table["operators"] = "ONNX Runtime's session profiling, a session of its own on the same input"
 

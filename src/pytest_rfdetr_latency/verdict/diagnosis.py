@@ -9,6 +9,8 @@ from collections.abc import Mapping
 from typing import Any
 
 TOP = 8  # rows of the table kept in the report
+ORT_PREFIX = "ort::"  # ONNX Runtime's operators, from its own session profiling (measure/profiling.py)
+OUTSIDE = "(host time outside profiled operators)"  # as measure/profiling.py names it
 
 _TEMPLATE = re.compile(r"<[^<>]*>")
 _NUMBER = re.compile(r"\b\d+\b")
@@ -31,8 +33,8 @@ def diagnose(before: Mapping[str, Any], after: Mapping[str, Any], change_ms: flo
     times the GPU's work), else the one that explains more, the host's (operators, labels, the time outside them) or
     the GPU's (kernels). The two are never added: a kernel that got slower also makes the host wait longer (on the
     H200 a hidden chain of matrix products showed first as cudaDeviceSynchronize, +0.23 ms, above its own kernel)."""
-    then = _by_name(before)
-    now = _by_name(after)
+    then = _by_name(_without_operators(before) if after.get("operators") is None else before)
+    now = _by_name(_without_operators(after) if before.get("operators") is None else after)
     rows = []
     for key in then.keys() | now.keys():
         was, is_ = then.get(key), now.get(key)
@@ -53,6 +55,19 @@ def diagnose(before: Mapping[str, Any], after: Mapping[str, Any], change_ms: flo
         "explained_by": by,
         "rows": sorted(changed, key=lambda r: ((r["kind"] == "gpu") != (by == "gpu"), -r["delta_ms"])),
     }
+
+
+def _without_operators(profile: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A profile with ONNX Runtime's operator rows given back to the host time outside profiled operators, to be set
+    against a profile that has none (recorded before they were taken, or where they could not be)."""
+    if profile.get("operators") is None:
+        return profile
+    ort = sum(float(r["ms"]) for r in profile.get("rows", []) if str(r["name"]).startswith(ORT_PREFIX))
+    rows = [dict(r) for r in profile.get("rows", []) if not str(r["name"]).startswith(ORT_PREFIX)]
+    for row in rows:
+        if row["name"] == OUTSIDE:
+            row["ms"] = row["ms"] + ort
+    return {**profile, "rows": rows}
 
 
 def _by_name(profile: Mapping[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:

@@ -100,19 +100,21 @@ def unmeasured(scope: str, stored: Mapping[str, Any], why: str) -> Verdict:
                    notes=(f"the baseline has it; this run could not measure it: {why}",))
 
 
-# Memory figures counted by an allocator (PyTorch's; ONNX Runtime's through PyTorch's): they repeat, and are judged
-# against the baseline's smallest peak plus a slack. NVML's device-wide figure is judged like a timing scope.
-EXACT_MEMORY = ("torch-allocator", "ort-allocator")
+# Memory figures shown to repeat (PyTorch's allocator, on the H200): judged against the baseline's smallest peak plus a
+# slack. The others are judged like a timing scope, capped: NVML's device-wide figure, and ONNX Runtime's counted
+# through PyTorch's allocator (ort-allocator), until GPU runs show it repeats; only NVML's sees the other side's
+# process head to head.
+EXACT_MEMORY = ("torch-allocator",)
 
 
 def memory_verdict(stored: Mapping[str, Any], memory: Mapping[str, Any] | None,
                    processes: Sequence[Mapping[str, Any]], tolerance: float, by_name: bool,
                    blind_because: str | None = None) -> Verdict | None:
-    """The memory verdict of a case: an allocator's peak (EXACT_MEMORY) of the first process, which runs the cases in
-    the recording's first order, against the baseline's processes (fresh processes re-measure timings: their first case
-    of a model peaks higher); NVML's used memory over every process measured, judged like a scope and capped like
-    one (unresolved where too wide, or where ``blind_because`` says this run cannot see it). None where the baseline
-    has no peak; inconclusive where it has one and this run measured none, or another kind."""
+    """The memory verdict of a case: a repeatable allocator's peak (EXACT_MEMORY) of the first process, which runs the
+    cases in the recording's first order, against the baseline's processes (fresh processes re-measure timings: their
+    first case of a model peaks higher); other figures over every process measured, judged like a scope and capped
+    like one (unresolved where too wide, or, NVML's, where ``blind_because`` says this run cannot see it). None where
+    the baseline has no peak; inconclusive where it has one and this run measured none, or another kind."""
     from pytest_rfdetr_latency.verdict.judge import judge_memory
 
     if not stored.get("processes"):
@@ -130,6 +132,6 @@ def memory_verdict(stored: Mapping[str, Any], memory: Mapping[str, Any] | None,
                            source="asked" if by_name else "default")
     if exact:
         return verdict
-    if blind_because:
+    if blind_because and memory["kind"] == "nvml-device-used":
         return blind(verdict, blind_because)
     return capped(verdict, "memory", tolerance if by_name else None)

@@ -14,8 +14,9 @@ import json
 import shutil
 import tempfile
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from pytest_rfdetr_latency.measure.backends import ort_memory
 from pytest_rfdetr_latency.measure.backends.base import (
@@ -275,25 +276,41 @@ def prepare(ctx: BackendContext) -> Prepared:
                     close=keep_alive.clear, **_after_timing(ort, ctx, path, index, {input_name: x}))
 
 
-def _after_timing(ort: Any, ctx: BackendContext, path: Path, index: int, feeds: dict[str, Any]) -> dict[str, Any]:
+class _AfterTiming(TypedDict):
+    memory_window: Callable[[Callable[[str], None]], None] | None
+    operators: Callable[[int], list[dict[str, Any]]] | None
+
+
+def _after_timing(ort: Any, ctx: BackendContext, path: Path, index: int, feeds: dict[str, Any]) -> _AfterTiming:
     """What runs once the case is timed, each in a session of its own: ONNX Runtime's memory counted by PyTorch's
-    allocator (onnx-cuda), and its operators profiled by ONNX Runtime (--rfdetr-profile)."""
+    allocator (onnx-cuda, ort_memory.py), its operators profiled by itself (onnx-cpu, --rfdetr-profile)."""
+    backend = ctx.case.backend
+    return {"memory_window": ort_memory.window(ort, path, index, feeds) if backend == "onnx-cuda" else None,
+            "operators": _operators(ort, ctx, path, feeds) if backend == "onnx-cpu" else None}
+
+
+def _operators(ort: Any, ctx: BackendContext, path: Path, feeds: dict[str, Any]) -> Callable[[int], list[Any]]:
+    """onnx-cpu's operators as ONNX Runtime profiles them, once the case is timed, in a session of its own: what
+    torch.profiler cannot see inside a run. (On a GPU provider a node's host time holds the CUDA calls torch.profiler
+    already counts, so it would count them twice; CUPTI names the kernels there.)"""
 
     def operators(calls: int) -> list[dict[str, Any]]:
-        """ONNX Runtime's own profile of ``calls`` runs on ``feeds`` (after one not counted): time a run per
-        operator type, as profile rows (measure/profiling.py), for what torch.profiler cannot see inside a run."""
+        """``calls`` runs on ``feeds`` after one not counted: time a run per operator type, as profile rows."""
         from pytest_rfdetr_latency.measure.profiling import ort_rows
 
-        session, folder = _profiled_session(ort, ctx, path, index)
+        session, folder = _profiled_session(ort, ctx, path, 0)
         try:
             for _ in range(calls + 1):
                 session.run(None, feeds)
-            return ort_rows(json.loads(Path(session.end_profiling()).read_text()), calls)
+            rows = ort_rows(json.loads(Path(session.end_profiling()).read_text()), calls)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
+        if not rows:
+            raise RuntimeError("ONNX Runtime's profile held no operator time in its model runs (a format this "
+                               "plugin does not read)")
+        return rows
 
-    window = ort_memory.window(ort, path, index, feeds) if ctx.case.backend == "onnx-cuda" else None
-    return {"memory_window": window, "operators": operators}
+    return operators
 
 
 def _square_input(session: Any, path: Path) -> tuple[str, int]:

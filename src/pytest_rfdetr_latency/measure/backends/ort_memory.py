@@ -1,5 +1,7 @@
-"""ONNX Runtime's CUDA allocations, counted to the byte: a session of its own whose every device allocation goes
-through PyTorch's caching allocator, so that ``torch.cuda.max_memory_allocated`` reads ONNX Runtime's peak.
+"""ONNX Runtime's CUDA allocations, counted: a session of its own whose allocations through the CUDA provider's
+allocator (weights, activations, workspaces) go to PyTorch's caching allocator, so that
+``torch.cuda.max_memory_allocated`` reads their peak (rounded up to PyTorch's block sizes). What cuBLAS and cuDNN
+allocate inside their handles, and the CUDA context, are not counted.
 
 The CUDA provider takes three C callbacks as provider options (``gpu_external_alloc``, ``gpu_external_free``,
 ``gpu_external_empty_cache``: their addresses as text) and then allocates through them instead of its arena; ctypes
@@ -20,7 +22,9 @@ from typing import Any
 _ALLOC = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_size_t)
 _FREE = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
 _EMPTY = ctypes.CFUNCTYPE(None)
-RUNS = 2  # the first run also searches convolution algorithms (and their workspaces); the second is a steady one
+RUNS = 2  # the first run also searches convolution algorithms (and their workspaces); the peak covers both
+_KEPT: list[tuple[Any, ...]] = []  # every callback handed to ONNX Runtime lives as long as the process: a session
+# freed late (a reference cycle, a traceback) must never call into a freed thunk
 
 
 def _address(callback: Any) -> str:
@@ -37,16 +41,25 @@ def window(ort: Any, path: Path, index: int, feeds: Mapping[str, Any]) -> Callab
 
         device = torch.device("cuda", index)
         calls = {"alloc": 0}
+        errors: list[BaseException] = []  # ctypes would print and swallow them: raised after the runs instead
 
         def alloc(size: int) -> int:
             calls["alloc"] += 1
-            return int(torch.cuda.caching_allocator_alloc(size, device))
+            try:
+                return int(torch.cuda.caching_allocator_alloc(size, device))
+            except BaseException as exc:
+                errors.append(exc)
+                return 0
 
         def free(pointer: int | None) -> None:
-            if pointer:
-                torch.cuda.caching_allocator_delete(pointer)  # type: ignore[no-untyped-call]
+            try:
+                if pointer:
+                    torch.cuda.caching_allocator_delete(pointer)  # type: ignore[no-untyped-call]
+            except BaseException as exc:
+                errors.append(exc)
 
-        callbacks = (_ALLOC(alloc), _FREE(free), _EMPTY(lambda: None))  # alive until the session is gone
+        callbacks = (_ALLOC(alloc), _FREE(free), _EMPTY(lambda: None))
+        _KEPT.append(callbacks)
         provider = {
             "device_id": str(index),
             "gpu_external_alloc": _address(callbacks[0]),
@@ -59,20 +72,27 @@ def window(ort: Any, path: Path, index: int, feeds: Mapping[str, Any]) -> Callab
         session = ort.InferenceSession(str(path), sess_options=options,
                                        providers=[("CUDAExecutionProvider", provider)])
         try:
-            if session.get_providers()[0] != "CUDAExecutionProvider":
-                raise RuntimeError(f"the session runs on {session.get_providers()[0]} (the CUDA provider refused "
-                                   "the external allocator; ONNX Runtime printed why)")
+            getattr(session, "disable_fallback", lambda: None)()  # a failing run raises, not reruns on the CPU
+            _on_cuda(session)
             torch.cuda.synchronize(device)
             phase("load")
             for _ in range(RUNS):
                 session.run(None, dict(feeds))
             torch.cuda.synchronize(device)
             phase("run")
+            _on_cuda(session)
+            if errors:
+                raise RuntimeError(f"PyTorch's allocator failed ONNX Runtime: {errors[0]!r}") from errors[0]
             if calls["alloc"] == 0:
                 raise RuntimeError("ONNX Runtime made no allocation through the external allocator")
         finally:
             del session
             torch.cuda.synchronize(device)
-        del callbacks
 
     return run_window
+
+
+def _on_cuda(session: Any) -> None:
+    if session.get_providers()[0] != "CUDAExecutionProvider":
+        raise RuntimeError(f"the session runs on {session.get_providers()[0]} (the CUDA provider refused the external "
+                           "allocator; ONNX Runtime printed why)")

@@ -217,7 +217,9 @@ def test_onnx_runtimes_own_profile_becomes_operator_rows_that_replace_the_unseen
     named = {r["name"]: r["ms"] for r in table["rows"]}
     assert named[profiling.OUTSIDE] == pytest.approx(0.13) and named["ort::MatMul"] == 0.32
     assert sum(named.values()) == pytest.approx(table["wall_ms"]) and table["cpu_ms"] == pytest.approx(0.47)
-    assert "session profiling" in table["operators"]
+    assert "session profiling" in table["operators"] and table["outside_taken_ms"] == pytest.approx(0.42)
+    alone = diagnosis._without_operators(table)  # what a side without operators is set against
+    assert {r["name"]: r["ms"] for r in alone["rows"]} == pytest.approx({"aten::to": 0.05, profiling.OUTSIDE: 0.55})
 
 
 def test_without_a_spare_descriptor_the_profile_is_still_taken(monkeypatch: pytest.MonkeyPatch) -> None:

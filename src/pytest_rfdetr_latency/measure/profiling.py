@@ -18,13 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from pytest_rfdetr_latency.measure.timing import Fn
+from pytest_rfdetr_latency.verdict.diagnosis import ORT_PREFIX, OUTSIDE  # the names the diagnosis reads rows by
 
 WINDOW_CALLS = 5  # calls profiled per scope: enough for a stable table, cheap beside the timed blocks
 MAX_TRACE_BYTES = 32 * 2**20  # a raw trace kept (gzipped): 5 calls of a model are a few MiB at most
 MAX_ROWS = 40  # rows kept per scope, by time per call; the rest summed per kind: an entry stays a few kilobytes
 INJECTED = "rfdetr_latency.injected_work"  # how the self-test's injected work is labelled (injection.py)
-OUTSIDE = "(host time outside profiled operators)"
-ORT_PREFIX = "ort::"  # ONNX Runtime's operators (ort_rows)
 
 
 def labelled(fn: Fn, name: str = INJECTED) -> Fn:
@@ -146,6 +145,7 @@ def add_operators(table: dict[str, Any], rows: Sequence[dict[str, Any]]) -> None
         if row["name"] == OUTSIDE:
             taken = min(row["ms"], added)
             row["ms"] = round(row["ms"] - taken, 4)
+            table["outside_taken_ms"] = round(taken, 4)  # what diagnosis gives back to a side without operators
     table["rows"] = kept([*kept_rows, *(dict(r) for r in rows)])
     table["cpu_ms"] = round(table["cpu_ms"] + added, 4)
     table["operators"] = "ONNX Runtime's session profiling, a session of its own on the same input"

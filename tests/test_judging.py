@@ -38,11 +38,20 @@ def entry(values: Mapping[str, list[float]], workload: Mapping[str, Any] | None 
 class Spawner:
     """Fresh processes that report the given figures, one result per call (None: the process failed)."""
 
-    def __init__(self, *reports: Mapping[str, float | tuple[float, float]] | None) -> None:
+    def __init__(self, *reports: Mapping[str, float | tuple[float, float]] | None,
+                 profile: Mapping[str, Any] | None = None) -> None:
         self.reports = list(reports)
         self.calls = 0
+        self.profile = profile  # what a process asked to profile reports (None: it failed)
+        self.profiled = 0
 
-    def __call__(self, inject: float | None, block_sizes: Mapping[str, int]) -> ChildOutcome:
+    def __call__(self, inject: float | None, block_sizes: Mapping[str, int], profile: bool) -> ChildOutcome:
+        if profile:
+            self.profiled += 1
+            if self.profile is None:
+                return ChildOutcome(error="exit code 1; its last lines:\n    no CUPTI", seconds=4.0)
+            return ChildOutcome(results=[{"id": "RFDETRMedium-torch-fp16", "scopes": {},
+                                          "details": {"profile": dict(self.profile)}}], seconds=6.0)
         report = self.reports[self.calls]
         self.calls += 1
         if report is None:
@@ -96,6 +105,45 @@ def test_a_regression_in_two_of_three_planned_processes_stops_there_and_fails() 
     case(spawn)._judge(checked, entry(BASE), None)
     assert spawn.calls == 1 and checked.outcome == "regression"
     assert checked.verdicts["device"].processes == pytest.approx((1.674, 1.675))
+
+
+PROFILE = {"device": {"wall_ms": 1.7, "rows": [{"name": "gemm", "where": "gpu", "ms": 1.0, "calls": 1}]}}
+
+
+def test_a_regression_against_a_profiled_recording_is_profiled_in_one_more_process_after_its_verdict() -> None:
+    spawn = Spawner({"device": 1.675}, {"device": 1.676}, profile=PROFILE)
+    checked, recorded = result(device=1.674), {**entry(BASE), "profile": PROFILE}
+    judged = case(spawn)
+    judged._judge(checked, recorded, None)
+    verdict = checked.verdicts["device"]
+    judged._profile_regressions(checked, recorded, None)
+    assert spawn.profiled == 1 and checked.details["profile"] == PROFILE
+    assert checked.details["profile_process"] == {"scopes": ["device"], "seconds": 6.0}
+    assert checked.verdicts["device"] is verdict and len(checked.processes) == 1  # judged as before, not again
+    # A pass, or a recording without a profile, starts none.
+    passed, unprofiled = Spawner(profile=PROFILE), Spawner({"device": 1.675}, {"device": 1.676}, profile=PROFILE)
+    clean = result(device=1.640)
+    case(passed)._judge(clean, recorded, None)
+    case(passed)._profile_regressions(clean, recorded, None)
+    slow = result(device=1.674)
+    case(unprofiled)._judge(slow, entry(BASE), None)
+    case(unprofiled)._profile_regressions(slow, entry(BASE), None)
+    assert passed.profiled == unprofiled.profiled == 0 and "profile_process" not in slow.details
+
+
+def test_a_profiling_process_that_fails_leaves_the_verdict_and_says_why_there_is_no_diagnosis() -> None:
+    from pytest_rfdetr_latency.report import failures
+
+    spawn = Spawner({"device": 1.675}, {"device": 1.676}, profile=None)
+    checked, recorded = result(device=1.674), {**entry(BASE), "profile": PROFILE}
+    judged = case(spawn)
+    judged._judge(checked, recorded, None)
+    judged._profile_regressions(checked, recorded, None)
+    assert checked.outcome == "regression" and "profile" not in checked.details
+    assert checked.details["profile_errors"] == {
+        "device": "the profiling process failed: exit code 1; its last lines:\n    no CUPTI"}
+    text = failures.message(checked.case.id, checked, Settings(enabled=True), None, "pytest ...", lambda s: False)
+    assert "  device: no diagnosis: the profile could not be taken (the profiling process failed: exit code 1" in text
 
 
 def test_a_slow_first_process_the_fresh_ones_do_not_repeat_leaves_the_scope_unresolved() -> None:

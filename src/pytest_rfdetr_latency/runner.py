@@ -25,7 +25,8 @@ from pytest_rfdetr_latency.verdict.scopes import DEFAULT_THRESHOLDS, HEAD_TO_HEA
 if TYPE_CHECKING:
     from pytest_rfdetr_latency.measure.headtohead import HeadToHead
 
-Spawn = Callable[[float | None, Mapping[str, int]], ChildOutcome]
+# (injected slowdown, block size per scope, profile it) -> what the fresh process measured
+Spawn = Callable[[float | None, Mapping[str, int], bool], ChildOutcome]
 
 
 class LatencyCase:
@@ -103,9 +104,19 @@ class LatencyCase:
             self._skip(result.message)
         self._refuse_another_workload(result, entry)
         self._judge(result, entry, inject)
-        if result.details.get("profile") and entry.get("profile"):  # --rfdetr-profile, then and now
+        self._profile_regressions(result, entry, inject)
+        if result.details.get("profile") and entry.get("profile"):  # profiled at recording, and now
             result.diagnosis = diagnosis.for_result(result.verdicts, result.details["profile"], entry["profile"])
         return self._conclude(result)
+
+    def _profile_regressions(self, result: CaseResult, entry: dict[str, Any], inject: float | None) -> None:
+        """A regression against a profiled recording, in a run that took no profile: one more fresh process profiles
+        the case once the verdict is decided; its figures are not judged (diagnosis.take_profiled)."""
+        scopes = diagnosis.to_profile(result.verdicts, entry.get("profile") or {})
+        if scopes and self._spawn is not None and not result.details.get("profile"):
+            outcome = self._spawn(inject, {s: v.block_size for s, v in result.scopes.items()}, True)
+            diagnosis.take_profiled(result.details, scopes, [r for r in outcome.results if r.get("id") == self.id],
+                                    outcome.error, outcome.seconds)
 
     def _conclude(self, result: CaseResult) -> CaseResult:
         """Budgets, then publish the judged result, then fail the test on what failed."""
@@ -243,7 +254,7 @@ class LatencyCase:
         def measure_more(suspects: Sequence[str]) -> bool:
             nonlocal spent
             assert self._spawn is not None
-            outcome = self._spawn(inject, {s: v.block_size for s, v in result.scopes.items()})
+            outcome = self._spawn(inject, {s: v.block_size for s, v in result.scopes.items()}, False)
             spent += outcome.seconds
             found = [r for r in outcome.results
                      if r.get("id") == self.id and all(s in r.get("scopes", {}) for s in suspects)]

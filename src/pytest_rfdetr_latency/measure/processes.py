@@ -95,10 +95,11 @@ def child_settings(
     inject: float | None = None,
     block_sizes: Mapping[str, Mapping[str, int]] | None = None,
     placement: Placement | None = None,
+    profile: bool = False,
 ) -> Settings:
     """The parent's settings for a fresh process that measures only: no parity (the parent checked it), no
     baseline writing, no reports, no history, no processes of its own; the same cache of exports and the same block
-    sizes."""
+    sizes. With ``profile``, it also profiles each scope once its figures are taken (a regression's diagnosis)."""
     return dataclasses.replace(
         settings,
         enabled=True,
@@ -117,7 +118,7 @@ def child_settings(
         against_sequential=False,
         placement=placement or settings.placement,
         inject=inject,
-        profile=False,
+        profile=profile,
         cache_dir=cache_dir,
         process_index=process_index,
         block_sizes={case: dict(sizes) for case, sizes in (block_sizes or {}).items()},

@@ -482,7 +482,8 @@ OPTIONS: tuple[OptionSpec, ...] = (
                "the baseline entry; on a check, every scope is diagnosed against it (what got slower, what is new or "
                "gone, and how much of the change that explains), shown under a regression and in the JSON report; with "
                "--rfdetr-report, each scope's raw trace is kept beside it (opens in Perfetto). Costs a few seconds a "
-               "case, reported apart; not head to head. Default: off."),
+               "case, reported apart; not head to head. Without it, a check still profiles a scope that regressed "
+               "against a profiled recording, in one more fresh process once the verdict is decided. Default: off."),
     OptionSpec("no_pin", "--rfdetr-no-pin", "on a GPU run, leave the launching thread where the OS puts it instead "
                "of moving it to the fastest allowed core while sampling. Default: pinned."),
     OptionSpec("confirm", "--rfdetr-confirm", "when a case's figure moves past its threshold, measure the case again "

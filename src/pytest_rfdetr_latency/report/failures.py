@@ -27,11 +27,12 @@ def message(case_id: str, result: CaseResult, settings: Settings, against: Path 
     elif regressions:
         lines.append(f"{case_id} on {result.device} regressed:")
         lines += [f"  {v.describe()}" for v in regressions]
+    profiled = settings.profile or "profile_process" in result.details  # asked, or a regression was profiled
     for verdict in regressions:
         found = result.diagnosis.get(verdict.scope)
         if found:
             lines += [f"  {line}" for line in why.lines(verdict.scope, found)]
-        elif settings.profile and against is None and verdict.scope != "memory":
+        elif profiled and against is None and verdict.scope != "memory":
             lines.append(f"  {verdict.scope}: {why.missing(verdict.scope, result.details, result.baseline)}")
     if inconclusive and settings.strict:
         lines.append(f"{case_id}: verdict inconclusive (--rfdetr-strict makes this a failure):")

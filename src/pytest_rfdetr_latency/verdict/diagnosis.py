@@ -5,7 +5,7 @@ people read it is report/why.py."""
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 TOP = 8  # rows of the table kept in the report
@@ -88,3 +88,24 @@ def for_result(verdicts: Mapping[str, Any], now: Mapping[str, Any], then: Mappin
     return {scope: diagnose(then[scope], now[scope], verdict.current - verdict.baseline,
                             "gpu" if scope == "device" else None)
             for scope, verdict in verdicts.items() if scope in now and scope in then}
+
+
+def to_profile(verdicts: Mapping[str, Any], recorded: Mapping[str, Any]) -> list[str]:
+    """The timing scopes judged a regression whose recording holds their profile: what a check that took no profile
+    profiles in one more fresh process, once the verdict is decided."""
+    return [scope for scope, verdict in verdicts.items() if verdict.kind == "regression" and scope in recorded]
+
+
+def take_profiled(details: dict[str, Any], scopes: Sequence[str], reported: Sequence[Mapping[str, Any]],
+                  error: str | None, seconds: float) -> None:
+    """What that process profiled, into the case's ``details`` (``profile``, and ``profile_errors`` for each scope it
+    could not profile, with why); its cost apart, in ``profile_process``. Its figures are not taken: the verdict
+    stands as decided."""
+    got = dict(reported[0].get("details", {})) if reported else {}
+    details["profile_process"] = {"scopes": list(scopes), "seconds": round(seconds, 1)}
+    if got.get("profile"):
+        details["profile"] = got["profile"]
+    why = f"the profiling process failed: {error or 'it reported no profile'}"
+    errors = {s: (got.get("profile_errors") or {}).get(s) or why for s in scopes if s not in (got.get("profile") or {})}
+    if errors:
+        details.setdefault("profile_errors", {}).update(errors)

@@ -165,6 +165,17 @@ def test_an_entry_holds_every_process_their_median_and_spread() -> None:
     assert made["memory"]["processes"] == [100.0, 100.0, 100.0] and made["backend"] == "torch-fp32"
 
 
+def test_the_recordings_profiling_process_gives_its_tables_to_the_entry_not_its_figures() -> None:
+    first, profiled = result(10.0), result(30.0)  # the profiled process was slowed by its profiler
+    table = {"calls": 5, "wall_ms": 31.0, "rows": [{"name": "aten::addmm", "kind": "cpu", "ms": 6.0}],
+             "trace": "/tmp/r-traces/A.forward.trace.json.gz"}
+    profiled["details"] = {"profile": {"forward": table}, "profile_errors": {"e2e": "RuntimeError: no CUPTI"}}
+    baselines.take_profiles(first, profiled)
+    made = baselines.entry_from_processes([first, result(10.1)], None)
+    assert made["profile"] == {"forward": {k: v for k, v in table.items() if k != "trace"}}  # a local path is not kept
+    assert made["processes"] == 2 and max(p["value_ms"] for p in made["scopes"]["forward"]["processes"]) < 11
+
+
 @pytest.mark.parametrize("name", ["baseline", "report", "history"])
 def test_the_published_schemas_are_the_ones_the_code_checks(name: str) -> None:
     from importlib.resources import files

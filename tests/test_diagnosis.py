@@ -293,7 +293,7 @@ def test_an_onnx_case_profiles_its_operators_once_into_its_session_scopes(tmp_pa
     from pytest_rfdetr_latency.measure.case import CaseMeasurement
     from pytest_rfdetr_latency.measure.environment import Device
 
-    session = SimpleNamespace(device=Device("cpu", "CPU", "cpu"), settings=Settings(report=tmp_path / "r.json"))
+    session = SimpleNamespace(device=Device("cpu", "CPU", "cpu"), settings=Settings(trace_dir=tmp_path / "r-traces"))
     measuring = CaseMeasurement(session, Case("RFDETRNano", "onnx-cpu"), ("forward", "e2e"),  # type: ignore[arg-type]
                                 skip=pytest.skip, fail=pytest.fail, publish=lambda result: None)
     measuring._to_profile = [("forward", lambda: busy(1.0)), ("e2e", lambda: busy(1.0))]

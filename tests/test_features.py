@@ -214,6 +214,15 @@ def test_a_fresh_process_gets_the_settings_exactly() -> None:
     assert changed == {"no_parity", "confirm", "save_processes", "report", "inject", "cache_dir", "process_index",
                        "block_sizes"}
     assert child.seed == 0 and child.detections == 40 and child.block_sizes == {"A": {"e2e": 4}}
+    # Only a fresh process started to profile profiles, its traces beside the parent's report: a profiler leaves
+    # state behind that would slow what a judged process times next.
+    assert not Settings(enabled=True, profile=True).profiles_here and not child.profiles_here
+    profiler = child_settings(dataclasses.replace(parent, profile=True), process_index=0, cache_dir=Path("/c"),
+                              profile=True)
+    assert profiler.trace_dir == Path("r-traces") and not profiler.profiles_here  # until it is handed over:
+    assert dataclasses.replace(profiler, child_report=Path("c.json")).profiles_here  # processes._hand_over
+    assert not child_settings(dataclasses.replace(parent, profile=True), process_index=1, cache_dir=Path("/c"),
+                              ).profiles_here
 
 
 def test_what_building_prints_is_kept_quiet_and_counted_and_shown_when_it_fails(

@@ -116,7 +116,7 @@ def test_a_regression_against_a_profiled_recording_is_profiled_in_one_more_proce
     judged = case(spawn)
     judged._judge(checked, recorded, None)
     verdict = checked.verdicts["device"]
-    judged._profile_regressions(checked, recorded, None)
+    judged._profile(checked, recorded, None)
     assert spawn.profiled == 1 and checked.details["profile"] == PROFILE
     assert checked.details["profile_process"] == {"scopes": ["device"], "seconds": 6.0}
     assert checked.verdicts["device"] is verdict and len(checked.processes) == 1  # judged as before, not again
@@ -124,11 +124,22 @@ def test_a_regression_against_a_profiled_recording_is_profiled_in_one_more_proce
     passed, unprofiled = Spawner(profile=PROFILE), Spawner({"device": 1.675}, {"device": 1.676}, profile=PROFILE)
     clean = result(device=1.640)
     case(passed)._judge(clean, recorded, None)
-    case(passed)._profile_regressions(clean, recorded, None)
+    case(passed)._profile(clean, recorded, None)
     slow = result(device=1.674)
     case(unprofiled)._judge(slow, entry(BASE), None)
-    case(unprofiled)._profile_regressions(slow, entry(BASE), None)
+    case(unprofiled)._profile(slow, entry(BASE), None)
     assert passed.profiled == unprofiled.profiled == 0 and "profile_process" not in slow.details
+
+
+def test_asked_to_profile_a_check_profiles_every_judged_scope_in_a_fresh_process_clean_or_not() -> None:
+    spawn = Spawner(profile=PROFILE)
+    clean, recorded = result(device=1.640), {**entry(BASE), "profile": PROFILE}
+    judged = case(spawn)
+    judged.session.settings = Settings(enabled=True, profile=True)
+    judged._judge(clean, recorded, None)
+    judged._profile(clean, recorded, None)
+    assert spawn.profiled == 1 and clean.outcome == "pass" and clean.details["profile"] == PROFILE
+    assert clean.details["profile_process"]["scopes"] == ["device"]
 
 
 def test_a_profiling_process_that_fails_leaves_the_verdict_and_says_why_there_is_no_diagnosis() -> None:
@@ -138,7 +149,7 @@ def test_a_profiling_process_that_fails_leaves_the_verdict_and_says_why_there_is
     checked, recorded = result(device=1.674), {**entry(BASE), "profile": PROFILE}
     judged = case(spawn)
     judged._judge(checked, recorded, None)
-    judged._profile_regressions(checked, recorded, None)
+    judged._profile(checked, recorded, None)
     assert checked.outcome == "regression" and "profile" not in checked.details
     assert checked.details["profile_errors"] == {
         "device": "the profiling process failed: exit code 1; its last lines:\n    no CUPTI"}
@@ -299,22 +310,22 @@ def test_nvml_memory_whose_processes_disagree_widely_is_unresolved_not_passed() 
     assert grown is not None and grown.kind == "regression"  # beyond even the wide threshold: it fails
 
 
-def test_onnx_runtimes_allocator_peak_is_judged_like_a_scope_until_shown_to_repeat() -> None:
-    # onnx-cuda counted through PyTorch's allocator (ort_memory.py): processes that agree give a threshold near the
-    # 10 % asked (plus the slack), so a +12 % growth fails; not blind head to head (the figure is the process's own).
-    stored = {"memory": {"kind": "ort-allocator", "peak_mib": 900.0, "processes": [900.0, 900.4, 900.0]}}
+def test_onnx_runtimes_allocator_peak_is_judged_like_pytorchs_and_a_ten_percent_growth_fails() -> None:
+    # onnx-cuda counted through PyTorch's allocator (ort_memory.py) repeats as PyTorch's does (H200: 254.4-255.7 MiB
+    # over six processes): the check's first process against the smallest recorded peak, at the default 5 % plus
+    # 4 MiB; not blind head to head (the figure is the process's own).
+    stored = {"memory": {"kind": "ort-allocator", "peak_mib": 255.6, "processes": [255.7, 255.6, 254.4]}}
     checked = result(device=1.641)
-    checked.memory = {"kind": "ort-allocator", "peak_mib": 990.0}  # +10 %: inside the asked 10 % plus the slack
-    checked.processes = [{"scopes": {}, "memory": {"kind": "ort-allocator", "peak_mib": 990.2}}]
+    checked.memory = {"kind": "ort-allocator", "peak_mib": 255.4}  # a clean check on the H200
+    checked.processes = [{"scopes": {}, "memory": {"kind": "ort-allocator", "peak_mib": 400.0}}]  # not judged
     verdict = case(None)._memory_verdict(checked, stored)
-    assert verdict is not None and verdict.kind == "pass" and verdict.processes == (990.0, 990.2)
-    checked.memory = {"kind": "ort-allocator", "peak_mib": 1010.0}  # +12.2 %
-    checked.processes = [{"scopes": {}, "memory": {"kind": "ort-allocator", "peak_mib": 1010.3}}]
+    assert verdict is not None and verdict.kind == "pass" and verdict.processes == (255.4,)
+    checked.memory = {"kind": "ort-allocator", "peak_mib": 280.7}  # the +10 % self-test on the H200 (+9.8 %)
     grown = case(None)._memory_verdict(checked, stored)
-    assert grown is not None and grown.kind == "regression" and grown.threshold < 0.12
+    assert grown is not None and grown.kind == "regression" and grown.threshold == pytest.approx(0.05 + 4 / 254.4)
     from pytest_rfdetr_latency.verdict import gating
 
-    in_turns = gating.memory_verdict(stored["memory"], checked.memory, checked.processes, 0.10, False,
+    in_turns = gating.memory_verdict(stored["memory"], checked.memory, checked.processes, 0.05, False,
                                      gating.NVML_TAKING_TURNS)
     assert in_turns is not None and in_turns.kind == "regression"
     checked.memory = {"kind": "nvml-device-used", "peak_mib": 900.0}  # a baseline of the other kind: said, not judged

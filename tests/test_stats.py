@@ -206,10 +206,10 @@ def test_the_host_slope_is_how_the_figures_follow_the_yardstick_or_none() -> Non
 
 
 def test_memory_verdict_is_the_median_of_the_baseline_processes_at_the_tolerance_asked() -> None:
-    # Peaks that agree: 10 % (plus 16 MiB of slack) is the threshold.
-    assert judge.judge_memory([300.0, 301.0, 302.0], [310.0], 0.10).kind == "pass"
-    tight = judge.judge_memory([300.0, 301.0, 302.0], [360.0], 0.10)
-    assert tight.kind == "regression" and tight.unit == "MiB" and "16 MiB of allocator slack" in tight.reason
+    # Peaks that agree: 10 % (plus 4 MiB of slack) is the threshold.
+    assert judge.judge_memory([300.0, 301.0, 302.0], [333.0], 0.10).kind == "pass"
+    tight = judge.judge_memory([300.0, 301.0, 302.0], [335.0], 0.10)
+    assert tight.kind == "regression" and tight.unit == "MiB" and "4 MiB of allocator slack" in tight.reason
     # Peaks that depend on what ran before in each process (H200: 347.7, 477.7, 349.2 MiB across rotated orders)
     # do not widen it: that would pass any growth. What lingers only adds: the smallest is the case's own need, also
     # where two of three processes carried something (a recording narrowed with -k: each fresh process runs it first).
@@ -223,7 +223,7 @@ def test_memory_verdict_is_the_median_of_the_baseline_processes_at_the_tolerance
     assert nvml.kind == "pass" and nvml.threshold > 0.3 and "process-to-process noise" in nvml.reason
     assert judge.judge_memory([960.0, 962.0, 958.0], [1216.0], 0.10, exact=False).kind == "regression"
     assert judge.judge_memory([0.0, 0.0, 0.0], [0.0], 0.10).kind == "pass"  # ONNX Runtime on the CPU holds none
-    assert judge.judge_memory([0.0, 0.0, 0.0], [5.0], 0.10).kind == "pass"  # within the allocator's slack
+    assert judge.judge_memory([0.0, 0.0, 0.0], [3.5], 0.10).kind == "pass"  # within the allocator's slack
     assert judge.judge_memory([0.0, 0.0, 300.0], [40.0], 0.10).kind == "regression"
 
 

@@ -75,29 +75,35 @@ class ResultCollector:
         return 3 if any(r.get("device_kind") == "cuda" for r in self.results) else 1
 
     def _record_processes(self, run: Settings) -> None:
-        """Measure the recorded cases again in fresh processes, cases in rotated order, until each has ``N``."""
+        """Measure the recorded cases again in fresh processes, cases in rotated order, until each has ``N``; with
+        --rfdetr-profile one more profiles them (its tables kept, not its figures: Settings.profiles_here)."""
         from pytest_rfdetr_latency.measure.processes import child_settings, run_child
+        from pytest_rfdetr_latency.store import baselines
 
         saved = [r for r in self.results if r.get("outcome") == "saved" and r.get("node")]
         count = self._process_count(run)
         launch = self.config.stash.get(LAUNCH_KEY, None)
-        if count < 2 or not saved or launch is None:
+        if not saved or launch is None:
             return
         cache = cache_dir(self.config)
         sizes = {r["id"]: {s: v["block_size"] for s, v in r["scopes"].items()} for r in saved}
         by_id = {r["id"]: r for r in saved}
         session = self.config.stash.get(SESSION_KEY, None)
         placed = session.placement()[0] if session is not None else None  # every process where this one ran
-        for index in range(1, count):
-            progress(self.config, f"recording: process {index + 1} of {count}, a fresh pytest process measuring "
-                                  f"{len(saved)} case(s) in rotated order")
-            child = child_settings(run, process_index=index, cache_dir=cache, block_sizes=sizes, placement=placed)
+        for index in [*range(1, count), *([count] if run.profile else [])]:
+            profiles = index == count
+            progress(self.config, f"recording: {'the profiles' if profiles else f'process {index + 1} of {count}'}, "
+                                  f"a fresh pytest process measuring {len(saved)} case(s) in rotated order")
+            child = child_settings(run, process_index=index, cache_dir=cache, block_sizes=sizes, placement=placed,
+                                   profile=profiles)
             outcome = run_child(launch, [r["node"] for r in saved], child, timeout=3600)
             for other in outcome.results:
-                if other.get("id") in by_id and other.get("scopes"):
+                if other.get("id") in by_id and profiles:
+                    baselines.take_profiles(by_id[other["id"]], other)
+                elif other.get("id") in by_id and other.get("scopes"):
                     by_id[other["id"]].setdefault("processes", []).append(other)
             if outcome.error:
-                self.errors.append(f"recording process {index + 1} of {count}: {outcome.error}")
+                self.errors.append(f"recording {'profiles' if profiles else f'process {index + 1}'}: {outcome.error}")
         short = [r["id"] for r in saved if 1 + len(r.get("processes", [])) < count]
         if short:
             self.notes.append(f"{len(short)} case(s) recorded in fewer than {count} processes: {', '.join(short)}")

@@ -135,7 +135,7 @@ def rfdetr_case(request: pytest.FixtureRequest, rfdetr_latency_session: LatencyS
     def spawn(inject: float | None, block_sizes: Mapping[str, int], profile: bool) -> ChildOutcome:
         from pytest_rfdetr_latency.measure.processes import child_settings, run_child
 
-        progress(config, f"{case.id}: regressed; profiling it in a fresh process" if profile else
+        progress(config, f"{case.id}: profiling it in a fresh process" if profile else
                  f"{case.id}: moved past its threshold; measuring it again in a fresh process")
         child = child_settings(_settings(config), process_index=0, cache_dir=rfdetr_latency_session.cache_dir,
                                inject=inject, block_sizes={case.id: block_sizes},

@@ -104,16 +104,16 @@ class LatencyCase:
             self._skip(result.message)
         self._refuse_another_workload(result, entry)
         self._judge(result, entry, inject)
-        self._profile_regressions(result, entry, inject)
+        self._profile(result, entry, inject)
         if result.details.get("profile") and entry.get("profile"):  # profiled at recording, and now
             result.diagnosis = diagnosis.for_result(result.verdicts, result.details["profile"], entry["profile"])
         return self._conclude(result)
 
-    def _profile_regressions(self, result: CaseResult, entry: dict[str, Any], inject: float | None) -> None:
-        """A regression against a profiled recording, in a run that took no profile: one more fresh process profiles
-        the case once the verdict is decided; its figures are not judged (diagnosis.take_profiled)."""
-        scopes = diagnosis.to_profile(result.verdicts, entry.get("profile") or {})
-        if scopes and self._spawn is not None and not result.details.get("profile"):
+    def _profile(self, result: CaseResult, entry: dict[str, Any], inject: float | None) -> None:
+        """Once the verdict is decided, a fresh process profiles (Settings.profiles_here) every timed scope with
+        --rfdetr-profile, else those that regressed against a profiled recording; its figures are not judged."""
+        scopes = diagnosis.to_profile(result.verdicts, entry.get("profile") or {}, self.session.settings.profile)
+        if scopes and self._spawn is not None:
             outcome = self._spawn(inject, {s: v.block_size for s, v in result.scopes.items()}, True)
             diagnosis.take_profiled(result.details, scopes, [r for r in outcome.results if r.get("id") == self.id],
                                     outcome.error, outcome.seconds)

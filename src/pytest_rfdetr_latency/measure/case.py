@@ -122,12 +122,13 @@ class CaseMeasurement:
         return result
 
     def _profile(self, prepared: Prepared, result: CaseResult) -> None:
-        """--rfdetr-profile, once every figure is taken: each timed scope's window, its raw trace beside the report."""
+        """A fresh process that profiles (Settings.profiles_here), once every figure is taken: each timed scope's
+        window, its raw trace where the parent asked (beside its report)."""
         if not self._to_profile:
             return
         with prepared.context():
             profiling.take_all(result.details, self._to_profile, self.session.device.is_cuda,
-                               profiling.trace_folder(self.session.settings.report), self.id)
+                               self.session.settings.trace_dir, self.id)
             tables = result.details.get("profile") or {}
             if prepared.operators is None or not set(tables) & set(profiling.OPERATOR_SCOPES):
                 return
@@ -256,7 +257,7 @@ class CaseMeasurement:
         meta["injected_ms"] = round(delay_ms, 6)
         if on_host_only:
             meta["injected_as"] = "host delay before each call, on the launching thread"
-            return injection.with_extra_before(plain, injection.host_delay(delay_ms), session.settings.profile)
+            return injection.with_extra_before(plain, injection.host_delay(delay_ms), session.settings.profiles_here)
         on_gpu = device.is_cuda and prepared.graphable is not None and scope in ("forward", "device")
         if on_gpu:
             graphable = prepared.graphable
@@ -274,7 +275,7 @@ class CaseMeasurement:
             meta["injected_as"] = f"GPU kernel of {spin.cycles} cycles"  # type: ignore[attr-defined]
             return injection.with_extra(plain, spin, session.settings.profile)
         meta["injected_as"] = "host delay"
-        return injection.with_extra(plain, injection.host_delay(delay_ms), session.settings.profile)
+        return injection.with_extra(plain, injection.host_delay(delay_ms), session.settings.profiles_here)
 
     def _sample_all(self, prepared: Prepared, result: CaseResult, inject: float | None) -> None:
         from pytest_rfdetr_latency.measure import placement
@@ -338,7 +339,7 @@ class CaseMeasurement:
             if steal is not None and after is not None:
                 meta["steal_jiffies"] = after - steal
             per_scope[scope] = meta
-            if session.settings.profile and session.settings.child_report is None:  # kept only to be profiled
+            if session.settings.profiles_here:  # kept only to be profiled
                 self._to_profile.append((scope, fn))
 
     def _summarize(self, scope: str, sampled: timing.Sampled, result: CaseResult) -> stats.ScopeStats:

@@ -99,7 +99,10 @@ def child_settings(
 ) -> Settings:
     """The parent's settings for a fresh process that measures only: no parity (the parent checked it), no
     baseline writing, no reports, no history, no processes of its own; the same cache of exports and the same block
-    sizes. With ``profile``, it also profiles each scope once its figures are taken (a regression's diagnosis)."""
+    sizes. With ``profile``, it also profiles each scope once its figures are taken (Settings.profiles_here), its raw
+    traces beside the parent's report."""
+    from pytest_rfdetr_latency.measure.profiling import trace_folder
+
     return dataclasses.replace(
         settings,
         enabled=True,
@@ -119,6 +122,7 @@ def child_settings(
         placement=placement or settings.placement,
         inject=inject,
         profile=profile,
+        trace_dir=trace_folder(settings.report) if profile else None,
         cache_dir=cache_dir,
         process_index=process_index,
         block_sizes={case: dict(sizes) for case, sizes in (block_sizes or {}).items()},

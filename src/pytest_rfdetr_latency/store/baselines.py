@@ -367,6 +367,14 @@ def _ignore_scratch_files(directory: Path) -> None:
         pass
 
 
+def take_profiles(result: dict[str, Any], profiled: Mapping[str, Any]) -> None:
+    """What the recording's profiling process (--save-baseline --rfdetr-profile) took of a case, into the result its
+    entry is made from (``details.profile``, and ``details.profile_errors`` where one could not be taken)."""
+    for key in ("profile", "profile_errors"):
+        if (profiled.get("details") or {}).get(key):
+            result.setdefault("details", {})[key] = profiled["details"][key]
+
+
 def entry_from_processes(results: Sequence[Mapping[str, Any]], commit: str | None) -> dict[str, Any]:
     """A baseline entry from one case's results in several processes (``CaseResult.to_json()``, the first the
     process that ran the test): every process's figures per scope, their median and their spread."""

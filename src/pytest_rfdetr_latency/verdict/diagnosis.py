@@ -90,10 +90,12 @@ def for_result(verdicts: Mapping[str, Any], now: Mapping[str, Any], then: Mappin
             for scope, verdict in verdicts.items() if scope in now and scope in then}
 
 
-def to_profile(verdicts: Mapping[str, Any], recorded: Mapping[str, Any]) -> list[str]:
-    """The timing scopes judged a regression whose recording holds their profile: what a check that took no profile
-    profiles in one more fresh process, once the verdict is decided."""
-    return [scope for scope, verdict in verdicts.items() if verdict.kind == "regression" and scope in recorded]
+def to_profile(verdicts: Mapping[str, Any], recorded: Mapping[str, Any], asked: bool = False) -> list[str]:
+    """The timing scopes a check profiles in one more fresh process once its verdict is decided: every one judged
+    where profiles were ``asked`` for (--rfdetr-profile), else those judged a regression whose recording holds their
+    profile."""
+    return [scope for scope, verdict in verdicts.items() if scope != "memory" and (
+        asked or (verdict.kind == "regression" and scope in recorded))]
 
 
 def take_profiled(details: dict[str, Any], scopes: Sequence[str], reported: Sequence[Mapping[str, Any]],

@@ -11,7 +11,9 @@ widest threshold of a comparison that gated (``max_threshold_pct``; an unresolve
 over comparisons of the threshold each stated (``mdr_pct``: the smallest regression it could have caught), every
 unresolved comparison with its case and the figure it could resolve, and each check's seconds. Apart, the checks
 run with an injection (``memory_ab`` for ``--rfdetr-inject-on=memory``; ``injected_ab`` otherwise): per case and scope,
-what was injected, the change measured, the threshold, and whether the verdict caught it.
+what was injected, the change measured, the threshold, and whether the verdict caught it. Where the folder holds
+its baseline file (``baseline-*.json``), every memory comparison is also judged again offline by the shipped rule
+(``memory_redecided``), apart from what the runs printed.
 """
 
 from __future__ import annotations
@@ -151,11 +153,46 @@ def injected(folder: Path, records: list[dict[str, Any]]) -> dict[str, Any]:
     return found
 
 
+def memory_redecided(folder: Path, records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Every memory comparison of the checks judged again, offline, by the shipped rule (gating.memory_verdict at the
+    default tolerance) against the folder's baseline file (``baseline-*.json``): the clean checks' false alarms and
+    the memory self-test's detections as the rule of this commit would have printed them."""
+    from pytest_rfdetr_latency.measure.settings import Settings
+    from pytest_rfdetr_latency.verdict import gating
+
+    files = sorted(folder.glob("baseline-*.json"))
+    if not files:
+        return {}
+    entries = json.loads(files[0].read_text())["entries"]
+    rows, counts = [], {"clean": 0, "false_alarms": 0, "injected": 0, "detected": 0}
+    for record in records:
+        data = read_json(folder / record["report"]) if record["phase"] == "check" else None
+        on_memory = "--rfdetr-inject-on=memory" in record.get("command", [])
+        if data is None or (record.get("inject_pct") and not on_memory):
+            continue
+        for case in data.get("cases", []):
+            stored = (entries.get(case["id"]) or {}).get("memory")
+            if not stored or not case.get("memory"):
+                continue
+            verdict = gating.memory_verdict(stored, case["memory"], case.get("processes") or [],
+                                            Settings().memory_tolerance, False)
+            if verdict is None:
+                continue
+            key = ("injected", "detected") if on_memory else ("clean", "false_alarms")
+            counts[key[0]] += 1
+            counts[key[1]] += verdict.kind == "regression"
+            rows.append({"check": record["report"], "case": case["id"], "kind": case["memory"].get("kind"),
+                         "as_run": ((case.get("verdicts") or {}).get("memory") or {}).get("kind"),
+                         "redecided": verdict.kind, "delta_pct": _pct(verdict.delta),
+                         "threshold_pct": _pct(verdict.threshold), "injected": on_memory})
+    return {"memory_redecided": {"tolerance_pct": _pct(Settings().memory_tolerance), **counts, "comparisons": rows}}
+
+
 def main() -> None:
     args = folder_arguments(__doc__)
     records = [json.loads(line) for line in (args.folder / "runs.jsonl").read_text().splitlines() if line.strip()]
     emit({"machine": args.machine, "folder": str(args.folder), **summarize(args.folder),
-          **injected(args.folder, records)}, args.out)
+          **injected(args.folder, records), **memory_redecided(args.folder, records)}, args.out)
 
 
 if __name__ == "__main__":

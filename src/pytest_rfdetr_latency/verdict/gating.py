@@ -101,9 +101,9 @@ def unmeasured(scope: str, stored: Mapping[str, Any], why: str) -> Verdict:
 
 
 # Memory figures shown to repeat on the H200: PyTorch's allocator, and ONNX Runtime's counted through it in a session
-# of its own (ort-allocator: 1.3 MiB apart over 3 recording and 3 checking processes, docs/gate-power.md session 8),
-# judged against the baseline's smallest peak plus a slack. NVML's device-wide figure is judged like a timing scope,
-# capped; only it sees the other side's process head to head.
+# of its own (ort-allocator: within 2.2 MiB over a recording of 3 processes and a clean check; docs/gate-power.md,
+# session 8), judged against the baseline's smallest peak plus a slack. NVML's device-wide figure is judged like a
+# timing scope, capped; only it sees the other side's process head to head.
 EXACT_MEMORY = ("torch-allocator", "ort-allocator")
 
 

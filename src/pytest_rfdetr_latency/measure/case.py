@@ -273,7 +273,7 @@ class CaseMeasurement:
             cycles = None if self._cycles_per_ms is None else max(1, int(delay_ms * self._cycles_per_ms))
             spin = injection.gpu_delay(delay_ms, device.spec, cycles)
             meta["injected_as"] = f"GPU kernel of {spin.cycles} cycles"  # type: ignore[attr-defined]
-            return injection.with_extra(plain, spin, session.settings.profile)
+            return injection.with_extra(plain, spin, session.settings.profiles_here)
         meta["injected_as"] = "host delay"
         return injection.with_extra(plain, injection.host_delay(delay_ms), session.settings.profiles_here)
 

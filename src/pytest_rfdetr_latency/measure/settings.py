@@ -486,13 +486,14 @@ OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("memory_tolerance", "--rfdetr-memory-tolerance", "threshold for peak GPU memory against the "
                "baseline, a percentage (plus a few MiB of allocator slack). Default: 5%.", parse_memory_tolerance,
                "PCT"),
-    OptionSpec("profile", "--rfdetr-profile", "once a case is timed, profile a few calls of each scope "
-               "(torch.profiler: host operators, GPU kernels through CUPTI): with --save-baseline the table is kept in "
-               "the baseline entry; on a check, every scope is diagnosed against it (what got slower, what is new or "
-               "gone, and how much of the change that explains), shown under a regression and in the JSON report; with "
-               "--rfdetr-report, each scope's raw trace is kept beside it (opens in Perfetto). Costs a few seconds a "
-               "case, reported apart; not head to head. Without it, a check still profiles a scope that regressed "
-               "against a profiled recording, in one more fresh process once the verdict is decided. Default: off."),
+    OptionSpec("profile", "--rfdetr-profile", "profile a few calls of each scope in a fresh process of its own, "
+               "never one whose figures are judged (torch.profiler: host operators, GPU kernels through CUPTI): with "
+               "--save-baseline one more process after the recording's, its tables kept in the baseline entries; on a "
+               "check one more per case once its verdict is decided, every scope diagnosed against the recording's "
+               "(what got slower, what is new or gone, and how much of the change that explains), shown under a "
+               "regression and in the JSON report; with --rfdetr-report, each scope's raw trace is kept beside it "
+               "(opens in Perfetto). Its cost is reported apart; not head to head. Without it, a check still profiles "
+               "a case whose scope regressed against a profiled recording. Default: off."),
     OptionSpec("no_pin", "--rfdetr-no-pin", "on a GPU run, leave the launching thread where the OS puts it instead "
                "of moving it to the fastest allowed core while sampling. Default: pinned."),
     OptionSpec("confirm", "--rfdetr-confirm", "when a case's figure moves past its threshold, measure the case again "

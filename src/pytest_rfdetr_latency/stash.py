@@ -83,12 +83,13 @@ def open_session(config: pytest.Config) -> LatencySession:
     worker = config.stash.get(WORKER_KEY, {})
     threads = int(worker["threads"]) if "threads" in worker else None
     try:
+        session_type: type[LatencySession] = LatencySession
         if fake_spec() is not None:  # the plugin's own tests of its mechanism, never a user's run (measure/fake.py)
             from pytest_rfdetr_latency.measure.fake import FakeSession
 
             device, session_type = FakeSession.device_for(run.device), FakeSession
         else:
-            device, session_type = resolve_device(run.device), LatencySession
+            device = resolve_device(run.device)
         session = session_type(run, device, cache_dir(config), config.rootpath, extra, threads)
         session.progress = lambda text: progress(config, text)
         session.invocation = recording_arguments(config)

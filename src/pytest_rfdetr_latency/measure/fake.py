@@ -57,6 +57,8 @@ class FakeSession(LatencySession):
     """A session whose cases all wait a fixed time per call; its device is this CPU, its fingerprint the installed
     versions (read from the package metadata, without importing them)."""
 
+    _fake_factor: float | None = None
+
     @staticmethod
     def device_for(requested: str) -> Device:
         if requested not in ("cpu", "auto"):
@@ -103,7 +105,7 @@ class FakeSession(LatencySession):
         """This process's factor: the next of ``factors`` in the order the run's processes came to ask."""
         if not factors:
             return 1.0
-        if not hasattr(self, "_fake_factor"):
+        if self._fake_factor is None:
             from filelock import FileLock
 
             counter = Path(self.cache_dir) / "fake-processes"

@@ -56,6 +56,15 @@ def onnx_exports(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("onnx-exports")
 
 
+@pytest.fixture(scope="session")
+def nano_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A seeded RF-DETR Nano exported to ONNX (384 px, batch 1) once per session, for the tests that take an ONNX
+    file apart or open it themselves."""
+    from pytest_rfdetr_latency.measure.models import build_model, export_onnx
+
+    return export_onnx(build_model("RFDETRNano", "cpu"), tmp_path_factory.mktemp("export"), 384, 1)
+
+
 @pytest.fixture
 def fake_backend(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
     """Every case of the latency runs this test starts, and of their fresh processes, measured on the deterministic

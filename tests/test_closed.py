@@ -128,13 +128,6 @@ def test_weights_for_all_models_by_name_is_refused_with_the_forms() -> None:
         parse_weights("all=x.pth")
 
 
-@pytest.fixture(scope="module")
-def nano_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from pytest_rfdetr_latency.measure.models import build_model, export_onnx
-
-    return export_onnx(build_model("RFDETRNano", "cpu"), tmp_path_factory.mktemp("export"), 384, 1)
-
-
 def _prepare(path: Path) -> Any:
     from PIL import Image
 

@@ -26,14 +26,8 @@ def test_latency(rfdetr_case):
 FAST = "quick,min-blocks=4,max-seconds=1,warmup-seconds=0.5"  # the quick preset, shorter: mechanism, not precision
 
 
-@pytest.fixture(scope="session")
-def onnx_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Exports are cached across the tests of this module, as across the runs of a real user."""
-    return tmp_path_factory.mktemp("onnx-cache")
-
-
 @pytest.fixture
-def run(pytester: pytest.Pytester, onnx_cache: Path) -> Any:
+def run(pytester: pytest.Pytester, onnx_exports: Path) -> Any:
     pytester.makepyfile(test_suite=SUITE)
 
     def go(*args: str, backends: str = "torch-fp32,onnx-cpu", sampling: str = FAST) -> pytest.RunResult:
@@ -43,7 +37,7 @@ def run(pytester: pytest.Pytester, onnx_cache: Path) -> Any:
             f"--rfdetr-backends={backends}",
             f"--rfdetr-sampling={sampling}",
             "--rfdetr-images=2",
-            f"--rfdetr-cache-dir={onnx_cache}",
+            f"--rfdetr-cache-dir={onnx_exports}",
             "-p", "no:randomly",
             "-rs",
             *args,
@@ -212,7 +206,7 @@ def test_a_run_on_a_machine_made_slower_fails(run: Any, fake_backend: Any) -> No
     result.stdout.fnmatch_lines(["*RFDETRNano-torch-fp32 on * regressed:", "*forward p20: baseline*-> regression*"])
 
 
-def test_user_written_tests_with_the_fixtures(pytester: pytest.Pytester, onnx_cache: Path) -> None:
+def test_user_written_tests_with_the_fixtures(pytester: pytest.Pytester, onnx_exports: Path) -> None:
     pytester.makepyfile(
         """
         def test_predict_and_time(rfdetr_model_loader, rfdetr_images, rfdetr_timer):
@@ -226,7 +220,7 @@ def test_user_written_tests_with_the_fixtures(pytester: pytest.Pytester, onnx_ca
         """
     )
     result = pytester.runpytest("--rfdetr-device=cpu", "--rfdetr-sampling=quick", "--rfdetr-image-size=320x240",
-                                "--rfdetr-images=3", f"--rfdetr-cache-dir={onnx_cache}")
+                                "--rfdetr-images=3", f"--rfdetr-cache-dir={onnx_exports}")
     result.assert_outcomes(passed=1)
 
 

@@ -143,7 +143,10 @@ def _prepare(path: Path) -> Any:
     return prepare(context)
 
 
-def test_a_users_onnx_file_with_a_dynamic_height_is_one_message(nano_onnx: Path, tmp_path: Path) -> None:
+def test_a_users_onnx_file_with_a_dynamic_height_is_one_message(nano_onnx: Path, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    import tempfile
+
     import onnx
 
     from pytest_rfdetr_latency.measure.backends import BackendMisconfigured
@@ -152,9 +155,12 @@ def test_a_users_onnx_file_with_a_dynamic_height_is_one_message(nano_onnx: Path,
     model.graph.input[0].type.tensor_type.shape.dim[2].dim_param = "height"
     dynamic = tmp_path / "dynamic.onnx"
     onnx.save(model, str(dynamic))
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
     with pytest.raises(BackendMisconfigured, match=r"dynamic.onnx: input .* has the shape \[1, 3, 'height', 384\]; "
                                                    "a latency case needs a fixed square image size"):
         _prepare(dynamic)
+    assert not list((tmp_path / "tmp").iterdir())  # the first run's profile folder is gone with the session
 
 
 def test_a_users_onnx_file_with_other_output_names_is_one_message(nano_onnx: Path, tmp_path: Path) -> None:

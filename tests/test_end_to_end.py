@@ -206,6 +206,7 @@ def test_a_run_on_a_machine_made_slower_fails(run: Any, fake_backend: Any) -> No
     result.stdout.fnmatch_lines(["*RFDETRNano-torch-fp32 on * regressed:", "*forward p20: baseline*-> regression*"])
 
 
+@pytest.mark.slow
 def test_user_written_tests_with_the_fixtures(pytester: pytest.Pytester, onnx_exports: Path) -> None:
     pytester.makepyfile(
         """

@@ -46,9 +46,10 @@ def test_a_check_that_compared_nothing_says_so_and_fails_when_strict(pytester: p
     assert empty.ret != 0
 
 
-@pytest.mark.slow
-def test_a_case_whose_every_selected_scope_is_unmeasurable_fails_when_strict(pytester: pytest.Pytester) -> None:
-    # The device scope replays a CUDA graph: on the CPU nothing that was asked can be measured.
+def test_a_case_whose_every_selected_scope_is_unmeasurable_fails_when_strict(pytester: pytest.Pytester,
+                                                                             fake_backend: Any) -> None:
+    # The device scope replays a CUDA graph: on the CPU nothing that was asked can be measured (on the fake, which
+    # says what torch-fp32 says: the real backend's reasons are test_end_to_end.py's).
     pytester.makepyfile(test_suite=SUITE)
     args = ("--rfdetr-device=cpu", FAST, "--rfdetr-images=2", "--rfdetr-models=RFDETRNano", "-p", "no:randomly",
             "--rfdetr-backends=torch-fp32", "--rfdetr-scopes=device", "--rfdetr-no-parity", "--rfdetr-latency")
@@ -85,9 +86,8 @@ def test_a_folder_the_run_cannot_write_is_refused_before_anything_is_measured(py
     assert "Traceback" not in said
 
 
-@pytest.mark.slow
-def test_a_baseline_of_another_workload_is_refused_naming_what_differs(pytester: pytest.Pytester,
-                                                                       tmp_path: Path) -> None:
+def test_a_baseline_of_another_workload_is_refused_naming_what_differs(pytester: pytest.Pytester, tmp_path: Path,
+                                                                       fake_backend: Any) -> None:
     pytester.makepyfile(test_suite=SUITE)
     args = (*QUICK, "--rfdetr-backends=torch-fp32", f"--rfdetr-cache-dir={tmp_path}")
     pytester.runpytest(*args, "--save-baseline", "--rfdetr-seed=0").assert_outcomes(passed=1)
@@ -128,13 +128,6 @@ def test_weights_for_all_models_by_name_is_refused_with_the_forms() -> None:
         parse_weights("all=x.pth")
 
 
-@pytest.fixture(scope="module")
-def nano_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from pytest_rfdetr_latency.measure.models import build_model, export_onnx
-
-    return export_onnx(build_model("RFDETRNano", "cpu"), tmp_path_factory.mktemp("export"), 384, 1)
-
-
 def _prepare(path: Path) -> Any:
     from PIL import Image
 
@@ -150,7 +143,10 @@ def _prepare(path: Path) -> Any:
     return prepare(context)
 
 
-def test_a_users_onnx_file_with_a_dynamic_height_is_one_message(nano_onnx: Path, tmp_path: Path) -> None:
+def test_a_users_onnx_file_with_a_dynamic_height_is_one_message(nano_onnx: Path, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    import tempfile
+
     import onnx
 
     from pytest_rfdetr_latency.measure.backends import BackendMisconfigured
@@ -159,9 +155,12 @@ def test_a_users_onnx_file_with_a_dynamic_height_is_one_message(nano_onnx: Path,
     model.graph.input[0].type.tensor_type.shape.dim[2].dim_param = "height"
     dynamic = tmp_path / "dynamic.onnx"
     onnx.save(model, str(dynamic))
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
     with pytest.raises(BackendMisconfigured, match=r"dynamic.onnx: input .* has the shape \[1, 3, 'height', 384\]; "
                                                    "a latency case needs a fixed square image size"):
         _prepare(dynamic)
+    assert not list((tmp_path / "tmp").iterdir())  # the first run's profile folder is gone with the session
 
 
 def test_a_users_onnx_file_with_other_output_names_is_one_message(nano_onnx: Path, tmp_path: Path) -> None:

@@ -181,15 +181,13 @@ def test_cuda_provider_absent_is_a_skip_with_its_reason() -> None:
 
 
 @pytest.mark.slow
-def test_a_session_that_falls_back_to_the_cpu_fails(tmp_path: Path) -> None:
+def test_a_session_that_falls_back_to_the_cpu_fails(nano_onnx: Path) -> None:
     """The CPU build of onnxruntime, asked for CUDA, quietly runs on the CPU: the trap the check exists for."""
     import onnxruntime
 
     from pytest_rfdetr_latency.measure.backends import BackendMisconfigured
     from pytest_rfdetr_latency.measure.backends.onnx_backend import open_session
-    from pytest_rfdetr_latency.measure.models import build_model, export_onnx
 
-    path = export_onnx(build_model("RFDETRNano", "cpu"), tmp_path, 384, 1)
     with pytest.raises(BackendMisconfigured, match="onnx-cuda asked ONNX Runtime for CUDAExecutionProvider but the "
                                                    "session runs on CPUExecutionProvider"):
-        open_session(onnxruntime, path, "onnx-cuda", 0, onnxruntime.SessionOptions())
+        open_session(onnxruntime, nano_onnx, "onnx-cuda", 0, onnxruntime.SessionOptions())

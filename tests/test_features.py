@@ -126,14 +126,24 @@ def test_batch_resolution_budget_and_a_users_onnx_file(pytester: pytest.Pytester
     assert sorted(json.loads(saved.read_text())["entries"]) == ["RFDETRNano-onnx-cpu-b2-r320"]  # over budget: not saved
 
 
-@pytest.mark.slow
+# A fresh process leaves behind which of the heavy modules it imported.
+IMPORTS = """
+import os, pathlib, sys
+
+def pytest_sessionfinish():
+    if os.environ.get("_PYTEST_RFDETR_LATENCY_CHILD"):
+        heavy = sorted(m for m in ("torch", "rfdetr", "onnxruntime") if m in sys.modules)
+        pathlib.Path(f"imported-by-{os.getpid()}.txt").write_text(" ".join(heavy))
+"""
+
+
 def test_a_baseline_of_several_processes_and_a_check_confirmed_in_fresh_ones(
-    pytester: pytest.Pytester, tmp_path: Path
+    pytester: pytest.Pytester, tmp_path: Path, fake_backend: Any
 ) -> None:
     pytester.makepyfile(test_suite=SUITE)
-    # Two cases of one backend (native resolution and 320): the typical spread of the backend's forward in the file
-    # anchors the noise, so that three CPU processes that happen to disagree by ~30 % (seen in CI on two shared
-    # cores) do not make the threshold Student's t on two degrees of freedom (tested in test_stats.py).
+    pytester.makeconftest(IMPORTS)
+    # Two cases of one backend (native resolution and 320), on the fake: a fixed time per call, so that the verdicts
+    # are the mechanism's, not two shared cores' (the real stack's run is test_end_to_end.py's).
     args = (*QUICK, "--rfdetr-models=RFDETRNano", "--rfdetr-backends=torch-fp32", "--rfdetr-scopes=forward",
             "--rfdetr-resolutions=native,320", "--rfdetr-detections=40", f"--rfdetr-cache-dir={tmp_path / 'cache'}",
             "--rfdetr-report=report.json")
@@ -147,6 +157,10 @@ def test_a_baseline_of_several_processes_and_a_check_confirmed_in_fresh_ones(
     assert entry["processes"] == 3 and len(forward["processes"]) == 3
     assert {p["block_size"] for p in forward["processes"]} == {forward["block_size"]}  # sampled alike
     assert entry["fingerprint"]["detections"] == 40
+    assert 2.0 <= forward["value_ms"] < 2.5  # the fake's 2 ms a call
+    # The fresh processes measured the fake without importing the real stack: they start in a fraction of a second.
+    imported = [path.read_text() for path in pytester.path.glob("imported-by-*.txt")]
+    assert len(imported) == 2 and imported == ["", ""]  # the 2nd and 3rd process of the recording
 
     slowed = pytester.runpytest(*args, "--rfdetr-latency", "--rfdetr-confirm=2", "--rfdetr-inject-slowdown=300%",
                                 "--rfdetr-tolerance=50%")
@@ -164,6 +178,7 @@ def test_a_baseline_of_several_processes_and_a_check_confirmed_in_fresh_ones(
         "planned": 3, "measured": 2, "failed": 0, "suspects": ["forward"]}
     assert record["seconds"] > 0  # what the fresh process cost
     assert checked["processes"][0]["scopes"]["forward"]["block_size"] == forward["block_size"]
+    assert checked["verdicts"]["forward"]["current"] > 3.5 * checked["verdicts"]["forward"]["baseline"]
 
     # A fresh process inherits the environment: with one that cannot start, the check is inconclusive and shows why.
     pytester.makeconftest("import os\nif os.environ.get('_PYTEST_RFDETR_LATENCY_CHILD'):\n"

@@ -1,5 +1,5 @@
 """The run history (--rfdetr-history), its change points and page (rfdetr-latency history), and head to head
-(--rfdetr-against): units with made-up figures, then real Nano runs on the CPU."""
+(--rfdetr-against): units with made-up figures, then runs of the deterministic fake (measure/fake.py)."""
 
 from __future__ import annotations
 
@@ -299,13 +299,12 @@ def test_head_to_head_says_which_side_measured_nothing_and_fails_when_strict() -
 # Real runs ----------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.slow
-def test_a_history_of_real_runs_shows_the_injected_slowdown_where_it_began(
-    pytester: pytest.Pytester, tmp_path: Path, onnx_exports: Path, capsys: pytest.CaptureFixture[str]
+def test_a_history_of_runs_shows_the_injected_slowdown_where_it_began(
+    pytester: pytest.Pytester, tmp_path: Path, capsys: pytest.CaptureFixture[str], fake_backend: Any
 ) -> None:
     pytester.makepyfile(test_suite=SUITE)
     folder = tmp_path / "history"
-    args = (*NANO, "--rfdetr-scopes=e2e", f"--rfdetr-cache-dir={onnx_exports}", f"--rfdetr-history={folder}")
+    args = (*NANO, "--rfdetr-scopes=e2e", f"--rfdetr-cache-dir={tmp_path / 'cache'}", f"--rfdetr-history={folder}")
     saved = pytester.runpytest(*args, "--save-baseline")
     saved.assert_outcomes(passed=1)
     saved.stdout.fnmatch_lines([f"history: 1 figure(s) appended to {folder / '*.jsonl'}"])
@@ -346,16 +345,14 @@ def test_a_history_of_real_runs_shows_the_injected_slowdown_where_it_began(
     assert "<!-- self-test (" in shown  # the chart's legend names the injected runs (matplotlib's text comment)
 
 
-@pytest.mark.slow
 def test_head_to_head_judges_the_other_side_against_this_one_and_catches_a_slower_one(
-    pytester: pytest.Pytester, tmp_path: Path, onnx_exports: Path
+    pytester: pytest.Pytester, tmp_path: Path, fake_backend: Any
 ) -> None:
     # The other side is this interpreter with a slowdown injected into its processes only (the H200 write-up has the
-    # A/A runs of one environment against itself, docs/history.md). Two cases of the backend in three processes a
-    # side give the noise 4 degrees of freedom to anchor it: with one case, two shared cores that disagree by 60 %
-    # between processes leave Student's t on 2 degrees of freedom (a threshold of 10^7 %, seen), which nothing fails.
+    # A/A runs of one environment against itself, docs/history.md), on the fake: the order, the turns and the verdict
+    # are the mechanism's, whatever two shared cores do meanwhile. Two cases of the backend pool the pairs' noise.
     pytester.makepyfile(test_suite=SUITE)
-    args = (*NANO, "--rfdetr-scopes=e2e", "--rfdetr-resolutions=320,256", f"--rfdetr-cache-dir={onnx_exports}",
+    args = (*NANO, "--rfdetr-scopes=e2e", "--rfdetr-resolutions=320,256", f"--rfdetr-cache-dir={tmp_path / 'cache'}",
             "--rfdetr-latency", f"--rfdetr-against={sys.executable}", "--rfdetr-against-aa",
             "--rfdetr-against-max-processes=4", "--rfdetr-report=report.json",
             f"--rfdetr-history={tmp_path / 'history'}", "--rfdetr-inject-slowdown=300%")
@@ -404,11 +401,14 @@ def test_head_to_head_judges_the_other_side_against_this_one_and_catches_a_slowe
     assert not (tmp_path / "history").exists()
 
 
-@pytest.mark.slow
 def test_the_other_side_runs_in_its_own_checkout_and_a_coarse_comparison_is_unresolved_not_passed(
-    pytester: pytest.Pytester, tmp_path: Path, onnx_exports: Path
+    pytester: pytest.Pytester, tmp_path: Path, fake_backend: Any
 ) -> None:
-    # The base checkout's conftest leaves a mark when its processes load it: proof that they ran its code.
+    # The base checkout's conftest leaves a mark when its processes load it: proof that they ran its code. The fake's
+    # processes, in the order this other other this, wait 1, 1.2, 0.9 and 1.05 times its call: two pairs that
+    # disagree (+20 %, -14 %), as two processes of a shared machine do.
+    fake_backend(factors=[1.0, 1.2, 0.9, 1.05])
+    cache = tmp_path / "cache"
     pytester.makepyfile(test_suite=SUITE)
     base = tmp_path / "base"
     shutil.copytree(pytester.path, base)
@@ -417,7 +417,7 @@ def test_the_other_side_runs_in_its_own_checkout_and_a_coarse_comparison_is_unre
     result = pytester.runpytest(*NANO, "--rfdetr-latency", f"--rfdetr-against={sys.executable}",
                                 f"--rfdetr-against-tree={base}", "--rfdetr-against-processes=2",
                                 "--rfdetr-against-max-processes=2",  # no pairs added: one degree of freedom stays
-                                f"--rfdetr-cache-dir={onnx_exports}", "--rfdetr-report=report.json",
+                                f"--rfdetr-cache-dir={cache}", "--rfdetr-report=report.json",
                                 "--rfdetr-scopes=forward", "--rfdetr-against-sequential")
     result.assert_outcomes(passed=1)
     assert len(list(base.glob("loaded-*"))) == 2 and not list(pytester.path.glob("loaded-*"))
@@ -436,7 +436,7 @@ def test_the_other_side_runs_in_its_own_checkout_and_a_coarse_comparison_is_unre
                                  "in the order this other other this; no baseline file read or written"])
     strict = pytester.runpytest(*NANO, "--rfdetr-latency", f"--rfdetr-against={sys.executable}",
                                 f"--rfdetr-against-tree={base}", "--rfdetr-against-processes=2",
-                                "--rfdetr-against-max-processes=2", f"--rfdetr-cache-dir={onnx_exports}",
+                                "--rfdetr-against-max-processes=2", f"--rfdetr-cache-dir={cache}",
                                 "--rfdetr-scopes=forward", "--rfdetr-strict")
     strict.assert_outcomes(failed=1)
     strict.stdout.fnmatch_lines(["*verdict inconclusive (--rfdetr-strict makes this a failure)*"])

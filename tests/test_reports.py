@@ -59,10 +59,11 @@ def test_annotations_pin_regressions_and_escape_what_github_parses() -> None:
     ]
 
 
-@pytest.mark.slow
 def test_a_cpu_run_writes_summary_annotations_benchmark_json_and_plots(
-    pytester: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    pytester: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_backend: Any
 ) -> None:
+    # On the fake: what is written from a run's results does not depend on the model that was timed (a real run's
+    # report is test_end_to_end.py's).
     pytester.makepyfile(test_suite=SUITE)
     args = ("--rfdetr-device=cpu", "--rfdetr-models=RFDETRNano", "--rfdetr-backends=torch-fp32",
             "--rfdetr-sampling=quick,min-blocks=4,max-seconds=1,warmup-seconds=0.5", "--rfdetr-images=2",

@@ -72,6 +72,7 @@ def progress(config: pytest.Config, text: str) -> None:
 def open_session(config: pytest.Config) -> LatencySession:
     """Resolve the device and load its baseline file; a problem with either is a usage error."""
     from pytest_rfdetr_latency.measure.environment import DeviceError, resolve_device
+    from pytest_rfdetr_latency.measure.fake import spec as fake_spec
     from pytest_rfdetr_latency.measure.session import LatencySession
     from pytest_rfdetr_latency.store.baselines import BaselineError, lock_unusable
 
@@ -82,8 +83,14 @@ def open_session(config: pytest.Config) -> LatencySession:
     worker = config.stash.get(WORKER_KEY, {})
     threads = int(worker["threads"]) if "threads" in worker else None
     try:
-        device = resolve_device(run.device)
-        session = LatencySession(run, device, cache_dir(config), config.rootpath, extra, threads)
+        session_type: type[LatencySession] = LatencySession
+        if fake_spec() is not None:  # the plugin's own tests of its mechanism, never a user's run (measure/fake.py)
+            from pytest_rfdetr_latency.measure.fake import FakeSession
+
+            device, session_type = FakeSession.device_for(run.device), FakeSession
+        else:
+            device = resolve_device(run.device)
+        session = session_type(run, device, cache_dir(config), config.rootpath, extra, threads)
         session.progress = lambda text: progress(config, text)
         session.invocation = recording_arguments(config)
     except (DeviceError, BaselineError) as exc:

@@ -68,7 +68,6 @@ class CaseMeasurement:
         result = CaseResult(self.case, session.device.name, "measured", device_kind=session.device.kind,
                             node=self._node, baseline_file=str(session.baseline_path),
                             workload=session.workload(self.case))
-        from pytest_rfdetr_latency.measure.backends import prepare
         from pytest_rfdetr_latency.measure.memory import MemoryProbe
         from pytest_rfdetr_latency.measure.quiet import empty_tally, kept_quiet
 
@@ -91,7 +90,7 @@ class CaseMeasurement:
         start = time.perf_counter()
         try:
             with kept_quiet(quiet, expected=(BackendUnavailable,)):
-                prepared = prepare(context)
+                prepared = session.prepare(context)
         except BackendUnavailable as exc:
             self._unavailable(result, str(exc))
         except BackendMisconfigured as exc:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_rfdetr_latency.measure import timing
+from pytest_rfdetr_latency.measure.backends.base import BackendContext, Prepared
 from pytest_rfdetr_latency.measure.cases import Case, works_on_cpu
 from pytest_rfdetr_latency.measure.environment import Device, cpu_count, fingerprint, git_commit
 from pytest_rfdetr_latency.measure.images import synthetic_images
@@ -208,6 +209,12 @@ class LatencySession:
             self._references[key] = {k: v.float().cpu().numpy() for k, v in raw.items()}
             self._spent("reference", start)
         return self._references[key]
+
+    def prepare(self, context: BackendContext) -> Prepared:
+        """``context.case`` prepared with its backend (backends/: torch and onnxruntime are imported only now)."""
+        from pytest_rfdetr_latency.measure.backends import prepare
+
+        return prepare(context)
 
     def onnx_path(self, case: Case) -> Path:
         """The case's ONNX export, made once and cached on disk across runs (keyed by everything it depends on)."""

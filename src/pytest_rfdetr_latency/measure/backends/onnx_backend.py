@@ -9,6 +9,7 @@ from __future__ import annotations
 
 # Over 350 lines on purpose: one ONNX Runtime session's preparation, its provider check and its IO binding belong to one
 # backend family.
+import contextlib
 import ctypes.util
 import json
 import shutil
@@ -199,6 +200,23 @@ def _profiled_session(ort: Any, ctx: BackendContext, path: Path, index: int) -> 
         raise
 
 
+def _first_run(session: Any, ctx: BackendContext, path: Path,
+               profile_dir: Path) -> tuple[str, int, Any, dict[str, Any], dict[str, float]]:
+    """The session's first run, profiled: its input's name and height, that input, the outputs, and where the node
+    time ran. The profile's folder is removed whatever the run finds (an input of a dynamic height, for one)."""
+    try:
+        input_name, height = _square_input(session, path)
+        x = preprocess_tensor(ctx.images[:1] * ctx.case.batch, int(height), _MEANS, _STDS).numpy()
+        first = _named(session, session.run(None, {input_name: x}))
+        return input_name, int(height), x, first, _placement(Path(session.end_profiling()))
+    except BaseException:
+        with contextlib.suppress(Exception):
+            session.end_profiling()  # before its folder goes: a session that is deleted ends its profile too
+        raise
+    finally:
+        shutil.rmtree(profile_dir, ignore_errors=True)
+
+
 def _check_first_run(backend: str, path: Path, first: dict[str, Any], names: list[str],
                      placement: dict[str, float]) -> None:
     """The export's outputs are RF-DETR's, and a GPU provider really ran the model (not the CPU behind it)."""
@@ -225,20 +243,13 @@ def prepare(ctx: BackendContext) -> Prepared:
     index = ctx.device.index or 0
     session, profile_dir = _profiled_session(ort, ctx, path, index)
     used = session.get_providers()
-
-    input_name, height = _square_input(session, path)
+    input_name, height, x, first, placement = _first_run(session, ctx, path, profile_dir)
     batch = ctx.case.batch
     images = ctx.images
-    x = preprocess_tensor(images[:1] * batch, int(height), _MEANS, _STDS).numpy()
 
     def run(array: Any) -> dict[str, Any]:
         return _named(session, session.run(None, {input_name: array}))
 
-    first = run(x)
-    try:
-        placement = _placement(Path(session.end_profiling()))
-    finally:
-        shutil.rmtree(profile_dir, ignore_errors=True)
     _check_first_run(backend, path, first, [o.name for o in session.get_outputs()], placement)
     num_select = int(first["logits"].shape[1])
 

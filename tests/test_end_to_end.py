@@ -78,32 +78,30 @@ def test_record_check_report_and_catch_a_slowdown(pytester: pytest.Pytester, run
     assert set(torch_entry["scopes"]) == {"e2e", "forward"}
     assert torch_entry["detections"] > 0 and torch_entry["processes"] == 1  # one process: the CPU default
     assert len(torch_entry["scopes"]["forward"]["processes"][0]["blocks_ms"]) >= 4  # min-blocks
-    # --rfdetr-profile: each scope's calls profiled after its timed blocks, the table kept in the entry.
+    # --rfdetr-profile: each scope profiled in one more fresh process after the recording, its table kept in the entry
+    # (its figures not: one process recorded).
     assert set(torch_entry["profile"]) == {"e2e", "forward"}
     assert any(r["name"].startswith("aten::") and r["kind"] == "cpu" for r in torch_entry["profile"]["forward"]["rows"])
     recorded = path.read_bytes()
 
-    # A clean re-run passes. A shared 2-core CI machine has slow spells (+65 % seen between two clean runs), so this
-    # check gets a wide tolerance and confirms any suspected regression in up to two fresh processes.
-    checked = run("--rfdetr-latency", "--rfdetr-tolerance=100%", "--rfdetr-confirm=2", "--rfdetr-report=report.json")
-    checked.assert_outcomes(passed=2)
-    checked.stdout.fnmatch_lines(["*RFDETRNano-torch-fp32*forward*p20*100%*"])
-    report = json.loads((pytester.path / "report.json").read_text())
-    assert [c["id"] for c in report["cases"]] and report["device"] == cpu_name()
-    assert {c["outcome"] for c in report["cases"]} <= {"pass", "improvement", "inconclusive"}
-    assert report["fps"]["RFDETRNano"]["onnx-cpu"] > 0
-    assert path.read_bytes() == recorded  # checking never writes the baseline
-
-    slowed = run("--rfdetr-latency", "--rfdetr-tolerance=100%", "--rfdetr-inject-slowdown=150%", "--rfdetr-profile",
+    # (A clean real re-run that passes is test_faults.py's run with the network blocked; the mechanism of a clean check
+    # is the fake backend's, test_features.py.)
+    slowed = run("--rfdetr-latency", "--rfdetr-tolerance=100%", "--rfdetr-inject-slowdown=150%",
                  "--rfdetr-report=slowed.json")
     slowed.assert_outcomes(failed=2)
+    slowed.stdout.fnmatch_lines(["*RFDETRNano-torch-fp32*forward*p20*100%*"])
     out = slowed.stdout.str()
-    # Profiled then and now, the regression names the work that was added (issue: say why it got slower).
+    report = json.loads((pytester.path / "slowed.json").read_text())
+    assert report["device"] == cpu_name() and report["fps"]["RFDETRNano"]["onnx-cpu"] > 0
+    # Profiled at recording, and now in one more fresh process once each verdict is decided (no flag needed), the
+    # regression names the work that was added (issue: say why it got slower).
     slowed.stdout.fnmatch_lines([f"*why (forward, profiled, time a call): {INJECTED} (label, new) 0 -> * ms*% of the "
                                  "judged +* ms on the host timeline*"])
     for diagnosed in json.loads((pytester.path / "slowed.json").read_text())["cases"]:
         top = diagnosed["diagnosis"]["forward"]["rows"][0]
         assert (top["name"], top["status"]) == (INJECTED, "new") and top["after_ms"] > 0, diagnosed["id"]
+        assert diagnosed["details"]["profile_process"]["seconds"] > 0, diagnosed["id"]
+        assert (pytester.path / "slowed-traces" / f"{diagnosed['id']}.forward.trace.json.gz").exists()
     for case in ("RFDETRNano-torch-fp32", "RFDETRNano-onnx-cpu"):
         assert f"{case} on {cpu_name()} regressed:" in out
         assert re.search(rf"a self-test: --rfdetr-inject-slowdown=150% slowed this run on purpose, so there is "

@@ -100,7 +100,7 @@ def child_settings(
     """The parent's settings for a fresh process that measures only: no parity (the parent checked it), no
     baseline writing, no reports, no history, no processes of its own; the same cache of exports and the same block
     sizes. With ``profile``, it also profiles each scope once its figures are taken (Settings.profiles_here), its raw
-    traces beside the parent's report."""
+    traces beside the parent's report; its figures are never judged, so it samples the fewest blocks a plan allows."""
     from pytest_rfdetr_latency.measure.profiling import trace_folder
 
     return dataclasses.replace(
@@ -123,6 +123,7 @@ def child_settings(
         inject=inject,
         profile=profile,
         trace_dir=trace_folder(settings.report) if profile else None,
+        sampling=dataclasses.replace(settings.sampling, min_blocks=2, max_blocks=2) if profile else settings.sampling,
         cache_dir=cache_dir,
         process_index=process_index,
         block_sizes={case: dict(sizes) for case, sizes in (block_sizes or {}).items()},

@@ -163,6 +163,9 @@ def memory_redecided(folder: Path, records: list[dict[str, Any]]) -> dict[str, A
     files = sorted(folder.glob("baseline-*.json"))
     if not files:
         return {}
+    if len(files) > 1:
+        raise SystemExit(f"{folder} holds {len(files)} baseline files; memory_redecided needs the one the checks ran "
+                         "against")
     entries = json.loads(files[0].read_text())["entries"]
     rows, counts = [], {"clean": 0, "false_alarms": 0, "injected": 0, "detected": 0}
     for record in records:

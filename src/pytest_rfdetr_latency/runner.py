@@ -110,9 +110,9 @@ class LatencyCase:
         return self._conclude(result)
 
     def _profile(self, result: CaseResult, entry: dict[str, Any], inject: float | None) -> None:
-        """Once the verdict is decided, a fresh process profiles (Settings.profiles_here) every timed scope with
-        --rfdetr-profile, else those that regressed against a profiled recording; its figures are not judged."""
-        scopes = diagnosis.to_profile(result.verdicts, entry.get("profile") or {}, self.session.settings.profile)
+        """After the verdict, one fresh process profiles (diagnosis.to_profile says which scopes); it judges nothing."""
+        scopes = diagnosis.to_profile({s: v for s, v in result.verdicts.items() if s in result.scopes},
+                                      entry.get("profile") or {}, self.session.settings.profile)
         if scopes and self._spawn is not None:
             outcome = self._spawn(inject, {s: v.block_size for s, v in result.scopes.items()}, True)
             diagnosis.take_profiled(result.details, scopes, [r for r in outcome.results if r.get("id") == self.id],

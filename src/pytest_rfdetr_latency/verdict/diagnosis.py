@@ -100,14 +100,15 @@ def to_profile(verdicts: Mapping[str, Any], recorded: Mapping[str, Any], asked: 
 
 def take_profiled(details: dict[str, Any], scopes: Sequence[str], reported: Sequence[Mapping[str, Any]],
                   error: str | None, seconds: float) -> None:
-    """What that process profiled, into the case's ``details`` (``profile``, and ``profile_errors`` for each scope it
-    could not profile, with why); its cost apart, in ``profile_process``. Its figures are not taken: the verdict
-    stands as decided."""
+    """What that process profiled of ``scopes``, into the case's ``details`` (``profile``, and ``profile_errors`` for
+    each it could not profile, with why); its cost apart, in ``profile_process``. It profiles every scope it samples;
+    only ``scopes`` are kept. Its figures are not taken: the verdict stands as decided."""
     got = dict(reported[0].get("details", {})) if reported else {}
     details["profile_process"] = {"scopes": list(scopes), "seconds": round(seconds, 1)}
-    if got.get("profile"):
-        details["profile"] = got["profile"]
+    kept = {scope: table for scope, table in (got.get("profile") or {}).items() if scope in scopes}
+    if kept:
+        details["profile"] = kept
     why = f"the profiling process failed: {error or 'it reported no profile'}"
-    errors = {s: (got.get("profile_errors") or {}).get(s) or why for s in scopes if s not in (got.get("profile") or {})}
+    errors = {s: (got.get("profile_errors") or {}).get(s) or why for s in scopes if s not in kept}
     if errors:
         details.setdefault("profile_errors", {}).update(errors)

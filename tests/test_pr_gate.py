@@ -14,7 +14,7 @@ import pytest
 
 from pytest_rfdetr_latency.measure import headtohead, injection, placement, timing
 from pytest_rfdetr_latency.measure.processes import Launch
-from pytest_rfdetr_latency.verdict import paired
+from pytest_rfdetr_latency.verdict import judge, paired
 
 # The paired verdict -------------------------------------------------------------------------------------------
 
@@ -29,8 +29,8 @@ def test_a_pair_is_the_kth_process_of_each_side_and_its_noise_is_pooled_around_e
 
 def test_the_line_is_students_t_on_the_pooled_freedom_over_the_root_of_the_pairs() -> None:
     line = paired.line(0.01, 9, 4)
-    assert line is not None and math.log1p(line) == pytest.approx(paired.quantile(3.0, 9) * 0.01 / 2)
-    assert paired.quantile(3.0, 9) == pytest.approx(4.09, abs=0.01)  # t(9) at the normal 3-sigma tail
+    assert line is not None and math.log1p(line) == pytest.approx(judge.student_quantile(3.0, 9) * 0.01 / 2)
+    assert judge.student_quantile(3.0, 9) == pytest.approx(4.09, abs=0.01)  # t(9) at the normal 3-sigma tail
     assert paired.line(None, 9, 4) is None and paired.line(0.01, 0, 4) is None
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 # Over 350 lines on purpose: the stored verdict's statistics (threshold, typical noise, screen and decision lines) are
 # read and changed together; stored.py applies them, decision.py loops over them.
+import functools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -58,6 +59,22 @@ def _pct(fraction: float) -> str:
     return f"{fraction * 100:.3g}%"
 
 
+@functools.lru_cache(maxsize=256)
+def student_quantile(z: float, freedom: int) -> float:
+    """Student's t on ``freedom`` degrees of freedom at the normal tail probability of ``z`` (cached: a verdict asks
+    for it on every judgement, and a handful of (z, freedom) pairs recur)."""
+    from scipy.stats import norm, t
+
+    return float(t.ppf(norm.cdf(z), freedom))
+
+
+@functools.lru_cache(maxsize=64)
+def _chi2_median(freedom: int) -> float:
+    from scipy.stats import chi2
+
+    return float(chi2.median(freedom))
+
+
 @dataclass(frozen=True)
 class Threshold:
     """The effective threshold of one comparison, and why it is what it is."""
@@ -89,11 +106,7 @@ class Threshold:
         2000 slowed checks at 0.2 % and at 0.4 % process noise), false alarms stay at or below the nominal rate of
         ``z`` and a slowdown of ten times the noise is all but always caught."""
         freedom = self.own_freedom + (self.typical_freedom if self.typical_freedom >= FLOOR_FREEDOM else 0)
-        if freedom == 0:
-            return self.z
-        from scipy.stats import norm, t
-
-        return float(t.ppf(norm.cdf(self.z), freedom))
+        return self.z if freedom == 0 else student_quantile(self.z, freedom)
 
     @property
     def bound(self) -> float | None:
@@ -365,10 +378,8 @@ def typical_noise(
             degrees.append(df)
     if not variances:
         return None, 0
-    from scipy.stats import chi2
-
     typical_df = int(median([float(d) for d in degrees]))
-    return math.sqrt(median(variances) * typical_df / float(chi2.median(typical_df))), sum(degrees)
+    return math.sqrt(median(variances) * typical_df / _chi2_median(typical_df)), sum(degrees)
 
 
 def judge_memory(baseline_mib: Sequence[float], checked_mib: Sequence[float], tolerance: float,

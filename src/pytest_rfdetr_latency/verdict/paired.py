@@ -23,7 +23,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from pytest_rfdetr_latency.verdict.judge import DECIDE_Z, Kind, Verdict, median
+from pytest_rfdetr_latency.verdict.judge import DECIDE_Z, Kind, Verdict, median, student_quantile
 from pytest_rfdetr_latency.verdict.stats import log_spread
 
 # A tolerance asked for is resolved by a comparison whose line is within this factor of it (docs/pr-gate.md).
@@ -60,20 +60,13 @@ def pooled_noise(groups: Iterable[Sequence[float]]) -> tuple[float | None, int]:
     return log_spread([[math.exp(d) for d in group] for group in groups])
 
 
-@functools.lru_cache(maxsize=256)
-def quantile(z: float, freedom: int) -> float:
-    """Student's t on ``freedom`` degrees of freedom at the normal tail probability of ``z``."""
-    from scipy.stats import norm, t
-
-    return float(t.ppf(norm.cdf(z), freedom))
-
 
 def line(noise: float | None, freedom: int, pairs: int, z: float = DECIDE_Z) -> float | None:
     """The smallest slowdown (a fraction) whose mean log ratio over ``pairs`` pairs is significant; None where the
     noise is unknown."""
     if noise is None or freedom < 1 or pairs < 1:
         return None
-    return math.exp(quantile(z, freedom) * noise / math.sqrt(pairs)) - 1.0
+    return math.exp(student_quantile(z, freedom) * noise / math.sqrt(pairs)) - 1.0
 
 
 def judge_pairs(
@@ -155,8 +148,6 @@ def strays(groups: Sequence[Sequence[float]], scope: str) -> list[list[tuple[int
     pooled with it drawn in, not without it, so that leaving the farthest pair out does not narrow the line as much
     (benchmarks/stray_rule_sim.py: false alarms 0.185-0.215 % per comparison against 0.145-0.15 % with no pair left
     out, at a pair noise of 3-8 %; drawn in to the line itself the rule gains nothing on the H200's runs)."""
-    from scipy.stats import t
-
     floor = math.log1p(STRAY_FLOOR.get(scope, APART_FLOOR))
     found: list[list[tuple[int, str, float]]] = []
     for at, group in enumerate(groups):
@@ -171,13 +162,21 @@ def strays(groups: Sequence[Sequence[float]], scope: str) -> list[list[tuple[int
                 continue
             centre = sum(others) / len(others)
             spread = math.sqrt(squares / freedom) * math.sqrt(1 + 1 / len(others))
-            away, line = abs(ratio - centre), float(t.ppf(1 - STRAY_ALPHA / 2, freedom)) * spread
+            away, line = abs(ratio - centre), _two_sided_t(freedom) * spread
             if away > floor and away > line:
                 drawn = centre + math.copysign(DRAW_K * spread, ratio - centre)
                 apart_here.append((away / spread if spread else math.inf, index, ratio, centre, spread, drawn))
         found.append(sorted((index, _stray_reason(ratio, centre, spread), drawn)
                             for _, index, ratio, centre, spread, drawn in sorted(apart_here, reverse=True)[:allowed]))
     return found
+
+
+@functools.lru_cache(maxsize=256)
+def _two_sided_t(freedom: int) -> float:
+    """Student's t on ``freedom`` degrees of freedom at 1 - STRAY_ALPHA / 2 (cached: asked once per pair)."""
+    from scipy.stats import t
+
+    return float(t.ppf(1 - STRAY_ALPHA / 2, freedom))
 
 
 def _stray_reason(ratio: float, centre: float, spread: float) -> str:

@@ -1,10 +1,11 @@
-"""Several workers through pytest-xdist: the binding plan (pure) and a real two-worker CPU run."""
+"""Several workers through pytest-xdist: the binding plan (pure) and a two-worker CPU run on the fake backend."""
 
 from __future__ import annotations
 
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -71,17 +72,18 @@ def test_unrelated():  # no latency case, in a bound worker: on the worker's cor
 """
 
 
-@pytest.mark.slow
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two cores for two workers")
 def test_two_cpu_workers_measure_and_the_controller_saves_once(
-    pytester: pytest.Pytester, onnx_exports: Path, monkeypatch: pytest.MonkeyPatch
+    pytester: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_backend: Any
 ) -> None:
+    """The workers' binding and the controller's one save are mechanism: measured on the fake backend (inherited by
+    the workers through the environment), as every case a worker starts would be."""
     pytester.makepyfile(test_suite=SUITE)
     cores = sorted(os.sched_getaffinity(0))
     monkeypatch.setenv("ALL_CORES", ",".join(map(str, cores)))
     common = ("-n", "2", "--rfdetr-device=cpu", "--rfdetr-models=RFDETRNano", "--rfdetr-backends=torch-fp32,onnx-cpu",
               "--rfdetr-sampling=quick,min-blocks=4,max-seconds=1,warmup-seconds=0.5", "--rfdetr-images=2",
-              "--rfdetr-scopes=forward", f"--rfdetr-cache-dir={onnx_exports}", "-p", "no:randomly")
+              "--rfdetr-scopes=forward", f"--rfdetr-cache-dir={tmp_path / 'cache'}", "-p", "no:randomly")
     result = pytester.runpytest(*common, "--save-baseline", "--rfdetr-report=report.json")
     result.assert_outcomes(passed=3)
     share = len(cores) // 2

@@ -126,7 +126,7 @@ def test_confirmation_stops_once_the_median_is_settled(beyond: int, within: int,
     assert judge.settled(verdict, planned) is done
 
 
-@pytest.mark.slow  # two thousand simulated recordings and checks each: about a second each with cached quantiles
+# Two thousand simulated recordings and checks each: about a second each (the quantiles are cached), so not slow.
 @pytest.mark.parametrize(("noise", "slower"), [(0.002, 1.02), (0.004, 1.04)])
 def test_false_alarms_and_detections_over_many_synthetic_processes(noise: float, slower: float) -> None:
     """A baseline file of three cases of one backend whose processes differ by ``noise``: clean re-runs of one of

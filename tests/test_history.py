@@ -399,6 +399,18 @@ def test_head_to_head_judges_the_other_side_against_this_one_and_catches_a_slowe
     assert len(sizes) == 1
     assert not (pytester.path / "latency_baselines").exists()  # no baseline is read or written
     assert not (tmp_path / "history").exists()
+    # Once decided, the regressed case was profiled on both sides, one more fresh process each, and the other side's
+    # profile diagnosed against this side's: the host time the injection added, outside ONNX Runtime's operators (an
+    # ONNX case's injected work is host time around the session's run), explains most of the change.
+    found = case["diagnosis"]["e2e"]
+    top = found["rows"][0]
+    assert (top["name"], top["status"]) == ("(host time outside profiled operators)", "slower")
+    assert top["after_ms"] > 2 * top["before_ms"] and found["explained"] > 0.8 and found["explained_by"] == "host"
+    assert case["details"]["profile_process"]["scopes"] == ["e2e"] and case["details"]["profile_process"]["seconds"] > 0
+    slowed.stdout.fnmatch_lines(["*why (e2e, profiled, time a call): (host time outside profiled operators) (host, "
+                                 "slower) * -> * ms, *% of the judged +* ms on the host timeline*"])
+    assert (pytester.path / "report-traces" / "RFDETRNano-onnx-cpu-r320.e2e.trace.json.gz").exists()
+    assert (pytester.path / "report-traces" / "this-side" / "RFDETRNano-onnx-cpu-r320.e2e.trace.json.gz").exists()
 
 
 def test_the_other_side_runs_in_its_own_checkout_and_a_coarse_comparison_is_unresolved_not_passed(

@@ -122,12 +122,11 @@ def test_a_head_to_head_may_grow_to_no_fewer_processes_than_it_starts_with(tmp_p
         resolve({"against_max_processes": RawValue(cli=6)}, {}, tmp_path)
 
 
-def test_profiling_is_refused_head_to_head_in_every_form(tmp_path: Path) -> None:
+def test_profiling_is_taken_head_to_head_in_every_form(tmp_path: Path) -> None:
     against = {"enabled": RawValue(cli=True), "against": RawValue(cli=Path(sys.executable))}
-    with pytest.raises(SettingsError, match="--rfdetr-profile profiles a check against its stored baseline"):
-        resolve({**against, "profile": RawValue(cli=True)}, {}, tmp_path)
-    with pytest.raises(SettingsError, match="--rfdetr-profile profiles a check"):
-        resolve(against, {"RFDETR_LATENCY_PROFILE": "1"}, tmp_path)
+    assert resolve({**against, "profile": RawValue(cli=True)}, {}, tmp_path).profile is True
+    assert resolve(against, {"RFDETR_LATENCY_PROFILE": "1"}, tmp_path).profile is True
+    assert resolve(against, {}, tmp_path).profile is False
     assert resolve({"enabled": RawValue(cli=True), "profile": RawValue(cli=True)}, {}, tmp_path).profile is True
 
 

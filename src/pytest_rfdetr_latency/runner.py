@@ -1,9 +1,8 @@
 """One case, start to end: measure it in this process, then record it, or judge it against the baseline's processes,
 measuring it again in fresh processes when it moved past its threshold, and pass, fail or skip the test.
 
-Nothing here imports pytest: the plugin hands in ``skip``, ``fail``, ``publish`` and ``spawn`` (which runs the
-case's test in a fresh pytest process and returns what that process measured).
-"""
+Nothing here imports pytest: the plugin hands in ``skip``, ``fail``, ``publish`` and ``spawn`` (the case's test in a
+fresh pytest process: what that process measured)."""
 
 from __future__ import annotations
 
@@ -133,7 +132,7 @@ class LatencyCase:
     def _check_head_to_head(self, versus: HeadToHead) -> CaseResult:
         """Judge the other environment's processes of this case against this environment's (headtohead.py)."""
         __tracebackhide__ = True
-        from pytest_rfdetr_latency.measure.headtohead import OTHER, THIS, judge_scope
+        from pytest_rfdetr_latency.measure.headtohead import OTHER, THIS, diagnose, judge_scope
 
         mine, theirs = versus.of(THIS, self.id), versus.of(OTHER, self.id)
         if not mine or not theirs:
@@ -167,6 +166,7 @@ class LatencyCase:
         result.verdicts = verdicts
         result.outcome = judge.worst(list(verdicts.values())) if verdicts else "no-baseline"
         result.details["head_to_head"] = versus.details(len(mine), len(theirs))
+        diagnose(versus, self._node, result, self.session.settings.profile)  # both sides profiled, once decided
         return self._conclude(result)
 
     # Judging ------------------------------------------------------------------------------------------------

@@ -39,6 +39,7 @@ from pytest_rfdetr_latency.verdict.judge import Verdict, median
 from pytest_rfdetr_latency.verdict.scopes import HEAD_TO_HEAD_RESOLVE, HOST_BOUND
 
 if TYPE_CHECKING:
+    from pytest_rfdetr_latency.measure.results import CaseResult
     from pytest_rfdetr_latency.measure.session import LatencySession
 
 THIS, OTHER = "this", "other"
@@ -157,6 +158,9 @@ class HeadToHead:
     _drawn: dict[tuple[str, str], list[float]] = field(default_factory=dict, init=False, repr=False, compare=False)
     added: list[dict[str, Any]] = field(default_factory=list)  # pairs added while comparisons were unresolved
     may_grow: bool = False  # pairs may be added (grow): every comparison is judged at paired.GROWING_Z
+    # Profiles one case on both sides, one more fresh process each, once its verdict is decided (measure sets it).
+    profiler: Callable[[str, str, Mapping[str, int]], dict[str, ChildOutcome]] | None = field(
+        default=None, repr=False, compare=False)
 
     @property
     def decide_z(self) -> float:
@@ -407,7 +411,49 @@ def measure(
             run_pair(pair)
         grow(outcome, settings, run_pair, progress)
     outcome.settle()
+
+    def profile(target: str, case_id: str, sizes: Mapping[str, int]) -> dict[str, ChildOutcome]:
+        done: dict[str, ChildOutcome] = {}
+        with tempfile.TemporaryDirectory(prefix="rfdetr-latency-no-baselines-") as empty:
+            for side in (THIS, OTHER):
+                this = side == THIS
+                progress(f"head to head: profiling {case_id} on the {side} side{'' if this else _named(settings)}")
+                reading = dataclasses.replace(settings, baseline_dir=Path(empty), placement=placement)
+                child_run = child_settings(reading, process_index=0, cache_dir=cache_dir,
+                                           inject=None if this else settings.inject, block_sizes={case_id: sizes},
+                                           profile=True)
+                if this and child_run.trace_dir is not None:  # this side's traces apart from the judged side's
+                    child_run = dataclasses.replace(child_run, trace_dir=child_run.trace_dir / "this-side")
+                done[side] = run_child(launch if this else other_launch,
+                                       [target if this else map_target(target, moves or {})], child_run, timeout,
+                                       child_environment(side, os.environ))
+        return done
+
+    outcome.profiler = profile
     return outcome
+
+
+def diagnose(versus: HeadToHead, target: str | None, result: CaseResult, asked: bool) -> None:
+    """Once a case's verdicts are decided: each scope that regressed (every judged one where profiles were ``asked``
+    for) profiled on both sides, one more fresh process each, and the other side's profile diagnosed against this
+    side's, as a check's is against its recording's (verdict/diagnosis.py). Nothing judged is measured again."""
+    from pytest_rfdetr_latency.verdict import diagnosis
+
+    timed = {s: v for s, v in result.verdicts.items() if s in result.scopes}
+    scopes = diagnosis.to_profile(timed, result.scopes, asked)
+    if not scopes or versus.profiler is None or target is None:
+        return
+    case_id = result.case.id
+    done = versus.profiler(target, case_id, {s: v.block_size for s, v in result.scopes.items()})
+    mine, theirs = ([r for r in done[side].results if r.get("id") == case_id] for side in (THIS, OTHER))
+    diagnosis.take_profiled(result.details, scopes, theirs, done[OTHER].error,
+                            done[THIS].seconds + done[OTHER].seconds)
+    reference: dict[str, Any] = {}
+    diagnosis.take_profiled(reference, scopes, mine, done[THIS].error, done[THIS].seconds)
+    for scope, why in (reference.get("profile_errors") or {}).items():
+        result.details.setdefault("profile_errors", {})[scope] = f"this side: {why}"
+    if result.details.get("profile") and reference.get("profile"):
+        result.diagnosis = diagnosis.for_result(timed, result.details["profile"], reference["profile"])
 
 
 def _named(settings: Settings) -> str:

@@ -492,8 +492,10 @@ OPTIONS: tuple[OptionSpec, ...] = (
                "check one more per case once its verdict is decided, every scope diagnosed against the recording's "
                "(what got slower, what is new or gone, and how much of the change that explains), shown under a "
                "regression and in the JSON report; with --rfdetr-report, each scope's raw trace is kept beside it "
-               "(opens in Perfetto). Its cost is reported apart; not head to head. Without it, a check still profiles "
-               "a case whose scope regressed against a profiled recording. Default: off."),
+               "(opens in Perfetto); head to head, both sides once each per case, the other side diagnosed against "
+               "this one. Its cost is reported apart. Without it, a check still profiles a case whose scope "
+               "regressed against a profiled recording, and head to head both sides of a regressed case. "
+               "Default: off."),
     OptionSpec("no_pin", "--rfdetr-no-pin", "on a GPU run, leave the launching thread where the OS puts it instead "
                "of moving it to the fastest allowed core while sampling. Default: pinned."),
     OptionSpec("confirm", "--rfdetr-confirm", "when a case's figure moves past its threshold, measure the case again "
@@ -620,9 +622,6 @@ def _check_head_to_head(values: Mapping[str, Any]) -> None:
         if key in values and values[key] is not False and "against" not in values:
             flag = OPTIONS_BY_DEST[key].flag
             raise SettingsError(f"{flag} belongs to a head-to-head run: give --rfdetr-against=PYTHON too, or drop it")
-    if values.get("profile") and "against" in values:
-        raise SettingsError("--rfdetr-profile profiles a check against its stored baseline; a head-to-head run "
-                            "measures both sides in fresh processes, which it does not profile yet: drop one of them")
     most, least = values.get("against_max_processes"), values.get("against_processes", Settings.against_processes)
     if most is not None and most < least:
         raise SettingsError(f"--rfdetr-against-max-processes {most} is fewer than the {least} processes a side starts "

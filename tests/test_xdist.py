@@ -103,3 +103,26 @@ def test_two_cpu_workers_measure_and_the_controller_saves_once(
     too_many = pytester.runpytest(*("-n", str(len(cores) + 1), *common[2:]), "--rfdetr-latency")
     assert too_many.ret == pytest.ExitCode.USAGE_ERROR
     too_many.stderr.fnmatch_lines(["*asks for more workers than this process may use cores*"])
+
+
+@pytest.mark.slow
+def test_a_bound_workers_thread_count_reaches_its_onnx_runtime_session(nano_onnx: Path) -> None:
+    """What the two-worker run above no longer shows on the fake: a worker bound to a share of the cores opens its
+    real ONNX Runtime session with that many intra-op threads, not the host's count."""
+    import shutil
+
+    import onnxruntime
+
+    from pytest_rfdetr_latency.measure.backends import BackendContext
+    from pytest_rfdetr_latency.measure.backends.onnx_backend import _profiled_session
+    from pytest_rfdetr_latency.measure.cases import Case
+    from pytest_rfdetr_latency.measure.environment import Device
+
+    context = BackendContext(case=Case("RFDETRNano", "onnx-cpu"), device=Device("cpu", "a CPU", "cpu", None),
+                             images=[], detections=1, load_model=lambda: None, onnx_path=lambda: nano_onnx, threads=1)
+    session, profile_dir = _profiled_session(onnxruntime, context, nano_onnx, 0)
+    try:
+        assert session.get_session_options().intra_op_num_threads == 1
+    finally:
+        session.end_profiling()
+        shutil.rmtree(profile_dir, ignore_errors=True)

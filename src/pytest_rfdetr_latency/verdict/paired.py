@@ -60,7 +60,6 @@ def pooled_noise(groups: Iterable[Sequence[float]]) -> tuple[float | None, int]:
     return log_spread([[math.exp(d) for d in group] for group in groups])
 
 
-
 def line(noise: float | None, freedom: int, pairs: int, z: float = DECIDE_Z) -> float | None:
     """The smallest slowdown (a fraction) whose mean log ratio over ``pairs`` pairs is significant; None where the
     noise is unknown."""

@@ -411,7 +411,16 @@ def measure(
             run_pair(pair)
         grow(outcome, settings, run_pair, progress)
     outcome.settle()
+    outcome.profiler = _profiler(launch, other_launch, moves or {}, settings, placement, cache_dir, timeout, progress)
+    return outcome
 
+
+def _profiler(launch: Launch, other_launch: Launch, moves: Mapping[Path, Path], settings: Settings,
+              placement: Placement | None, cache_dir: Path, timeout: float, progress: Callable[[str], None],
+              ) -> Callable[[str, str, Mapping[str, int]], dict[str, ChildOutcome]]:
+    """What profiles one case on both sides once its verdicts are decided (HeadToHead.profiler): a fresh process
+    each, this side's and the other's (in its checkout, its target moved by ``moves``), where ``placement`` puts
+    the measuring processes' threads, reading no baseline."""
     def profile(target: str, case_id: str, sizes: Mapping[str, int]) -> dict[str, ChildOutcome]:
         done: dict[str, ChildOutcome] = {}
         with tempfile.TemporaryDirectory(prefix="rfdetr-latency-no-baselines-") as empty:
@@ -424,13 +433,12 @@ def measure(
                                            profile=True)
                 if this and child_run.trace_dir is not None:  # this side's traces apart from the judged side's
                     child_run = dataclasses.replace(child_run, trace_dir=child_run.trace_dir / "this-side")
-                done[side] = run_child(launch if this else other_launch,
-                                       [target if this else map_target(target, moves or {})], child_run, timeout,
+                moved = target if this else map_target(target, moves)
+                done[side] = run_child(launch if this else other_launch, [moved], child_run, timeout,
                                        child_environment(side, os.environ))
         return done
 
-    outcome.profiler = profile
-    return outcome
+    return profile
 
 
 def diagnose(versus: HeadToHead, target: str | None, result: CaseResult, asked: bool) -> None:

@@ -345,6 +345,7 @@ def test_a_history_of_runs_shows_the_injected_slowdown_where_it_began(
     assert "<!-- self-test (" in shown  # the chart's legend names the injected runs (matplotlib's text comment)
 
 
+@pytest.mark.slow  # on the fake, but each regressed case is then profiled on both sides: four more fresh processes
 def test_head_to_head_judges_the_other_side_against_this_one_and_catches_a_slower_one(
     pytester: pytest.Pytester, tmp_path: Path, fake_backend: Any
 ) -> None:

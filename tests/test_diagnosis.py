@@ -141,6 +141,25 @@ def test_a_regression_asked_to_be_profiled_says_why_it_has_no_diagnosis() -> Non
     assert "diagnosis" not in text
 
 
+def test_head_to_head_says_why_a_regression_has_no_diagnosis_from_either_side(tmp_path: Path) -> None:
+    from pytest_rfdetr_latency.measure import headtohead
+    from pytest_rfdetr_latency.measure.processes import ChildOutcome
+
+    result = regressed(diagnosed=False)
+    result.scopes = {"forward": summarize([[10.0, 10.1], [9.9, 10.0]], "p20", block_size=2)}
+    failed = {headtohead.THIS: ChildOutcome(error="exit 1: this broke"),
+              headtohead.OTHER: ChildOutcome(error="exit 1: that broke")}
+    versus = headtohead.HeadToHead(tmp_path / "python", profiler=lambda target, case, sizes: failed)
+    headtohead.diagnose(versus, "test_x.py::test_latency", result, asked=False)
+    assert result.details["profile_process"]["scopes"] == ["forward"] and not result.diagnosis
+    assert result.details["profile_errors"] == {"forward": "the profiling process failed: exit 1: that broke; this "
+                                                           "side: the profiling process failed: exit 1: this broke"}
+    text = failures.message(result.case.id, result, Settings(enabled=True), tmp_path / "python", "pytest ...",
+                            lambda scope: False)
+    assert ("  forward: no diagnosis: the profile could not be taken (the profiling process failed: exit 1: that "
+            "broke; this side: the profiling process failed: exit 1: this broke)") in text.splitlines()
+
+
 def test_a_change_the_profiler_cannot_see_is_said_so() -> None:
     found = diagnosis.diagnose(BEFORE, profile(("aten::addmm", "cpu", 5.0)), change_ms=3.0)
     assert why.lines("forward", found) == [

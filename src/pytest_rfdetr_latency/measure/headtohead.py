@@ -458,8 +458,11 @@ def diagnose(versus: HeadToHead, target: str | None, result: CaseResult, asked: 
                             done[THIS].seconds + done[OTHER].seconds)
     reference: dict[str, Any] = {}
     diagnosis.take_profiled(reference, scopes, mine, done[THIS].error, done[THIS].seconds)
-    for scope, why in (reference.get("profile_errors") or {}).items():
-        result.details.setdefault("profile_errors", {})[scope] = f"this side: {why}"
+    errors = result.details.setdefault("profile_errors", {})
+    for scope, why in (reference.get("profile_errors") or {}).items():  # beside the other side's, never over it
+        errors[scope] = "; ".join(filter(None, (errors.get(scope), f"this side: {why}")))
+    if not errors:
+        del result.details["profile_errors"]
     if result.details.get("profile") and reference.get("profile"):
         result.diagnosis = diagnosis.for_result(timed, result.details["profile"], reference["profile"])
 

@@ -32,7 +32,7 @@ def message(case_id: str, result: CaseResult, settings: Settings, against: Path 
         found = result.diagnosis.get(verdict.scope)
         if found:
             lines += [f"  {line}" for line in why.lines(verdict.scope, found)]
-        elif profiled and against is None and verdict.scope != "memory":
+        elif profiled and verdict.scope != "memory":
             lines.append(f"  {verdict.scope}: {why.missing(verdict.scope, result.details, result.baseline)}")
     if inconclusive and settings.strict:
         lines.append(f"{case_id}: verdict inconclusive (--rfdetr-strict makes this a failure):")

@@ -122,19 +122,23 @@ def _baseline(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def _rejudged(record: dict[str, Any], case: dict[str, Any], scope: str, verdict: dict[str, Any]) -> dict[str, Any]:
-    """A verdict decided again, offline, by the plugin's stored-baseline rule of this checkout, over the processes
-    the check measured (it cannot measure more: where the shipped screen would now send a case to fresh processes
-    that the run did not start, the first process alone decides): every timing scope judged again by the runner's
-    own function (stored.scope_verdict: launch-bound scopes of a GPU backend host-normalized by the slope fitted in
-    the baseline file, a regression the host's own slowdown explains made inconclusive), then capped (gating.capped:
-    unresolved where wider than the scope may be); the memory verdict by gating.memory_verdict. The runs asked no
-    tolerance by name."""
+    return rejudged(_baseline(record), case, scope, verdict)
+
+
+def rejudged(base: dict[str, Any], case: dict[str, Any], scope: str, verdict: dict[str, Any]) -> dict[str, Any]:
+    """A verdict of a check against the baseline file's entries ``base`` decided again, offline, by the plugin's
+    stored-baseline rule of this checkout, over the processes the check measured (it cannot measure more: where the
+    shipped screen would now send a case to fresh processes that the run did not start, the first process alone
+    decides): every timing scope judged again by the runner's own function (stored.scope_verdict: launch-bound scopes
+    of a GPU backend host-normalized by the slope fitted in the baseline file, the spread between sessions of the
+    scope and backend added, a regression the host's own slowdown explains made inconclusive), then capped
+    (gating.capped: unresolved where wider than the scope may be); the memory verdict by gating.memory_verdict. The
+    runs asked no tolerance by name."""
     from pytest_rfdetr_latency.measure.cases import works_on_cpu
     from pytest_rfdetr_latency.verdict import gating, judge
     from pytest_rfdetr_latency.verdict import stored as stored_scope
     from pytest_rfdetr_latency.verdict.scopes import HOST_BOUND, session_noise
 
-    base = _baseline(record)
     entry = base[case["id"]]
     if scope == "memory":
         redone = gating.memory_verdict(entry.get("memory") or {}, case.get("memory"), case.get("processes", []),
@@ -153,7 +157,7 @@ def _rejudged(record: dict[str, Any], case: dict[str, Any], scope: str, verdict:
         scope, verdict["statistic"], stored, raw, hosts, verdict["detail"]["asked"], slope,
         lambda s: judge.typical_noise(base.values(), scope, case["backend"], s), judge.DECIDE_Z,
         verdict["detail"]["processes"][1], normalizes,
-        session_noise=session_noise(scope, on_cpu))
+        session_noise=session_noise(scope, case["backend"], on_cpu))
     return {**gating.capped(decided, scope, None).to_json(), "redecided": True}
 
 

@@ -13,7 +13,9 @@ unresolved comparison with its case and the figure it could resolve, and each ch
 run with an injection (``memory_ab`` for ``--rfdetr-inject-on=memory``; ``injected_ab`` otherwise): per case and scope,
 what was injected, the change measured, the threshold, and whether the verdict caught it. Where the folder holds
 its baseline file (``baseline-*.json``), every memory comparison is also judged again offline by the shipped rule
-(``memory_redecided``), apart from what the runs printed.
+(``memory_redecided``), and every timing comparison of the clean checks (``timing_redecided``: per scope the
+comparisons, those that gated, the unresolved, the false alarms and the widest gating threshold), apart from what the
+runs printed: the numbers the rule of this checkout would have printed over the processes each check measured.
 """
 
 from __future__ import annotations
@@ -153,6 +155,57 @@ def injected(folder: Path, records: list[dict[str, Any]]) -> dict[str, Any]:
     return found
 
 
+def _baseline_entries(folder: Path) -> dict[str, Any] | None:
+    """The entries of the one baseline file the folder's checks ran against (``baseline-*.json``, or gate_matrix.py's
+    ``baselines/stream0-*.json``); None where the folder holds none."""
+    files = sorted(folder.glob("baseline-*.json")) or sorted(folder.glob("baselines/stream0-*.json"))
+    if not files:
+        return None
+    if len(files) > 1:
+        raise SystemExit(f"{folder} holds {len(files)} baseline files; a re-decision needs the one the checks ran "
+                         "against")
+    return dict(json.loads(files[0].read_text())["entries"])
+
+
+def timing_redecided(folder: Path, records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Every timing comparison of the clean checks judged again, offline, by the shipped rule (gate_matrix.rejudged:
+    the runner's own stored.scope_verdict, then gating.capped) against the folder's baseline file."""
+    from gate_matrix import rejudged  # benchmarks/ is this script's folder
+
+    entries = _baseline_entries(folder)
+    if entries is None:
+        return {}
+    per_scope: dict[str, dict[str, Any]] = defaultdict(
+        lambda: {"comparisons": 0, "gated": 0, "unresolved": 0, "false_alarms": 0, "gated_max": 0.0})
+    alarms = []
+    for record in records:
+        data = read_json(folder / record["report"]) if record["phase"] == "check" else None
+        if data is None or record.get("inject_pct"):
+            continue
+        for case in data.get("cases", []):
+            for scope, verdict in (case.get("verdicts") or {}).items():
+                if scope == "memory" or case["id"] not in entries:
+                    continue
+                redone = rejudged(entries, case, scope, verdict)
+                row = per_scope[scope]
+                row["comparisons"] += 1
+                if redone.get("kind") == "inconclusive" and (redone.get("detail") or {}).get("unresolved"):
+                    row["unresolved"] += 1
+                    continue
+                row["gated"] += 1
+                if redone.get("kind") != "improvement":  # an improvement beyond even a wide threshold fails nothing
+                    row["gated_max"] = max(row["gated_max"], float(redone.get("threshold") or 0.0))
+                if redone.get("kind") == "regression":
+                    row["false_alarms"] += 1
+                    alarms.append({"check": record["report"], "case": case["id"], "scope": scope,
+                                   "delta_pct": _pct(redone.get("delta")), "threshold_pct": _pct(redone["threshold"])})
+    return {"timing_redecided": {
+        "false_alarms": alarms,
+        "scopes": {scope: {**{k: v for k, v in row.items() if k != "gated_max"},
+                           "max_threshold_pct": _pct(row["gated_max"]) if row["gated"] else None}
+                   for scope, row in sorted(per_scope.items())}}}
+
+
 def memory_redecided(folder: Path, records: list[dict[str, Any]]) -> dict[str, Any]:
     """Every memory comparison of the checks judged again, offline, by the shipped rule (gating.memory_verdict at the
     default tolerance) against the folder's baseline file (``baseline-*.json``): the clean checks' false alarms and
@@ -160,13 +213,9 @@ def memory_redecided(folder: Path, records: list[dict[str, Any]]) -> dict[str, A
     from pytest_rfdetr_latency.measure.settings import Settings
     from pytest_rfdetr_latency.verdict import gating
 
-    files = sorted(folder.glob("baseline-*.json"))
-    if not files:
+    entries = _baseline_entries(folder)
+    if entries is None:
         return {}
-    if len(files) > 1:
-        raise SystemExit(f"{folder} holds {len(files)} baseline files; memory_redecided needs the one the checks ran "
-                         "against")
-    entries = json.loads(files[0].read_text())["entries"]
     rows, counts = [], {"clean": 0, "false_alarms": 0, "injected": 0, "detected": 0}
     for record in records:
         data = read_json(folder / record["report"]) if record["phase"] == "check" else None
@@ -195,7 +244,8 @@ def main() -> None:
     args = folder_arguments(__doc__)
     records = [json.loads(line) for line in (args.folder / "runs.jsonl").read_text().splitlines() if line.strip()]
     emit({"machine": args.machine, "folder": str(args.folder), **summarize(args.folder),
-          **injected(args.folder, records), **memory_redecided(args.folder, records)}, args.out)
+          **injected(args.folder, records), **memory_redecided(args.folder, records),
+          **timing_redecided(args.folder, records)}, args.out)
 
 
 if __name__ == "__main__":

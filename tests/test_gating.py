@@ -66,7 +66,7 @@ def test_a_blind_comparison_is_unresolved_and_listed_with_its_reason() -> None:
     assert not gating.is_unresolved(failed) and gating.strict_failures([failed], lambda scope: False) == [failed]
 
 
-def test_work_on_the_cpu_carries_the_spread_between_sessions_and_gpu_work_does_not() -> None:
+def test_work_on_the_cpu_carries_the_spread_between_sessions() -> None:
     from pytest_rfdetr_latency.verdict import stored
     from pytest_rfdetr_latency.verdict.scopes import session_noise
 
@@ -81,13 +81,42 @@ def test_work_on_the_cpu_carries_the_spread_between_sessions_and_gpu_work_does_n
         return gating.capped(found, "forward", None)
 
     assert verdict(0.0).kind == "regression"
-    through = verdict(session_noise("forward", on_cpu=True))
+    through = verdict(session_noise("forward", "onnx-cpu", on_cpu=True))
     assert through.kind == "inconclusive" and gating.is_unresolved(through) and through.threshold > 0.3
-    assert "9.5% between sessions (work on the CPU)" in through.reason
+    assert "9.5% between sessions" in through.reason
     assert through.detail["session_noise"] == 0.095
-    assert session_noise("forward", on_cpu=False) == 0.0 and session_noise("device", on_cpu=True) == 0.0
+    assert session_noise("device", "torch-fp32", on_cpu=True) == 0.0
     # What a recording says it can catch carries it too.
     entries = {"M-onnx-cpu": {"backend": "onnx-cpu", "scopes": {"forward": recorded}}}
     on_cpu = gating.detectable(entries, lambda scope: 0.10, 3, lambda case_id: True)["M-onnx-cpu"]["forward"]
     on_gpu = gating.detectable(entries, lambda scope: 0.10, 3)["M-onnx-cpu"]["forward"]
     assert on_cpu > on_gpu
+
+
+def test_gpu_work_carries_the_spread_between_sessions_its_clean_checks_showed() -> None:
+    from pytest_rfdetr_latency.verdict import stored
+    from pytest_rfdetr_latency.verdict.scopes import SESSION_NOISE_ON_GPU_POOLED, session_noise
+
+    # The H200, 2026-12-02 (session 10): RFDETRKeypointPreview-onnx-cuda iobinding recorded at 10:35 (three
+    # processes, host yardsticks as measured), checked clean at 10:39 in three processes of the whole default matrix:
+    # +17.9 % host-normalized against 13.9 % from the processes alone, a false alarm (c5-s0-check-0.json; the slope
+    # as printed, 0.38).
+    recorded = {"statistic": "median", "value_ms": 7.42595,
+                "processes": [{"value_ms": v, "host_ms": h}
+                              for v, h in ((7.69259, 0.2305), (7.21515, 0.2256), (9.07659, 0.3931))]}
+
+    def verdict(session: float) -> judge.Verdict:
+        found = stored.scope_verdict("iobinding", "median", recorded, [10.1988, 9.62018, 10.3958],
+                                     [0.3458, 0.3308, 0.3283], 0.10, 0.38, lambda slope: (0.034005, 6),
+                                     judge.DECIDE_Z, 3, True, "default", session)
+        return gating.capped(found, "iobinding", None)
+
+    as_run = verdict(0.0)
+    assert as_run.kind == "regression" and abs(as_run.delta - 0.179) < 0.003 and abs(as_run.threshold - 0.139) < 0.003
+    through = verdict(session_noise("iobinding", "onnx-cuda", on_cpu=False))
+    assert through.kind == "inconclusive" and gating.is_unresolved(through) and through.threshold > as_run.delta
+    assert "4.26% between sessions" in through.reason
+    # The device scope of a PyTorch backend showed none beyond its processes; a backend not measured takes the
+    # figures pooled over those that were.
+    assert session_noise("device", "torch-fp16", on_cpu=False) == 0.0
+    assert session_noise("forward", "torch-bf16", on_cpu=False) == SESSION_NOISE_ON_GPU_POOLED["forward"] > 0

@@ -50,9 +50,9 @@ def detectable(entries: Mapping[str, Mapping[str, Any]], asked: Callable[[str], 
                planned: int, on_cpu: Callable[[str], bool] = lambda case_id: False) -> dict[str, dict[str, float]]:
     """What a check against these freshly recorded entries could catch, per case and scope: the threshold it would
     face with ``planned`` processes (judge.Threshold at the decision's z), each case's own spread floored by the
-    typical one of its backend pooled over ``entries``, and the spread between sessions for work on the CPU
-    (``on_cpu`` of a case id; scopes.session_noise). Where it is above the scope's limit, that scope of that case
-    will be unresolved on this runner."""
+    typical one of its backend pooled over ``entries``, and the spread between sessions of its scope and backend
+    (``on_cpu`` of a case id: whether its work is the CPU's; scopes.session_noise). Where it is above the scope's
+    limit, that scope of that case will be unresolved on this runner."""
     from pytest_rfdetr_latency.verdict.judge import DECIDE_Z, Threshold, typical_noise
     from pytest_rfdetr_latency.verdict.scopes import session_noise
     from pytest_rfdetr_latency.verdict.stats import log_spread
@@ -69,7 +69,7 @@ def detectable(entries: Mapping[str, Mapping[str, Any]], asked: Callable[[str], 
             typical, typical_freedom = typicals[key]
             threshold = Threshold(asked(scope), own, typical, len(values), planned, DECIDE_Z,
                                   own_freedom=own_freedom, typical_freedom=typical_freedom if typical else 0,
-                                  session_noise=session_noise(scope, on_cpu(case_id)))
+                                  session_noise=session_noise(scope, key[1], on_cpu(case_id)))
             found.setdefault(case_id, {})[scope] = round(threshold.value, 6)
     return found
 

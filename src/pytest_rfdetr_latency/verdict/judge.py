@@ -139,7 +139,7 @@ class Threshold:
         whose = "this case's" if own else "the typical (this scope and backend on this device)"
         noise = f"{whose} process-to-process noise {_pct(self.noise)} ({counted})"
         if self.session_noise:
-            noise += f" and {_pct(self.session_noise)} between sessions (work on the CPU)"
+            noise += f" and {_pct(self.session_noise)} between sessions"
         if self.widened:
             return f"{_pct(self.value)}: {noise}; {self.source} {_pct(self.asked)}"
         return f"{_pct(self.value)}: {self.source}; {noise} would allow {_pct(self.bound or 0.0)}"

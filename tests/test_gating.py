@@ -86,11 +86,11 @@ def test_work_on_the_cpu_carries_the_spread_between_sessions() -> None:
     assert "9.5% between sessions" in through.reason
     assert through.detail["session_noise"] == 0.095
     assert session_noise("device", "torch-fp32", on_cpu=True) == 0.0
-    # What a recording says it can catch carries it too.
+    # What a recording says it can catch carries it too: 9.5 % on the CPU, the pooled 3.42 % were it a GPU's.
     entries = {"M-onnx-cpu": {"backend": "onnx-cpu", "scopes": {"forward": recorded}}}
     on_cpu = gating.detectable(entries, lambda scope: 0.10, 3, lambda case_id: True)["M-onnx-cpu"]["forward"]
     on_gpu = gating.detectable(entries, lambda scope: 0.10, 3)["M-onnx-cpu"]["forward"]
-    assert on_cpu > on_gpu
+    assert on_cpu > on_gpu > 0.10
 
 
 def test_gpu_work_carries_the_spread_between_sessions_its_clean_checks_showed() -> None:
@@ -98,9 +98,9 @@ def test_gpu_work_carries_the_spread_between_sessions_its_clean_checks_showed() 
     from pytest_rfdetr_latency.verdict.scopes import SESSION_NOISE_ON_GPU_POOLED, session_noise
 
     # The H200, 2026-12-02 (session 10): RFDETRKeypointPreview-onnx-cuda iobinding recorded at 10:35 (three
-    # processes, host yardsticks as measured), checked clean at 10:39 in three processes of the whole default matrix:
-    # +17.9 % host-normalized against 13.9 % from the processes alone, a false alarm (c5-s0-check-0.json; the slope
-    # as printed, 0.38).
+    # processes, host yardsticks as measured), checked clean at 10:39 (the whole default matrix, then two fresh
+    # processes of the case alone, all three at the host's slow speed): +17.9 % host-normalized against 13.9 % from
+    # the processes alone, a false alarm (c5-s0-check-0.json; the slope as printed, 0.38).
     recorded = {"statistic": "median", "value_ms": 7.42595,
                 "processes": [{"value_ms": v, "host_ms": h}
                               for v, h in ((7.69259, 0.2305), (7.21515, 0.2256), (9.07659, 0.3931))]}
@@ -119,4 +119,6 @@ def test_gpu_work_carries_the_spread_between_sessions_its_clean_checks_showed() 
     # The device scope of a PyTorch backend showed none beyond its processes; a backend not measured takes the
     # figures pooled over those that were.
     assert session_noise("device", "torch-fp16", on_cpu=False) == 0.0
+    assert session_noise("e2e", "onnx-cuda", on_cpu=False) == 0.0  # a measured backend without a term for a scope
+    assert session_noise("iobinding", "torch-fp16", on_cpu=False) == 0.0
     assert session_noise("forward", "torch-bf16", on_cpu=False) == SESSION_NOISE_ON_GPU_POOLED["forward"] > 0

@@ -67,9 +67,9 @@ STORED_RESOLVE: dict[str, float] = {
 }
 
 # Against a stored baseline, a check lands farther from a recording made minutes earlier than the recording's
-# back-to-back processes disagree: the host's other tenants, its clocks, its two speeds (docs/gate-power.md), what else
-# the checking process ran before the case. The stored verdict adds this spread between sessions (a log standard
-# deviation) to its noise, at z, so that a scope gates only where it can resolve its tolerance through that drift.
+# back-to-back processes disagree: the host's other tenants, its clocks, its two speeds (docs/gate-power.md). The
+# stored verdict adds this spread between sessions (a log standard deviation) to its noise, at z, so that a scope
+# gates only where it can resolve its tolerance through that drift.
 # Work on the host's CPU (ONNX Runtime's CPU provider, any backend on a CPU device), measured on the H200's 16-core VM
 # over three sessions' clean checks, minutes to an hour after recording (benchmarks/session_noise.py ->
 # benchmarks/results/session-noise-nvidia-h200.json): one check's log offset beyond the processes' own spread.
@@ -77,12 +77,12 @@ SESSION_NOISE_ON_CPU: dict[str, float] = {
     "forward": 0.095,
     "e2e": 0.156,
 }
-# GPU backends, in the verdict's own terms (figures host-normalized, the noise the threshold used): the spread that
-# makes the clean checks' standardized offsets of unit variance, over 414 comparisons of 22 clean checks in four
-# sessions on the H200 (sessions 6, 8, 9 and 10: benchmarks/session_noise.py --standardized ->
-# benchmarks/results/session-noise-gpu-nvidia-h200.json). Without it ONNX Runtime's IO binding met offsets of +5.0 and
-# -3.9 standard errors in 18 comparisons, one a false alarm; PyTorch's device scope needs none. Per backend where one
-# was measured; other GPU backends take the figures pooled over these.
+# GPU backends, in the verdict's own terms (figures host-normalized, the noise the threshold used over the processes
+# each comparison measured): the spread that makes the clean checks' standardized offsets of unit variance, over 414
+# comparisons of 22 clean checks in four sessions on the H200 (6, 8, 9 and 10; benchmarks/session_noise.py
+# --standardized -> benchmarks/results/session-noise-gpu-nvidia-h200.json). Without it ONNX Runtime's IO binding met
+# offsets of +5.0 and -3.9 standard errors in 18 comparisons, one a false alarm; PyTorch's device scope needs none.
+# Per backend where one was measured; other GPU backends take the figures pooled over these.
 SESSION_NOISE_ON_GPU: dict[str, dict[str, float]] = {
     "onnx-cuda": {"device": 0.0037, "iobinding": 0.0426, "forward": 0.0464},
     "torch-fp16": {"forward": 0.0407},

@@ -72,6 +72,20 @@ def test_blocks_taken_while_the_gpu_throttled_are_dropped_and_counted() -> None:
     assert all(len(b) == 4 for b in sampled.blocks) and len(sampled.host_ms) == 8
 
 
+def test_the_turns_minimum_asks_no_more_than_six_seconds_of_calls() -> None:
+    # Head to head's default: 150 one-call blocks for a GPU call of up to 40 ms; ONNX Runtime's CPU calls (114-290 ms
+    # on the H200) about 6 s of them, never fewer than ten blocks; a plan without the cap keeps its minimum.
+    turns = PRESETS["turns"]
+    assert [turns.fewest_blocks(ms, 1) for ms in (5.0, 40.0, 114.0, 290.0, 2000.0, None)] == [150, 150, 53, 21, 10, 150]
+    assert PRESETS["standard"].fewest_blocks(290.0, 1) == 10 and PRESETS["thorough"].fewest_blocks(290.0, 1) == 20
+    assert parse_sampling("turns,min-blocks-seconds=12").fewest_blocks(290.0, 1) == 42
+    with pytest.raises(ValueError, match="min-blocks-seconds > 0"):
+        parse_sampling("turns,min-blocks-seconds=0")
+    # sample() stops at that many when the calls agree (identical calls: precise at once).
+    sampled = timing.sample(lambda: 290.0, FakeClock(), timing.GpuMonitor(), turns, "median", call_ms=290.0)
+    assert len(sampled.blocks) == 21 and sampled.block_size == 1
+
+
 def test_sampling_stops_once_precise_and_keeps_the_block_size_it_is_given() -> None:
     plan = PRESETS["standard"]
     clock = FakeClock()

@@ -9,7 +9,10 @@ or when the scope's time cap is reached.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
+
+FEWEST_BLOCKS = 10  # the fewest blocks a time-capped minimum comes down to: as many as the ``standard`` preset's
 
 
 @dataclass(frozen=True)
@@ -21,6 +24,7 @@ class SamplingPlan:
     max_seconds: float  # time cap for one scope's sampling, warm-up excluded
     warmup_calls: int  # at least this many untimed calls first
     warmup_seconds: float  # cap on waiting for GPU clocks and call times to settle
+    min_blocks_seconds: float | None = None  # where set, min_blocks asks no more than this many seconds of calls
 
     def __post_init__(self) -> None:
         if self.block_size < 1 or self.min_blocks < 2 or self.max_blocks < self.min_blocks:
@@ -30,6 +34,16 @@ class SamplingPlan:
             )
         if not (0 < self.target < 1) or self.max_seconds <= 0 or self.warmup_calls < 0 or self.warmup_seconds < 0:
             raise ValueError("sampling needs 0 < target < 1, max-seconds > 0, warmup-calls >= 0, warmup-seconds >= 0")
+        if self.min_blocks_seconds is not None and self.min_blocks_seconds <= 0:
+            raise ValueError("sampling needs min-blocks-seconds > 0")
+
+    def fewest_blocks(self, call_ms: float | None, block_size: int) -> int:
+        """The blocks a scope takes at least: ``min_blocks``, or fewer (never below FEWEST_BLOCKS) where that many
+        blocks of ``block_size`` calls of ``call_ms`` (the warm-up's) would take more than ``min_blocks_seconds``."""
+        if self.min_blocks_seconds is None or not call_ms or call_ms <= 0:
+            return self.min_blocks
+        by_time = math.ceil(self.min_blocks_seconds * 1000.0 / (call_ms * block_size))
+        return min(self.min_blocks, max(FEWEST_BLOCKS, by_time))
 
 
 PRESETS: dict[str, SamplingPlan] = {
@@ -45,8 +59,11 @@ PRESETS: dict[str, SamplingPlan] = {
     # alternate call by call. The lent H200's launching core flips between a fast and a 1.8x slower state within tens
     # of milliseconds; calls a few milliseconds apart share it more often than 50 ms blocks do (docs/pr-gate.md,
     # fourth session: device pair noise 0.08-0.09 % against 0.18 %, forward and e2e 0.8-2.1 % against 2.1-2.3 %).
+    # The 150 calls are capped at 6 s of them: every GPU call of the default matrix (40 ms at most, e2e, on the H200)
+    # keeps its 150, and ONNX Runtime's CPU calls of 114-290 ms take 21-53 calls, about 6 s, a scope and a side
+    # instead of 17-44 s.
     "turns": SamplingPlan(block_size=1, min_blocks=150, max_blocks=1000, target=0.01, max_seconds=2.0,
-                          warmup_calls=10, warmup_seconds=2.0),
+                          warmup_calls=10, warmup_seconds=2.0, min_blocks_seconds=6.0),
     "thorough": SamplingPlan(block_size=20, min_blocks=20, max_blocks=400, target=0.002, max_seconds=15.0,
                              warmup_calls=30, warmup_seconds=10.0),
 }
@@ -59,6 +76,7 @@ _KEYS = {
     "max-seconds": "max_seconds",
     "warmup-calls": "warmup_calls",
     "warmup-seconds": "warmup_seconds",
+    "min-blocks-seconds": "min_blocks_seconds",
 }
 _FORMS = (
     f"a preset ({', '.join(PRESETS)}) optionally followed by KEY=VALUE overrides, keys: {', '.join(_KEYS)}; "
@@ -86,7 +104,7 @@ def parse_sampling(text: str) -> SamplingPlan:
         try:
             if field_name == "target":
                 changes[field_name] = float(value.rstrip("%")) / (100.0 if value.endswith("%") else 1.0)
-            elif field_name in ("max_seconds", "warmup_seconds"):
+            elif field_name in ("max_seconds", "warmup_seconds", "min_blocks_seconds"):
                 changes[field_name] = float(value)
             else:
                 changes[field_name] = int(value)

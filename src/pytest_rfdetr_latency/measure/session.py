@@ -125,7 +125,9 @@ class LatencySession:
             "resolution": case.resolution or "native",
             "sampling": (f"block={plan.block_size},min-blocks={plan.min_blocks},max-blocks={plan.max_blocks},"
                          f"target={plan.target:g},max-seconds={plan.max_seconds:g},warmup-calls={plan.warmup_calls},"
-                         f"warmup-seconds={plan.warmup_seconds:g}"),
+                         f"warmup-seconds={plan.warmup_seconds:g}"
+                         + ("" if plan.min_blocks_seconds is None
+                            else f",min-blocks-seconds={plan.min_blocks_seconds:g}")),
         }
         if works_on_cpu(case.backend, self.device.is_cuda):
             # Work on the CPU scales with its cores: a baseline of 32 cores says nothing about a worker of 16.

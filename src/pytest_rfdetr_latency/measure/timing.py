@@ -285,14 +285,14 @@ def sample(
     """Take blocks until the statistic's relative uncertainty reaches ``plan.target``, or time is up.
 
     ``block_size`` (a baseline's, so that a check samples as its baseline did) or else ``call_ms`` (from the warm-up)
-    sizes the blocks. Never fewer than ``plan.min_blocks`` kept blocks unless throttling drops them past three times
-    the time cap.
+    sizes the blocks. Never fewer than ``plan.fewest_blocks`` kept blocks unless throttling drops them past three
+    times the time cap.
     """
     from pytest_rfdetr_latency.measure import lockstep
     from pytest_rfdetr_latency.measure.environment import yardstick_ms
 
     result = Sampled(block_size=block_size or block_size_for(call_ms, plan))
-    need = plan.min_blocks
+    need = plan.fewest_blocks(call_ms, result.block_size)
     start = time.perf_counter()
     with gc_paused():
         while len(result.blocks) < plan.max_blocks:

@@ -92,7 +92,7 @@ def test_two_cpu_workers_measure_and_the_controller_saves_once(
                                  "xdist: --dist load became loadgroup: a model's cases stay on one worker*"])
     report = json.loads((pytester.path / "report.json").read_text())
     workers = {case["details"]["worker"]["worker"] for case in report["cases"]}
-    assert workers <= {"gw0", "gw1"}
+    assert len(report["cases"]) == 2 and workers and workers <= {"gw0", "gw1"}  # two latency cases, one test not
     for case in report["cases"]:
         assert case["details"]["worker"]["threads"] == str(share)
         assert case["fingerprint"]["cpu_count"] == share

@@ -71,5 +71,6 @@ finish() {  # the last archive of the step, its traces, and its notes bundled (f
   pack
   date -u +%FT%TZ >> "$OUT/step$step.txt"
   [ -d /tmp/traces ] && tar -C /tmp/traces -czf "$OUT/traces.tar.gz" .
-  (cd "$OUT" && tar czf "bundle$step.tar.gz" --remove-files diag ./*.log ./*.json ./*.txt 2>/dev/null)  # few files back
+  (cd "$OUT" && shopt -s nullglob && tar czf "bundle$step.tar.gz" --remove-files diag ./*.log ./*.json ./*.txt)  # few
+  # files back; nullglob: a glob that matches nothing is left out, not passed on (which made every call end with rc 2)
 }

@@ -317,11 +317,14 @@ class CaseMeasurement:
             warm = timing.warm_up(fn, clock, monitor, plan)
             after_warmup()  # a pool the warm-up started on the launch core leaves it
             steal, switches = steal_jiffies(), _involuntary_switches()
-            size = sizes.get(scope)
-            if session.settings.sizes_file is not None:
+            size, fewest = sizes.get(scope), None
+            if session.settings.sizes_file is not None:  # head to head: every process samples alike
                 size = _shared_size(session.settings.sizes_file, f"{self.id}/{scope}",
                                     size or timing.block_size_for(warm.call_ms, plan))
-            sampled = timing.sample(fn, clock, monitor, plan, statistic, call_ms=warm.call_ms, block_size=size)
+                fewest = _shared_size(session.settings.sizes_file, f"{self.id}/{scope}/fewest",
+                                      plan.fewest_blocks(warm.call_ms, size))
+            sampled = timing.sample(fn, clock, monitor, plan, statistic, call_ms=warm.call_ms, block_size=size,
+                                    fewest=fewest)
             result.scopes[scope] = self._summarize(scope, sampled, result)
             meta.update(
                 warmup_calls=warm.calls,
@@ -367,8 +370,9 @@ def _involuntary_switches() -> int:
 
 
 def _shared_size(path: Path, key: str, mine: int) -> int:
-    """The block size every process of a head-to-head run samples ``key`` with: the first process to size it writes
-    ``mine`` down, the others read it (the processes run one at a time, so they never write at once)."""
+    """The block size, or the fewest blocks, every process of a head-to-head run samples ``key`` with: the first
+    process to size it writes ``mine`` down, the others read it (the processes take turns, so they never write at
+    once)."""
     import json
     import os
 

@@ -34,8 +34,8 @@ class SamplingPlan:
             )
         if not (0 < self.target < 1) or self.max_seconds <= 0 or self.warmup_calls < 0 or self.warmup_seconds < 0:
             raise ValueError("sampling needs 0 < target < 1, max-seconds > 0, warmup-calls >= 0, warmup-seconds >= 0")
-        if self.min_blocks_seconds is not None and self.min_blocks_seconds <= 0:
-            raise ValueError("sampling needs min-blocks-seconds > 0")
+        if self.min_blocks_seconds is not None and not (0 < self.min_blocks_seconds < math.inf):
+            raise ValueError("sampling needs min-blocks-seconds > 0 and finite")
 
     def fewest_blocks(self, call_ms: float | None, block_size: int) -> int:
         """The blocks a scope takes at least: ``min_blocks``, or fewer (never below FEWEST_BLOCKS) where that many
@@ -59,11 +59,11 @@ PRESETS: dict[str, SamplingPlan] = {
     # alternate call by call. The lent H200's launching core flips between a fast and a 1.8x slower state within tens
     # of milliseconds; calls a few milliseconds apart share it more often than 50 ms blocks do (docs/pr-gate.md,
     # fourth session: device pair noise 0.08-0.09 % against 0.18 %, forward and e2e 0.8-2.1 % against 2.1-2.3 %).
-    # The 150 calls are capped at 6 s of them: every GPU call of the default matrix (40 ms at most, e2e, on the H200)
-    # keeps its 150, and ONNX Runtime's CPU calls of 114-290 ms take 21-53 calls, about 6 s, a scope and a side
-    # instead of 17-44 s.
+    # The 150 calls are capped at 9 s of them (as the warm-up times them): a GPU call of up to 60 ms keeps its 150
+    # (the default matrix's slowest on the H200, e2e, read at most 54 ms but in one process 64.7 ms: 140), and ONNX
+    # Runtime's CPU calls of 114-290 ms take 79-32 calls a scope and a side instead of 150, 17-44 s.
     "turns": SamplingPlan(block_size=1, min_blocks=150, max_blocks=1000, target=0.01, max_seconds=2.0,
-                          warmup_calls=10, warmup_seconds=2.0, min_blocks_seconds=6.0),
+                          warmup_calls=10, warmup_seconds=2.0, min_blocks_seconds=9.0),
     "thorough": SamplingPlan(block_size=20, min_blocks=20, max_blocks=400, target=0.002, max_seconds=15.0,
                              warmup_calls=30, warmup_seconds=10.0),
 }

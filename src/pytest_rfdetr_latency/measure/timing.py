@@ -281,18 +281,19 @@ def sample(
     statistic: str,
     call_ms: float | None = None,
     block_size: int | None = None,
+    fewest: int | None = None,
 ) -> Sampled:
     """Take blocks until the statistic's relative uncertainty reaches ``plan.target``, or time is up.
 
     ``block_size`` (a baseline's, so that a check samples as its baseline did) or else ``call_ms`` (from the warm-up)
-    sizes the blocks. Never fewer than ``plan.fewest_blocks`` kept blocks unless throttling drops them past three
-    times the time cap.
+    sizes the blocks. Never fewer than ``fewest`` kept blocks (head to head's, shared by every process), else
+    ``plan.fewest_blocks``, unless throttling drops them past three times the time cap.
     """
     from pytest_rfdetr_latency.measure import lockstep
     from pytest_rfdetr_latency.measure.environment import yardstick_ms
 
     result = Sampled(block_size=block_size or block_size_for(call_ms, plan))
-    need = plan.fewest_blocks(call_ms, result.block_size)
+    need = plan.fewest_blocks(call_ms, result.block_size) if fewest is None else fewest
     start = time.perf_counter()
     with gc_paused():
         while len(result.blocks) < plan.max_blocks:

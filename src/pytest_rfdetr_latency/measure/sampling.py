@@ -12,7 +12,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-FEWEST_BLOCKS = 10  # the fewest blocks a time-capped minimum comes down to: as many as the ``standard`` preset's
+FEWEST_BLOCKS = 10  # a time-capped minimum never comes below this: the ``standard`` preset's own minimum
 
 
 @dataclass(frozen=True)

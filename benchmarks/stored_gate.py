@@ -61,6 +61,27 @@ def _pct(value: float | None) -> float | None:
     return None if value is None else round(100 * value, 2)
 
 
+def _tally(row: dict[str, Any], alarms: list[dict[str, Any]], unresolved: list[dict[str, Any]] | None, report: str,
+           case_id: str, scope: str, verdict: dict[str, Any]) -> None:
+    """One clean comparison counted into its scope's ``row``: unresolved (listed where ``unresolved`` is given), or
+    gated, its threshold the widest so far unless it was an improvement (beyond even a wide threshold, one fails
+    nothing), a regression listed in ``alarms``."""
+    threshold = float(verdict.get("threshold") or 0.0)
+    row["comparisons"] += 1
+    if verdict.get("kind") == "inconclusive" and (verdict.get("detail") or {}).get("unresolved"):
+        row["unresolved"] += 1
+        if unresolved is not None:
+            unresolved.append({"check": report, "case": case_id, "scope": scope, "could_resolve_pct": _pct(threshold)})
+        return
+    row["gated"] += 1
+    if verdict.get("kind") != "improvement":
+        row["gated_max"] = max(row["gated_max"], threshold)
+    if verdict.get("kind") == "regression":
+        row["false_alarms"] += 1
+        alarms.append({"check": report, "case": case_id, "scope": scope, "delta_pct": _pct(verdict.get("delta")),
+                       "threshold_pct": _pct(threshold)})
+
+
 def summarize(folder: Path) -> dict[str, Any]:
     records = [json.loads(line) for line in (folder / "runs.jsonl").read_text().splitlines() if line.strip()]
     saves = [r for r in records if r["phase"] == "save"]
@@ -80,21 +101,8 @@ def summarize(folder: Path) -> dict[str, Any]:
         cases_per_check.append(len(data.get("cases", [])))
         for case in data.get("cases", []):
             for scope, verdict in (case.get("verdicts") or {}).items():
-                row = per_scope[scope]
-                row["comparisons"] += 1
-                threshold = float(verdict.get("threshold") or 0.0)
-                row["thresholds"].append(threshold)
-                if verdict.get("kind") == "inconclusive" and (verdict.get("detail") or {}).get("unresolved"):
-                    row["unresolved"] += 1
-                    unresolved.append({"check": record["report"], "case": case["id"], "scope": scope,
-                                       "could_resolve_pct": _pct(threshold)})
-                    continue
-                row["gated"] += 1
-                row["gated_max"] = max(row["gated_max"], threshold)
-                if verdict.get("kind") == "regression":
-                    row["false_alarms"] += 1
-                    alarms.append({"check": record["report"], "case": case["id"], "scope": scope,
-                                   "delta_pct": _pct(verdict.get("delta")), "threshold_pct": _pct(threshold)})
+                per_scope[scope]["thresholds"].append(float(verdict.get("threshold") or 0.0))
+                _tally(per_scope[scope], alarms, unresolved, record["report"], case["id"], scope, verdict)
     recorded = min((_at(r) for r in saves), default=None)
     first_check = min((_at(r) for r in checks), default=None)
     last_check = max((_ended(r) for r in checks), default=None)
@@ -186,19 +194,8 @@ def timing_redecided(folder: Path, records: list[dict[str, Any]]) -> dict[str, A
             for scope, verdict in (case.get("verdicts") or {}).items():
                 if scope == "memory" or case["id"] not in entries:
                     continue
-                redone = rejudged(entries, case, scope, verdict)
-                row = per_scope[scope]
-                row["comparisons"] += 1
-                if redone.get("kind") == "inconclusive" and (redone.get("detail") or {}).get("unresolved"):
-                    row["unresolved"] += 1
-                    continue
-                row["gated"] += 1
-                if redone.get("kind") != "improvement":  # an improvement beyond even a wide threshold fails nothing
-                    row["gated_max"] = max(row["gated_max"], float(redone.get("threshold") or 0.0))
-                if redone.get("kind") == "regression":
-                    row["false_alarms"] += 1
-                    alarms.append({"check": record["report"], "case": case["id"], "scope": scope,
-                                   "delta_pct": _pct(redone.get("delta")), "threshold_pct": _pct(redone["threshold"])})
+                _tally(per_scope[scope], alarms, None, record["report"], case["id"], scope,
+                       rejudged(entries, case, scope, verdict))
     return {"timing_redecided": {
         "false_alarms": alarms,
         "scopes": {scope: {**{k: v for k, v in row.items() if k != "gated_max"},

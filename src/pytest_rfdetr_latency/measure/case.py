@@ -319,10 +319,9 @@ class CaseMeasurement:
             steal, switches = steal_jiffies(), _involuntary_switches()
             size, fewest = sizes.get(scope), None
             if session.settings.sizes_file is not None:  # head to head: every process samples alike
-                size = _shared_size(session.settings.sizes_file, f"{self.id}/{scope}",
-                                    size or timing.block_size_for(warm.call_ms, plan))
-                fewest = _shared_size(session.settings.sizes_file, f"{self.id}/{scope}/fewest",
-                                      plan.fewest_blocks(warm.call_ms, size))
+                mine = size or timing.block_size_for(warm.call_ms, plan)
+                size, fewest = _shared_sizes(session.settings.sizes_file, f"{self.id}/{scope}",
+                                             (mine, plan.fewest_blocks(warm.call_ms, mine)))
             sampled = timing.sample(fn, clock, monitor, plan, statistic, call_ms=warm.call_ms, block_size=size,
                                     fewest=fewest)
             result.scopes[scope] = self._summarize(scope, sampled, result)
@@ -369,17 +368,18 @@ def _involuntary_switches() -> int:
     return int(resource.getrusage(who).ru_nivcsw)
 
 
-def _shared_size(path: Path, key: str, mine: int) -> int:
-    """The block size, or the fewest blocks, every process of a head-to-head run samples ``key`` with: the first
+def _shared_sizes(path: Path, key: str, mine: tuple[int, int]) -> tuple[int, int]:
+    """The block size and the fewest blocks every process of a head-to-head run samples ``key`` with: the first
     process to size it writes ``mine`` down, the others read it (the processes take turns, so they never write at
     once)."""
     import json
     import os
 
     known: dict[str, int] = json.loads(path.read_text()) if path.exists() else {}
-    if key not in known:
-        known[key] = mine
+    names = (key, f"{key}/fewest")
+    if any(name not in known for name in names):
+        known.update({name: value for name, value in zip(names, mine) if name not in known})
         partial = path.with_name(path.name + ".tmp")
         partial.write_text(json.dumps(known))
         os.replace(partial, path)
-    return int(known[key])
+    return int(known[names[0]]), int(known[names[1]])

@@ -365,7 +365,7 @@ def measure(
 ) -> HeadToHead:
     """Run ``targets`` in ``settings.against_processes`` fresh processes per side (more while unresolved: grow), sides
     alternating, threads where ``placement`` puts them, the other side's targets moved by ``moves`` (moves_to). No
-    baseline file is read: block sizes come from the first process to size each scope (measure._shared_size)."""
+    baseline file is read: block sizes and counts come from the first process to size a scope (case._shared_sizes)."""
     assert settings.against is not None
     tree = settings.against_tree
     other_launch = dataclasses.replace(launch, python=settings.against) if tree is None else \

@@ -366,9 +366,9 @@ def test_head_to_head_judges_the_other_side_against_this_one_and_catches_a_slowe
         "*the versions both sides' fingerprints record are the same*",
     ])
     slowed.stdout.fnmatch_lines([f"head to head (A/A, as declared): {sys.executable} (python *, torch *) judged "
-                                 "against this environment (python *), pair by pair; fresh processes, 4 and 4, a pair "
-                                 "at a time, both live and taking turns block by block (* turns a side per pair); no "
-                                 "baseline file read or written",
+                                 "against this environment (python *), pair by pair; fresh processes, 4 and 4, pairs "
+                                 "at once, preparing together and taking turns block by block (* turns a side per "
+                                 "pair); no baseline file read or written",
                                  "history: a head-to-head run is not added*"])
     cases = {c["id"]: c for c in json.loads((pytester.path / "report.json").read_text())["cases"]}
     case = cases["RFDETRNano-onnx-cpu-r320"]

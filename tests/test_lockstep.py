@@ -29,6 +29,26 @@ for block in range(blocks):
     with open(log, "a") as out:
         out.write(f"{name}{block}\\n")
 """
+# A process of a head to head as case.py drives it: each case prepared on its own, then warmed up and sampled in the
+# ring (join, a turn before each block), then left (step_aside). PREPARE seconds of preparing, per name.
+IN_THE_RING = """
+import sys, time
+from pytest_rfdetr_latency.measure import lockstep
+name, cases, blocks, prepare, log = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
+def say(text):
+    with open(log, "a") as out:
+        out.write(text + "\\n")
+lockstep.begin()
+for case in range(cases):
+    time.sleep(prepare)
+    say(f"prep{case}-{name}")
+    lockstep.join()
+    say(f"warm{case}-{name}")
+    for block in range(blocks):
+        lockstep.turn()
+        say(f"blck{case}-{name}{block}")
+    lockstep.step_aside()
+"""
 HOLDS_ON = """
 import time
 from pytest_rfdetr_latency.measure import lockstep
@@ -45,9 +65,10 @@ def _start(code: str, *args: str) -> tuple[subprocess.Popen[bytes], lockstep.Pip
     return proc, pipe
 
 
-def _alternate(log: Path, *children: tuple[str, str, str]) -> tuple[list[str], list[int], list[int]]:
-    """Start ``children`` (code, name, blocks), let them take turns; what they wrote, their turns, their exit codes."""
-    started = [_start(code, name, blocks, str(log)) for code, name, blocks in children]
+def _alternate(log: Path, *children: tuple[str, ...]) -> tuple[list[str], list[int], list[int]]:
+    """Start ``children`` (code, name, its other arguments), let them take turns; what they wrote, their turns, their
+    exit codes."""
+    started = [_start(code, name, *more, str(log)) for code, name, *more in children]
     try:
         turns = lockstep.alternate([pipe for _, pipe in started], time.monotonic() + 60)
     finally:
@@ -61,6 +82,21 @@ def test_two_children_alternate_block_by_block_and_the_longer_one_finishes_alone
     written, turns, codes = _alternate(tmp_path / "log.txt", (TAKES_TURNS, "a", "3"), (TAKES_TURNS, "b", "5"))
     assert written == ["a0", "b0", "a1", "b1", "a2", "b2", "b3", "b4"]
     assert turns == [3, 5] and codes == [0, 0]
+
+
+def test_processes_prepare_together_and_sample_one_at_a_time_in_a_ring(tmp_path: Path) -> None:
+    # Four processes (two pairs), the second slow to prepare: none samples before every one has prepared a case, none
+    # prepares the next before every one has sampled this one, and their blocks take turns in the order given.
+    children = [(IN_THE_RING, name, "2", "2", prepare) for name, prepare in
+                (("a", "0"), ("b", "0.5"), ("c", "0"), ("d", "0"))]
+    written, turns, codes = _alternate(tmp_path / "log.txt", *children)
+    assert codes == [0, 0, 0, 0] and turns == [4, 4, 4, 4]  # a turn handed back before each block
+    for case in ("0", "1"):
+        phase = [line for line in written if line[4] == case]
+        preps, rest = phase[:4], phase[4:]
+        assert sorted(preps) == [f"prep{case}-{n}" for n in "abcd"]
+        assert rest == [f"warm{case}-{n}" for n in "abcd"] + [f"blck{case}-{n}{b}" for b in "01" for n in "abcd"]
+    assert written.index("prep1-a") > written.index("blck0-d1")  # the next case waits for the last block of this one
 
 
 def test_a_child_that_does_not_take_turns_runs_to_its_end_first_and_is_counted_as_taking_none(tmp_path: Path) -> None:

@@ -328,6 +328,29 @@ def _grown(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, spread: float, **giv
     return headtohead.measure(launch, ["latency"], settings, tmp_path)
 
 
+def test_taking_turns_up_to_four_pairs_run_at_once_in_their_balanced_order(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from pytest_rfdetr_latency.measure.settings import Settings
+
+    calls: list[list[tuple[str, int]]] = []
+    fake = _fake_pairs(_figures(0.001))
+
+    def run_in_turns(children: Any, timeout: float) -> Any:
+        calls.append([("this" if c.launch.python is None else "other", c.settings.process_index) for c in children])
+        return fake(children, timeout)
+
+    monkeypatch.setattr(headtohead, "run_in_turns", run_in_turns)
+    settings = Settings(enabled=True, against=Path("/opt/head/bin/python"), against_aa=True, against_processes=6,
+                        against_max_processes=6)
+    outcome = headtohead.measure(Launch(cwd=tmp_path, rootdir=tmp_path), ["latency"], settings, tmp_path)
+    # Six pairs: the first four at once (eight processes, this-other other-this ...), then the last two.
+    assert calls == [[("this", 0), ("other", 0), ("other", 1), ("this", 1), ("this", 2), ("other", 2), ("other", 3),
+                      ("this", 3)], [("this", 4), ("other", 4), ("other", 5), ("this", 5)]]
+    assert outcome.turns == {k: {"this": 1, "other": 1} for k in range(6)}
+    assert len(outcome.figures("other", "RFDETRMedium-torch-fp16", "forward")) == 6
+
+
 def test_pairs_are_added_two_at_a_time_while_a_comparison_cannot_resolve_what_it_must(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

@@ -196,7 +196,8 @@ class ResultCollector:
             f"head to head{' (A/A, as declared)' if duel.get('aa') else ''}: {duel['against']}{where} "
             f"({versions('other')}) judged against this environment ({versions('this')}), pair by pair; fresh "
             f"processes, {duel['processes']['this']} and {duel['processes']['other']}, "
-            + (f"a pair at a time, both live and taking turns block by block ({_turns(duel)})" if duel.get("in_turns")
+            + (f"pairs at once, preparing together and taking turns block by block ({_turns(duel)})"
+               if duel.get("in_turns")
                else f"one after the other in the order {' '.join(duel['order'])}")
             + "; no baseline file read or written")
         placed = duel.get("placement")

@@ -82,7 +82,7 @@ def pytest_configure(config: pytest.Config) -> None:
         from pytest_rfdetr_latency.measure import lockstep
 
         settings = load_child_settings(child)
-        lockstep.begin()  # one of a pair that takes turns (head to head): wait for the first
+        lockstep.begin()  # one of the processes that take turns (head to head): wait for the others to start
     else:
         try:
             settings = _resolve(config)

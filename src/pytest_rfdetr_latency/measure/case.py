@@ -277,7 +277,9 @@ class CaseMeasurement:
         return injection.with_extra(plain, injection.host_delay(delay_ms), session.settings.profiles_here)
 
     def _sample_all(self, prepared: Prepared, result: CaseResult, inject: float | None) -> None:
-        from pytest_rfdetr_latency.measure import placement
+        """Every scope warmed up and sampled; head to head, in the ring of processes taking turns (lockstep.py),
+        which this process joins first and leaves after, so that no process prepares while another samples."""
+        from pytest_rfdetr_latency.measure import lockstep, placement
 
         chosen, facts = self.session.placement()
         checked: dict[str, Any] = {}
@@ -285,8 +287,12 @@ class CaseMeasurement:
             result.details["pinned_core"] = chosen.launch
             result.details["placement"] = {**facts, "during_sampling": checked}
         per_scope: dict[str, Any] = {}
-        with placement.launching_on(chosen, checked):
-            self._sample_scopes(prepared, result, inject, per_scope, lambda: placement.resweep(chosen, checked))
+        lockstep.join()
+        try:
+            with placement.launching_on(chosen, checked):
+                self._sample_scopes(prepared, result, inject, per_scope, lambda: placement.resweep(chosen, checked))
+        finally:
+            lockstep.step_aside()
         result.details["scopes"] = per_scope
         result.details["measure_seconds"] = round(sum(m["warmup_seconds"] + m["sample_seconds"]
                                                       for m in per_scope.values()), 3)

@@ -1,8 +1,10 @@
 """Head to head: the same cases measured in this environment and in another interpreter's, on the same device,
 so that both sides meet the same host, clocks and slow spells.
 
-Processes come in pairs, one per side. By default both processes of a pair are live at once and take turns block by
-block (lockstep.py): only one works at a time, and a host state that lasts longer than a block falls on both sides.
+Processes come in pairs, one per side. By default the processes of up to AT_ONCE pairs are live at once (lockstep.py):
+they import, build and prepare each case together, then take turns block by block, in their balanced order, while
+they sample it: only one samples at a time and nothing prepares meanwhile, and a host state that lasts longer than a
+block falls on both sides of a pair.
 With ``--rfdetr-against-sequential`` the processes run one after the other in a balanced order, this-other,
 other-this, ... (ABBA), so that a drift over the minutes of the run falls on both sides alike. Every process is a
 fresh pytest process measuring every selected case; the first one to size a case's scope sets its block size for
@@ -61,6 +63,9 @@ def order(count: int) -> list[str]:
 # What each side's imports are compared on: if all of these and the tests resolve to the same files, the sides are one.
 PROVENANCE = ("rfdetr", "torch", "onnxruntime", "pytest_rfdetr_latency")
 HASH_SEED = "0"  # every process of both sides hashes strings alike (dict layouts, set orders)
+# Taking turns, pairs started at once (both processes of each): they prepare in parallel and share one ring of turns
+# (lockstep.py). Four pairs are eight processes, each holding torch, its models and a CUDA context.
+AT_ONCE = 4
 
 
 def provenance(modules: Sequence[str] = PROVENANCE) -> dict[str, str | None]:
@@ -149,7 +154,7 @@ class HeadToHead:
     provenance: dict[str, dict[str, Any]] = field(default_factory=dict)  # per side: where it imported from
     aa: bool = False
     left_out: dict[int, str] = field(default_factory=dict)  # pair index: why it is not judged
-    in_turns: bool = False  # each pair's two processes ran at once, taking turns block by block (lockstep.py)
+    in_turns: bool = False  # up to AT_ONCE pairs at once, both processes each, taking turns (lockstep.py)
     turns: dict[int, dict[str, int]] = field(default_factory=dict)  # pair index: turns each side handed back
     # Taking turns, per case and scope: the pairs left out because their log ratio stands apart (paired.strays).
     strays: dict[tuple[str, str], dict[int, str]] = field(default_factory=dict)
@@ -388,31 +393,39 @@ def measure(
                                         inject=None if this else settings.inject),
                          child_environment(side, os.environ))
 
-        def run_pair(pair: int) -> None:
-            sides, other_name = outcome.sides[2 * pair:2 * pair + 2], _named(settings)
+        def run_pairs(pairs: range) -> None:
             if outcome.in_turns:
-                progress(f"head to head: pair {pair + 1} of {len(outcome.sides) // 2}"
-                         + (f" (up to {most_processes(settings)})" if outcome.may_grow and not outcome.added else "")
-                         + ", both sides at once taking "
-                         f"turns block by block ({' then '.join(sides)} first){other_name}, {len(targets)} test(s)")
-                outcomes, turns = run_in_turns([child(side, pair) for side in sides], timeout)
-                outcome.turns[pair] = dict(zip(sides, turns))
-                for offset, (side, done) in enumerate(zip(sides, outcomes)):
-                    outcome.keep(side, pair, 2 * pair + offset + 1, done)
+                for first in range(pairs.start, pairs.stop, AT_ONCE):
+                    _run_at_once(outcome, range(first, min(first + AT_ONCE, pairs.stop)), child, timeout,
+                                 lambda text: progress(text + f"{_named(settings)}, {len(targets)} test(s)"))
                 return
-            for offset, side in enumerate(sides):
-                number = 2 * pair + offset + 1
-                progress(f"head to head: process {number} of {len(outcome.sides)}, {side} side"
-                         + (other_name if side == OTHER else "") + f", {len(targets)} test(s)")
-                one = child(side, pair)
-                outcome.keep(side, pair, number, run_child(one.launch, one.targets, one.settings, timeout, one.env))
+            for pair in pairs:
+                for offset, side in enumerate(outcome.sides[2 * pair:2 * pair + 2]):
+                    number = 2 * pair + offset + 1
+                    progress(f"head to head: process {number} of {len(outcome.sides)}, {side} side"
+                             + (_named(settings) if side == OTHER else "") + f", {len(targets)} test(s)")
+                    one = child(side, pair)
+                    outcome.keep(side, pair, number, run_child(one.launch, one.targets, one.settings, timeout,
+                                                               one.env))
 
-        for pair in range(settings.against_processes):
-            run_pair(pair)
-        grow(outcome, settings, run_pair, progress)
+        run_pairs(range(settings.against_processes))
+        grow(outcome, settings, run_pairs, progress)
     outcome.settle()
     outcome.profiler = _profiler(launch, other_launch, moves or {}, settings, placement, cache_dir, timeout, progress)
     return outcome
+
+
+def _run_at_once(outcome: HeadToHead, pairs: range, child: Callable[[str, int], Child], timeout: float,
+                 progress: Callable[[str], None]) -> None:
+    """Both processes of each of ``pairs`` at once, in their balanced order, taking turns (processes.run_in_turns)."""
+    sides = outcome.sides[2 * pairs.start:2 * pairs.stop]
+    progress(f"head to head: pairs {pairs.start + 1} to {pairs.stop} of {len(outcome.sides) // 2}, {len(sides)} "
+             f"processes at once, preparing together and taking turns block by block ({' '.join(sides)})")
+    outcomes, turns = run_in_turns([child(side, k // 2) for k, side in enumerate(sides, start=2 * pairs.start)],
+                                   timeout)
+    for k, (side, done, taken) in enumerate(zip(sides, outcomes, turns), start=2 * pairs.start):
+        outcome.turns.setdefault(k // 2, {})[side] = taken
+        outcome.keep(side, k // 2, k + 1, done)
 
 
 def _profiler(launch: Launch, other_launch: Launch, moves: Mapping[Path, Path], settings: Settings,
@@ -473,7 +486,7 @@ def _named(settings: Settings) -> str:
     return f" ({settings.against}{', ' + str(tree) if tree else ''})"
 
 
-def grow(outcome: HeadToHead, settings: Settings, run_pair: Callable[[int], None],
+def grow(outcome: HeadToHead, settings: Settings, run_pairs: Callable[[range], None],
          progress: Callable[[str], None]) -> None:
     """Where a comparison cannot resolve what it must after the first pairs, the rest up to most_processes a side, in
     one go and in the same balanced order. One decision, so a comparison is judged after one of two numbers of pairs,
@@ -487,8 +500,7 @@ def grow(outcome: HeadToHead, settings: Settings, run_pair: Callable[[int], None
     progress(f"head to head: {len(wanting)} comparison(s) cannot yet resolve what they must "
              f"({', '.join(wanting[:3])}{', ...' if len(wanting) > 3 else ''}): pairs {first + 1} to {most}")
     outcome.added.append({"pairs": [first + 1, most], "unresolved": wanting})
-    for pair in range(first, most):
-        run_pair(pair)
+    run_pairs(range(first, most))
     outcome.forget_strays()  # measure settles the pairs once more, over all of them
 
 

@@ -1,15 +1,20 @@
-"""Taking turns: a head to head's two sides, one live process each, measuring block by block in alternation.
+"""Taking turns: a head to head's processes, both sides, live at once and measuring block by block in a ring.
 
 On a shared runner the launching core's speed changes from one second to the next (docs/pr-gate.md), so two
-processes measured one after the other see different hosts. Here a pair of processes, one per side, runs at once
-and takes turns: the parent hands each child two pipes, a child waits for its turn before it starts work and before
-each timed block (timing.sample), and hands the turn back by writing one byte. Only one process of the pair works at
-any moment, the other blocked on a read, not spinning; consecutive blocks of the two sides are a block apart in
-time, so a host state that lasts longer than a block is seen by both.
+processes measured one after the other see different hosts. Here the processes of one or more pairs (one process per
+side each) run at once; the parent hands each child two pipes and conducts:
 
-The second process of a pair starts only once the first has handed back its first turn (or exited), so that a
-child whose plugin predates this module, which never hands the turn back, runs to its end while the other waits,
-whichever goes first: the pair is then measured one after the other, and the parent says so.
+- **Aside.** A child that writes ``p`` (``begin`` at its start, ``step_aside`` once a case is sampled) waits until
+  every live child has stepped aside or exited; then all are released together and work on their own, at once:
+  importing, building, tracing, exporting, parity. What takes most of a process's time runs in parallel.
+- **In the ring.** A child that writes ``j`` (``join``, before a case's first warm-up) waits until every live child
+  has joined, stepped aside or exited; from then on only one child works at any moment. The parent gives the turn to
+  each waiting child in order, round after round; the child warms up, sizes and times one block, and hands the turn
+  back by writing ``.`` (``turn``, before its next timed block), or ``p`` once its case is sampled.
+
+So nothing prepares while anything samples, and consecutive blocks of a pair's two processes are a block apart in
+time: a host state that lasts longer than a block is seen by both. A child whose plugin predates this protocol never
+writes a byte: it runs alone to its end while the others wait aside, and is counted as taking no turns.
 """
 
 from __future__ import annotations
@@ -26,25 +31,40 @@ _ends: tuple[int, int] | None = None  # this process's (done, go) ends, once beg
 
 
 def begin() -> None:
-    """In a child: take the ends the parent passed, and wait for the first turn. Does nothing elsewhere."""
+    """In a child: take the ends the parent passed, and step aside until every child has started (``step_aside``).
+    Does nothing elsewhere."""
     global _ends
     given = os.environ.pop(TURNS_ENV, None)
     if not given or _ends is not None:
         return
     done, go = (int(part) for part in given.split(","))
-    for fd in (done, go):  # a process this one starts must not hold the pair's pipes open
+    for fd in (done, go):  # a process this one starts must not hold the pipes open
         os.set_inheritable(fd, False)
     _ends = (done, go)
-    _wait(go)
+    step_aside()
+
+
+def join() -> None:
+    """Wait to enter the ring: until every live child has joined or stepped aside, and then for this one's turn."""
+    _hand_back(b"j")
 
 
 def turn() -> float:
-    """Hand the turn to the other side and wait until it comes back; the seconds waited (0 outside a pair)."""
+    """Hand the turn to the next child and wait until it comes back; the seconds waited (0 outside a ring)."""
+    return _hand_back(b".")
+
+
+def step_aside() -> None:
+    """Leave the ring (a case is sampled) and wait until every live child has left it; then all work at once."""
+    _hand_back(b"p")
+
+
+def _hand_back(byte: bytes) -> float:
     if _ends is None:
         return 0.0
     done, go = _ends
     start = time.perf_counter()
-    os.write(done, b".")
+    os.write(done, byte)
     _wait(go)
     return time.perf_counter() - start
 
@@ -101,30 +121,68 @@ class TurnTimeout(RuntimeError):
     """A child held its turn past the deadline."""
 
 
+FREE, RING, ASIDE, GONE = "free", "ring", "aside", "gone"  # a child's state, as the parent conducts it
+
+
 def alternate(pipes: Sequence[Pipes], deadline: float) -> list[int]:
-    """Give the turn to each live child in order, round after round, until every child has exited; how many turns
-    each handed back. Raises TurnTimeout when a child holds its turn past ``deadline`` (time.monotonic)."""
+    """Conduct ``pipes``' children (the module's protocol) until every one has exited; how many turns each handed
+    back. Raises TurnTimeout when a child keeps the others waiting past ``deadline`` (time.monotonic)."""
+    states = [FREE] * len(pipes)
     turns = [0] * len(pipes)
-    live = list(range(len(pipes)))
-    while live:
-        for index in list(live):
-            if not give(pipes[index], deadline):
-                live.remove(index)
-            else:
-                turns[index] += 1
-    return turns
+    following = 0  # where the ring's next round-robin search starts
+    while True:
+        free = [i for i, state in enumerate(states) if state == FREE]
+        if free:  # wait for the children working on their own: each joins, steps aside or exits
+            index = _first_to_speak([pipes[i] for i in free], deadline)
+            _take(states, turns, free[index], _read(pipes[free[index]]))
+            continue
+        ring = [i for i in [*range(following, len(pipes)), *range(following)] if states[i] == RING]
+        if ring:
+            index = ring[0]
+            following = index + 1
+            _take(states, turns, index, _give_and_read(pipes[index], deadline))
+            continue
+        aside = [i for i, state in enumerate(states) if state == ASIDE]
+        if not aside:
+            return turns
+        for index in aside:
+            _write_go(pipes[index])
+            states[index] = FREE
 
 
-def give(pipe: Pipes, deadline: float) -> bool:
-    """One turn of one child: True once it handed the turn back, False once it has exited."""
+def _take(states: list[str], turns: list[int], index: int, byte: bytes) -> None:
+    """A child's new state from the byte it wrote (end of file: it exited)."""
+    if byte == b".":
+        turns[index] += 1
+    states[index] = {b".": RING, b"j": RING, b"p": ASIDE}.get(byte, GONE)
+
+
+def _give_and_read(pipe: Pipes, deadline: float) -> bytes:
+    _write_go(pipe)
+    _first_to_speak([pipe], deadline)
+    return _read(pipe)
+
+
+def _write_go(pipe: Pipes) -> None:
     try:
         os.write(pipe.go, b".")
-    except BrokenPipeError:  # exited between turns; its end of file is still to read
+    except BrokenPipeError:  # exited; its end of file is still to read
         pass
+
+
+def _read(pipe: Pipes) -> bytes:
+    try:
+        return os.read(pipe.done, 1)
+    except OSError:
+        return b""
+
+
+def _first_to_speak(pipes: Sequence[Pipes], deadline: float) -> int:
+    """Which of ``pipes`` has a byte (or its end of file) to read first."""
     while True:
         left = deadline - time.monotonic()
         if left <= 0:
             raise TurnTimeout("a process held its turn past the time limit")
-        ready, _, _ = select.select([pipe.done], [], [], min(left, 5.0))
+        ready, _, _ = select.select([pipe.done for pipe in pipes], [], [], min(left, 5.0))
         if ready:
-            return bool(os.read(pipe.done, 1))
+            return [pipe.done for pipe in pipes].index(ready[0])

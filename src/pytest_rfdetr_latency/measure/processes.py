@@ -159,7 +159,7 @@ def run_child(launch: Launch, targets: Sequence[str], settings: Settings, timeou
 
 @dataclass(frozen=True)
 class Child:
-    """One process of a pair that takes turns (lockstep.py)."""
+    """One process of those that take turns (lockstep.py)."""
 
     launch: Launch
     targets: tuple[str, ...]
@@ -168,10 +168,9 @@ class Child:
 
 
 def run_in_turns(children: Sequence[Child], timeout: float) -> tuple[list[ChildOutcome], list[int]]:
-    """Run ``children`` at once, taking turns block by block (lockstep.py); what each measured, and how many turns
-    each handed back (0: it never took part, or exited or ran past the time before its first). Each child after the
-    first starts once the one before has handed back its first turn or exited, so that one that never takes part
-    runs alone."""
+    """Run ``children`` at once, conducted as lockstep.py says: each works on its own while none samples, and they
+    take turns block by block, in the order given, while they sample. What each measured, and how many turns each
+    handed back (0: it never took part, or ran past the time before its first)."""
     from pytest_rfdetr_latency.measure import lockstep
 
     start = time.perf_counter()
@@ -179,7 +178,6 @@ def run_in_turns(children: Sequence[Child], timeout: float) -> tuple[list[ChildO
     with contextlib.ExitStack() as stack:
         procs: list[tuple[subprocess.Popen[bytes], Path, Path]] = []
         pipes: list[lockstep.Pipes] = []
-        turns: list[int] = []
         error = None
         try:
             for child in children:
@@ -197,12 +195,9 @@ def run_in_turns(children: Sequence[Child], timeout: float) -> tuple[list[ChildO
                 pipe.close_child_ends()
                 procs.append((proc, report, log))
                 pipes.append(pipe)
-                turns.append(int(lockstep.give(pipe, deadline)) if len(pipes) < len(children) else 0)
-            # The last one started takes the next turn; then each in order, round after round.
-            rest = lockstep.alternate([pipes[-1], *pipes[:-1]], deadline)
-            turns = [taken + more for taken, more in zip(turns, [*rest[1:], rest[0]])]
+            turns = lockstep.alternate(pipes, deadline)
         except lockstep.TurnTimeout:
-            error = f"it ran past {timeout * len(children):g} s with its pair and was stopped"
+            error = f"it ran past {timeout * len(children):g} s with the processes it took turns with and was stopped"
             turns = [0] * len(children)
             for proc, _, _ in procs:
                 _stop_group(proc)
@@ -214,8 +209,7 @@ def run_in_turns(children: Sequence[Child], timeout: float) -> tuple[list[ChildO
                 outcomes.append(ChildOutcome(error=error + _tail(output), seconds=time.perf_counter() - start))
             else:
                 outcomes.append(_outcome(report, proc.returncode, output, start))
-        outcomes += [ChildOutcome(error=error or "not started", seconds=0.0)] * (len(children) - len(procs))
-        return outcomes, turns + [0] * (len(children) - len(turns))
+        return outcomes, turns
 
 
 def _hand_over(folder: Path, settings: Settings, env: Mapping[str, str] | None) -> tuple[Path, dict[str, str]]:

@@ -111,7 +111,7 @@ class Settings:
     against_max_processes: int | None = None  # None: twice against_processes (headtohead.most_processes)
     against_tree: Path | None = None  # the other side's checkout (its tests, its code); None: this rootdir
     against_aa: bool = False  # both sides are the same code by design (an A/A run)
-    against_sequential: bool = False  # head to head: processes one after the other, not a pair at a time in turns
+    against_sequential: bool = False  # head to head: processes one after the other, not pairs at once in turns
     inject_on: str = "gpu"  # where --rfdetr-inject-slowdown adds its work: 'gpu', 'host' or 'memory'
     # Set only for a fresh process of a head-to-head run: the file every process of both sides takes its block sizes
     # from, the first to size a case's scope writing them down (measure/case.py).
@@ -517,7 +517,7 @@ OPTIONS: tuple[OptionSpec, ...] = (
                "in pairs of fresh processes (one per side) on the same device, and judge PYTHON's side against this "
                "one; no baseline is read or written. Default: none.", parse_interpreter, "PYTHON", ini=False),
     OptionSpec("against_processes", "--rfdetr-against-processes", "with --rfdetr-against, fresh processes per side, "
-               "an even number (at least 2), run a pair at a time (one per side). Default: 4.",
+               "an even number (at least 2), in pairs (one process per side), up to 4 pairs at once. Default: 4.",
                parse_even_processes, "N"),
     OptionSpec("against_max_processes", "--rfdetr-against-max-processes", "with --rfdetr-against, where a "
                "comparison cannot resolve what it must after the first pairs, more pairs in one go, up to N processes "
@@ -531,9 +531,9 @@ OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("against_aa", "--rfdetr-against-aa", "with --rfdetr-against, declare an A/A run: both sides may "
                "import the same files (otherwise refused as a comparison of nothing). Default: off.", ini=False),
     OptionSpec("against_sequential", "--rfdetr-against-sequential", "with --rfdetr-against, run the processes one "
-               "after the other, instead of a pair at a time (one per side, both live) taking turns block by block "
-               "(a block of one call, unless --rfdetr-sampling is given) so that both sides see the same host from "
-               "one moment to the next. Default: off.", ini=False),
+               "after the other, instead of up to 4 pairs at once (one process per side each, all live, preparing "
+               "together) taking turns block by block (a block of one call, unless --rfdetr-sampling is given) so "
+               "that both sides see the same host from one moment to the next. Default: off.", ini=False),
     OptionSpec("inject_on", "--rfdetr-inject-on", "with --rfdetr-inject-slowdown, where the added work runs: 'gpu' "
                "(a calibrated kernel in the forward and device scopes, host delay elsewhere), 'host' (a busy wait "
                "on the launching thread in every host-bound scope, none on the device scope) or 'memory' (PCT of "

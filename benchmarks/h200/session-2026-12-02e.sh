@@ -11,18 +11,28 @@
 # 4   A/A, torch-fp32            5   A/A, onnx-cuda (device, iobinding, forward, e2e, memory)
 # 6   +5 % host work on the head, onnx-cuda
 # Every run: RFDETRMedium, RFDETRSegSmall, RFDETRKeypointPreview; --rfdetr-device=cuda --rfdetr-strict; 4 pairs,
-# up to 8 while a comparison cannot resolve what it must (the default); stopped at the call's 600 s less a margin.
+# up to MAX (8, the default) while a comparison cannot resolve what it must; stopped at the call's 600 s less a
+# margin; -vv for the parent's progress lines, and the processes and the GPU written down every 10 s (watchN.txt).
+# As it ran: step 1 with MAX=8 stopped at 569 s with no report and nothing in its log (-q), so from then on MAX=4 and
+# the watch.
 step=$1
 source benchmarks/h200/setup.sh
 { date -u +%FT%TZ; nvidia-smi --query-gpu=name,driver_version,temperature.gpu,clocks.sm --format=csv
   python3 -c "import torch, onnxruntime as o; print('torch', torch.__version__, 'onnxruntime', o.__version__, o.get_available_providers())"
   nproc; free -g | head -2; } > "$OUT/step$step.txt" 2>&1
 left() { echo $(( 580 - SECONDS )); }
+watch_processes() {  # every 10 s: the run's python processes (state, CPU time, memory) and the GPU's, for the record
+  while sleep 10; do
+    { date -u +%T; ps -eo pid,ppid,stat,etime,time,pcpu,rss,args --sort=pid | grep -E "[p]ytest" | cut -c1-160
+      nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader; } >> "$OUT/watch$step.txt" 2>&1
+  done
+}
+watch_processes & WATCH=$!
 h2h() {  # h2h TAG LABEL BACKEND [PCT ON]
   local inject=(); [ -n "${4:-}" ] && inject=(--inject "$4" --inject-on "$5")
   python3 benchmarks/pr_gate.py run --processes 4 --tag "$1" --label "$2" "${inject[@]}" --timeout "$(left)" -- \
     --rfdetr-device=cuda --rfdetr-strict --rfdetr-models=RFDETRMedium,RFDETRSegSmall,RFDETRKeypointPreview \
-    --rfdetr-backends="$3" >> "$OUT/step$step.txt" 2>&1
+    --rfdetr-backends="$3" --rfdetr-against-max-processes="${MAX:-8}" -vv >> "$OUT/step$step.txt" 2>&1
   gzip -f "$OUT/$1.json" "$OUT/$1.log" 2>/dev/null
 }
 case $step in
@@ -34,4 +44,5 @@ case $step in
   6) h2h ab-ring-host5-cuda-1 host5 onnx-cuda 5 host ;;
   x) shift; h2h "$@" ;;
 esac
+kill $WATCH; gzip -f "$OUT/watch$step.txt"
 date -u +%FT%TZ >> "$OUT/step$step.txt"

@@ -283,6 +283,52 @@ def test_taking_turns_the_verdict_leaves_the_stray_pair_out_and_the_summary_says
     assert sequential.detail["pairs"] == 4 and sequential.kind == "inconclusive" and sequential.detail["unresolved"]
 
 
+def test_a_pairs_ratio_call_by_call_is_the_median_of_its_calls_ratios_and_needs_enough_calls() -> None:
+    this = [10.0, 20.0, 10.0] * 10
+    other = [11.0, 22.0, 10.0] * 10  # the i-th call of each side met the same moment: fast, slow, fast, ...
+    assert paired.call_ratio(this, other) == pytest.approx(math.log(1.1))
+    assert paired.call_ratio(this[:19], other[:19]) is None  # fewer than MIN_CALLS
+    assert paired.call_ratio(this + [5.0] * 5, other) == pytest.approx(math.log(1.1))  # the calls both sides took
+
+
+def _calls(seed: int, count: int, slower: float) -> tuple[list[float], list[float]]:
+    """Two sides' calls taken in turns: each moment of the host (fast or 1.8x slower) falls on both sides' i-th call,
+    each call with its own 0.5 % jitter; the other side ``slower``."""
+    import random
+
+    rng = random.Random(seed)
+    host = [rng.choice((1.0, 1.8)) for _ in range(count)]
+    return ([6.0 * h * rng.gauss(1, 0.005) for h in host], [6.0 * slower * h * rng.gauss(1, 0.005) for h in host])
+
+
+def test_taking_turns_one_call_a_block_each_pair_is_taken_call_by_call() -> None:
+    versus = headtohead.HeadToHead(Path("/opt/head/bin/python"), headtohead.order(4), in_turns=True)
+    for k in range(4):
+        mine, theirs = _calls(k, 150, 1.03)
+        # The figures (a fast quantile) meet the host's two speeds in different shares: they alone disagree.
+        for side, calls, figure in (("this", mine, 6.0 * (1 + 0.05 * (k % 2))), ("other", theirs, 6.18)):
+            versus.results[side].setdefault("A", []).append({
+                "id": "A", "backend": "torch-fp16", "process_index": k,
+                "scopes": {"forward": {"value_ms": figure, "block_size": 1, "blocks_ms": calls}}})
+    ratios, by_calls = versus.ratios("A", "forward")
+    assert by_calls and len(ratios) == 4 and all(r == pytest.approx(math.log(1.03), abs=0.003) for r in ratios)
+    verdict = headtohead.judge_scope(versus, "A", "torch-fp16", "forward", "p20", 0.025)
+    assert verdict.kind == "regression" and verdict.detail["by_calls"]
+    assert verdict.delta == pytest.approx(0.03, abs=0.003) and "4 pairs, call by call, noise" in verdict.reason
+    # One after the other, the i-th calls are minutes apart: the figures' ratios, as before, which miss it here.
+    versus.in_turns = False
+    ratios, by_calls = versus.ratios("A", "forward")
+    assert not by_calls and ratios == pytest.approx(paired.log_ratios(*versus.paired("A", "forward")))
+    figures = headtohead.judge_scope(versus, "A", "torch-fp16", "forward", "p20", 0.025)
+    assert figures.kind != "regression" and not figures.detail["by_calls"]
+    # Blocks of several calls are not calls: the figures too.
+    versus.in_turns = True
+    for runs in versus.results["this"].values():
+        for run in runs:
+            run["scopes"]["forward"]["block_size"] = 5
+    assert versus.ratios("A", "forward")[1] is False
+
+
 def test_taking_turns_with_no_plan_given_the_sides_alternate_call_by_call() -> None:
     from pytest_rfdetr_latency.measure.headtohead import sampling_for
     from pytest_rfdetr_latency.measure.sampling import PRESETS, parse_sampling

@@ -25,6 +25,7 @@ from __future__ import annotations
 # Over 350 lines on purpose: the other side's interpreter end to end: its probe, provenance, processes and their order;
 # the verdict is paired.py's.
 import dataclasses
+import math
 import os
 import subprocess
 import tempfile
@@ -194,6 +195,40 @@ class HeadToHead:
         kept = [pair for k, pair in self._pairs(case_id, scope).items() if k not in stray]
         return [a for a, _ in kept], [b for _, b in kept]
 
+    def ratios(self, case_id: str, scope: str) -> tuple[list[float], bool]:
+        """The log ratio of each pair that paired() keeps, in pair order, and whether every one was taken call by
+        call (_ratios)."""
+        self._find_strays(self._backend(case_id), scope)
+        stray = self.strays.get((case_id, scope), {})
+        kept = [found for k, found in self._ratios(case_id, scope).items() if k not in stray]
+        return [ratio for ratio, _ in kept], bool(kept) and all(by_calls for _, by_calls in kept)
+
+    def _ratios(self, case_id: str, scope: str) -> dict[int, tuple[float, bool]]:
+        """Each pair's ln(other / this) by pair index, and whether it was taken call by call: taking turns one call a
+        block, call against call (paired.call_ratio); else, or with too few calls, the two figures' log ratio. Pairs
+        with a figure that is not positive have none."""
+        from pytest_rfdetr_latency.verdict.paired import call_ratio
+
+        mine, theirs = (self._calls(side, case_id, scope) for side in (THIS, OTHER))
+        found: dict[int, tuple[float, bool]] = {}
+        for k, (a, b) in self._pairs(case_id, scope).items():
+            by_calls = call_ratio(mine[k], theirs[k]) if self.in_turns and k in mine and k in theirs else None
+            if by_calls is not None:
+                found[k] = (by_calls, True)
+            elif a > 0 and b > 0:
+                found[k] = (math.log(b / a), False)
+        return found
+
+    def _calls(self, side: str, case_id: str, scope: str) -> dict[int, list[float]]:
+        """Per process index of ``side``: the calls of ``scope`` in the order taken, where its blocks were one call
+        each."""
+        found = {}
+        for r in self.of(side, case_id):
+            taken = r.get("scopes", {}).get(scope) or {}
+            if taken.get("block_size") == 1 and taken.get("blocks_ms"):
+                found[int(r["process_index"])] = [float(block) for block in taken["blocks_ms"]]
+        return found
+
     def _backend(self, case_id: str) -> str | None:
         runs = self.of(THIS, case_id) or self.of(OTHER, case_id)
         return runs[0].get("backend") if runs else None
@@ -206,15 +241,13 @@ class HeadToHead:
         over every case of ``backend`` and ``scope``), once per backend and scope."""
         if not self.in_turns or (str(backend), scope) in self._strays_found:
             return
-        from pytest_rfdetr_latency.verdict.paired import log_ratios, strays
+        from pytest_rfdetr_latency.verdict.paired import strays
 
         self._strays_found.add((str(backend), scope))
         cases = self._cases_of(backend)
-        # Only pairs with a ratio (both figures positive), so that a stray's index names its own pair.
-        indexed = {case_id: {k: (a, b) for k, (a, b) in self._pairs(case_id, scope).items() if a > 0 and b > 0}
-                   for case_id in cases}
-        groups = [log_ratios([a for a, _ in pairs.values()], [b for _, b in pairs.values()])
-                  for pairs in indexed.values()]
+        # Only pairs with a ratio, so that a stray's index names its own pair.
+        indexed = {case_id: self._ratios(case_id, scope) for case_id in cases}
+        groups = [[ratio for ratio, _ in pairs.values()] for pairs in indexed.values()]
         for case_id, pairs, found in zip(cases, indexed.values(), strays(groups, scope)):
             keys = list(pairs)
             if found:
@@ -224,9 +257,9 @@ class HeadToHead:
     def noise(self, backend: str, scope: str) -> tuple[float | None, int]:
         """One pair's log-ratio noise for ``scope``, pooled over the cases of ``backend`` (paired.py), the pairs left
         out drawn in (paired.strays)."""
-        from pytest_rfdetr_latency.verdict.paired import log_ratios, pooled_noise
+        from pytest_rfdetr_latency.verdict.paired import pooled_noise
 
-        return pooled_noise([*log_ratios(*self.paired(case_id, scope)), *self._drawn.get((case_id, scope), [])]
+        return pooled_noise([*self.ratios(case_id, scope)[0], *self._drawn.get((case_id, scope), [])]
                             for case_id in self._cases_of(backend))
 
     def unresolved(self, settings: Settings) -> list[str]:
@@ -354,8 +387,9 @@ def judge_scope(
     resolve = max(HEAD_TO_HEAD_RESOLVE[scope], RESOLVE_FACTOR * asked)
     noise, freedom = versus.noise(backend, scope)
     left_out = tuple(versus.strays.get((case_id, scope), {}).values())
+    ratios, by_calls = versus.ratios(case_id, scope)
     return judge_pairs(scope, statistic, mine, theirs, asked, noise, freedom, resolve, z=versus.decide_z,
-                       notes=left_out, source=source)
+                       notes=left_out, source=source, ratios=ratios, by_calls=by_calls)
 
 
 def measure(

@@ -49,6 +49,20 @@ DRAW_K = 3.0  # a pair left out enters the pooled noise this many standard devia
 STRAY_FLOOR = {"device": 0.02}  # other scopes: APART_FLOOR
 
 
+# Taking turns one call a block, a pair's log ratio is taken call by call when both sides took at least this many calls.
+MIN_CALLS = 20
+
+
+def call_ratio(this: Sequence[float], other: Sequence[float]) -> float | None:
+    """One pair's log ratio, call by call: the median of ln(other_i / this_i) over the calls both processes took,
+    each in the order taken, the i-th of one side against the i-th of the other. Taking turns one call a block, those
+    two calls ran a turn apart and met the same moment of the host, which a ratio of the two processes' figures
+    does not use (docs/pr-gate.md, seventh session: the pair noise of forward and e2e about halved). None with fewer
+    than MIN_CALLS calls a side."""
+    logs = [math.log(b / a) for a, b in zip(this, other) if a > 0 and b > 0]
+    return median(logs) if len(logs) >= MIN_CALLS else None
+
+
 def log_ratios(this: Sequence[float], other: Sequence[float]) -> list[float]:
     """ln(other_k / this_k) of each pair: the k-th process of each side (a process missing on one side: no pair)."""
     return [math.log(b / a) for a, b in zip(this, other) if a > 0 and b > 0]
@@ -80,12 +94,15 @@ def judge_pairs(
     z: float = DECIDE_Z,
     notes: tuple[str, ...] = (),
     source: str = "asked",
+    ratios: Sequence[float] | None = None,
+    by_calls: bool = False,
 ) -> Verdict:
     """The other side's processes against this side's, pair by pair. ``baseline`` is the median of this side's
     figures and ``current`` that times the mean pair ratio, so ``delta`` is the paired estimate of the change.
     ``resolve``: the coarsest line that still gates (a fraction); ``source``: "asked" or "default", as the reason
-    names the tolerance."""
-    ratios = log_ratios(this, other)
+    names the tolerance; ``ratios``: the pairs' log ratios where the caller took them (``by_calls``: every one call by
+    call, call_ratio), else those of the figures."""
+    ratios = list(ratios) if ratios is not None else log_ratios(this, other)
     if not ratios:
         raise ValueError(f"{scope}: a paired verdict needs at least one pair of processes")
     mean = sum(ratios) / len(ratios)
@@ -107,7 +124,7 @@ def judge_pairs(
         reasons.append(f"unresolved: this comparison can detect {_pct(detectable)} and no less, coarser than the "
                        f"{_pct(resolve)} it must resolve; more processes per side, or a quieter runner, would "
                        "resolve it")
-    reason = _reason(asked, detectable, noise, freedom, len(ratios), z, source)
+    reason = _reason(asked, detectable, noise, freedom, len(ratios), z, source, by_calls)
     detail: dict[str, Any] = {
         "asked": asked,
         "resolve": resolve,
@@ -118,6 +135,7 @@ def judge_pairs(
         "log_ratios": [round(d, 6) for d in ratios],
         "z": z,
         "paired": True,
+        "by_calls": by_calls,
         "unresolved": kind == "inconclusive" and detectable is not None and detectable > resolve,
     }
     return Verdict(kind, scope, statistic, reference, reference * math.exp(mean), threshold, reason, tuple(this),
@@ -129,11 +147,11 @@ def _pct(fraction: float) -> str:
 
 
 def _reason(asked: float, detectable: float | None, noise: float | None, freedom: int, pairs: int, z: float,
-            source: str) -> str:
+            source: str, by_calls: bool = False) -> str:
     if detectable is None or noise is None:
         return f"{_pct(asked)}: {source}; noise between pairs unknown"
-    said = (f"{pairs} pairs, noise of a pair {_pct(noise)} pooled on {freedom} degrees of freedom, detectable "
-            f"{_pct(detectable)}")
+    said = (f"{pairs} pairs{', call by call' if by_calls else ''}, noise of a pair {_pct(noise)} pooled on {freedom} "
+            f"degrees of freedom, detectable {_pct(detectable)}")
     if detectable > asked:
         return f"{_pct(detectable)}: the smallest detectable ({said}); {source} {_pct(asked)}"
     return f"{_pct(asked)}: {source} ({said})"

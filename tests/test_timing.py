@@ -91,6 +91,22 @@ def test_the_turns_minimum_asks_no_more_than_nine_seconds_of_calls() -> None:
     assert len(shared.blocks) == 12
 
 
+def test_taking_turns_every_process_takes_exactly_the_shared_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    import itertools
+
+    from pytest_rfdetr_latency.measure import lockstep
+
+    calls = itertools.cycle([5.0, 9.0])  # far from precise: alone, a process samples on past the count it was given
+    plan = PRESETS["turns"]
+    alone = timing.sample(lambda: next(calls), FakeClock(), timing.GpuMonitor(), plan, "p20", call_ms=7.0, fewest=40)
+    assert len(alone.blocks) > 40
+    monkeypatch.setattr(lockstep, "_ends", (-1, -1))  # one of the processes taking turns (the turns themselves faked)
+    monkeypatch.setattr(lockstep, "turn", lambda: 0.0)
+    assert lockstep.taking_turns()
+    turns = timing.sample(lambda: next(calls), FakeClock(), timing.GpuMonitor(), plan, "p20", call_ms=7.0, fewest=40)
+    assert len(turns.blocks) == 40
+
+
 def test_head_to_head_processes_take_the_first_ones_block_size_and_fewest_blocks(tmp_path: Path) -> None:
     from pytest_rfdetr_latency.measure.case import _shared_sizes
 

@@ -44,6 +44,11 @@ def begin() -> None:
     step_aside()
 
 
+def taking_turns() -> bool:
+    """Whether this process is one of those that take turns (begin found the parent's pipes)."""
+    return _ends is not None
+
+
 def join() -> None:
     """Wait to enter the ring: until every live child has joined or stepped aside, and then for this one's turn."""
     _hand_back(b"j")

@@ -287,13 +287,16 @@ def sample(
 
     ``block_size`` (a baseline's, so that a check samples as its baseline did) or else ``call_ms`` (from the warm-up)
     sizes the blocks. Never fewer than ``fewest`` kept blocks (head to head's, shared by every process), else
-    ``plan.fewest_blocks``, unless throttling drops them past three times the time cap.
+    ``plan.fewest_blocks``, unless throttling drops them past three times the time cap. Taking turns, exactly
+    ``fewest``: every process the same count, so that the i-th blocks of a pair's two processes are a turn apart in
+    every scope (headtohead.HeadToHead.ratios pairs them call by call).
     """
     from pytest_rfdetr_latency.measure import lockstep
     from pytest_rfdetr_latency.measure.environment import yardstick_ms
 
     result = Sampled(block_size=block_size or block_size_for(call_ms, plan))
     need = plan.fewest_blocks(call_ms, result.block_size) if fewest is None else fewest
+    exactly = fewest is not None and lockstep.taking_turns()
     start = time.perf_counter()
     with gc_paused():
         while len(result.blocks) < plan.max_blocks:
@@ -304,6 +307,8 @@ def sample(
             kept = result.kept
             elapsed = time.perf_counter() - start
             if len(kept) >= need:
+                if exactly:
+                    break
                 values = [statistic_of(b, statistic) for b in kept]
                 overall = statistic_of([x for b in kept for x in b], statistic)
                 if relative_uncertainty(values, overall) <= plan.target or elapsed >= plan.max_seconds:

@@ -34,7 +34,8 @@ for block in range(blocks):
 IN_THE_RING = """
 import sys, time
 from pytest_rfdetr_latency.measure import lockstep
-name, cases, blocks, prepare, log = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
+name, cases, prepare, log = sys.argv[1], int(sys.argv[2]), float(sys.argv[4]), sys.argv[5]
+counts = [int(n) for n in sys.argv[3].split(",")] * cases  # blocks per case: one count for all, or one a case
 def say(text):
     with open(log, "a") as out:
         out.write(text + "\\n")
@@ -44,10 +45,41 @@ for case in range(cases):
     say(f"prep{case}-{name}")
     lockstep.join()
     say(f"warm{case}-{name}")
-    for block in range(blocks):
+    for block in range(counts[case]):
         lockstep.turn()
         say(f"blck{case}-{name}{block}")
     lockstep.step_aside()
+"""
+# The same, but a signal's exception cuts the wait for the second turn of the first case short (as a per-test timeout
+# would): the process leaves the case there, and must stay in step for the next one.
+CUT_SHORT = """
+import signal, sys, time
+from pytest_rfdetr_latency.measure import lockstep
+name, cut, log = sys.argv[1], sys.argv[2] == "cut", sys.argv[3]
+def say(text):
+    with open(log, "a") as out:
+        out.write(text + "\\n")
+class Cut(Exception):
+    pass
+def stop(*_):
+    raise Cut()
+signal.signal(signal.SIGALRM, stop)
+lockstep.begin()
+for case in range(2):
+    say(f"prep{case}-{name}")
+    lockstep.join()
+    try:
+        for block in range(3):
+            if cut and case == 0 and block == 1:
+                signal.setitimer(signal.ITIMER_REAL, 0.05)
+            lockstep.turn()
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            say(f"blck{case}-{name}{block}")
+            time.sleep(0.1)  # the others wait for this long: the alarm falls in a wait
+    except Cut:
+        say(f"cut{case}-{name}")
+    finally:
+        lockstep.step_aside()
 """
 HOLDS_ON = """
 import time
@@ -99,6 +131,44 @@ def test_processes_prepare_together_and_sample_one_at_a_time_in_a_ring(tmp_path:
     assert written.index("prep1-a") > written.index("blck0-d1")  # the next case waits for the last block of this one
 
 
+def test_each_cases_ring_starts_from_the_first_process_whatever_the_last_one_took(tmp_path: Path) -> None:
+    # The first process takes one block more of the first case: the second case's ring still goes a b c d.
+    children = [(IN_THE_RING, name, "2", blocks, "0") for name, blocks in (("a", "3,2"), ("b", "2"), ("c", "2"),
+                                                                          ("d", "2"))]
+    written, _, codes = _alternate(tmp_path / "log.txt", *children)
+    assert codes == [0, 0, 0, 0]
+    second = [line for line in written if line.startswith("blck1-")]
+    assert second == [f"blck1-{n}{b}" for b in "01" for n in "abcd"]
+
+
+def test_a_wait_cut_short_by_a_signal_leaves_the_process_in_step_for_the_next_case(tmp_path: Path) -> None:
+    written, _, codes = _alternate(tmp_path / "log.txt", (CUT_SHORT, "a", "no"), (CUT_SHORT, "b", "cut"),
+                                   (CUT_SHORT, "c", "no"))
+    assert codes == [0, 0, 0] and "cut0-b" in written and "blck0-b1" not in written
+    # Nobody prepares the second case before the last block of the first, and the second goes round in order.
+    assert written.index("prep1-b") > written.index("blck0-c2")
+    assert [line for line in written if line.startswith("blck1-")] == [f"blck1-{n}{b}" for b in "012" for n in "abc"]
+
+
+def test_a_case_that_stops_before_it_samples_still_takes_its_place_in_the_ring(monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from pytest_rfdetr_latency.measure.case import CaseMeasurement
+    from pytest_rfdetr_latency.measure.cases import Case
+    from pytest_rfdetr_latency.measure.environment import Device
+
+    said: list[bytes] = []
+    monkeypatch.setattr(lockstep, "_ends", (-1, -1))
+    monkeypatch.setattr(lockstep, "_hand_back", lambda byte: said.append(byte) or 0.0)
+    session = SimpleNamespace(device=Device("cpu", "a CPU", "cpu"), baseline_path=Path("nvidia-h200.json"),
+                              workload=lambda case: {}, settings=SimpleNamespace(strict=False))
+    measuring = CaseMeasurement(session, Case("RFDETRMedium", "torch-fp16"), ("device",),  # type: ignore[arg-type]
+                                skip=pytest.skip, fail=pytest.fail, publish=lambda result: None)
+    with pytest.raises(pytest.skip.Exception, match="needs a CUDA device"):
+        measuring.run(None)
+    assert said == [b"j", b"p"]  # joined for the case it did not sample, and stepped aside with the others
+
+
 def test_a_child_that_does_not_take_turns_runs_to_its_end_first_and_is_counted_as_taking_none(tmp_path: Path) -> None:
     written, turns, _ = _alternate(tmp_path / "log.txt", (RUNS_ALONE, "o", "3"), (TAKES_TURNS, "n", "2"))
     assert written == ["o0", "o1", "o2", "n0", "n1"]
@@ -108,7 +178,7 @@ def test_a_child_that_does_not_take_turns_runs_to_its_end_first_and_is_counted_a
 def test_a_child_holding_its_turn_past_the_deadline_is_reported() -> None:
     proc, pipe = _start(HOLDS_ON)
     try:
-        with pytest.raises(lockstep.TurnTimeout, match="held its turn past the time limit"):
+        with pytest.raises(lockstep.TurnTimeout, match="kept the others waiting past the time limit"):
             lockstep.alternate([pipe], time.monotonic() + 1.0)
     finally:
         proc.kill()

@@ -321,8 +321,16 @@ def test_taking_turns_one_call_a_block_each_pair_is_taken_call_by_call() -> None
     assert not by_calls and ratios == pytest.approx(paired.log_ratios(*versus.paired("A", "forward")))
     figures = headtohead.judge_scope(versus, "A", "torch-fp16", "forward", "p20", 0.025)
     assert figures.kind != "regression" and not figures.detail["by_calls"]
-    # Blocks of several calls are not calls: the figures too.
+    # Calls of a pair whose processes sampled the case in different rings (one was a case behind), or with a dropped
+    # block on one side (every later call a round behind), are not a turn apart: that pair's figures.
     versus.in_turns = True
+    versus.results["this"]["A"][0]["details"] = {"ring_case": 2}
+    versus.results["other"]["A"][0]["details"] = {"ring_case": 3}
+    versus.results["this"]["A"][1]["scopes"]["forward"]["dropped_blocks"] = 1
+    kept = versus._ratios("A", "forward")
+    assert [by_calls for _, by_calls in kept.values()] == [False, False, True, True]
+    assert versus.ratios("A", "forward")[1] is False  # said so: not every pair was taken call by call
+    # Blocks of several calls are not calls: the figures too.
     for runs in versus.results["this"].values():
         for run in runs:
             run["scopes"]["forward"]["block_size"] = 5

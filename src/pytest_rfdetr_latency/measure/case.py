@@ -49,6 +49,7 @@ class CaseMeasurement:
         self._publish = publish
         self._node = node
         self._cycles_per_ms: float | None = None  # the injected kernel's size, as measured in the device scope's graph
+        self._joined = False  # head to head taking turns: joined the ring for this case (lockstep.join)
         self._to_profile: list[tuple[str, Any]] = []  # each timed scope's callable, for --rfdetr-profile
 
     def block_sizes(self) -> Mapping[str, int]:
@@ -63,6 +64,21 @@ class CaseMeasurement:
         return {scope: int(s["block_size"]) for scope, s in entry["scopes"].items() if s.get("block_size")}
 
     def run(self, inject: float | None) -> CaseResult:
+        """The case measured in this process. Head to head taking turns, a case that stops before it samples (skipped,
+        unavailable, failed) still joins the ring for it and steps aside, so that this process stays in step with the
+        others, case for case (lockstep.py)."""
+        __tracebackhide__ = True
+        from pytest_rfdetr_latency.measure import lockstep
+
+        self._joined = False
+        try:
+            return self._run(inject)
+        finally:
+            if not self._joined and lockstep.taking_turns():
+                lockstep.join()
+                lockstep.step_aside()
+
+    def _run(self, inject: float | None) -> CaseResult:
         __tracebackhide__ = True
         session = self.session
         result = CaseResult(self.case, session.device.name, "measured", device_kind=session.device.kind,
@@ -287,7 +303,10 @@ class CaseMeasurement:
             result.details["pinned_core"] = chosen.launch
             result.details["placement"] = {**facts, "during_sampling": checked}
         per_scope: dict[str, Any] = {}
-        lockstep.join()
+        joined = lockstep.join()
+        self._joined = True
+        if joined:
+            result.details["ring_case"] = joined  # paired call by call only with the same case of the same ring
         try:
             with placement.launching_on(chosen, checked):
                 self._sample_scopes(prepared, result, inject, per_scope, lambda: placement.resweep(chosen, checked))

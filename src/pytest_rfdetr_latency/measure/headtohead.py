@@ -212,21 +212,25 @@ class HeadToHead:
         mine, theirs = (self._calls(side, case_id, scope) for side in (THIS, OTHER))
         found: dict[int, tuple[float, bool]] = {}
         for k, (a, b) in self._pairs(case_id, scope).items():
-            by_calls = call_ratio(mine[k], theirs[k]) if self.in_turns and k in mine and k in theirs else None
+            # Only calls of the same case in the same ring (lockstep.join's count) ran a turn apart.
+            same_ring = self.in_turns and k in mine and k in theirs and mine[k][0] == theirs[k][0]
+            by_calls = call_ratio(mine[k][1], theirs[k][1]) if same_ring else None
             if by_calls is not None:
                 found[k] = (by_calls, True)
             elif a > 0 and b > 0:
                 found[k] = (math.log(b / a), False)
         return found
 
-    def _calls(self, side: str, case_id: str, scope: str) -> dict[int, list[float]]:
-        """Per process index of ``side``: the calls of ``scope`` in the order taken, where its blocks were one call
-        each."""
+    def _calls(self, side: str, case_id: str, scope: str) -> dict[int, tuple[int | None, list[float]]]:
+        """Per process index of ``side``: the ring the process sampled the case in (details.ring_case) and the calls
+        of ``scope`` in the order taken, where its blocks were one call each and none was dropped (a dropped block
+        would put every later call of one side a round behind the other's)."""
         found = {}
         for r in self.of(side, case_id):
             taken = r.get("scopes", {}).get(scope) or {}
-            if taken.get("block_size") == 1 and taken.get("blocks_ms"):
-                found[int(r["process_index"])] = [float(block) for block in taken["blocks_ms"]]
+            if taken.get("block_size") == 1 and taken.get("blocks_ms") and not taken.get("dropped_blocks"):
+                ring = (r.get("details") or {}).get("ring_case")
+                found[int(r["process_index"])] = (ring, [float(block) for block in taken["blocks_ms"]])
         return found
 
     def _backend(self, case_id: str) -> str | None:

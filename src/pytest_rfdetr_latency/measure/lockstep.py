@@ -13,8 +13,11 @@ side each) run at once; the parent hands each child two pipes and conducts:
   back by writing ``.`` (``turn``, before its next timed block), or ``p`` once its case is sampled.
 
 So nothing prepares while anything samples, and consecutive blocks of a pair's two processes are a block apart in
-time: a host state that lasts longer than a block is seen by both. A child whose plugin predates this protocol never
-writes a byte: it runs alone to its end while the others wait aside, and is counted as taking no turns.
+time: a host state that lasts longer than a block is seen by both. Each case's ring starts from the first child, so
+that a pair's two stay neighbours in their order; a child keeps step case for case (case.py joins the ring even for a
+case it does not sample, and a wait cut short by a signal's exception takes the byte it was due before the next). A
+child whose plugin predates this protocol never writes a byte: it runs alone to its end while the others wait aside,
+and is counted as taking no turns.
 """
 
 from __future__ import annotations
@@ -25,9 +28,14 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-TURNS_ENV = "_PYTEST_RFDETR_LATENCY_TURNS"  # "DONE_FD,GO_FD": the child's ends of its two pipes
+# "DONE_FD,GO_FD": the child's ends of its two pipes. Named apart from the pair-at-a-time protocol's
+# _PYTEST_RFDETR_LATENCY_TURNS, whose children waited for a turn before writing anything: such a child never sees this
+# one, writes nothing and runs alone.
+TURNS_ENV = "_PYTEST_RFDETR_LATENCY_RING"
 
 _ends: tuple[int, int] | None = None  # this process's (done, go) ends, once begin() found them
+_owed = False  # a wait for the parent's byte was cut short (an exception in a signal handler): that byte is still due
+_cases = 0  # the cases this process has joined the ring for: its place in the run's sequence of cases
 
 
 def begin() -> None:
@@ -49,9 +57,16 @@ def taking_turns() -> bool:
     return _ends is not None
 
 
-def join() -> None:
-    """Wait to enter the ring: until every live child has joined or stepped aside, and then for this one's turn."""
+def join() -> int:
+    """Wait to enter the ring: until every live child has joined or stepped aside, and then for this one's turn. How
+    many cases this process has joined for, this one included (0 outside a ring): processes that joined for the same
+    case with the same count sampled it in the same ring."""
+    global _cases
+    if _ends is None:
+        return 0
     _hand_back(b"j")
+    _cases += 1
+    return _cases
 
 
 def turn() -> float:
@@ -65,12 +80,18 @@ def step_aside() -> None:
 
 
 def _hand_back(byte: bytes) -> float:
+    global _owed
     if _ends is None:
         return 0.0
     done, go = _ends
     start = time.perf_counter()
+    if _owed:  # take the byte an interrupted wait was due first, so that the next one answers this byte
+        _wait(go)
+        _owed = False
     os.write(done, byte)
+    _owed = True
     _wait(go)
+    _owed = False
     return time.perf_counter() - start
 
 
@@ -123,7 +144,7 @@ def _close(fd: int) -> None:
 
 
 class TurnTimeout(RuntimeError):
-    """A child held its turn past the deadline."""
+    """A child kept the others waiting (its turn, or its work before joining or stepping aside) past the deadline."""
 
 
 FREE, RING, ASIDE, GONE = "free", "ring", "aside", "gone"  # a child's state, as the parent conducts it
@@ -153,6 +174,7 @@ def alternate(pipes: Sequence[Pipes], deadline: float) -> list[int]:
         for index in aside:
             _write_go(pipes[index])
             states[index] = FREE
+        following = 0  # each case's ring starts from the first child, so that a pair's two stay neighbours in order
 
 
 def _take(states: list[str], turns: list[int], index: int, byte: bytes) -> None:
@@ -187,7 +209,7 @@ def _first_to_speak(pipes: Sequence[Pipes], deadline: float) -> int:
     while True:
         left = deadline - time.monotonic()
         if left <= 0:
-            raise TurnTimeout("a process held its turn past the time limit")
+            raise TurnTimeout("a process kept the others waiting past the time limit")
         ready, _, _ = select.select([pipe.done for pipe in pipes], [], [], min(left, 5.0))
         if ready:
             return [pipe.done for pipe in pipes].index(ready[0])

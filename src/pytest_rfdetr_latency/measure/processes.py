@@ -178,7 +178,8 @@ def run_in_turns(children: Sequence[Child], timeout: float) -> tuple[list[ChildO
     with contextlib.ExitStack() as stack:
         procs: list[tuple[subprocess.Popen[bytes], Path, Path]] = []
         pipes: list[lockstep.Pipes] = []
-        error = None
+        error = ""
+        stopped: set[int] = set()
         try:
             for child in children:
                 folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="rfdetr-latency-child-")))
@@ -200,12 +201,14 @@ def run_in_turns(children: Sequence[Child], timeout: float) -> tuple[list[ChildO
             error = f"it ran past {timeout * len(children):g} s with the processes it took turns with and was stopped"
             turns = [0] * len(children)
             for proc, _, _ in procs:
-                _stop_group(proc)
+                if proc.poll() is None:  # those that ended on their own keep what they measured
+                    _stop_group(proc)
+                    stopped.add(proc.pid)
         outcomes = []
         for proc, report, log in procs:
             proc.wait()
             output = log.read_text(errors="replace")
-            if error:
+            if proc.pid in stopped:
                 outcomes.append(ChildOutcome(error=error + _tail(output), seconds=time.perf_counter() - start))
             else:
                 outcomes.append(_outcome(report, proc.returncode, output, start))

@@ -101,7 +101,8 @@ def judge_pairs(
     figures and ``current`` that times the mean pair ratio, so ``delta`` is the paired estimate of the change.
     ``resolve``: the coarsest line that still gates (a fraction); ``source``: "asked" or "default", as the reason
     names the tolerance; ``ratios``: the pairs' log ratios where the caller took them (``by_calls``: every one call by
-    call, call_ratio), else those of the figures."""
+    call, call_ratio, which estimates the change of the median call rather than of the figures' statistic), else
+    those of the figures."""
     ratios = list(ratios) if ratios is not None else log_ratios(this, other)
     if not ratios:
         raise ValueError(f"{scope}: a paired verdict needs at least one pair of processes")

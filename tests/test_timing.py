@@ -107,6 +107,31 @@ def test_taking_turns_every_process_takes_exactly_the_shared_count(monkeypatch: 
     assert len(turns.blocks) == 40
 
 
+def test_what_a_block_costs_beyond_its_calls_is_written_down(monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    from pytest_rfdetr_latency.measure import lockstep
+
+    class SlowMonitor(timing.GpuMonitor):
+        def read(self) -> timing.GpuState:
+            time.sleep(0.002)
+            return timing.GpuState()
+
+    monkeypatch.setattr(lockstep, "_ends", (-1, -1))
+
+    def turn() -> float:  # each turn waits for the others
+        start = time.perf_counter()
+        time.sleep(0.05)
+        return time.perf_counter() - start
+
+    monkeypatch.setattr(lockstep, "turn", turn)
+    plan = PRESETS["turns"]
+    sampled = timing.sample(lambda: 5.0, FakeClock(), SlowMonitor(), plan, "p20", call_ms=5.0, fewest=10)
+    assert len(sampled.blocks) == 10 and sampled.waited_seconds >= 0.5
+    assert 0.02 <= sampled.monitor_seconds <= sampled.seconds and 0 < sampled.yardstick_seconds < sampled.seconds
+    assert sampled.seconds < sampled.waited_seconds  # the waits are not the scope's own time
+
+
 def test_head_to_head_processes_take_the_first_ones_block_size_and_fewest_blocks(tmp_path: Path) -> None:
     from pytest_rfdetr_latency.measure.case import _shared_sizes
 

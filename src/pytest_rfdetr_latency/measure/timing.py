@@ -259,6 +259,11 @@ class Sampled:
     host_ms: list[float] = field(default_factory=list)
     seconds: float = 0.0
     block_size: int = 0
+    # Of ``seconds``, what went to reading the GPU's state and timing the yardstick after each block, and (not in
+    # ``seconds``) to waiting for the turn (head to head): what a block costs beyond its calls.
+    monitor_seconds: float = 0.0
+    yardstick_seconds: float = 0.0
+    waited_seconds: float = 0.0
 
     @property
     def kept(self) -> list[list[float]]:
@@ -300,10 +305,16 @@ def sample(
     start = time.perf_counter()
     with gc_paused():
         while len(result.blocks) < plan.max_blocks:
-            start += lockstep.turn()  # head to head, the other side's block comes between two of ours
+            waited = lockstep.turn()  # head to head, the other side's blocks come between two of ours
+            start += waited
+            result.waited_seconds += waited
             result.blocks.append(clock.time_calls(fn, result.block_size))
+            read = time.perf_counter()
             result.states.append(monitor.read())
+            timed = time.perf_counter()
             result.host_ms.append(yardstick_ms())
+            result.monitor_seconds += timed - read
+            result.yardstick_seconds += time.perf_counter() - timed
             kept = result.kept
             elapsed = time.perf_counter() - start
             if len(kept) >= need:

@@ -169,6 +169,57 @@ def test_a_case_that_stops_before_it_samples_still_takes_its_place_in_the_ring(m
     assert said == [b"j", b"p"]  # joined for the case it did not sample, and stepped aside with the others
 
 
+class _NoProbe:
+    """A memory probe that probes nothing (no GPU here)."""
+
+    def __init__(self, *args: object) -> None:
+        pass
+
+    def start(self) -> None:
+        pass
+
+    def release(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize(("backend", "expected"), [("onnx-cuda", [b"j", "prepare", b"p"]),
+                                                   ("torch-fp16", ["prepare", b"j", b"p"])])
+def test_a_backend_that_tunes_on_the_gpu_prepares_alone_in_its_turn(
+    monkeypatch: pytest.MonkeyPatch, backend: str, expected: list[object]
+) -> None:
+    # ONNX Runtime's CUDA provider times cuDNN's algorithms while it prepares: with seven other processes preparing on
+    # the same GPU, each side could keep other choices. It joins the ring first; a backend that does not tune
+    # prepares with the others and joins to sample.
+    from types import SimpleNamespace
+
+    from pytest_rfdetr_latency.measure import memory
+    from pytest_rfdetr_latency.measure.backends import BackendUnavailable
+    from pytest_rfdetr_latency.measure.case import CaseMeasurement
+    from pytest_rfdetr_latency.measure.cases import Case
+    from pytest_rfdetr_latency.measure.environment import Device
+
+    said: list[object] = []
+    monkeypatch.setattr(lockstep, "_ends", (-1, -1))
+    monkeypatch.setattr(lockstep, "_hand_back", lambda byte: said.append(byte) or 0.0)
+    monkeypatch.setattr(memory, "MemoryProbe", _NoProbe)
+
+    def prepare(context: object) -> None:
+        said.append("prepare")
+        raise BackendUnavailable("stopped here: what matters is when it began")
+
+    session = SimpleNamespace(
+        device=Device("cuda:0", "NVIDIA H200", "cuda", 0), baseline_path=Path("nvidia-h200.json"),
+        workload=lambda case: {}, settings=SimpleNamespace(strict=False, no_parity=True, detections=100,
+                                                           inject_on="gpu"),
+        placement=lambda: (None, {}), images=None, model=lambda *args: None, onnx_path=lambda case: None,
+        threads=None, progress=lambda text: None, reference_outputs=lambda case: None, prepare=prepare)
+    measuring = CaseMeasurement(session, Case("RFDETRMedium", backend), ("forward",),  # type: ignore[arg-type]
+                                skip=pytest.skip, fail=pytest.fail, publish=lambda result: None)
+    with pytest.raises(pytest.skip.Exception, match="stopped here"):
+        measuring.run(None)
+    assert said == expected
+
+
 def test_a_child_that_does_not_take_turns_runs_to_its_end_first_and_is_counted_as_taking_none(tmp_path: Path) -> None:
     written, turns, _ = _alternate(tmp_path / "log.txt", (RUNS_ALONE, "o", "3"), (TAKES_TURNS, "n", "2"))
     assert written == ["o0", "o1", "o2", "n0", "n1"]

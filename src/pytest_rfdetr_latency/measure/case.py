@@ -49,7 +49,7 @@ class CaseMeasurement:
         self._publish = publish
         self._node = node
         self._cycles_per_ms: float | None = None  # the injected kernel's size, as measured in the device scope's graph
-        self._joined = False  # head to head taking turns: joined the ring for this case (lockstep.join)
+        self._ring = 0  # head to head taking turns, this case: 0 not in the ring yet, 1 in it, 2 stepped aside
         self._to_profile: list[tuple[str, Any]] = []  # each timed scope's callable, for --rfdetr-profile
 
     def block_sizes(self) -> Mapping[str, int]:
@@ -70,13 +70,27 @@ class CaseMeasurement:
         __tracebackhide__ = True
         from pytest_rfdetr_latency.measure import lockstep
 
-        self._joined = False
+        self._ring = 0
         try:
             return self._run(inject)
         finally:
-            if not self._joined and lockstep.taking_turns():
-                lockstep.join()
-                lockstep.step_aside()
+            if lockstep.taking_turns():
+                if self._ring == 0:
+                    lockstep.join()
+                if self._ring < 2:
+                    lockstep.step_aside()
+
+    def _enter_ring(self, result: CaseResult) -> None:
+        """Head to head taking turns: join the ring for this case, once (before its first warm-up, or before it
+        prepares where preparing tunes on the GPU); the result says which of the run's rings it was."""
+        from pytest_rfdetr_latency.measure import lockstep
+
+        if self._ring:
+            return
+        joined = lockstep.join()
+        self._ring = 1
+        if joined:
+            result.details["ring_case"] = joined  # paired call by call only with the same case of the same ring
 
     def _run(self, inject: float | None) -> CaseResult:
         __tracebackhide__ = True
@@ -102,6 +116,8 @@ class CaseMeasurement:
         probe.start()
         if inject and session.settings.inject_on == "memory":
             result.details["injected_memory"] = self._inject_memory(probe, inject)
+        if self.case.info.tunes_on_gpu and session.device.is_cuda:
+            self._enter_ring(result)  # taking turns, alone on the GPU while it tunes: the others would sway its choices
         session.progress(f"{self.id}: preparing {self.case.backend}")
         start = time.perf_counter()
         try:
@@ -303,15 +319,13 @@ class CaseMeasurement:
             result.details["pinned_core"] = chosen.launch
             result.details["placement"] = {**facts, "during_sampling": checked}
         per_scope: dict[str, Any] = {}
-        joined = lockstep.join()
-        self._joined = True
-        if joined:
-            result.details["ring_case"] = joined  # paired call by call only with the same case of the same ring
+        self._enter_ring(result)
         try:
             with placement.launching_on(chosen, checked):
                 self._sample_scopes(prepared, result, inject, per_scope, lambda: placement.resweep(chosen, checked))
         finally:
             lockstep.step_aside()
+            self._ring = 2
         result.details["scopes"] = per_scope
         result.details["measure_seconds"] = round(sum(m["warmup_seconds"] + m["sample_seconds"]
                                                       for m in per_scope.values()), 3)

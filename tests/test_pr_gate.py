@@ -477,3 +477,16 @@ def test_a_run_that_may_add_pairs_judges_at_half_the_tail_probability() -> None:
     growing = headtohead.judge_scope(versus, "RFDETRMedium-torch-fp16", "torch-fp16", "forward", "p20", 0.025)
     assert fixed.detail["z"] == DECIDE_Z and growing.detail["z"] == paired.GROWING_Z
     assert growing.detail["detectable"] > fixed.detail["detectable"]
+
+
+def test_each_cases_verdicts_are_said_on_one_line_as_soon_as_they_are_decided() -> None:
+    from pytest_rfdetr_latency.report.failures import decided
+
+    this = [5.0, 5.1, 5.05, 5.02]
+    verdicts = {"device": paired.judge_pairs("device", "median", this, this, 0.01, 0.001, 9, resolve=0.02),
+                "forward": paired.judge_pairs("forward", "p20", this, [v * 1.05 for v in this], 0.025, 0.01, 9,
+                                              resolve=0.05)}
+    assert decided("RFDETRMedium-torch-fp16", verdicts) == (
+        "RFDETRMedium-torch-fp16: decided: device pass +0.00% (threshold 1%); forward regression +5.00% (threshold "
+        "2.5%)")
+    assert decided("X", {}) == "X: decided: nothing compared"

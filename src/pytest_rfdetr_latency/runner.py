@@ -51,9 +51,7 @@ class LatencyCase:
         self.id = case.id
         self.scopes = scopes or session.settings.scopes
         self._scopes_given = scopes is not None
-        self._skip = skip
-        self._fail = fail
-        self._publish = publish
+        self._skip, self._fail, self._publish = skip, fail, publish
         self._thresholds = dict(thresholds or {})
         self._budgets = budgets
         self._spawn = spawn
@@ -103,6 +101,7 @@ class LatencyCase:
             self._skip(result.message)
         self._refuse_another_workload(result, entry)
         self._judge(result, entry, inject)
+        self.session.progress(failures.decided(self.id, result.verdicts))
         self._profile(result, entry, inject)
         if result.details.get("profile") and entry.get("profile"):  # profiled at recording, and now
             result.diagnosis = diagnosis.for_result(result.verdicts, result.details["profile"], entry["profile"])
@@ -166,6 +165,7 @@ class LatencyCase:
         result.verdicts = verdicts
         result.outcome = judge.worst(list(verdicts.values())) if verdicts else "no-baseline"
         result.details["head_to_head"] = versus.details(len(mine), len(theirs))
+        self.session.progress(failures.decided(self.id, verdicts))
         diagnose(versus, self._node, result, self.session.settings.profile)  # both sides profiled, once decided
         return self._conclude(result)
 

@@ -4,13 +4,14 @@ real slowdown (a self-test's has nothing to accept)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from pytest_rfdetr_latency.measure.results import CaseResult
 from pytest_rfdetr_latency.measure.settings import Settings
 from pytest_rfdetr_latency.report import why
 from pytest_rfdetr_latency.verdict import gating
+from pytest_rfdetr_latency.verdict.judge import Verdict
 
 
 def message(case_id: str, result: CaseResult, settings: Settings, against: Path | None, update: str,
@@ -59,3 +60,11 @@ def message(case_id: str, result: CaseResult, settings: Settings, against: Path 
     else:
         lines.append(f"  if this slowdown is accepted, update the baseline: {update}")
     return "\n".join(lines)
+
+
+def decided(case_id: str, verdicts: Mapping[str, Verdict]) -> str:
+    """One case's verdicts on one line, shown live (-v) as soon as they are decided, before any profiling: a run
+    stopped later (a runner's time limit) has said them already."""
+    said = [f"{scope} {v.kind} {v.delta * 100:+.2f}% (threshold {v.threshold * 100:.3g}%)" for scope, v in
+            verdicts.items()]
+    return f"{case_id}: decided: {'; '.join(said) or 'nothing compared'}"

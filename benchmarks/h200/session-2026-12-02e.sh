@@ -13,8 +13,10 @@
 # Every run: RFDETRMedium, RFDETRSegSmall, RFDETRKeypointPreview; --rfdetr-device=cuda --rfdetr-strict; 4 pairs,
 # up to MAX (8, the default) while a comparison cannot resolve what it must; stopped at the call's 600 s less a
 # margin; -vv for the parent's progress lines, and the processes and the GPU written down every 10 s (watchN.txt).
-# As it ran: step 1 with MAX=8 stopped at 569 s with no report and nothing in its log (-q), so from then on MAX=4 and
-# the watch.
+# As it ran (benchmarks/results/pr-gate-h200/ring-calls.json, code cd64886): step 1 with MAX=8 stopped at 569 s with no
+# report and nothing in its log (-q), so from then on MAX=4 and the watch; step 1 again (305.5 s, exit 0); step 3, run
+# under a call limit of 480 s to fit the budget left while left() assumed 600, was stopped there while it profiled its
+# third regressed case. Steps 2, 4, 5 and 6 did not run (the session's device time was spent).
 step=$1
 source benchmarks/h200/setup.sh
 { date -u +%FT%TZ; nvidia-smi --query-gpu=name,driver_version,temperature.gpu,clocks.sm --format=csv

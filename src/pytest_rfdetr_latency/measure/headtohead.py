@@ -190,18 +190,21 @@ class HeadToHead:
 
     def paired(self, case_id: str, scope: str) -> tuple[list[float], list[float]]:
         """Both sides' figures of the pairs that both measured and that are not left out, in pair order."""
-        self._find_strays(self._backend(case_id), scope)
-        stray = self.strays.get((case_id, scope), {})
+        stray = self._left_out(case_id, scope)
         kept = [pair for k, pair in self._pairs(case_id, scope).items() if k not in stray]
         return [a for a, _ in kept], [b for _, b in kept]
 
     def ratios(self, case_id: str, scope: str) -> tuple[list[float], bool]:
         """The log ratio of each pair that paired() keeps, in pair order, and whether every one was taken call by
         call (_ratios)."""
-        self._find_strays(self._backend(case_id), scope)
-        stray = self.strays.get((case_id, scope), {})
+        stray = self._left_out(case_id, scope)
         kept = [found for k, found in self._ratios(case_id, scope).items() if k not in stray]
         return [ratio for ratio, _ in kept], bool(kept) and all(by_calls for _, by_calls in kept)
+
+    def _left_out(self, case_id: str, scope: str) -> Mapping[int, str]:
+        """The pairs of ``case_id``'s ``scope`` left out as strays (sought once per backend and scope), and why."""
+        self._find_strays(self._backend(case_id), scope)
+        return self.strays.get((case_id, scope), {})
 
     def _ratios(self, case_id: str, scope: str) -> dict[int, tuple[float, bool]]:
         """Each pair's ln(other / this) by pair index, and whether it was taken call by call: taking turns one call a

@@ -3,6 +3,7 @@
     python benchmarks/pr_gate.py run --tag aa1 --label aa -- --rfdetr-device=cuda --rfdetr-strict
     python benchmarks/pr_gate.py run --tag h5 --label host5 --inject 5 --inject-on host -- --rfdetr-device=cuda
     python benchmarks/pr_gate.py summarize /tmp/pr-gate [--mode turns] --out benchmarks/results/pr-gate-nvidia-h200.json
+    python benchmarks/pr_gate.py trade benchmarks/results/pr-gate-h200 --tags ... --calls 150 75 50 --pairs 4 3
 
 ``run`` copies this checkout twice (``base`` and ``head``: the same commit, an A/A pair by construction), installs
 each copy's plugin into a folder of its own, and gives each side an interpreter of its own (a wrapper that puts that
@@ -11,7 +12,8 @@ folder and the staged rfdetr on the path, nothing else of this side's), then run
 given options (the head is the side judged, and the side an injection slows), keeping the JSON report and the log.
 ``summarize`` counts, over every run: A/A runs and their failures, comparisons and false alarms, per scope the
 detections of injected runs, the median smallest detectable regression (``mdr_pct``, as the verdicts stated it),
-and each run's seconds.
+and each run's seconds. ``trade`` re-decides the runs taking turns call by call as if each process had taken only
+its first calls of each scope and the run only its first pairs, with the ring's seconds that would have cost.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -88,17 +92,46 @@ def _mode(data: dict[str, Any] | None) -> str:
     return "turns" if cases[0].get("details", {}).get("head_to_head", {}).get("in_turns") else "sequential"
 
 
-def summarize(args: argparse.Namespace) -> None:
+def _runs(folders: list[Path], mode: str | None, tags: str | None,
+          change: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """The runs of ``folders`` (``runs.jsonl``) with their reports, those of ``mode`` and ``tags`` where given, each
+    report passed through ``change`` (a re-decision) where given."""
     runs = []
-    for folder in args.folders:
+    for folder in folders:
         for line in (folder / "runs.jsonl").read_text().splitlines():
             record = json.loads(line)
             record["data"] = read_json(folder / record["report"])
-            if args.redecide and record["data"] is not None:
-                record["data"] = redecide(record["data"])
             record["mode"] = _mode(record["data"])
-            if args.mode in (None, record["mode"]) and (not args.tags or record["tag"] in args.tags.split(",")):
-                runs.append(record)
+            if mode not in (None, record["mode"]) or (tags and record["tag"] not in tags.split(",")):
+                continue
+            if change is not None and record["data"] is not None:
+                record["data"] = change(record["data"])
+            runs.append(record)
+    return runs
+
+
+def summarize(args: argparse.Namespace) -> None:
+    runs = _runs(args.folders, args.mode, args.tags, redecide if args.redecide else None)
+    summary = {
+        "what": "head to head of two checkouts of one commit (A/A), and of one against itself slowed (A/B), on one "
+                "GPU; verdicts " + ("re-decided offline by the shipped rule (headtohead.judge_scope)" if args.redecide
+                                    else "as the runs printed them"),
+        "mode": args.mode or "all",
+        **_counted(runs),
+        "seconds": {r["tag"]: r["seconds"] for r in runs},
+        "seconds_median": _median([r["seconds"] for r in runs]),
+        "runs": [{k: v for k, v in r.items() if k != "data"} for r in runs],
+    }
+    text = json.dumps(summary, indent=1, sort_keys=True) + "\n"
+    if args.out:
+        Path(args.out).write_text(text)
+    print(text)
+
+
+def _counted(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Over ``runs``' paired timing verdicts: A/A runs, failures, comparisons, false alarms and unresolved; per
+    injected label and scope the detections; per scope the median line (``mdr_pct``) and the deltas; the median
+    pair noise per backend and scope."""
     aa = [r for r in runs if r["label"] == "aa"]
     comparisons = false_alarms = unresolved = 0
     mdr: dict[str, list[float]] = defaultdict(list)
@@ -124,11 +157,7 @@ def summarize(args: argparse.Namespace) -> None:
                     counted = detected[label][scope]
                     counted[0] += verdict["kind"] == "regression"
                     counted[1] += 1
-    summary = {
-        "what": "head to head of two checkouts of one commit (A/A), and of one against itself slowed (A/B), on one "
-                "GPU; verdicts " + ("re-decided offline by the shipped rule (headtohead.judge_scope)" if args.redecide
-                                    else "as the runs printed them"),
-        "mode": args.mode or "all",
+    return {
         "aa_runs": len(aa),
         "aa_failed_runs": sum(1 for r in aa if r["exit_code"] != 0),
         "comparisons": comparisons,
@@ -140,14 +169,7 @@ def summarize(args: argparse.Namespace) -> None:
         "delta_pct": {label: dict(scopes) for label, scopes in deltas.items()},
         "mdr_pct": {scope: _median(values) for scope, values in mdr.items()},
         "pair_noise_pct_median": {key: _median(values) for key, values in sorted(pair_noise.items())},
-        "seconds": {r["tag"]: r["seconds"] for r in runs},
-        "seconds_median": _median([r["seconds"] for r in runs]),
-        "runs": [{k: v for k, v in r.items() if k != "data"} for r in runs],
     }
-    text = json.dumps(summary, indent=1, sort_keys=True) + "\n"
-    if args.out:
-        Path(args.out).write_text(text)
-    print(text)
 
 
 def rebuilt(data: dict[str, Any]) -> Any:
@@ -194,6 +216,80 @@ def redecide(data: dict[str, Any]) -> dict[str, Any]:
     return {**data, "cases": cases}
 
 
+def trimmed(data: dict[str, Any], calls: int, pairs: int) -> dict[str, Any]:
+    """A report as if its run had taken ``calls`` calls a scope and ``pairs`` pairs: each process's first calls (in the
+    order taken) and the first pairs (a ring's neighbours), the rest left out. Only the calls are cut: a figure
+    (``value_ms``) stays the whole process's, which the call-by-call pairing does not read."""
+    from pytest_rfdetr_latency.measure.headtohead import THIS
+
+    def cut(process: dict[str, Any]) -> dict[str, Any]:
+        if process.get("block_size") != 1:
+            return process
+        return {**process, "blocks_ms": process.get("blocks_ms", [])[:calls],
+                "host_blocks_ms": process.get("host_blocks_ms", [])[:calls]}
+
+    cases = []
+    for case in data["cases"]:
+        entry = case["baseline"]["scopes"]
+        baseline = {**case["baseline"], "scopes": {
+            scope: {**stored, "processes": [cut(p) for p in stored["processes"][:pairs]]}
+            for scope, stored in entry.items()}}
+        details = json.loads(json.dumps(case["details"]))
+        details["head_to_head"]["processes"][THIS] = min(pairs, details["head_to_head"]["processes"][THIS])
+        cases.append({**case, "baseline": baseline, "details": details,
+                      "scopes": {scope: cut(taken) for scope, taken in case["scopes"].items()},
+                      "processes": [{**p, "scopes": {scope: cut(t) for scope, t in p["scopes"].items()}}
+                                    for p in case["processes"][:pairs - 1]]})
+    return {**data, "cases": cases}
+
+
+def ring_seconds(data: dict[str, Any], calls: int, pairs: int) -> float:
+    """The seconds the ring would take for ``data``'s cases at ``calls`` calls a scope and ``pairs`` pairs, from what
+    the run measured: each process's first calls, plus per call and scope the overhead and per scope the warm-up of
+    the judged side's first process (its details: sampling seconds beyond its calls, over its calls)."""
+    total = 0.0
+    for case in data["cases"]:
+        scopes = case["details"].get("scopes", {})
+        for scope, taken in case["scopes"].items():
+            said = scopes.get(scope, {})
+            blocks = taken.get("blocks_ms") or []
+            if not said or not blocks or taken.get("block_size") != 1:
+                continue
+            overhead = max(0.0, float(said["sample_seconds"]) - sum(blocks) / 1000.0) / len(blocks)
+            sides = [*case["baseline"]["scopes"][scope]["processes"][:pairs], taken,
+                     *(p["scopes"][scope] for p in case["processes"][:pairs - 1])]
+            for process in sides:
+                taken_calls = process["blocks_ms"][:calls]
+                total += sum(taken_calls) / 1000.0 + len(taken_calls) * overhead + float(said["warmup_seconds"])
+    return total
+
+
+def _trimmed_redecided(data: dict[str, Any], calls: int, pairs: int) -> dict[str, Any]:
+    return redecide(trimmed(data, calls, pairs))
+
+
+def trade(args: argparse.Namespace) -> None:
+    """Per count of calls and of pairs: the runs' verdicts re-decided on what that would have measured, and the
+    ring's seconds it would have taken."""
+    rows = []
+    whole = _runs(args.folders, "turns", args.tags)  # as measured: each scope's overhead over all its calls
+    for calls in args.calls:
+        for pairs in args.pairs:
+            runs = _runs(args.folders, "turns", args.tags, partial(_trimmed_redecided, calls=calls, pairs=pairs))
+            seconds = [ring_seconds(r["data"], calls, pairs) / len(r["data"]["cases"]) for r in whole if r["data"]]
+            counted = _counted(runs)
+            rows.append({"calls": calls, "pairs": pairs, "ring_seconds_per_case_median": _median(seconds),
+                         **{k: counted[k] for k in ("comparisons", "false_alarms", "unresolved", "detected", "mdr_pct",
+                                                    "pair_noise_pct_median")}})
+            print(json.dumps({k: rows[-1][k] for k in ("calls", "pairs", "ring_seconds_per_case_median", "mdr_pct",
+                                                       "false_alarms", "detected")}), flush=True)
+    text = json.dumps({"what": "head-to-head runs taking turns call by call, re-decided offline by the shipped rule "
+                               "on their first calls and pairs (pr_gate.trimmed); not measured as run",
+                       "tags": args.tags, "rows": rows}, indent=1) + "\n"
+    if args.out:
+        Path(args.out).write_text(text)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -213,8 +309,14 @@ def main() -> None:
     total.add_argument("--redecide", action="store_true", help="judge every comparison again with this checkout's rule")
     total.add_argument("--mode", choices=("turns", "sequential"), help="only the runs whose pairs ran so")
     total.add_argument("--tags", help="only these runs (comma-separated tags)")
+    cut = commands.add_parser("trade", help="re-decide on each run's first calls and pairs: precision against time")
+    cut.add_argument("folders", type=Path, nargs="+")
+    cut.add_argument("--calls", type=int, nargs="+", default=[150, 100, 75, 50, 30])
+    cut.add_argument("--pairs", type=int, nargs="+", default=[4, 3, 2])
+    cut.add_argument("--tags", help="only these runs (comma-separated tags)")
+    cut.add_argument("--out", type=Path)
     args = parser.parse_args()
-    run(args) if args.command == "run" else summarize(args)
+    {"run": run, "summarize": summarize, "trade": trade}[args.command](args)
 
 
 if __name__ == "__main__":

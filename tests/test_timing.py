@@ -74,10 +74,10 @@ def test_blocks_taken_while_the_gpu_throttled_are_dropped_and_counted() -> None:
 
 
 def test_the_turns_minimum_asks_no_more_than_nine_seconds_of_calls() -> None:
-    # Head to head's default: 150 one-call blocks for a GPU call of up to 60 ms; ONNX Runtime's CPU calls (114-290 ms
-    # on the H200) about 9 s of them, never fewer than ten blocks; a plan without the cap keeps its minimum.
+    # Head to head's default: 75 one-call blocks for a GPU call of up to 120 ms; ONNX Runtime's slowest CPU calls
+    # (290 ms on the H200) about 9 s of them, never fewer than ten blocks; a plan without the cap keeps its minimum.
     turns = PRESETS["turns"]
-    assert [turns.fewest_blocks(ms, 1) for ms in (5.0, 60.0, 114.0, 290.0, 2000.0, None)] == [150, 150, 79, 32, 10, 150]
+    assert [turns.fewest_blocks(ms, 1) for ms in (5.0, 60.0, 114.0, 290.0, 2000.0, None)] == [75, 75, 75, 32, 10, 75]
     assert PRESETS["standard"].fewest_blocks(290.0, 1) == 10 and PRESETS["thorough"].fewest_blocks(290.0, 1) == 20
     assert parse_sampling("turns,min-blocks-seconds=12").fewest_blocks(290.0, 1) == 42
     for bad in ("0", "nan", "inf"):

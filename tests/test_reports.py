@@ -50,6 +50,25 @@ def test_rows_put_regressions_first_and_markdown_says_how_to_refresh() -> None:
     assert "pytest --save-baseline" in text and "http" not in text
 
 
+def test_a_row_taken_call_by_call_is_marked_and_explained_where_people_read_it() -> None:
+    # Head to head taking turns: the change is the median of the calls' ratios, not that of the p20 figures shown.
+    from pytest_rfdetr_latency.verdict.paired import judge_pairs
+
+    def paired(by_calls: bool) -> dict[str, Any]:
+        made = result("RFDETRNano-torch-fp16", "pass", 0.0)
+        made["verdicts"]["forward"] = judge_pairs("forward", "p20", [10.0] * 4, [10.1] * 4, 0.05, 0.01, 8, 0.15,
+                                                  ratios=[0.011, 0.009, 0.01, 0.01], by_calls=by_calls).to_json()
+        return made
+
+    for by_calls in (True, False):
+        results = [paired(by_calls)]
+        row = report.rows(results)[0]
+        assert row["statistic"] == ("p20*" if by_calls else "p20") and row["delta"] == "+1.01%"
+        noted = [line for line in report.summary_lines(results, "NVIDIA H200") if line.startswith("* head to head")]
+        assert noted == ([report.BY_CALLS] if by_calls else [])
+        assert (("\\" + report.BY_CALLS) in report.markdown(results, "NVIDIA H200", None)) is by_calls
+
+
 def test_annotations_pin_regressions_and_escape_what_github_parses() -> None:
     lines = report.github_annotations([result("RFDETRSmall-onnx-cuda", "regression", 0.25),
                                        result("RFDETRNano-torch-fp32", "pass", 0.0)])

@@ -25,12 +25,8 @@ _UNCOMPARED = {
     "refused": "REFUSED: another workload",
 }
 NOT_COMPARED = ("no-baseline", "unavailable", "refused")
-_VERDICT_WORDS = {
-    "pass": "pass",
-    "regression": "REGRESSION",
-    "improvement": "improvement (passes)",
-    "inconclusive": "inconclusive (passes)",
-}
+_VERDICT_WORDS = {"pass": "pass", "regression": "REGRESSION", "improvement": "improvement (passes)",
+                  "inconclusive": "inconclusive (passes)"}
 
 
 def _pct(value: float) -> str:
@@ -77,7 +73,7 @@ def rows(results: Iterable[Mapping[str, Any]]) -> list[dict[str, str]]:
                 out.append({
                     "case": result["id"],
                     "scope": scope,
-                    "statistic": verdict["statistic"],
+                    "statistic": verdict["statistic"] + ("*" if verdict.get("detail", {}).get("by_calls") else ""),
                     "baseline": _value(verdict["baseline"], verdict["unit"]),
                     "now": _value(verdict["current"], verdict["unit"]),
                     "delta": _pct(verdict["delta"]),
@@ -160,6 +156,11 @@ _COLUMNS = (
 )
 
 
+# A head-to-head row taken call by call (paired.call_ratio): its change is not that of the statistic's figures.
+BY_CALLS = ("* head to head taking turns: Δ is the change of a typical call, each call of the other side against this "
+            "side's a turn apart; now is the baseline times that change")
+
+
 def table_lines(table: Sequence[Mapping[str, str]], columns: Sequence[tuple[str, str]]) -> list[str]:
     widths = [max([len(title), *(len(r[key]) for r in table)]) for key, title in columns]
     lines = ["  ".join(title.ljust(w) for (_, title), w in zip(columns, widths)).rstrip()]
@@ -196,7 +197,8 @@ def summary_lines(results: Sequence[Mapping[str, Any]], device: str | None) -> l
     """The terminal summary section: the verdict table, then environment drift, then the FPS table."""
     if not results:
         return []
-    lines = table_lines(rows(results), _COLUMNS)
+    table = rows(results)
+    lines = table_lines(table, _COLUMNS) + ([BY_CALLS] if any(r["statistic"].endswith("*") for r in table) else [])
     unmeasured = [r for r in results if r["outcome"] == "unavailable"]
     if unmeasured:  # a recording's as much as a check's: "not compared" would say a recording compares
         lines += ["", "not measured here:"]
@@ -271,10 +273,12 @@ def markdown(results: Sequence[Mapping[str, Any]], device: str | None, fingerpri
     out.append(", ".join(f"**{n}** {k}" for k, n in counts.items()) or "no cases ran")
     out += ["", "| case | scope | statistic | baseline | now | Δ | threshold | processes | verdict |",
             "|---|---|---|---|---|---|---|---|---|"]
-    for row in rows(results):
+    table = rows(results)
+    for row in table:
         verdict = f"**{row['verdict']}**" if row["verdict"] == "REGRESSION" else row["verdict"]
         out.append(f"| `{row['case']}` | {row['scope']} | {row['statistic']} | {row['baseline']} | {row['now']} | "
                    f"{row['delta']} | {row['threshold']} | {row['processes']} | {verdict} |")
+    out += ["", "\\" + BY_CALLS] if any(r["statistic"].endswith("*") for r in table) else []
     widened = threshold_lines(results)
     if widened:
         out += ["", "Thresholds wider than asked (these cases' processes disagree by more):", ""]

@@ -55,7 +55,11 @@ class ResultCollector:
 
             write_child_report(run.child_report, self.results)
             return
-        if run.save_baseline:
+        stopped = exitstatus == pytest.ExitCode.INTERRUPTED  # Ctrl-C, or SIGTERM (plugin.pytest_configure)
+        if stopped and run.active:  # half a run: nothing recorded, no history; the report holds what was measured
+            self.notes.append(f"interrupted after {len(self.results)} case(s): no baseline saved and no history "
+                              "added (their files are as they were); the report holds the cases measured so far")
+        elif run.save_baseline:
             self._record_processes(run)
             self._save(run)
         elif run.enabled:
@@ -63,7 +67,8 @@ class ResultCollector:
             if run.against is not None:
                 self._say_who_met(run)
         self._write_files(run)
-        self._append_history(run)
+        if not stopped:
+            self._append_history(run)
         if self.errors and session.exitstatus == 0:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
@@ -318,22 +323,15 @@ class ResultCollector:
             return
         device = self._device()
         terminalreporter.write_sep("=", f"RF-DETR latency ({device or 'no device'})")
-        for line in report.summary_lines(self.results, device):
-            terminalreporter.write_line(line)
         bound = self.config.stash.get(WORKER_KEY, {})
-        if bound.get("plan"):
-            terminalreporter.write_line("xdist workers: " + "; ".join(bound["plan"]))
-        for note in bound.get("notes", []):
-            terminalreporter.write_line(f"xdist: {note}")
-        for line in self.annotations:
-            terminalreporter.write_line(line)
         latency_session = self.config.stash.get(SESSION_KEY, None)
         tallies = [r.get("details", {}).get("kept_quiet") for r in self.results]
         kept = quiet.summary_line(quiet.summed([*tallies, latency_session.kept_quiet if latency_session else None]))
-        if kept:
-            terminalreporter.write_line(kept)
-        for note in self.notes:
-            terminalreporter.write_line(note)
+        for line in [*report.summary_lines(self.results, device),
+                     *(["xdist workers: " + "; ".join(bound["plan"])] if bound.get("plan") else []),
+                     *(f"xdist: {note}" for note in bound.get("notes", [])), *self.annotations,
+                     *([kept] if kept else []), *self.notes]:
+            terminalreporter.write_line(line)
         for error in self.errors:
             terminalreporter.write_line(f"ERROR: {error}", red=True, bold=True)
 

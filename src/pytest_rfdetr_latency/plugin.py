@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import threading
 import warnings
 from collections.abc import Generator
 from typing import TYPE_CHECKING
@@ -26,6 +28,7 @@ from pytest_rfdetr_latency.stash import (
     RESULT_ITEM_KEY,
     SESSION_KEY,
     SETTINGS_KEY,
+    SIGTERM_KEY,
     STORAGE_KEY,
     WORKER_KEY,
     is_worker,
@@ -100,6 +103,16 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(ResultCollector(config), "rfdetr-latency-results")
     if settings.active:
         _bind_xdist_workers(config, settings)
+    in_main_thread = threading.current_thread() is threading.main_thread()  # where alone a handler can be set
+    if settings.active and not child and not is_worker(config) and in_main_thread:
+        config.stash[SIGTERM_KEY] = signal.signal(signal.SIGTERM, _stop_as_interrupted)
+
+
+def _stop_as_interrupted(signum: int, frame: object) -> None:
+    """A run stopped from outside (a CI job's time limit or its cancel button sends SIGTERM) ends as Ctrl-C ends it:
+    pytest finishes the session, the processes this run started are stopped, the summary and the report say what was
+    measured, and no baseline or history is half written (collector.ResultCollector.pytest_sessionfinish)."""
+    raise KeyboardInterrupt(f"stopped by signal {signum} (SIGTERM)")
 
 
 def _resolve(config: pytest.Config) -> Settings:
@@ -149,6 +162,8 @@ def _bind_xdist_workers(config: pytest.Config, settings: Settings) -> None:
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     remove_if_left_empty(config.stash.get(STORAGE_KEY, None))
+    if SIGTERM_KEY in config.stash:
+        signal.signal(signal.SIGTERM, config.stash[SIGTERM_KEY])
 
 
 def pytest_cmdline_main(config: pytest.Config) -> None:

@@ -24,6 +24,7 @@ LAUNCH_KEY = pytest.StashKey["Launch"]()
 HEAD_TO_HEAD_KEY = pytest.StashKey["HeadToHead"]()  # both sides' processes, measured at the first case
 AGAINST_KEY = pytest.StashKey[dict[str, Any]]()  # what the other side's interpreter reported of itself
 STORAGE_KEY = pytest.StashKey["Path | None"]()  # pytest-benchmark's storage folder, where this run is to make it
+SIGTERM_KEY = pytest.StashKey[Any]()  # the SIGTERM handler this run replaced (plugin.pytest_configure), to restore
 PROPERTY = "rfdetr_latency_result"  # the user property that carries a case's result to the reporting process
 MARKER = "rfdetr_latency"
 

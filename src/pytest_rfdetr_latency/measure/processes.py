@@ -154,6 +154,9 @@ def run_child(launch: Launch, targets: Sequence[str], settings: Settings, timeou
                 output, _ = proc.communicate()
                 return ChildOutcome(error=f"it ran past {timeout:g} s and was stopped{_tail(output or '')}",
                                     seconds=time.perf_counter() - start)
+            except BaseException:  # Ctrl-C or SIGTERM: a session of its own gets neither, and would run on alone
+                _reap(proc)
+                raise
         return _outcome(report, proc.returncode, output or "", start)
 
 
@@ -234,7 +237,7 @@ def _outcome(report: Path, returncode: int, output: str, start: float) -> ChildO
     return ChildOutcome(results=results, error=error, seconds=time.perf_counter() - start)
 
 
-def _reap(proc: subprocess.Popen[bytes]) -> None:
+def _reap(proc: subprocess.Popen[str] | subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
         _stop_group(proc)
         proc.wait()

@@ -1,0 +1,104 @@
+"""A run stopped from outside: SIGTERM (a CI job's time limit or cancel) ends it as Ctrl-C does, the processes it
+started are stopped with it, and nothing is half saved."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_rfdetr_latency.measure.processes import run_child
+from pytest_rfdetr_latency.measure.settings import Settings
+from pytest_rfdetr_latency.plugin import _stop_as_interrupted
+
+SLEEPER = """
+import sys, time
+open(sys.argv[1], "w").write(str(__import__("os").getpid()))
+time.sleep(60)
+"""
+
+
+class _Launch:
+    """What run_child needs of a launch: a command and a folder (a plain script instead of pytest)."""
+
+    def __init__(self, *args: str) -> None:
+        self.cwd = Path.cwd()
+        self._command = [sys.executable, "-c", SLEEPER, *args]
+
+    def command(self, targets: object) -> list[str]:
+        return self._command
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def test_sigterm_stops_a_fresh_process_that_lives_in_a_session_of_its_own(tmp_path: Path) -> None:
+    # A fresh process (a recording's, a confirmation's) gets a session of its own, so neither Ctrl-C at a terminal nor
+    # a SIGTERM to this process reaches it: unless it is stopped, it measures on alone, on the runner's GPU.
+    pid_file = tmp_path / "pid"
+
+    def terminate_once_started() -> None:
+        while not pid_file.exists() or not pid_file.read_text():
+            time.sleep(0.02)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    before = signal.signal(signal.SIGTERM, _stop_as_interrupted)
+    try:
+        threading.Thread(target=terminate_once_started, daemon=True).start()
+        start = time.monotonic()
+        with pytest.raises(KeyboardInterrupt, match="SIGTERM"):
+            run_child(_Launch(str(pid_file)), [], Settings(), timeout=60)  # type: ignore[arg-type]
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert time.monotonic() - start < 30
+    assert _gone(int(pid_file.read_text()))
+
+
+SUITE = """
+import os, signal
+
+def test_latency(rfdetr_case):
+    rfdetr_case.check()
+
+def test_stopped_from_outside():
+    os.kill(os.getpid(), signal.SIGTERM)
+"""
+
+
+def test_a_recording_stopped_by_sigterm_saves_nothing_and_reports_what_it_measured(
+    pytester: pytest.Pytester, tmp_path: Path, fake_backend: Any
+) -> None:
+    pytester.makepyfile(test_suite=SUITE)
+    baselines, history, report = tmp_path / "baselines", tmp_path / "history", tmp_path / "report.json"
+    result = pytester.runpytest_subprocess(
+        "--save-baseline", "--rfdetr-device=cpu", "--rfdetr-models=RFDETRNano", "--rfdetr-backends=torch-fp32",
+        "--rfdetr-sampling=quick,min-blocks=4,max-seconds=1,warmup-seconds=0.5", "--rfdetr-images=2",
+        f"--rfdetr-cache-dir={tmp_path / 'cache'}", f"--rfdetr-baseline-dir={baselines}",
+        f"--rfdetr-history={history}", f"--rfdetr-report={report}", "-p", "no:randomly", "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.INTERRUPTED, result.stdout.str()
+    out = result.stdout.str()
+    assert "stopped by signal 15 (SIGTERM)" in out
+    assert "interrupted after 1 case(s): no baseline saved and no history added (their files are as they were)" in out
+    assert not baselines.exists() or not list(baselines.glob("*.json"))
+    assert not history.exists() or not list(history.iterdir())
+    assert [case["id"] for case in json.loads(report.read_text())["cases"]] == ["RFDETRNano-torch-fp32"]
+    # Without the stop, the same run records its case: the handler is this plugin's, and pytest restores the old one.
+    pytester.makepyfile(test_suite=SUITE.replace("os.kill(os.getpid(), signal.SIGTERM)", "pass"))
+    saved = pytester.runpytest_subprocess(
+        "--save-baseline", "--rfdetr-device=cpu", "--rfdetr-models=RFDETRNano", "--rfdetr-backends=torch-fp32",
+        "--rfdetr-sampling=quick,min-blocks=4,max-seconds=1,warmup-seconds=0.5", "--rfdetr-images=2",
+        f"--rfdetr-cache-dir={tmp_path / 'cache'}", f"--rfdetr-baseline-dir={baselines}", "-p", "no:randomly",
+        "-p", "no:cacheprovider")
+    assert saved.ret == 0 and len(list(baselines.glob("*.json"))) == 1

@@ -19,7 +19,8 @@ whose launch-bound figures the verdict host-normalizes (so a raw spread is not c
 comparison's change as printed, x = ln(1 + delta), against the variance its threshold assumed from the processes,
 v = noise^2 * (median_variance(baseline processes) + median_variance(check processes measured)), and the session
 spread s that makes the standardized offsets of unit variance, mean(x^2 / (v + s^2)) = 1 (0 where they are already
-narrower), per backend and scope and pooled over backends. Every clean check of stored_gate.py's folders.
+narrower), per backend and scope and pooled over backends (the shipped verdict/sessions.py's standardized and
+unit_spread, which a recording also learns a runner's own spread with). Every clean check of stored_gate.py's folders.
 
     python benchmarks/session_noise.py --standardized benchmarks/results/stored-gate-h200-{6,8,9,10} \
         --out benchmarks/results/session-noise-gpu-nvidia-h200.json
@@ -39,6 +40,7 @@ from typing import Any
 
 from head_to_head import emit  # benchmarks/ is this script's folder
 from pytest_rfdetr_latency.measure.cases import works_on_cpu
+from pytest_rfdetr_latency.verdict import sessions
 
 TABLE = re.compile(r"^(RFDETR\S+)\s+(device|forward|e2e|iobinding)\s+\S+\s+[\d.]+ ms\s+[\d.]+ ms\s+([+-][\d.]+)%",
                    re.M)
@@ -70,21 +72,7 @@ def _deltas(folder: Path, record: dict[str, Any]) -> list[tuple[str, str, float]
     return [(case, scope, float(pct) / 100) for case, scope, pct in TABLE.findall(log)]
 
 
-def _unit_spread(rows: list[tuple[float, float]]) -> float:
-    """s with mean(x^2 / (v + s^2)) = 1 over (x, v) rows, by bisection; 0 where it is already at most 1."""
-    def excess(s: float) -> float:
-        return statistics.fmean(x * x / (v + s * s) for x, v in rows) - 1.0
-    if excess(0.0) <= 0:
-        return 0.0
-    low, high = 0.0, 1.0
-    for _ in range(60):
-        low, high = ((low + high) / 2, high) if excess((low + high) / 2) > 0 else (low, (low + high) / 2)
-    return low
-
-
 def standardized(folders: list[Path], exclude: list[str]) -> dict[str, Any]:
-    from pytest_rfdetr_latency.verdict.judge import median_variance
-
     rows: dict[tuple[str, str], list[tuple[float, float]]] = defaultdict(list)
     checks = 0
     for folder in folders:
@@ -100,20 +88,16 @@ def standardized(folders: list[Path], exclude: list[str]) -> dict[str, Any]:
                 if works_on_cpu(case["backend"], case["device_kind"] == "cuda"):
                     continue
                 for scope, verdict in (case.get("verdicts") or {}).items():
-                    detail = verdict.get("detail") or {}
-                    noises = [n for n in (detail.get("own_noise"), detail.get("typical_noise")) if n is not None]
-                    if scope == "memory" or "delta" not in verdict or not noises:
-                        continue
-                    variance = max(noises) ** 2 * (median_variance(detail["processes"][0])
-                                                   + median_variance(len(verdict.get("processes") or [0])))
-                    rows[(case["backend"], scope)].append((math.log1p(float(verdict["delta"])), variance))
+                    found = sessions.standardized(verdict) if scope != "memory" else None
+                    if found is not None:
+                        rows[(case["backend"], scope)].append(found)
 
     def summary(found: list[tuple[float, float]]) -> dict[str, Any]:
         return {"comparisons": len(found),
                 "offset_rms_pct": round(100 * math.sqrt(statistics.fmean(x * x for x, _ in found)), 3),
                 "standardized_rms": round(math.sqrt(statistics.fmean(x * x / v for x, v in found)), 3),
                 "largest_standardized": round(max((x / math.sqrt(v) for x, v in found), key=abs), 2),
-                "session_pct": round(100 * _unit_spread(found), 2)}
+                "session_pct": round(100 * sessions.unit_spread(found), 2)}
 
     pooled: dict[str, list[tuple[float, float]]] = defaultdict(list)
     for (_, scope), found in rows.items():

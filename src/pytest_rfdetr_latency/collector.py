@@ -113,7 +113,7 @@ class ResultCollector:
             self.notes.append(f"{len(short)} case(s) recorded in fewer than {count} processes: {', '.join(short)}")
 
     def _save(self, run: Settings) -> None:
-        from pytest_rfdetr_latency.store import baselines
+        from pytest_rfdetr_latency.store import baselines, history
         from pytest_rfdetr_latency.store.baselines import slugify
 
         latency_session = self.config.stash.get(SESSION_KEY, None)
@@ -126,6 +126,8 @@ class ResultCollector:
                 result["baseline_entry"] = entry
                 by_device.setdefault(result["device"], {})[result["id"]] = entry
         for device, entries in by_device.items():
+            if run.history_dir is not None:  # before what it can catch: that depends on the spread it learns
+                self.notes += history.learn_sessions(run.history_dir, device, entries)
             self._state_what_it_can_catch(run, entries, latency_session.confirm if latency_session else 0)
             try:
                 path = baselines.path_for(run.baseline_dir, slugify(device))

@@ -217,7 +217,7 @@ class LatencyCase:
                 result.process_hosts(scope), self.threshold(scope),
                 self.session.host_slope(scope, self.case.backend) if normalizes else None,
                 lambda slope: self.session.typical_noise(scope, self.case.backend, slope), z, planned, normalizes,
-                self._source(scope), session_noise(scope, self.case.backend, self._on_cpu))
+                self._source(scope), session_noise(scope, self.case.backend, self._on_cpu, stored))
         except ValueError as exc:
             raise CaseError(f"{self.id}: {exc}") from exc
 

@@ -511,7 +511,8 @@ OPTIONS: tuple[OptionSpec, ...] = (
                "backends: NAME=PATH[,NAME=PATH]. Default: none.", parse_onnx_models, "NAME=PATH", ini=False),
     OptionSpec("history_dir", "--rfdetr-history", "append every check's and recording's figures, per case and "
                "scope, to DIR/<device>.jsonl (only ever appended to); 'rfdetr-latency history DIR' charts them and "
-               "finds persistent shifts. Default: none.", parse_path, "DIR"),
+               "finds persistent shifts; a recording learns this runner's spread between sessions from the checks "
+               "there and stores it in the baseline file. Default: none.", parse_path, "DIR"),
     OptionSpec("against", "--rfdetr-against", "head to head: with --rfdetr-latency, measure every case in this "
                "environment and in the one of interpreter PYTHON (which has pytest-rfdetr-latency installed), "
                "in pairs of fresh processes (one per side) on the same device, and judge PYTHON's side against this "

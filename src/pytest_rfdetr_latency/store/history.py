@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from pytest_rfdetr_latency.verdict import sessions
 from pytest_rfdetr_latency.verdict.judge import median
 
 SUFFIX = ".jsonl"
@@ -70,9 +71,12 @@ def rows(results: Sequence[Mapping[str, Any]], kind: str, now: datetime | None =
             else:  # memory: judged as measured
                 value, baseline = float(verdict["current"]), float(verdict["baseline"])
                 processes = [float(v) for v in verdict.get("processes") or ()]
+            change, variance = sessions.standardized(verdict) or (None, None)
             lines.append({**common, "scope": scope, "statistic": verdict["statistic"],
                           "unit": verdict.get("unit", "ms"), "value": value, "processes": processes,
-                          "verdict": verdict["kind"], "baseline": baseline, "threshold": float(verdict["threshold"])})
+                          "verdict": verdict["kind"], "baseline": baseline, "threshold": float(verdict["threshold"]),
+                          "change": None if change is None else round(change, 6),
+                          "process_variance": None if variance is None else float(f"{variance:.6g}")})
     return [line for line in lines if line["value"] > 0]  # an NVML peak of 0 MiB is no figure
 
 
@@ -183,6 +187,40 @@ def read(path: Path, skipped: list[str] | None = None) -> list[dict[str, Any]]:
                 _skip(skipped, path, number, f"{'.'.join(str(p) for p in first['loc']) or 'the line'}: {first['msg']}")
                 continue
             lines.append(line)
+    return lines
+
+
+def learn_sessions(folder: Path, device: str, entries: Mapping[str, Any]) -> list[str]:
+    """At recording, from ``device``'s history in ``folder``: the spread between sessions its clean checks show per
+    backend and scope (sessions.learned), stored in each recorded entry's scope (``session_spread``) where it rests
+    on at least sessions.MIN_COMPARISONS comparisons, so that checks against these entries use it; what was learned
+    and what was too thin to learn from, as summary lines."""
+    from pytest_rfdetr_latency.store.baselines import slugify
+
+    path = file_for(folder, slugify(device))
+    skipped: list[str] = []
+    found = sessions.learned(line for line in read(path, skipped) if line["device"] == device) if path.exists() else {}
+    used: dict[tuple[str, str], str] = {}
+    thin: dict[tuple[str, str], str] = {}
+    for entry in entries.values():
+        for scope, stored in entry.get("scopes", {}).items():
+            key = (str(entry.get("backend")), scope)
+            spread = found.get(key)
+            if spread is None:
+                continue
+            if spread["comparisons"] >= sessions.MIN_COMPARISONS:
+                stored["session_spread"] = dict(spread)
+                used[key] = (f"{100 * spread['value']:.3g}% ({spread['comparisons']} comparisons, "
+                             f"{spread['checks']} checks)")
+            else:
+                thin[key] = f"{spread['comparisons']}"
+    lines = [f"history: {line}" for line in skipped]
+    if used:
+        lines.append("history: the spread between sessions learned from this runner's checks, which its checks will "
+                     "use: " + ", ".join(f"{b} {s} {said}" for (b, s), said in sorted(used.items())))
+    if thin:
+        lines.append(f"history: fewer than {sessions.MIN_COMPARISONS} comparisons to learn from, the built-in spread "
+                     "stays: " + ", ".join(f"{b} {s} ({n})" for (b, s), n in sorted(thin.items())))
     return lines
 
 

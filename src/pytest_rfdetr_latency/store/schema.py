@@ -46,6 +46,16 @@ class ProcessFigures(_Model):
         default_factory=list, description="the host yardstick after each kept block, in block order")
 
 
+class SessionSpread(_Model):
+    """The spread between sessions of one backend and scope, learned from a runner's checks (verdict/sessions.py)."""
+
+    value: Annotated[float, Field(ge=0, allow_inf_nan=False)] = Field(description="a log standard deviation")
+    comparisons: Annotated[int, Field(ge=1)]
+    checks: Annotated[int, Field(ge=1)] = Field(description="the runs those comparisons came from")
+    first: str = Field(description="when the first of them ran, ISO 8601 UTC")
+    last: str = Field(description="when the last of them ran")
+
+
 class ScopeBaseline(_Model):
     """A scope's baseline: every recorded process, and their median, which a check is compared with."""
 
@@ -56,6 +66,8 @@ class ScopeBaseline(_Model):
     detectable: Milliseconds | None = Field(
         default=None, description="the smallest regression (a fraction) a check of the default processes could catch, "
                                   "as stated at recording")
+    session_spread: SessionSpread | None = Field(
+        default=None, description="the spread between sessions learned at recording from this runner's history")
     processes: Annotated[list[ProcessFigures], Field(min_length=1)]
 
 
@@ -228,6 +240,10 @@ class HistoryLine(_Model):
     fingerprint: dict[str, Any]
     injected_pct: float | None = Field(default=None, description="--rfdetr-inject-slowdown of a self-test run")
     reason: str | None = Field(default=None, description="an accept line's reason, as given to rfdetr-latency accept")
+    change: Annotated[float, Field(allow_inf_nan=False)] | None = Field(
+        default=None, description="a stored check's log change as judged, ln(1 + delta) (verdict/sessions.py)")
+    process_variance: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = Field(
+        default=None, description="the variance of that change its threshold set aside for the processes")
     accepts_run: str | None = Field(default=None, description="an accept line's slowdown: the id of the run it began "
                                     "at; it and the shifts before it are accepted, none after")
 

@@ -69,7 +69,7 @@ def detectable(entries: Mapping[str, Mapping[str, Any]], asked: Callable[[str], 
             typical, typical_freedom = typicals[key]
             threshold = Threshold(asked(scope), own, typical, len(values), planned, DECIDE_Z,
                                   own_freedom=own_freedom, typical_freedom=typical_freedom if typical else 0,
-                                  session_noise=session_noise(scope, key[1], on_cpu(case_id)))
+                                  session_noise=session_noise(scope, key[1], on_cpu(case_id), stored))
             found.setdefault(case_id, {})[scope] = round(threshold.value, 6)
     return found
 

@@ -90,6 +90,7 @@ class Threshold:
     typical_freedom: int = 0  # degrees of freedom behind typical_noise (summed over the file's entries)
     source: str = "asked"  # where the tolerance came from, as the reason says it: "asked" (by name) or "default"
     session_noise: float = 0.0  # the spread between sessions beyond the processes' (scopes.session_noise)
+    session_from: str = ""  # where that spread was learned, as the reason says it ("": the built-in figure)
 
     @property
     def noise(self) -> float | None:
@@ -138,8 +139,9 @@ class Threshold:
         own = self.own_noise is not None and self.noise == self.own_noise
         whose = "this case's" if own else "the typical (this scope and backend on this device)"
         noise = f"{whose} process-to-process noise {_pct(self.noise)} ({counted})"
-        if self.session_noise:
+        if self.session_noise or self.session_from:
             noise += f" and {_pct(self.session_noise)} between sessions"
+            noise += f" ({self.session_from})" if self.session_from else ""
         if self.widened:
             return f"{_pct(self.value)}: {noise}; {self.source} {_pct(self.asked)}"
         return f"{_pct(self.value)}: {self.source}; {noise} would allow {_pct(self.bound or 0.0)}"
@@ -156,6 +158,7 @@ class Threshold:
             "quantile": round(self.quantile, 4),
             "freedom": [self.own_freedom, self.typical_freedom],
             "session_noise": self.session_noise,
+            "session_from": self.session_from or None,
             "reason": self.reason(),
         }
 
@@ -230,10 +233,11 @@ def judge(
     typical_freedom: int = FLOOR_FREEDOM,
     source: str = "asked",
     session_noise: float = 0.0,
+    session_from: str = "",
 ) -> Verdict:
     """Compare the check's processes' figures of one scope with the baseline's. ``source``: how the reason names the
     tolerance's origin, "asked" (by name) or "default"; ``session_noise``: the spread between sessions added to the
-    processes' (scopes.session_noise).
+    processes' (scopes.session_noise), ``session_from`` where it was learned.
 
     ``regression`` when the median of the check's processes lies beyond the baseline's median by more than the
     effective threshold; ``improvement`` when below by as much (it passes, and says so); ``pass`` otherwise.
@@ -248,7 +252,7 @@ def judge(
     reference, current = median(baseline), median(check)
     own, freedom = log_spread([baseline, check])
     threshold = Threshold(asked, own, typical_noise, len(baseline), planned or len(check), z, len(check), freedom,
-                          typical_freedom if typical_noise is not None else 0, source, session_noise)
+                          typical_freedom if typical_noise is not None else 0, source, session_noise, session_from)
     delta = current / reference - 1.0
     kind: Kind = "pass"
     if delta > threshold.value:

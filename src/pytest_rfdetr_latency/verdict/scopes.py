@@ -8,6 +8,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 ALL_SCOPES: tuple[str, ...] = ("e2e", "forward", "iobinding", "device")
 
 # Order of measurement: the GPU-only scopes first, while nothing else has warmed the host caches differently.
@@ -94,8 +97,15 @@ SESSION_NOISE_ON_GPU_POOLED: dict[str, float] = {
 }
 
 
-def session_noise(scope: str, backend: str, on_cpu: bool) -> float:
-    """The between-session spread the stored verdict adds for ``scope`` of ``backend`` (a log standard deviation)."""
+def session_noise(scope: str, backend: str, on_cpu: bool, stored: Mapping[str, Any] | None = None) -> float:
+    """The between-session spread the stored verdict adds for ``scope`` of ``backend`` (a log standard deviation):
+    the one learned from this runner's own clean checks where the baseline's ``stored`` scope holds one resting on
+    enough comparisons (sessions.py), else the built-in one measured on the H200."""
+    from pytest_rfdetr_latency.verdict.sessions import MIN_COMPARISONS
+
+    spread = (stored or {}).get("session_spread") or {}
+    if spread.get("comparisons", 0) >= MIN_COMPARISONS:
+        return float(spread["value"])
     if on_cpu:
         return SESSION_NOISE_ON_CPU.get(scope, 0.0)
     return SESSION_NOISE_ON_GPU.get(backend, SESSION_NOISE_ON_GPU_POOLED).get(scope, 0.0)

@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from pytest_rfdetr_latency.verdict import judge
+from pytest_rfdetr_latency.verdict.sessions import MIN_COMPARISONS
 
 # The typical noise of the scope's backend for figures normalized by a slope (None: as measured), and its freedom.
 TypicalNoise = Callable[[float | None], tuple[float | None, int]]
@@ -34,8 +35,12 @@ def scope_verdict(scope: str, statistic: str, stored: Mapping[str, Any], values:
     else:
         slope = None
     typical, freedom = typical_noise(slope)
+    learned = stored.get("session_spread") or {}  # where scopes.session_noise took it from (sessions.py)
+    learned_from = (f"learned from {learned['comparisons']} comparisons of this runner's checks"
+                    if learned.get("comparisons", 0) >= MIN_COMPARISONS else "")
     verdict = judge.judge(scope, statistic, recorded, checked, asked, typical, z=z, planned=planned, notes=notes,
-                          typical_freedom=freedom, source=source, session_noise=session_noise)
+                          typical_freedom=freedom, source=source, session_noise=session_noise,
+                          session_from=learned_from)
     # Only the decision over fresh processes may be excused: a first process on a slow host is measured again.
     excusable = z == judge.DECIDE_Z and len(hosts) >= 2 and all(hosts) and normalizes
     if verdict.kind != "regression" or not excusable:
@@ -49,5 +54,5 @@ def scope_verdict(scope: str, statistic: str, stored: Mapping[str, Any], values:
     raw_typical, raw_freedom = typical_noise(None)
     fair = judge.judge(scope, statistic, judge.recorded_figures(stored, None)[0], [v / slowdown for v in values],
                        asked, raw_typical, z=z, planned=planned, typical_freedom=raw_freedom, source=source,
-                       session_noise=session_noise)
+                       session_noise=session_noise, session_from=learned_from)
     return judge.host_explained(verdict, fair, slowdown)

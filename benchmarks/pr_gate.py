@@ -245,8 +245,9 @@ def trimmed(data: dict[str, Any], calls: int, pairs: int) -> dict[str, Any]:
 
 def ring_seconds(data: dict[str, Any], calls: int, pairs: int) -> float:
     """The seconds the ring would take for ``data``'s cases at ``calls`` calls a scope and ``pairs`` pairs, from what
-    the run measured: each process's first calls, plus per call and scope the overhead and per scope the warm-up of
-    the judged side's first process (its details: sampling seconds beyond its calls, over its calls)."""
+    the run measured: each process's first calls, plus per call the overhead and per process and scope the warm-up
+    of the judged side's first process (its details: sampling seconds beyond its calls, over its calls). The handing
+    over of turns is not in it."""
     total = 0.0
     for case in data["cases"]:
         scopes = case["details"].get("scopes", {})
@@ -276,7 +277,8 @@ def trade(args: argparse.Namespace) -> None:
     for calls in args.calls:
         for pairs in args.pairs:
             runs = _runs(args.folders, "turns", args.tags, partial(_trimmed_redecided, calls=calls, pairs=pairs))
-            seconds = [ring_seconds(r["data"], calls, pairs) / len(r["data"]["cases"]) for r in whole if r["data"]]
+            seconds = [ring_seconds(r["data"], calls, pairs) / len(r["data"]["cases"]) for r in whole
+                       if r["data"] and r["data"]["cases"]]
             counted = _counted(runs)
             rows.append({"calls": calls, "pairs": pairs, "ring_seconds_per_case_median": _median(seconds),
                          **{k: counted[k] for k in ("comparisons", "false_alarms", "unresolved", "detected", "mdr_pct",

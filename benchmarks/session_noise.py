@@ -20,7 +20,8 @@ comparison's change as printed, x = ln(1 + delta), against the variance its thre
 v = noise^2 * (median_variance(baseline processes) + median_variance(check processes measured)), and the session
 spread s that makes the standardized offsets of unit variance, mean(x^2 / (v + s^2)) = 1 (0 where they are already
 narrower), per backend and scope and pooled over backends (the shipped verdict/sessions.py's standardized and
-unit_spread, which a recording also learns a runner's own spread with). Every clean check of stored_gate.py's folders.
+unit_spread, which a recording also learns a runner's own spread with, by the median: ``session_pct_robust``). Every
+clean check of stored_gate.py's folders.
 
     python benchmarks/session_noise.py --standardized benchmarks/results/stored-gate-h200-{6,8,9,10} \
         --out benchmarks/results/session-noise-gpu-nvidia-h200.json
@@ -97,7 +98,8 @@ def standardized(folders: list[Path], exclude: list[str]) -> dict[str, Any]:
                 "offset_rms_pct": round(100 * math.sqrt(statistics.fmean(x * x for x, _ in found)), 3),
                 "standardized_rms": round(math.sqrt(statistics.fmean(x * x / v for x, v in found)), 3),
                 "largest_standardized": round(max((x / math.sqrt(v) for x, v in found), key=abs), 2),
-                "session_pct": round(100 * sessions.unit_spread(found), 2)}
+                "session_pct": round(100 * sessions.unit_spread(found), 2),
+                "session_pct_robust": round(100 * sessions.unit_spread(found, robust=True), 2)}
 
     pooled: dict[str, list[tuple[float, float]]] = defaultdict(list)
     for (_, scope), found in rows.items():

@@ -93,12 +93,38 @@ def test_a_recording_stopped_by_sigterm_saves_nothing_and_reports_what_it_measur
     assert "interrupted after 1 case(s): no baseline saved and no history added (their files are as they were)" in out
     assert not baselines.exists() or not list(baselines.glob("*.json"))
     assert not history.exists() or not list(history.iterdir())
-    assert [case["id"] for case in json.loads(report.read_text())["cases"]] == ["RFDETRNano-torch-fp32"]
-    # Without the stop, the same run records its case: the handler is this plugin's, and pytest restores the old one.
+    written = json.loads(report.read_text())
+    assert written["interrupted"] is True and written["baseline_file"] is None
+    assert [(case["id"], case["outcome"]) for case in written["cases"]] == [("RFDETRNano-torch-fp32", "not-saved")]
+    assert "NOT SAVED" in out
+
+
+def test_the_handler_is_the_runs_alone_and_pytest_gets_the_old_one_back(
+    pytester: pytest.Pytester, tmp_path: Path, fake_backend: Any
+) -> None:
+    # In this process: a run that is not stopped records its case, and leaves SIGTERM as it found it.
     pytester.makepyfile(test_suite=SUITE.replace("os.kill(os.getpid(), signal.SIGTERM)", "pass"))
-    saved = pytester.runpytest_subprocess(
+    before = signal.getsignal(signal.SIGTERM)
+    saved = pytester.runpytest(
         "--save-baseline", "--rfdetr-device=cpu", "--rfdetr-models=RFDETRNano", "--rfdetr-backends=torch-fp32",
         "--rfdetr-sampling=quick,min-blocks=4,max-seconds=1,warmup-seconds=0.5", "--rfdetr-images=2",
-        f"--rfdetr-cache-dir={tmp_path / 'cache'}", f"--rfdetr-baseline-dir={baselines}", "-p", "no:randomly",
-        "-p", "no:cacheprovider")
-    assert saved.ret == 0 and len(list(baselines.glob("*.json"))) == 1
+        f"--rfdetr-cache-dir={tmp_path / 'cache'}", f"--rfdetr-baseline-dir={tmp_path / 'baselines'}",
+        "-p", "no:randomly", "-p", "no:cacheprovider")
+    assert saved.ret == 0 and len(list((tmp_path / "baselines").glob("*.json"))) == 1
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_a_sigterm_while_the_files_are_written_waits_for_them_and_is_said() -> None:
+    from pytest_rfdetr_latency.collector import sigterm_held
+
+    notes: list[str] = []
+    before = signal.signal(signal.SIGTERM, _stop_as_interrupted)
+    try:
+        with sigterm_held(notes):
+            os.kill(os.getpid(), signal.SIGTERM)  # held: nothing is raised here
+            written = True
+        with sigterm_held(notes):
+            pass
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert written and notes == ["SIGTERM arrived while this run's files were written; they were finished first"]

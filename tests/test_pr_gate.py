@@ -267,7 +267,7 @@ def test_leaving_stray_pairs_out_keeps_false_alarms_near_the_nominal_rate() -> N
 
 
 def test_taking_turns_the_verdict_leaves_the_stray_pair_out_and_the_summary_says_so() -> None:
-    from pytest_rfdetr_latency.report.render import left_out_lines
+    from pytest_rfdetr_latency.report.duel import left_out_lines
 
     cases = {"RFDETRMedium-torch-fp16": MEDIUM, "RFDETRKeypointPreview-torch-fp16": KEYPOINT}
     in_turns = _versus(cases)
@@ -417,7 +417,7 @@ def test_pairs_are_added_two_at_a_time_while_a_comparison_cannot_resolve_what_it
     assert noisy.added[0]["unresolved"] == ["RFDETRMedium-torch-fp16 forward"]
     assert len(noisy.figures("this", "RFDETRMedium-torch-fp16", "forward")) == 8
     assert noisy.details(8, 8)["added"] == noisy.added
-    from pytest_rfdetr_latency.report.render import added_pair_lines
+    from pytest_rfdetr_latency.report.duel import added_pair_lines
 
     assert added_pair_lines(noisy.details(8, 8)) == [
         "head to head: pairs 5 to 8 added: 1 comparison(s) could not yet resolve what they must "

@@ -24,6 +24,13 @@ def test_the_spread_is_what_makes_the_standardized_offsets_of_unit_variance() ->
     assert sessions.unit_spread([(0.5 * math.sqrt(variance), variance)] * 10) == 0.0  # narrower than the processes
     assert sessions.unit_spread([]) == 0.0
     assert sessions.unit_spread([(3.0, 1e-12)]) == pytest.approx(3.0, rel=1e-6)  # past the first bracket of 1
+    # Robust: nineteen clean comparisons one standard error away and one real +10 % change among them, counted at
+    # most CAP standard errors away: it widens the spread, but no longer sets it alone.
+    mixed = [(math.sqrt(variance) * (-1) ** i, variance) for i in range(19)] + [(math.log1p(0.10), variance)]
+    capped = (19 + sessions.CAP ** 2) / 20  # the mean standardized square at s = 0, in units of the variance
+    assert sessions.unit_spread(mixed, robust=True) == pytest.approx(math.sqrt((capped - 1) * variance), rel=1e-6)
+    whole = (19 * variance + math.log1p(0.10) ** 2) / 20
+    assert sessions.unit_spread(mixed) == pytest.approx(math.sqrt(whole - variance), rel=1e-6)
 
 
 def test_a_stored_comparison_is_standardized_by_the_variance_its_threshold_set_aside() -> None:
@@ -39,7 +46,8 @@ def test_a_stored_comparison_is_standardized_by_the_variance_its_threshold_set_a
 
 def _line(run: str, change: float | None, variance: float | None = 1e-4, **changes: Any) -> dict[str, Any]:
     return {"kind": "check", "run": run, "time": f"2026-12-02T10:{run[-2:]}:00+00:00", "backend": "onnx-cuda",
-            "scope": "iobinding", "change": change, "process_variance": variance, **changes}
+            "scope": "iobinding", "change": change, "process_variance": variance, "case": "RFDETRMedium-onnx-cuda",
+            "baseline": 7.0 + int(run[-2:]) % 2, **changes}
 
 
 def test_what_is_learned_leaves_out_self_tests_recordings_memory_and_lines_without_the_figures() -> None:
@@ -49,15 +57,19 @@ def test_what_is_learned_leaves_out_self_tests_recordings_memory_and_lines_witho
     found = sessions.learned(lines)
     assert set(found) == {("onnx-cuda", "iobinding"), ("torch-fp16", "iobinding")}
     spread = found[("onnx-cuda", "iobinding")]
-    assert spread["comparisons"] == 6 and spread["checks"] == 6 and spread["first"] < spread["last"]
-    assert spread["value"] == pytest.approx(math.sqrt(0.02 ** 2 - 1e-4), rel=1e-4)
+    assert spread["comparisons"] == 6 and spread["checks"] == 6 and spread["recordings"] == 2
+    assert spread["first"] < spread["last"]
+    assert spread["value"] == pytest.approx(math.sqrt(0.02 ** 2 - 1e-4), rel=1e-4)  # 2 standard errors: within CAP
 
 
 def test_a_learned_spread_replaces_the_built_in_one_only_past_the_minimum() -> None:
-    learned = {"session_spread": {"value": 0.031, "comparisons": sessions.MIN_COMPARISONS, "checks": 5}}
-    thin = {"session_spread": {"value": 0.031, "comparisons": sessions.MIN_COMPARISONS - 1, "checks": 5}}
+    spread = {"value": 0.031, "comparisons": sessions.MIN_COMPARISONS, "checks": sessions.MIN_CHECKS,
+              "recordings": sessions.MIN_RECORDINGS}
+    learned = {"session_spread": spread}
     assert session_noise("e2e", "onnx-cpu", True, learned) == 0.031
-    assert session_noise("e2e", "onnx-cpu", True, thin) == SESSION_NOISE_ON_CPU["e2e"]
+    for short in ("comparisons", "checks", "recordings"):  # each kind of evidence counts: one session is not enough
+        thin = {"session_spread": {**spread, short: spread[short] - 1}}
+        assert session_noise("e2e", "onnx-cpu", True, thin) == SESSION_NOISE_ON_CPU["e2e"]
     assert session_noise("e2e", "onnx-cpu", True) == SESSION_NOISE_ON_CPU["e2e"]
     stored = {"statistic": "p20", "value_ms": 10.0, "processes": [{"value_ms": v} for v in (9.9, 10.0, 10.1)],
               **learned}
@@ -88,16 +100,18 @@ def test_a_recording_learns_the_spread_from_the_history_and_its_checks_use_it(
     (path,) = folder.glob("*.jsonl")
     checked = [line for line in history.read(path) if line["kind"] == "check"]
     assert len(checked) == 1 and checked[0]["process_variance"] > 0 and math.isfinite(checked[0]["change"])
-    # Twenty-four more checks, as if run over weeks: each 3 standard errors of the processes away, either way.
+    # Twenty-four more checks, as if run over weeks, half against an earlier recording: each 3 standard errors of the
+    # processes away, either way.
     variance = checked[0]["process_variance"]
-    more = [{**checked[0], "run": f"synthetic{i:02d}", "change": 3 * math.sqrt(variance) * (-1) ** i}
-            for i in range(24)]
+    more = [{**checked[0], "run": f"synthetic{i:02d}", "change": 3 * math.sqrt(variance) * (-1) ** i,
+             "baseline": checked[0]["baseline"] * (1.01 if i % 2 else 1.0)} for i in range(24)]
     history.append(folder, path.stem, more)
-    expected = sessions.unit_spread([(line["change"], line["process_variance"]) for line in [*checked, *more]])
+    rows = [(line["change"], line["process_variance"]) for line in [*checked, *more]]
+    expected = sessions.unit_spread(rows, robust=True)
     recorded = pytester.runpytest(*args, "--save-baseline", "--rfdetr-save-processes=3")
     recorded.assert_outcomes(passed=1)
     recorded.stdout.fnmatch_lines(["history: the spread between sessions learned from this runner's checks, which its "
-                                   "checks will use: onnx-cpu e2e * (25 comparisons, 25 checks)"])
+                                   "checks will use: onnx-cpu e2e * (25 comparisons, 25 checks, 2 recordings)"])
     (file,) = baselines.glob("*.json")
     (entry,) = json.loads(file.read_text())["entries"].values()
     spread = entry["scopes"]["e2e"]["session_spread"]

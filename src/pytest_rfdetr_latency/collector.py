@@ -8,10 +8,13 @@ confirmation it only hands the results back to the parent.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import sys
-from collections.abc import Mapping
+import threading
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +23,7 @@ import pytest
 from pytest_rfdetr_latency.measure import quiet
 from pytest_rfdetr_latency.measure.settings import Settings
 from pytest_rfdetr_latency.report import render as report
+from pytest_rfdetr_latency.report.duel import left_out_lines, said_of
 from pytest_rfdetr_latency.stash import (
     LAUNCH_KEY,
     PROPERTY,
@@ -39,6 +43,7 @@ class ResultCollector:
         self.notes: list[str] = []
         self.errors: list[str] = []
         self.annotations: list[str] = []  # GitHub workflow commands, each at the start of its own line
+        self.stopped = False  # the session was interrupted (Ctrl-C, SIGTERM): half a run
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         for name, value in report.user_properties:
@@ -55,20 +60,26 @@ class ResultCollector:
 
             write_child_report(run.child_report, self.results)
             return
-        stopped = exitstatus == pytest.ExitCode.INTERRUPTED  # Ctrl-C, or SIGTERM (plugin.pytest_configure)
-        if stopped and run.active:  # half a run: nothing recorded, no history; the report holds what was measured
-            self.notes.append(f"interrupted after {len(self.results)} case(s): no baseline saved and no history "
-                              "added (their files are as they were); the report holds the cases measured so far")
-        elif run.save_baseline:
-            self._record_processes(run)
-            self._save(run)
-        elif run.enabled:
-            self._say_what_was_compared(run)
-            if run.against is not None:
-                self._say_who_met(run)
-        self._write_files(run)
-        if not stopped:
-            self._append_history(run)
+        self.stopped = exitstatus == pytest.ExitCode.INTERRUPTED  # Ctrl-C, or SIGTERM (plugin.pytest_configure)
+        if run.save_baseline and not self.stopped:
+            try:
+                self._record_processes(run)
+            except KeyboardInterrupt:  # stopped while the fresh processes recorded; they were stopped with it
+                self.stopped = True
+        with sigterm_held(self.notes):  # the files below are written whole, a SIGTERM meanwhile waits for them
+            if self.stopped and run.active:  # half a run: nothing recorded, no history; the report says so
+                self.notes.append(f"interrupted after {len(self.results)} case(s): no baseline saved and no history "
+                                  "added (their files are as they were); the report holds the cases measured so far")
+                self._not_saved(None, "the run was interrupted")
+            elif run.save_baseline:
+                self._save(run)
+            elif run.enabled:
+                self._say_what_was_compared(run)
+                if run.against is not None:
+                    self._say_who_met()
+            self._write_files(run)
+            if not self.stopped:
+                self._append_history(run)
         if self.errors and session.exitstatus == 0:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
@@ -134,10 +145,7 @@ class ResultCollector:
                 saved = baselines.save(path, device, entries, replace_corrupt=run.replace_corrupt)
             except baselines.BaselineError as exc:
                 self.errors.append(f"baseline not saved: {exc}")
-                for result in self.results:  # nothing recorded: the report and history must not say otherwise
-                    if result.get("device") == device and result.pop("baseline_entry", None) is not None:
-                        result["outcome"] = "not-saved"
-                        result["message"] = f"measured, not saved: {exc}"
+                self._not_saved(device, str(exc))
                 continue
             processes = sorted({e["processes"] for e in entries.values()})
             note = (f"baseline: {len(saved.written)} case(s) recorded in {saved.path} ({saved.kept} other(s) kept; "
@@ -145,6 +153,14 @@ class ResultCollector:
             if saved.backup is not None:
                 note += f"; the unreadable old file was kept as {saved.backup}"
             self.notes.append(note)
+
+    def _not_saved(self, device: str | None, why: str) -> None:
+        """Nothing recorded for ``device`` (None: any): the report and history must not say otherwise."""
+        for result in self.results:
+            if device in (None, result.get("device")) and result.get("outcome") == "saved":
+                result.pop("baseline_entry", None)
+                result["outcome"] = "not-saved"
+                result["message"] = f"measured, not saved: {why}"
 
     def _state_what_it_can_catch(self, run: Settings, entries: dict[str, Any], confirm: int) -> None:
         """Per recorded case and scope, the smallest regression a check of ``1 + confirm`` processes could catch
@@ -171,7 +187,7 @@ class ResultCollector:
         """A check that compared nothing, or whose every comparison was unresolved, must not read as a pass: it says
         so, and fails with --rfdetr-strict. The comparisons this runner could not resolve are listed."""
         unresolved = report.unresolved_lines(self.results)
-        self.notes += report.left_out_lines(self.results) + unresolved
+        self.notes += left_out_lines(self.results) + unresolved
         compared = [r for r in self.results if r.get("verdicts")]
         gated = [v for r in compared for v in r["verdicts"].values() if not report.is_unresolved(v)]
         if gated:
@@ -188,36 +204,14 @@ class ResultCollector:
         else:
             self.notes.append(f"WARNING: {text}; a gate that compares nothing passes nothing (--rfdetr-strict fails)")
 
-    def _say_who_met(self, run: Settings) -> None:
-        """A head-to-head run's line: which two environments, how many processes each, in what order."""
+    def _say_who_met(self) -> None:
+        """A head-to-head run's lines: which two environments, how many processes each, in what order (report.duel)."""
         duel = next((r["details"]["head_to_head"] for r in self.results if r.get("details", {}).get("head_to_head")),
                     None)
-        if duel is None:
-            return
-
-        def versions(side: str) -> str:
-            return ", ".join(f"{k} {v}" for k, v in duel["versions"][side].items() if v) or "versions unknown"
-
-        where = f" in {duel['tree']}" if duel.get("tree") else ""
-        self.notes.append(
-            f"head to head{' (A/A, as declared)' if duel.get('aa') else ''}: {duel['against']}{where} "
-            f"({versions('other')}) judged against this environment ({versions('this')}), pair by pair; fresh "
-            f"processes, {duel['processes']['this']} and {duel['processes']['other']}, "
-            + (f"pairs at once, preparing together and taking turns block by block ({_turns(duel)})"
-               if duel.get("in_turns")
-               else f"one after the other in the order {' '.join(duel['order'])}")
-            + "; no baseline file read or written")
-        placed = duel.get("placement")
-        if placed:
-            self.notes.append(
-                f"head to head: every process placed to launch on core {placed['launch']} (siblings kept free: "
-                f"{', '.join(map(str, placed['quiet'])) or 'none'}), its other threads on cores "
-                f"{', '.join(map(str, placed['rest']))}; PYTHONHASHSEED the same on both sides; "
-                + ("; ".join(duel.get("placement_problems") or []) or "every process reported its threads so"))
-        self.notes += [f"head to head: {line}" for line in duel.get("left_out", [])]
-        self.notes += report.added_pair_lines(duel)
-        for error in duel.get("errors", []):
-            self.errors.append(f"head to head: {error}")
+        if duel is not None:
+            notes, errors = said_of(duel)
+            self.notes += notes
+            self.errors += [f"head to head: {error}" for error in errors]
 
     # Files and summaries ------------------------------------------------------------------------------------
 
@@ -229,9 +223,10 @@ class ResultCollector:
 
             from pytest_rfdetr_latency.store.schema import Report
 
-            files = sorted({r["baseline_file"] for r in self.results})
+            wrote = not (self.stopped and run.save_baseline)  # a stopped recording wrote no baseline file
+            files = sorted({r["baseline_file"] for r in self.results}) if wrote else []
             document = report.json_report(self.results, device, fingerprint, sys.argv, ", ".join(files) or None,
-                                          self._timings())
+                                          self._timings(), self.stopped)
             try:
                 Report.model_validate(document)
             except ValidationError as exc:  # a bug of this plugin: say so rather than write what readers refuse
@@ -257,7 +252,7 @@ class ResultCollector:
                                    "run can write")
         targets = [p for p in (run.markdown, os.environ.get("GITHUB_STEP_SUMMARY")) if p]
         if self.results:
-            text = report.markdown(self.results, device, fingerprint)
+            text = report.markdown(self.results, device, fingerprint, self.stopped)
             for target in targets:
                 try:
                     with open(target, "a", encoding="utf-8") as handle:
@@ -338,13 +333,18 @@ class ResultCollector:
             terminalreporter.write_line(f"ERROR: {error}", red=True, bold=True)
 
 
-def _turns(duel: Mapping[str, Any]) -> str:
-    """How many turns each pair took, and which pairs could not take turns (a side whose plugin does not)."""
-    turns: dict[str, dict[str, int]] = duel.get("turns") or {}
-    apart = [f"pair {int(pair) + 1}: the {', '.join(s for s, n in taken.items() if not n)} side took no turn (its "
-             "plugin does not take turns, or the process ended or ran out of time before its first), so the pair "
-             "did not alternate" for pair, taken in turns.items() if not all(taken.values())]
-    counts = [min(taken.values()) for taken in turns.values() if all(taken.values())]
-    span = f"{min(counts)}" if counts and min(counts) == max(counts) else f"{min(counts or [0])}–{max(counts or [0])}"
-    said = f"{span} turns a side per pair" if counts else "no pair took turns"
-    return "; ".join([said, *apart])
+@contextlib.contextmanager
+def sigterm_held(notes: list[str]) -> Iterator[None]:
+    """SIGTERM held back while the run's files are written, so that each is written whole; one that arrived
+    meanwhile is taken then and said in ``notes`` (the run is ending anyway). Only where it can be held (the main
+    thread, on a system with signal masks)."""
+    hold = hasattr(signal, "pthread_sigmask") and threading.current_thread() is threading.main_thread()
+    if hold:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    try:
+        yield
+    finally:
+        if hold:
+            if signal.sigtimedwait({signal.SIGTERM}, 0) is not None:
+                notes.append("SIGTERM arrived while this run's files were written; they were finished first")
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})

@@ -162,8 +162,9 @@ def _bind_xdist_workers(config: pytest.Config, settings: Settings) -> None:
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     remove_if_left_empty(config.stash.get(STORAGE_KEY, None))
-    if SIGTERM_KEY in config.stash:
-        signal.signal(signal.SIGTERM, config.stash[SIGTERM_KEY])
+    if SIGTERM_KEY in config.stash:  # None: a handler set outside Python, which cannot be put back: the default
+        before = config.stash[SIGTERM_KEY]
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if before is None else before)
 
 
 def pytest_cmdline_main(config: pytest.Config) -> None:

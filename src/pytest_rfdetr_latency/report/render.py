@@ -33,19 +33,6 @@ def _pct(value: float) -> str:
     return f"{value * 100:+.2f}%"
 
 
-def left_out_lines(results: Iterable[Mapping[str, Any]]) -> list[str]:
-    """Head to head taking turns: each pair left out of a comparison because it stood apart, and why."""
-    return [f"head to head: {result['id']} {scope}: {note}" for result in results
-            for scope, verdict in (result.get("verdicts") or {}).items()
-            for note in verdict.get("notes") or [] if note.startswith("pair ") and " left out: " in note]
-
-
-def added_pair_lines(duel: Mapping[str, Any]) -> list[str]:
-    """Head to head: the pairs added while comparisons could not resolve what they must, and which they were."""
-    return [f"head to head: pairs {a['pairs'][0]} to {a['pairs'][1]} added: {len(a['unresolved'])} comparison(s) "
-            f"could not yet resolve what they must ({', '.join(a['unresolved'])})" for a in duel.get("added") or []]
-
-
 def _resolvable(fraction: float) -> str:
     """The least change a comparison could detect: past 1000 % the figure says only that it sees nothing (one
     process in three on a loaded CPU can put Student's t on one degree of freedom at 10^100 %)."""
@@ -248,9 +235,11 @@ def json_report(
     command: Sequence[str],
     baseline_file: str | None,
     timings: Mapping[str, float] | None = None,
+    interrupted: bool = False,
 ) -> dict[str, Any]:
     fps = fps_table(results)[2]
     return {
+        "interrupted": interrupted,
         "timings_seconds": dict(timings or {}),
         "schema_version": REPORT_SCHEMA_VERSION,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -265,10 +254,12 @@ def json_report(
     }
 
 
-def markdown(results: Sequence[Mapping[str, Any]], device: str | None, fingerprint: Mapping[str, Any] | None) -> str:
+def markdown(results: Sequence[Mapping[str, Any]], device: str | None, fingerprint: Mapping[str, Any] | None,
+             interrupted: bool = False) -> str:
     """A GitHub job-summary section: regressions first, then the device and versions, then how to refresh."""
     counts = outcome_counts(results)
     headline = "regressed" if counts.get("regression") else "no regression"
+    headline = f"interrupted ({headline} in the cases measured)" if interrupted else headline
     out = [f"## RF-DETR latency on {device or 'unknown device'}: {headline}", ""]
     out.append(", ".join(f"**{n}** {k}" for k, n in counts.items()) or "no cases ran")
     out += ["", "| case | scope | statistic | baseline | now | Δ | threshold | processes | verdict |",

@@ -193,7 +193,7 @@ def read(path: Path, skipped: list[str] | None = None) -> list[dict[str, Any]]:
 def learn_sessions(folder: Path, device: str, entries: Mapping[str, Any]) -> list[str]:
     """At recording, from ``device``'s history in ``folder``: the spread between sessions its clean checks show per
     backend and scope (sessions.learned), stored in each recorded entry's scope (``session_spread``) where it rests
-    on at least sessions.MIN_COMPARISONS comparisons, so that checks against these entries use it; what was learned
+    on enough evidence (sessions.enough), so that checks against these entries use it; what was learned
     and what was too thin to learn from, as summary lines."""
     from pytest_rfdetr_latency.store.baselines import slugify
 
@@ -208,19 +208,21 @@ def learn_sessions(folder: Path, device: str, entries: Mapping[str, Any]) -> lis
             spread = found.get(key)
             if spread is None:
                 continue
-            if spread["comparisons"] >= sessions.MIN_COMPARISONS:
+            said = f"{spread['comparisons']} comparisons, {spread['checks']} checks, {spread['recordings']} recordings"
+            if sessions.enough(spread):
                 stored["session_spread"] = dict(spread)
-                used[key] = (f"{100 * spread['value']:.3g}% ({spread['comparisons']} comparisons, "
-                             f"{spread['checks']} checks)")
+                used[key] = f"{100 * spread['value']:.3g}% ({said})"
             else:
-                thin[key] = f"{spread['comparisons']}"
+                thin[key] = said
     lines = [f"history: {line}" for line in skipped]
     if used:
         lines.append("history: the spread between sessions learned from this runner's checks, which its checks will "
                      "use: " + ", ".join(f"{b} {s} {said}" for (b, s), said in sorted(used.items())))
     if thin:
-        lines.append(f"history: fewer than {sessions.MIN_COMPARISONS} comparisons to learn from, the built-in spread "
-                     "stays: " + ", ".join(f"{b} {s} ({n})" for (b, s), n in sorted(thin.items())))
+        lines.append(f"history: too little to learn the spread between sessions from (it takes "
+                     f"{sessions.MIN_COMPARISONS} comparisons, {sessions.MIN_CHECKS} checks and "
+                     f"{sessions.MIN_RECORDINGS} recordings), the built-in one stays: "
+                     + ", ".join(f"{b} {s} ({n})" for (b, s), n in sorted(thin.items())))
     return lines
 
 

@@ -52,6 +52,7 @@ class SessionSpread(_Model):
     value: Annotated[float, Field(ge=0, allow_inf_nan=False)] = Field(description="a log standard deviation")
     comparisons: Annotated[int, Field(ge=1)]
     checks: Annotated[int, Field(ge=1)] = Field(description="the runs those comparisons came from")
+    recordings: Annotated[int, Field(ge=1)] = Field(description="the recordings they were judged against (of one case)")
     first: str = Field(description="when the first of them ran, ISO 8601 UTC")
     last: str = Field(description="when the last of them ran")
 
@@ -208,6 +209,7 @@ class Report(_Model):
     drift: dict[str, list[str]]
     fps: dict[str, dict[str, float]] = Field(description="images per second end to end, model × backend")
     timings_seconds: dict[str, float] = Field(description="seconds of shared work: model builds, exports...")
+    interrupted: bool = Field(default=False, description="the run was stopped (Ctrl-C, SIGTERM): nothing was saved")
     cases: list[CaseReport]
 
 

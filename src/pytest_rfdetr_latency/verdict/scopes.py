@@ -101,10 +101,10 @@ def session_noise(scope: str, backend: str, on_cpu: bool, stored: Mapping[str, A
     """The between-session spread the stored verdict adds for ``scope`` of ``backend`` (a log standard deviation):
     the one learned from this runner's own clean checks where the baseline's ``stored`` scope holds one resting on
     enough comparisons (sessions.py), else the built-in one measured on the H200."""
-    from pytest_rfdetr_latency.verdict.sessions import MIN_COMPARISONS
+    from pytest_rfdetr_latency.verdict.sessions import enough
 
-    spread = (stored or {}).get("session_spread") or {}
-    if spread.get("comparisons", 0) >= MIN_COMPARISONS:
+    spread = (stored or {}).get("session_spread")
+    if spread and enough(spread):
         return float(spread["value"])
     if on_cpu:
         return SESSION_NOISE_ON_CPU.get(scope, 0.0)

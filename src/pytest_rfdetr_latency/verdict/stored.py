@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from pytest_rfdetr_latency.verdict import judge
-from pytest_rfdetr_latency.verdict.sessions import MIN_COMPARISONS
+from pytest_rfdetr_latency.verdict.sessions import enough
 
 # The typical noise of the scope's backend for figures normalized by a slope (None: as measured), and its freedom.
 TypicalNoise = Callable[[float | None], tuple[float | None, int]]
@@ -37,7 +37,7 @@ def scope_verdict(scope: str, statistic: str, stored: Mapping[str, Any], values:
     typical, freedom = typical_noise(slope)
     learned = stored.get("session_spread") or {}  # where scopes.session_noise took it from (sessions.py)
     learned_from = (f"learned from {learned['comparisons']} comparisons of this runner's checks"
-                    if learned.get("comparisons", 0) >= MIN_COMPARISONS else "")
+                    if enough(learned) else "")
     verdict = judge.judge(scope, statistic, recorded, checked, asked, typical, z=z, planned=planned, notes=notes,
                           typical_freedom=freedom, source=source, session_noise=session_noise,
                           session_from=learned_from)

@@ -28,6 +28,7 @@ from pytest_rfdetr_latency.stash import (
     LAUNCH_KEY,
     PROPERTY,
     SESSION_KEY,
+    SIGTERM_KEY,
     WORKER_KEY,
     cache_dir,
     is_worker,
@@ -66,7 +67,7 @@ class ResultCollector:
                 self._record_processes(run)
             except KeyboardInterrupt:  # stopped while the fresh processes recorded; they were stopped with it
                 self.stopped = True
-        with sigterm_held(self.notes):  # the files below are written whole, a SIGTERM meanwhile waits for them
+        with sigterm_held(self.notes, SIGTERM_KEY in self.config.stash):  # files written whole, a SIGTERM waits
             if self.stopped and run.active:  # half a run: nothing recorded, no history; the report says so
                 self.notes.append(f"interrupted after {len(self.results)} case(s): no baseline saved and no history "
                                   "added (their files are as they were); the report holds the cases measured so far")
@@ -334,11 +335,10 @@ class ResultCollector:
 
 
 @contextlib.contextmanager
-def sigterm_held(notes: list[str]) -> Iterator[None]:
-    """SIGTERM held back while the run's files are written, so that each is written whole; one that arrived
-    meanwhile is taken then and said in ``notes`` (the run is ending anyway). Only where it can be held (the main
-    thread, on a system with signal masks)."""
-    hold = hasattr(signal, "pthread_sigmask") and threading.current_thread() is threading.main_thread()
+def sigterm_held(notes: list[str], ours: bool = True) -> Iterator[None]:
+    """SIGTERM held back while the run's files are written whole; one that arrived meanwhile is taken then and said
+    in ``notes``. Only where this run handles SIGTERM (``ours``: plugin.pytest_configure) and it can be held."""
+    hold = ours and hasattr(signal, "pthread_sigmask") and threading.current_thread() is threading.main_thread()
     if hold:
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
     try:

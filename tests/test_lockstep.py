@@ -182,15 +182,18 @@ class _NoProbe:
         pass
 
 
-@pytest.mark.parametrize(("backend", "expected"), [("onnx-cuda", [b"j", "prepare", b"p"]),
-                                                   ("torch-fp16", ["prepare", b"j", b"p"])])
+@pytest.mark.parametrize(("backend", "expected"), [("onnx-cuda", ["shared 1", b"j", "prepare 16", b"p"]),
+                                                   ("torch-fp16", ["shared 1", "prepare 1", b"j", b"p"])])
 def test_a_backend_that_tunes_on_the_gpu_prepares_alone_in_its_turn(
     monkeypatch: pytest.MonkeyPatch, backend: str, expected: list[object]
 ) -> None:
     # ONNX Runtime's CUDA provider times cuDNN's algorithms while it prepares: with seven other processes preparing on
     # the same GPU, each side could keep other choices. It joins the ring first; a backend that does not tune
-    # prepares with the others and joins to sample.
+    # prepares with the others and joins to sample. What is made at once with the others is made on this process's
+    # share of the cores (here 1 thread of torch's 16); what is made alone, on all of them.
     from types import SimpleNamespace
+
+    import torch
 
     from pytest_rfdetr_latency.measure import memory
     from pytest_rfdetr_latency.measure.backends import BackendUnavailable
@@ -200,11 +203,15 @@ def test_a_backend_that_tunes_on_the_gpu_prepares_alone_in_its_turn(
 
     said: list[object] = []
     monkeypatch.setattr(lockstep, "_ends", (-1, -1))
+    monkeypatch.setattr(lockstep, "_share", 1)
+    monkeypatch.setattr(lockstep, "_in_ring", False)
     monkeypatch.setattr(lockstep, "_hand_back", lambda byte: said.append(byte) or 0.0)
     monkeypatch.setattr(memory, "MemoryProbe", _NoProbe)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(16)
 
     def prepare(context: object) -> None:
-        said.append("prepare")
+        said.append(f"prepare {torch.get_num_threads()}")
         raise BackendUnavailable("stopped here: what matters is when it began")
 
     session = SimpleNamespace(
@@ -212,12 +219,51 @@ def test_a_backend_that_tunes_on_the_gpu_prepares_alone_in_its_turn(
         workload=lambda case: {}, settings=SimpleNamespace(strict=False, no_parity=True, detections=100,
                                                            inject_on="gpu"),
         placement=lambda: (None, {}), images=None, model=lambda *args: None, onnx_path=lambda case: None,
-        threads=None, progress=lambda text: None, reference_outputs=lambda case: None, prepare=prepare)
+        threads=None, progress=lambda text: None, prepare=prepare,
+        reference_outputs=lambda case: said.append(f"shared {torch.get_num_threads()}"))
     measuring = CaseMeasurement(session, Case("RFDETRMedium", backend), ("forward",),  # type: ignore[arg-type]
                                 skip=pytest.skip, fail=pytest.fail, publish=lambda result: None)
-    with pytest.raises(pytest.skip.Exception, match="stopped here"):
-        measuring.run(None)
-    assert said == expected
+    try:
+        with pytest.raises(pytest.skip.Exception, match="stopped here"):
+            measuring.run(None)
+        assert said == expected
+        assert torch.get_num_threads() == 16  # given back
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_a_child_takes_the_share_of_the_cores_its_parent_passed_only_while_all_work_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import torch
+
+    for name, value in (("_ends", None), ("_share", None), ("_in_ring", False), ("_cases", 0)):
+        monkeypatch.setattr(lockstep, name, value)
+    monkeypatch.setattr(lockstep, "_hand_back", lambda byte: 0.0)
+    assert lockstep.Pipes(go=-1, done=-1, child_done=7, child_go=8).child_env(0) == {
+        lockstep.TURNS_ENV: "7,8", lockstep.SHARE_ENV: "1"}  # never fewer than one thread
+    threads = torch.get_num_threads()
+    torch.set_num_threads(4)
+    pipe = lockstep.Pipes.open()
+    try:
+        with lockstep.sharing_cores():  # not one of those taking turns: nothing changes
+            assert torch.get_num_threads() == 4
+        for key, value in pipe.child_env(2).items():
+            monkeypatch.setenv(key, value)
+        lockstep.begin()
+        assert lockstep.taking_turns() and lockstep.SHARE_ENV not in __import__("os").environ
+        with lockstep.sharing_cores():
+            assert torch.get_num_threads() == 2
+        assert torch.get_num_threads() == 4
+        lockstep.join()
+        with lockstep.sharing_cores():  # alone in the ring: every thread
+            assert torch.get_num_threads() == 4
+        lockstep.step_aside()
+        with lockstep.sharing_cores():
+            assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
+        pipe.close()
 
 
 def test_a_child_that_does_not_take_turns_runs_to_its_end_first_and_is_counted_as_taking_none(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from pytest_rfdetr_latency.measure import injection, profiling, timing
 from pytest_rfdetr_latency.measure.backends import BackendContext, BackendMisconfigured, BackendUnavailable, Prepared
 from pytest_rfdetr_latency.measure.cases import Case
 from pytest_rfdetr_latency.measure.environment import host_probe_ms, steal_jiffies
+from pytest_rfdetr_latency.measure.lockstep import sharing_cores
 from pytest_rfdetr_latency.measure.results import CaseError, CaseResult
 from pytest_rfdetr_latency.measure.session import LatencySession
 from pytest_rfdetr_latency.verdict import stats
@@ -106,7 +107,7 @@ class CaseMeasurement:
                                       f"{session.device.spec} ({session.device.name})")
         session.placement()  # the run's placement, chosen once per process before this case prepares anything
         quiet = result.details.setdefault("kept_quiet", empty_tally())
-        with kept_quiet(quiet):
+        with kept_quiet(quiet), sharing_cores():  # taking turns, every process prepares at once: a share of the cores
             self._make_what_cases_share()
         context = BackendContext(
             case=self.case, device=session.device, images=session.images, detections=session.settings.detections,
@@ -121,7 +122,7 @@ class CaseMeasurement:
         session.progress(f"{self.id}: preparing {self.case.backend}")
         start = time.perf_counter()
         try:
-            with kept_quiet(quiet, expected=(BackendUnavailable,)):
+            with kept_quiet(quiet, expected=(BackendUnavailable,)), sharing_cores():  # alone (in the ring): all
                 prepared = session.prepare(context)
         except BackendUnavailable as exc:
             self._unavailable(result, str(exc))

@@ -12,6 +12,11 @@ side each) run at once; the parent hands each child two pipes and conducts:
   each waiting child in order, round after round; the child warms up, sizes and times one block, and hands the turn
   back by writing ``.`` (``turn``, before its next timed block), or ``p`` once its case is sampled.
 
+While all work at once, each takes its share of the cores (``sharing_cores``): the parent passes the cores it may use
+divided by the children, and torch's intra-op pool is cut to that many threads while the process prepares. Eight
+processes each running sixteen threads on sixteen cores spend most of their time waiting for each other: the H200's
+ring prepared a torch case in 25-45 s this way, where one process alone takes 3-7 s (docs/pr-gate.md).
+
 So nothing prepares while anything samples, and consecutive blocks of a pair's two processes are a block apart in
 time: a host state that lasts longer than a block is seen by both. Each case's ring starts from the first child, so
 that a pair's two stay neighbours in their order; a child keeps step case for case (case.py joins the ring even for a
@@ -25,26 +30,32 @@ from __future__ import annotations
 import os
 import select
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 # "DONE_FD,GO_FD": the child's ends of its two pipes. Named apart from the pair-at-a-time protocol's
 # _PYTEST_RFDETR_LATENCY_TURNS, whose children waited for a turn before writing anything: such a child never sees this
 # one, writes nothing and runs alone.
 TURNS_ENV = "_PYTEST_RFDETR_LATENCY_RING"
+SHARE_ENV = "_PYTEST_RFDETR_LATENCY_RING_SHARE"  # the threads a child may use while every child works at once
 
 _ends: tuple[int, int] | None = None  # this process's (done, go) ends, once begin() found them
 _owed = False  # a wait for the parent's byte was cut short (an exception in a signal handler): that byte is still due
 _cases = 0  # the cases this process has joined the ring for: its place in the run's sequence of cases
+_share: int | None = None  # this process's share of the cores while every process works at once (SHARE_ENV)
+_in_ring = False  # joined, and not yet stepped aside
 
 
 def begin() -> None:
     """In a child: take the ends the parent passed, and step aside until every child has started (``step_aside``).
     Does nothing elsewhere."""
-    global _ends
+    global _ends, _share
     given = os.environ.pop(TURNS_ENV, None)
+    share = os.environ.pop(SHARE_ENV, "")
     if not given or _ends is not None:
         return
+    _share = int(share) if share.isdigit() and int(share) > 0 else None
     done, go = (int(part) for part in given.split(","))
     for fd in (done, go):  # a process this one starts must not hold the pipes open
         os.set_inheritable(fd, False)
@@ -61,10 +72,11 @@ def join() -> int:
     """Wait to enter the ring: until every live child has joined or stepped aside, and then for this one's turn. How
     many cases this process has joined for, this one included (0 outside a ring): processes that joined for the same
     case with the same count sampled it in the same ring."""
-    global _cases
+    global _cases, _in_ring
     if _ends is None:
         return 0
     _hand_back(b"j")
+    _in_ring = True
     _cases += 1
     return _cases
 
@@ -76,7 +88,29 @@ def turn() -> float:
 
 def step_aside() -> None:
     """Leave the ring (a case is sampled) and wait until every live child has left it; then all work at once."""
+    global _in_ring
     _hand_back(b"p")
+    _in_ring = False
+
+
+@contextmanager
+def sharing_cores() -> Iterator[None]:
+    """Taking turns and working at once with the others (not in the ring): torch's intra-op threads cut to this
+    process's share of the cores for the block, and given back after it. Elsewhere nothing changes."""
+    if _ends is None or _share is None or _in_ring:
+        yield
+        return
+    import torch
+
+    full = torch.get_num_threads()
+    if _share >= full:
+        yield
+        return
+    torch.set_num_threads(_share)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(full)
 
 
 def _hand_back(byte: bytes) -> float:
@@ -115,8 +149,12 @@ class Pipes:
         go_read, go_write = os.pipe()
         return cls(go=go_write, done=done_read, child_done=done_write, child_go=go_read)
 
-    def child_env(self) -> dict[str, str]:
-        return {TURNS_ENV: f"{self.child_done},{self.child_go}"}
+    def child_env(self, share: int | None = None) -> dict[str, str]:
+        """What a child needs to take part: its ends, and the threads it may use while all work at once."""
+        env = {TURNS_ENV: f"{self.child_done},{self.child_go}"}
+        if share is not None:
+            env[SHARE_ENV] = str(max(1, share))
+        return env
 
     @property
     def child_fds(self) -> tuple[int, int]:

@@ -178,6 +178,7 @@ def run_in_turns(children: Sequence[Child], timeout: float) -> tuple[list[ChildO
 
     start = time.perf_counter()
     deadline = time.monotonic() + timeout * len(children)
+    share = len(os.sched_getaffinity(0)) // max(1, len(children)) if hasattr(os, "sched_getaffinity") else None
     with contextlib.ExitStack() as stack:
         procs: list[tuple[subprocess.Popen[bytes], Path, Path]] = []
         pipes: list[lockstep.Pipes] = []
@@ -189,7 +190,7 @@ def run_in_turns(children: Sequence[Child], timeout: float) -> tuple[list[ChildO
                 report, environ = _hand_over(folder, child.settings, child.env)
                 pipe = lockstep.Pipes.open()
                 stack.callback(pipe.close)
-                environ.update(pipe.child_env())
+                environ.update(pipe.child_env(share))
                 log = folder / "output.txt"
                 with log.open("wb") as sink:  # a file, not a pipe: a child that waits its turn never blocks on it
                     proc = subprocess.Popen(child.launch.command(child.targets), cwd=child.launch.cwd, env=environ,

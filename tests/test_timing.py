@@ -73,11 +73,12 @@ def test_blocks_taken_while_the_gpu_throttled_are_dropped_and_counted() -> None:
     assert all(len(b) == 4 for b in sampled.blocks) and len(sampled.host_ms) == 8
 
 
-def test_the_turns_minimum_asks_no_more_than_nine_seconds_of_calls() -> None:
-    # Head to head's default: 75 one-call blocks for a GPU call of up to 120 ms; ONNX Runtime's slowest CPU calls
-    # (290 ms on the H200) about 9 s of them, never fewer than ten blocks; a plan without the cap keeps its minimum.
+def test_the_turns_minimum_asks_no_more_than_three_seconds_of_calls() -> None:
+    # Head to head's default: 50 one-call blocks for a GPU call of up to 60 ms; ONNX Runtime's CPU calls (114-290 ms
+    # on the H200) about 3 s of them, never fewer than ten blocks; a plan without the cap keeps its minimum.
     turns = PRESETS["turns"]
-    assert [turns.fewest_blocks(ms, 1) for ms in (5.0, 60.0, 114.0, 290.0, 2000.0, None)] == [75, 75, 75, 32, 10, 75]
+    assert turns.warmup_seconds == 1.0
+    assert [turns.fewest_blocks(ms, 1) for ms in (5.0, 60.0, 114.0, 290.0, 2000.0, None)] == [50, 50, 27, 11, 10, 50]
     assert PRESETS["standard"].fewest_blocks(290.0, 1) == 10 and PRESETS["thorough"].fewest_blocks(290.0, 1) == 20
     assert parse_sampling("turns,min-blocks-seconds=12").fewest_blocks(290.0, 1) == 42
     for bad in ("0", "nan", "inf"):
@@ -86,9 +87,9 @@ def test_the_turns_minimum_asks_no_more_than_nine_seconds_of_calls() -> None:
     # sample() stops at that many when the calls agree (identical calls: precise at once), or at the count head to
     # head shares between its processes where one is given.
     sampled = timing.sample(lambda: 290.0, FakeClock(), timing.GpuMonitor(), turns, "median", call_ms=290.0)
-    assert len(sampled.blocks) == 32 and sampled.block_size == 1
-    shared = timing.sample(lambda: 290.0, FakeClock(), timing.GpuMonitor(), turns, "median", call_ms=290.0, fewest=12)
-    assert len(shared.blocks) == 12
+    assert len(sampled.blocks) == 11 and sampled.block_size == 1
+    shared = timing.sample(lambda: 290.0, FakeClock(), timing.GpuMonitor(), turns, "median", call_ms=290.0, fewest=14)
+    assert len(shared.blocks) == 14
 
 
 def test_taking_turns_every_process_takes_exactly_the_shared_count(monkeypatch: pytest.MonkeyPatch) -> None:

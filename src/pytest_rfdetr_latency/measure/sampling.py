@@ -59,13 +59,15 @@ PRESETS: dict[str, SamplingPlan] = {
     # alternate call by call. The lent H200's launching core flips between a fast and a 1.8x slower state within tens
     # of milliseconds; calls a few milliseconds apart share it more often than 50 ms blocks do (docs/pr-gate.md,
     # fourth session: device pair noise 0.08-0.09 % against 0.18 %, forward and e2e 0.8-2.1 % against 2.1-2.3 %).
-    # 75 calls a scope and a process: re-decided offline on the first 30-150 calls of the H200's torch-fp16 runs taking
-    # turns (benchmarks/pr_gate.py trade, docs/pr-gate.md "Eighth session"), 150 calls and 75 gave lines of 0.43 and
-    # 0.45 % device, 3.9 and 4.1 % forward, 2.3 and 3.3 % e2e at 4 pairs, for 48 and 28 s of ring a case: the pairs'
-    # own offsets, not the count of calls, are most of the noise. Capped at 9 s of calls (as the warm-up times them): a
-    # GPU call of up to 120 ms keeps its 75, and ONNX Runtime's CPU calls of 114-290 ms on the H200 take 75-32.
-    "turns": SamplingPlan(block_size=1, min_blocks=75, max_blocks=1000, target=0.01, max_seconds=2.0,
-                          warmup_calls=10, warmup_seconds=2.0, min_blocks_seconds=9.0),
+    # 50 calls a scope and a process: re-decided offline on the first 30-150 calls of the H200's torch-fp16 runs taking
+    # turns (benchmarks/pr_gate.py trade, docs/pr-gate.md "Eighth session"), 150, 75 and 50 calls gave lines of 0.43,
+    # 0.45 and 0.45 % device, 3.9, 4.1 and 4.0 % forward, 2.3, 3.3 and 3.5 % e2e at 4 pairs, for 48, 28 and 21 s of
+    # ring a case: the pairs' own offsets, not the count of calls, are most of the noise. Capped at 3 s of calls (as
+    # the warm-up times them): a GPU call of up to 60 ms keeps its 50, and ONNX Runtime's CPU calls of 114-290 ms on
+    # the H200 take 26-10, for the ring is serial and those cases were most of it (docs/pr-gate.md "Ninth session").
+    # The warm-up is capped at 1 s a scope for the same reason; both sides warm up alike.
+    "turns": SamplingPlan(block_size=1, min_blocks=50, max_blocks=1000, target=0.01, max_seconds=2.0,
+                          warmup_calls=10, warmup_seconds=1.0, min_blocks_seconds=3.0),
     "thorough": SamplingPlan(block_size=20, min_blocks=20, max_blocks=400, target=0.002, max_seconds=15.0,
                              warmup_calls=30, warmup_seconds=10.0),
 }

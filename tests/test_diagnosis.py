@@ -160,6 +160,33 @@ def test_head_to_head_says_why_a_regression_has_no_diagnosis_from_either_side(tm
             "broke; this side: the profiling process failed: exit 1: this broke)") in text.splitlines()
 
 
+def test_with_no_profile_a_regression_starts_no_profiling_process_and_says_why_there_is_no_diagnosis(
+    tmp_path: Path,
+) -> None:
+    # A gate with a tight time limit: on the H200, profiling a regressed case on both sides takes about a minute.
+    from pytest_rfdetr_latency.measure import headtohead
+
+    result = regressed(diagnosed=False)
+    result.scopes = {"forward": summarize([[10.0, 10.1], [9.9, 10.0]], "p20", block_size=2)}
+    from pytest_rfdetr_latency.measure.processes import ChildOutcome
+
+    started: list[str] = []
+
+    def profiler(target: str, case: str, sizes: object) -> dict[str, ChildOutcome]:
+        started.append(case)
+        return {side: ChildOutcome(error="not run here") for side in (headtohead.THIS, headtohead.OTHER)}
+
+    versus = headtohead.HeadToHead(tmp_path / "python", profiler=profiler)
+    refused = Settings(enabled=True, no_profile=True)
+    headtohead.diagnose(versus, "test_x.py::test_latency", result, *refused.profiling)
+    assert started == [] and "profile_process" not in result.details
+    text = failures.message(result.case.id, result, refused, tmp_path / "python", "pytest ...", lambda scope: False)
+    assert ("  not profiled (--rfdetr-no-profile): run without it to see which operators or kernels changed"
+            in text.splitlines())
+    headtohead.diagnose(versus, "test_x.py::test_latency", result, *Settings(enabled=True).profiling)
+    assert started == [result.case.id]  # without it, the regression is profiled
+
+
 def test_a_change_the_profiler_cannot_see_is_said_so() -> None:
     found = diagnosis.diagnose(BEFORE, profile(("aten::addmm", "cpu", 5.0)), change_ms=3.0)
     assert why.lines("forward", found) == [

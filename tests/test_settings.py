@@ -205,6 +205,12 @@ def test_injection_and_saving_do_not_mix(tmp_path: Path) -> None:
         resolve(raw(save_baseline=True, inject=5.0), {}, tmp_path)
 
 
+def test_profiling_everything_and_nothing_do_not_mix(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="--rfdetr-no-profile for none: drop one"):
+        resolve(raw(profile=True, no_profile=True), {}, tmp_path)
+    assert resolve(raw(no_profile=True), {}, tmp_path).profiling == (False, True)
+
+
 def test_one_checkpoint_for_several_models_is_refused(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match="write --rfdetr-weights MODEL=PATH"):
         resolve(raw(weights=parse_weights("x.pth"), models=("RFDETRNano", "RFDETRSmall")), {}, tmp_path)

@@ -110,7 +110,7 @@ class LatencyCase:
     def _profile(self, result: CaseResult, entry: dict[str, Any], inject: float | None) -> None:
         """After the verdict, one fresh process profiles (diagnosis.to_profile says which scopes); it judges nothing."""
         scopes = diagnosis.to_profile({s: v for s, v in result.verdicts.items() if s in result.scopes},
-                                      entry.get("profile") or {}, self.session.settings.profile)
+                                      entry.get("profile") or {}, *self.session.settings.profiling)
         if scopes and self._spawn is not None:
             outcome = self._spawn(inject, {s: v.block_size for s, v in result.scopes.items()}, True)
             diagnosis.take_profiled(result.details, scopes, [r for r in outcome.results if r.get("id") == self.id],
@@ -166,7 +166,7 @@ class LatencyCase:
         result.outcome = judge.worst(list(verdicts.values())) if verdicts else "no-baseline"
         result.details["head_to_head"] = versus.details(len(mine), len(theirs))
         self.session.progress(failures.decided(self.id, verdicts))
-        diagnose(versus, self._node, result, self.session.settings.profile)  # both sides profiled, once decided
+        diagnose(versus, self._node, result, *self.session.settings.profiling)  # both sides profiled, once decided
         return self._conclude(result)
 
     # Judging ------------------------------------------------------------------------------------------------

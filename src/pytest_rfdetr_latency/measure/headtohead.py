@@ -495,14 +495,15 @@ def _profiler(launch: Launch, other_launch: Launch, moves: Mapping[Path, Path], 
     return profile
 
 
-def diagnose(versus: HeadToHead, target: str | None, result: CaseResult, asked: bool) -> None:
+def diagnose(versus: HeadToHead, target: str | None, result: CaseResult, asked: bool, refused: bool = False) -> None:
     """Once a case's verdicts are decided: each scope that regressed (every judged one where profiles were ``asked``
-    for) profiled on both sides, one more fresh process each, and the other side's profile diagnosed against this
-    side's, as a check's is against its recording's (verdict/diagnosis.py). Nothing judged is measured again."""
+    for, none where they were ``refused``) profiled on both sides, one more fresh process each, and the other side's
+    profile diagnosed against this side's, as a check's is against its recording's (verdict/diagnosis.py). Nothing
+    judged is measured again."""
     from pytest_rfdetr_latency.verdict import diagnosis
 
     timed = {s: v for s, v in result.verdicts.items() if s in result.scopes}
-    scopes = diagnosis.to_profile(timed, result.scopes, asked)
+    scopes = diagnosis.to_profile(timed, result.scopes, asked, refused)
     if not scopes or versus.profiler is None or target is None:
         return
     case_id = result.case.id

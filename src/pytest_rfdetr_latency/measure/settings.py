@@ -91,6 +91,7 @@ class Settings:
     onnx_models: Mapping[str, Path] = field(default_factory=dict)
     no_pin: bool = False
     profile: bool = False  # profile each scope in a fresh process of its own (profiles_here, measure/profiling.py)
+    no_profile: bool = False  # profile nothing, not even a regression (a gate with a tight time limit)
     benchmark_json: Path | None = None
     plot_dir: Path | None = None
     confirm: int | None = None  # None: 2 on a GPU, 0 on the CPU (LatencySession resolves it)
@@ -123,6 +124,12 @@ class Settings:
     def active(self) -> bool:
         """Whether latency cases run at all (checking or recording)."""
         return self.enabled or self.save_baseline
+
+    @property
+    def profiling(self) -> tuple[bool, bool]:
+        """What a check profiles once its verdicts are decided (diagnosis.to_profile): every scope (asked), and
+        nothing at all (refused)."""
+        return self.profile, self.no_profile
 
     @property
     def profiles_here(self) -> bool:
@@ -496,6 +503,10 @@ OPTIONS: tuple[OptionSpec, ...] = (
                "this one. Its cost is reported apart. Without it, a check still profiles a case whose scope "
                "regressed against a profiled recording, and head to head both sides of a regressed case. "
                "Default: off."),
+    OptionSpec("no_profile", "--rfdetr-no-profile", "profile nothing, not even a case whose scope regressed (which "
+               "otherwise costs one more fresh process, both sides head to head: on the H200 about a minute a case), "
+               "for a gate whose job has a tight time limit; the failure then says why there is no diagnosis. "
+               "Default: a regression is profiled."),
     OptionSpec("no_pin", "--rfdetr-no-pin", "on a GPU run, leave the launching thread where the OS puts it instead "
                "of moving it to the fastest allowed core while sampling. Default: pinned."),
     OptionSpec("confirm", "--rfdetr-confirm", "when a case's figure moves past its threshold, measure the case again "
@@ -547,7 +558,7 @@ OPTION_GROUPS: dict[str, tuple[str, ...]] = {
     "RF-DETR latency: what to run": (
         "enabled", "save_baseline", "models", "backends", "scopes", "device", "weights", "onnx_models",
         "batch_sizes", "resolutions", "image_size", "image_count", "detections", "seed", "sampling", "no_parity",
-        "no_pin", "profile"),
+        "no_pin", "profile", "no_profile"),
     "RF-DETR latency: how it is judged": (
         "tolerance", "memory_tolerance", "budgets", "strict", "confirm", "save_processes", "fail_on_drift"),
     "RF-DETR latency: baselines, reports and history": (
@@ -705,6 +716,8 @@ def _check_combination(settings: Settings) -> None:
             + (" and drop --save-baseline (a head-to-head run reads and writes no baseline)"
                if settings.save_baseline else "")
         )
+    if settings.profile and settings.no_profile:
+        raise SettingsError("--rfdetr-profile asks for every scope profiled, --rfdetr-no-profile for none: drop one")
     if settings.against is not None and settings.save_baseline:
         raise SettingsError("--rfdetr-against with --save-baseline: a head-to-head run reads and writes no baseline; "
                             "drop one of the two")

@@ -35,6 +35,8 @@ def message(case_id: str, result: CaseResult, settings: Settings, against: Path 
             lines += [f"  {line}" for line in why.lines(verdict.scope, found)]
         elif profiled and verdict.scope != "memory":
             lines.append(f"  {verdict.scope}: {why.missing(verdict.scope, result.details, result.baseline)}")
+    if regressions and settings.no_profile and not result.diagnosis:
+        lines.append("  not profiled (--rfdetr-no-profile): run without it to see which operators or kernels changed")
     if inconclusive and settings.strict:
         lines.append(f"{case_id}: verdict inconclusive (--rfdetr-strict makes this a failure):")
         lines += [f"  {v.describe()}" for v in inconclusive]

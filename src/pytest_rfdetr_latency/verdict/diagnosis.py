@@ -90,11 +90,12 @@ def for_result(verdicts: Mapping[str, Any], now: Mapping[str, Any], then: Mappin
             for scope, verdict in verdicts.items() if scope in now and scope in then}
 
 
-def to_profile(verdicts: Mapping[str, Any], recorded: Mapping[str, Any], asked: bool = False) -> list[str]:
+def to_profile(verdicts: Mapping[str, Any], recorded: Mapping[str, Any], asked: bool = False,
+               refused: bool = False) -> list[str]:
     """The timing scopes a check profiles in one more fresh process once its verdict is decided: every one judged
-    where profiles were ``asked`` for (--rfdetr-profile), else those judged a regression whose recording holds their
-    profile."""
-    return [scope for scope, verdict in verdicts.items() if scope != "memory" and (
+    where profiles were ``asked`` for (--rfdetr-profile), none where they were ``refused`` (--rfdetr-no-profile),
+    else those judged a regression whose recording holds their profile."""
+    return [scope for scope, verdict in verdicts.items() if scope != "memory" and not refused and (
         asked or (verdict.kind == "regression" and scope in recorded))]
 
 

@@ -69,10 +69,16 @@ def run(args: argparse.Namespace) -> None:
                *args.pytest_args]
     start = time.time()
     with log.open("w") as handle:
+        proc = subprocess.Popen(command, cwd=work / "trees" / "base", stdout=handle, stderr=subprocess.STDOUT)
         try:
-            code = subprocess.run(command, cwd=work / "trees" / "base", stdout=handle, stderr=subprocess.STDOUT,
-                                  check=False, timeout=args.timeout).returncode
-        except subprocess.TimeoutExpired:
+            code = proc.wait(timeout=args.timeout)
+        except subprocess.TimeoutExpired:  # as a CI job's time limit stops it: SIGTERM, so that it reports the cases
+            proc.terminate()  # it finished and stops the processes it started; killed if it does not end soon
+            try:
+                proc.wait(timeout=args.grace)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
             code = 124
     record = {"tag": args.tag, "label": args.label, "inject_pct": args.inject, "inject_on": args.inject_on,
               "exit_code": code, "seconds": round(time.time() - start, 1), "report": report.name, "log": log.name,
@@ -304,6 +310,7 @@ def main() -> None:
     go.add_argument("--work", type=Path, default=DEFAULT_WORK)
     go.add_argument("--out", default=os.environ.get("OUT", str(DEFAULT_WORK / "out")))
     go.add_argument("--timeout", type=float, default=560)
+    go.add_argument("--grace", type=float, default=20, help="seconds a stopped run may take to report what it measured")
     go.add_argument("pytest_args", nargs="*")
     total = commands.add_parser("summarize")
     total.add_argument("folders", type=Path, nargs="+")

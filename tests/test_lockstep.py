@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -91,7 +92,7 @@ time.sleep(30)
 
 def _start(code: str, *args: str) -> tuple[subprocess.Popen[bytes], lockstep.Pipes]:
     pipe = lockstep.Pipes.open()
-    env = {**__import__("os").environ, **pipe.child_env()}
+    env = {**os.environ, **pipe.child_env()}
     proc = subprocess.Popen([sys.executable, "-c", code, *args], env=env, pass_fds=pipe.child_fds)
     pipe.close_child_ends()
     return proc, pipe
@@ -251,7 +252,7 @@ def test_a_child_takes_the_share_of_the_cores_its_parent_passed_only_while_all_w
         for key, value in pipe.child_env(2).items():
             monkeypatch.setenv(key, value)
         lockstep.begin()
-        assert lockstep.taking_turns() and lockstep.SHARE_ENV not in __import__("os").environ
+        assert lockstep.taking_turns() and lockstep.SHARE_ENV not in os.environ
         with lockstep.sharing_cores():
             assert torch.get_num_threads() == 2
         assert torch.get_num_threads() == 4
@@ -264,6 +265,35 @@ def test_a_child_takes_the_share_of_the_cores_its_parent_passed_only_while_all_w
     finally:
         torch.set_num_threads(threads)
         pipe.close()
+
+
+# A child that prepares on its share of the cores, then is pinned to one core for the ring and makes its first
+# parallel call there; it prints how many of its other threads can run only on that core.
+PINNED_AFTER_SHARING = """
+import os, threading, torch
+from pytest_rfdetr_latency.measure import lockstep
+torch.set_num_threads(2)
+pipe = lockstep.Pipes.open()
+os.environ.update(pipe.child_env(1))
+lockstep._hand_back = lambda byte: 0.0  # no parent: nobody answers the byte
+lockstep.begin()
+with lockstep.sharing_cores():
+    torch.ones(1 << 20).add_(1.0)  # preparing: one thread
+core = min(os.sched_getaffinity(0))
+os.sched_setaffinity(0, {core})  # the ring pins the launching thread
+torch.ones(1 << 20).add_(1.0)  # the first call in the ring
+me = threading.get_native_id()
+print(sum(1 for task in os.listdir("/proc/self/task")
+          if int(task) != me and os.sched_getaffinity(int(task)) == {core}))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs two cores and sched_setaffinity (Linux)")
+def test_the_threads_given_back_after_sharing_start_before_the_ring_pins_the_launching_thread() -> None:
+    pinned = subprocess.run([sys.executable, "-c", PINNED_AFTER_SHARING], capture_output=True, text=True, timeout=120,
+                            check=True).stdout.split()
+    assert pinned[-1] == "0"  # started lazily, torch's second thread would start on the pinned core and keep it
 
 
 def test_a_child_that_does_not_take_turns_runs_to_its_end_first_and_is_counted_as_taking_none(tmp_path: Path) -> None:

@@ -96,7 +96,13 @@ def step_aside() -> None:
 @contextmanager
 def sharing_cores() -> Iterator[None]:
     """Taking turns and working at once with the others (not in the ring): torch's intra-op threads cut to this
-    process's share of the cores for the block, and given back after it. Elsewhere nothing changes."""
+    process's share of the cores for the block, and given back after it, the pool's threads started there and then.
+    Elsewhere nothing changes.
+
+    Started lazily, the threads given back would start at the ring's first parallel call, on the launching thread
+    that the ring pins to one core, and inherit that core: on the H200, fourteen threads on the launch core made
+    torch's first end-to-end calls about 150 ms instead of 11-18 (the warm-up, sized by them, left 21 blocks instead of
+    50, and a self-test's injected delay, sized by them too, was 45 % instead of 5 %) until the pool was swept off."""
     if _ends is None or _share is None or _in_ring:
         yield
         return
@@ -111,6 +117,10 @@ def sharing_cores() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(full)
+        torch.ones(full * _GRAIN).add_(1.0)  # one parallel region of every thread: the pool starts here, on these cores
+
+
+_GRAIN = 32768  # the elements torch gives a thread of an elementwise operation at least (at::internal::GRAIN_SIZE)
 
 
 def _hand_back(byte: bytes) -> float:

@@ -421,3 +421,35 @@ def test_onnx_runtimes_memory_window_allocates_through_pytorch(monkeypatch: pyte
     with pytest.raises(RuntimeError, match="runs on CPUExecutionProvider"):
         ort_memory.window(SimpleNamespace(SessionOptions=lambda: SimpleNamespace(), InferenceSession=FellBack),
                           tmp_path / "m.onnx", 0, {})(lambda name: None)
+
+
+def test_a_host_delay_is_sized_by_calls_made_once_the_warm_ups_pools_left_the_launch_core() -> None:
+    # In the ring the launching thread runs on one core; a pool its warm-up starts there slows every call until the
+    # pool is swept off (placement.resweep). On the H200 that made the calls sizing a +5 % injection ~9x slow, and
+    # the delay +45 % of the scope. The sizing calls come after the sweep.
+    import time
+
+    from pytest_rfdetr_latency.measure.backends import Prepared
+    from pytest_rfdetr_latency.measure.case import CaseMeasurement
+    from pytest_rfdetr_latency.measure.cases import Case
+    from pytest_rfdetr_latency.measure.sampling import SamplingPlan
+    from pytest_rfdetr_latency.measure.timing import GpuMonitor, HostClock
+
+    swept: list[int] = []
+
+    def call() -> None:
+        time.sleep(0.002 if swept else 0.02)
+
+    plan = SamplingPlan(block_size=1, min_blocks=2, max_blocks=10, target=0.01, max_seconds=1.0, warmup_calls=3,
+                        warmup_seconds=0.1)
+    session = SimpleNamespace(device=Device("cpu", "cpu", "cpu", None), baseline_entry=lambda case_id: None,
+                              settings=SimpleNamespace(inject_on="host", sampling=plan, profiles_here=False),
+                              clock=HostClock(), monitor=GpuMonitor())
+    measuring = CaseMeasurement(session, Case("RFDETRMedium", "torch-fp32"), ("e2e",),  # type: ignore[arg-type]
+                                skip=pytest.skip, fail=pytest.fail, publish=lambda result: None)
+    prepared = Prepared(scopes={"e2e": call}, graphable=None, unavailable={}, precision="fp32", detections=1.0,
+                        score_threshold=0.5)
+    meta: dict[str, Any] = {}
+    measuring._scope_fn(prepared, "e2e", 50.0, meta, lambda: swept.append(1))
+    assert swept == [1]
+    assert 1.0 <= meta["injected_ms"] < 3.0  # half of a 2 ms call (sleep's overshoot allowed), not of a 20 ms one

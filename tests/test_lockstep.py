@@ -184,14 +184,16 @@ class _NoProbe:
 
 
 @pytest.mark.parametrize(("backend", "expected"), [("onnx-cuda", ["shared 1", b"j", "prepare 16", b"p"]),
+                                                   ("onnx-cpu", ["shared 1", b"j", "prepare 16", b"p"]),
                                                    ("torch-fp16", ["shared 1", "prepare 1", b"j", b"p"])])
-def test_a_backend_that_tunes_on_the_gpu_prepares_alone_in_its_turn(
+def test_a_backend_that_tunes_on_the_gpu_or_makes_its_own_pool_prepares_alone_in_its_turn(
     monkeypatch: pytest.MonkeyPatch, backend: str, expected: list[object]
 ) -> None:
     # ONNX Runtime's CUDA provider times cuDNN's algorithms while it prepares: with seven other processes preparing on
     # the same GPU, each side could keep other choices. It joins the ring first; a backend that does not tune
-    # prepares with the others and joins to sample. What is made at once with the others is made on this process's
-    # share of the cores (here 1 thread of torch's 16); what is made alone, on all of them.
+    # prepares with the others and joins to sample. ONNX Runtime's CPU provider makes a pool of its own, as many
+    # threads as cores, that no share can cut: it prepares alone too. What is made at once with the others is made on
+    # this process's share of the cores (here 1 thread of torch's 16); what is made alone, on all of them.
     from types import SimpleNamespace
 
     import torch

@@ -83,7 +83,8 @@ class CaseMeasurement:
 
     def _enter_ring(self, result: CaseResult) -> None:
         """Head to head taking turns: join the ring for this case, once (before its first warm-up, or before it
-        prepares where preparing tunes on the GPU); the result says which of the run's rings it was."""
+        prepares where preparing tunes on the GPU or makes a thread pool of its own, BackendInfo); the result says
+        which of the run's rings it was."""
         from pytest_rfdetr_latency.measure import lockstep
 
         if self._ring:
@@ -117,8 +118,9 @@ class CaseMeasurement:
         probe.start()
         if inject and session.settings.inject_on == "memory":
             result.details["injected_memory"] = self._inject_memory(probe, inject)
-        if self.case.info.tunes_on_gpu and session.device.is_cuda:
-            self._enter_ring(result)  # taking turns, alone on the GPU while it tunes: the others would sway its choices
+        info = self.case.info
+        if (info.tunes_on_gpu and session.device.is_cuda) or info.own_threads:
+            self._enter_ring(result)  # taking turns, alone while it tunes on the GPU or makes its own thread pool
         session.progress(f"{self.id}: preparing {self.case.backend}")
         start = time.perf_counter()
         try:

@@ -23,13 +23,8 @@ source benchmarks/h200/setup.sh
   python3 -c "import torch, onnxruntime as o; print('torch', torch.__version__, 'onnxruntime', o.__version__, o.get_available_providers())"
   nproc; free -g | head -2; } > "$OUT/step$step.txt" 2>&1
 left() { echo $(( 580 - SECONDS )); }
-watch_processes() {  # every 10 s: the run's python processes (state, CPU time, memory) and the GPU's, for the record
-  while sleep 10; do
-    { date -u +%T; ps -eo pid,ppid,stat,etime,time,pcpu,rss,args --sort=pid | grep -E "[p]ytest" | cut -c1-160
-      nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader; } >> "$OUT/watch$step.txt" 2>&1
-  done
-}
-watch_processes & WATCH=$!
+source benchmarks/h200/watch.sh
+watch_processes "$OUT/watch$step.txt" & WATCH=$!
 h2h() {  # h2h TAG LABEL BACKEND [PCT ON]
   local inject=(); [ -n "${4:-}" ] && inject=(--inject "$4" --inject-on "$5")
   python3 benchmarks/pr_gate.py run --processes 4 --tag "$1" --label "$2" "${inject[@]}" --timeout "$(left)" -- \

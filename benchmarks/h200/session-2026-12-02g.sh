@@ -24,13 +24,8 @@ room() { local used=$(( $(date +%s) - T0 )); local call=$(( ${LIMIT:-585} - used
          echo $(( call < budget ? call : budget )); }
 r=$(room)
 if [ "$r" -lt 60 ]; then echo "no room for $tag: $r s" >> "$OUT/$tag.txt"; exit 0; fi
-watch_processes() {  # every 10 s: the run's python processes (state, CPU time, memory) and the GPU's, for the record
-  while sleep 10; do
-    { date -u +%T; ps -eo pid,ppid,stat,etime,time,pcpu,rss,args --sort=pid | grep -E "[p]ytest" | cut -c1-160
-      nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader; } >> "$OUT/$tag.watch.txt" 2>&1
-  done
-}
-watch_processes & WATCH=$!
+source benchmarks/h200/watch.sh
+watch_processes "$OUT/$tag.watch.txt" & WATCH=$!
 inject=(); [ -n "$pct" ] && inject=(--inject "$pct" --inject-on "$on")
 python3 benchmarks/pr_gate.py run --processes 4 --tag "$tag" --label "$label" "${inject[@]}" --timeout "$r" \
   --grace 15 -- --rfdetr-device=cuda --rfdetr-strict --rfdetr-models="${MODELS:-RFDETRMedium,RFDETRSegSmall,RFDETRKeypointPreview}" \

@@ -96,7 +96,8 @@ def step_aside() -> None:
 @contextmanager
 def sharing_cores() -> Iterator[None]:
     """Taking turns and working at once with the others (not in the ring): torch's intra-op threads cut to this
-    process's share of the cores for the block, and given back after it, the pool's threads started there and then.
+    process's share of the cores for the block, and given back after it; after a block that ended cleanly, the pool's
+    threads are started there and then (after an exception the case stops, and the next case's block starts them).
     Elsewhere nothing changes.
 
     Started lazily, the threads given back would start at the ring's first parallel call, on the launching thread
@@ -117,7 +118,7 @@ def sharing_cores() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(full)
-        torch.ones(full * _GRAIN).add_(1.0)  # one parallel region of every thread: the pool starts here, on these cores
+    torch.ones(full * _GRAIN).add_(1.0)  # one parallel region of every thread: the pool starts here, on these cores
 
 
 _GRAIN = 32768  # the elements torch gives a thread of an elementwise operation at least (at::internal::GRAIN_SIZE)

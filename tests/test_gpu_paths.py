@@ -426,7 +426,8 @@ def test_onnx_runtimes_memory_window_allocates_through_pytorch(monkeypatch: pyte
 def test_a_host_delay_is_sized_by_calls_made_once_the_warm_ups_pools_left_the_launch_core() -> None:
     # In the ring the launching thread runs on one core; a pool its warm-up starts there slows every call until the
     # pool is swept off (placement.resweep). On the H200 that made the calls sizing a +5 % injection ~9x slow, and
-    # the delay +45 % of the scope. The sizing calls come after the sweep.
+    # the delay +45 % of the scope. The warm-up comes first, then the sweep, then about a second of calls (9 to 50)
+    # whose median sizes the delay.
     import time
 
     from pytest_rfdetr_latency.measure.backends import Prepared
@@ -435,11 +436,13 @@ def test_a_host_delay_is_sized_by_calls_made_once_the_warm_ups_pools_left_the_la
     from pytest_rfdetr_latency.measure.sampling import SamplingPlan
     from pytest_rfdetr_latency.measure.timing import GpuMonitor, HostClock
 
-    swept: list[int] = []
+    calls = {"before": 0, "after": 0}
 
     def call() -> None:
+        calls["after" if swept else "before"] += 1
         time.sleep(0.002 if swept else 0.02)
 
+    swept: list[int] = []
     plan = SamplingPlan(block_size=1, min_blocks=2, max_blocks=10, target=0.01, max_seconds=1.0, warmup_calls=3,
                         warmup_seconds=0.1)
     session = SimpleNamespace(device=Device("cpu", "cpu", "cpu", None), baseline_entry=lambda case_id: None,
@@ -451,5 +454,7 @@ def test_a_host_delay_is_sized_by_calls_made_once_the_warm_ups_pools_left_the_la
                         score_threshold=0.5)
     meta: dict[str, Any] = {}
     measuring._scope_fn(prepared, "e2e", 50.0, meta, lambda: swept.append(1))
-    assert swept == [1]
+    assert swept == [1] and calls["before"] >= 3  # the warm-up ran before the sweep
+    assert 40 <= calls["after"] <= 50  # about a second of calls as the warm-up timed them (~20 ms)
+    assert meta["injection_sized_by"].startswith(f"median of {calls['after']} calls")
     assert 1.0 <= meta["injected_ms"] < 3.0  # half of a 2 ms call (sleep's overshoot allowed), not of a 20 ms one

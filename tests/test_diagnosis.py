@@ -181,8 +181,12 @@ def test_with_no_profile_a_regression_starts_no_profiling_process_and_says_why_t
     headtohead.diagnose(versus, "test_x.py::test_latency", result, *refused.profiling)
     assert started == [] and "profile_process" not in result.details
     text = failures.message(result.case.id, result, refused, tmp_path / "python", "pytest ...", lambda scope: False)
-    assert ("  not profiled (--rfdetr-no-profile): run without it to see which operators or kernels changed"
-            in text.splitlines())
+    said = "  not profiled (--rfdetr-no-profile): run without it to see which operators or kernels changed"
+    assert said in text.splitlines()
+    result.baseline = {"scopes": {}}  # a stored baseline recorded without profiles: nothing would be profiled anyway
+    assert said not in failures.message(result.case.id, result, refused, None, "pytest ...", lambda scope: False)
+    result.baseline = {"scopes": {}, "profile": {"forward": {}}}
+    assert said in failures.message(result.case.id, result, refused, None, "pytest ...", lambda scope: False)
     headtohead.diagnose(versus, "test_x.py::test_latency", result, *Settings(enabled=True).profiling)
     assert started == [result.case.id]  # without it, the regression is profiled
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from pytest_rfdetr_latency.measure.results import CaseResult
 from pytest_rfdetr_latency.measure.settings import Settings
 from pytest_rfdetr_latency.report import why
-from pytest_rfdetr_latency.verdict import gating
+from pytest_rfdetr_latency.verdict import diagnosis, gating
 from pytest_rfdetr_latency.verdict.judge import Verdict
 
 
@@ -35,7 +35,7 @@ def message(case_id: str, result: CaseResult, settings: Settings, against: Path 
             lines += [f"  {line}" for line in why.lines(verdict.scope, found)]
         elif profiled and verdict.scope != "memory":
             lines.append(f"  {verdict.scope}: {why.missing(verdict.scope, result.details, result.baseline)}")
-    if regressions and settings.no_profile and not result.diagnosis:
+    if settings.no_profile and not result.diagnosis and _would_profile(regressions, result, against):
         lines.append("  not profiled (--rfdetr-no-profile): run without it to see which operators or kernels changed")
     if inconclusive and settings.strict:
         lines.append(f"{case_id}: verdict inconclusive (--rfdetr-strict makes this a failure):")
@@ -62,6 +62,13 @@ def message(case_id: str, result: CaseResult, settings: Settings, against: Path 
     else:
         lines.append(f"  if this slowdown is accepted, update the baseline: {update}")
     return "\n".join(lines)
+
+
+def _would_profile(regressions: list[Verdict], result: CaseResult, against: Path | None) -> bool:
+    """Whether, without --rfdetr-no-profile, a regression here would have been profiled: a timing one, head to head
+    (both sides profile it), or one whose recording holds its profile (a stored baseline's)."""
+    recorded = result.scopes if against is not None else (result.baseline or {}).get("profile") or {}
+    return bool(diagnosis.to_profile({v.scope: v for v in regressions}, recorded))
 
 
 def decided(case_id: str, verdicts: Mapping[str, Verdict]) -> str:

@@ -19,9 +19,11 @@ its first calls of each scope and the run only its first pairs, with the ring's 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -52,6 +54,39 @@ def _side(work: Path, name: str) -> Path:
     return python
 
 
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (from /proc; empty where there is none): the head-to-head processes start in
+    sessions of their own, so no process group holds them all."""
+    children: dict[int, list[int]] = defaultdict(list)
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children[int(fields[1])].append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        below = children.get(todo.pop(), [])
+        found += below
+        todo += below
+    return found
+
+
+def _stop(proc: subprocess.Popen[bytes], grace: float) -> None:
+    """SIGTERM to the run, which stops its processes and reports; after ``grace`` seconds, SIGKILL to it and to every
+    process below it that is still there (on the GPU machine one left behind would measure into the next call)."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        below = _descendants(proc.pid)
+        proc.kill()
+        proc.wait()
+        for pid in below:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+
+
 def run(args: argparse.Namespace) -> None:
     work: Path = args.work
     base, head = _side(work, "base"), _side(work, "head")
@@ -73,13 +108,11 @@ def run(args: argparse.Namespace) -> None:
         try:
             code = proc.wait(timeout=args.timeout)
         except subprocess.TimeoutExpired:  # as a CI job's time limit stops it: SIGTERM, so that it reports the cases
-            proc.terminate()  # it finished and stops the processes it started; killed if it does not end soon
-            try:
-                proc.wait(timeout=args.grace)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            _stop(proc, args.grace)  # it finished and stops the processes it started
             code = 124
+        except BaseException:  # Ctrl-C or an error here: the run stops too
+            _stop(proc, args.grace)
+            raise
     record = {"tag": args.tag, "label": args.label, "inject_pct": args.inject, "inject_on": args.inject_on,
               "exit_code": code, "seconds": round(time.time() - start, 1), "report": report.name, "log": log.name,
               "command": command[1:], "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}

@@ -11,16 +11,16 @@
 # Every run: RFDETRMedium, RFDETRSegSmall, RFDETRKeypointPreview (or MODELS); --rfdetr-device=cuda --rfdetr-strict; four pairs and
 # no more (--rfdetr-against-max-processes=4: the default grows to eight while a comparison cannot resolve what it
 # must, which a device call of 600 s cannot hold); --rfdetr-no-profile (a regressed case is otherwise profiled on both
-# sides, about a minute each); stopped by SIGTERM at LIMIT (585 s, the call's) or at the session's budget less RESERVE,
-# whichever comes first, keeping the cases it finished; -vv for the parent's progress lines, and the processes and
-# the GPU written down every 10 s (TAG.watch.txt).
+# sides, about a minute each); stopped by SIGTERM at LIMIT (560 s: the call's 600 less 15 s of grace and the gzip)
+# or at the session's budget less RESERVE, whichever comes first, keeping the cases it finished; -vv for the
+# parent's progress lines, and the processes and the GPU written down every 10 s (TAG.watch.txt).
 tag=$1 label=$2 backends=$3 pct=${4:-} on=${5:-}
 T0=${T0:-$(date +%s)}
 source benchmarks/h200/setup.sh
 { date -u +%FT%TZ; nvidia-smi --query-gpu=name,driver_version,temperature.gpu,clocks.sm --format=csv
   python3 -c "import torch, onnxruntime as o; print('torch', torch.__version__, 'onnxruntime', o.__version__, o.get_available_providers())"
   nproc; free -g | head -2; git log --oneline -1 2>/dev/null; } > "$OUT/$tag.txt" 2>&1
-room() { local used=$(( $(date +%s) - T0 )); local call=$(( ${LIMIT:-585} - used )) budget=$(( ${BUDGET:-100000} - ${RESERVE:-0} - 30 - used ))
+room() { local used=$(( $(date +%s) - T0 )); local call=$(( ${LIMIT:-560} - used )) budget=$(( ${BUDGET:-100000} - ${RESERVE:-0} - 30 - used ))
          echo $(( call < budget ? call : budget )); }
 r=$(room)
 if [ "$r" -lt 60 ]; then echo "no room for $tag: $r s" >> "$OUT/$tag.txt"; exit 0; fi

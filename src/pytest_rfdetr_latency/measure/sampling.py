@@ -64,7 +64,8 @@ PRESETS: dict[str, SamplingPlan] = {
     # 0.45 and 0.45 % device, 3.9, 4.1 and 4.0 % forward, 2.3, 3.3 and 3.5 % e2e at 4 pairs, for 48, 28 and 21 s of
     # ring a case: the pairs' own offsets, not the count of calls, are most of the noise. Capped at 3 s of calls (as
     # the warm-up times them): a GPU call of up to 60 ms keeps its 50, and ONNX Runtime's CPU calls of 114-290 ms on
-    # the H200 take 26-10, for the ring is serial and those cases were most of it (docs/pr-gate.md "Ninth session").
+    # the H200 take 27-11, for the ring is serial and those cases were estimated to be most of it (docs/pr-gate.md,
+    # seventh session).
     # The warm-up is capped at 1 s a scope for the same reason; both sides warm up alike.
     "turns": SamplingPlan(block_size=1, min_blocks=50, max_blocks=1000, target=0.01, max_seconds=2.0,
                           warmup_calls=10, warmup_seconds=1.0, min_blocks_seconds=3.0),

@@ -15,7 +15,8 @@ side each) run at once; the parent hands each child two pipes and conducts:
 While all work at once, each takes its share of the cores (``sharing_cores``): the parent passes the cores it may use
 divided by the children, and torch's intra-op pool is cut to that many threads while the process prepares. Eight
 processes each running sixteen threads on sixteen cores spend most of their time waiting for each other: the H200's
-ring prepared a torch case in 25-45 s this way, where one process alone takes 3-7 s (docs/pr-gate.md).
+ring prepared a torch case in 25-45 s this way, where one process alone takes 3-7 s; on shares of the cores it
+took 3-9 s (docs/pr-gate.md, seventh and ninth sessions).
 
 So nothing prepares while anything samples, and consecutive blocks of a pair's two processes are a block apart in
 time: a host state that lasts longer than a block is seen by both. Each case's ring starts from the first child, so
@@ -102,7 +103,7 @@ def sharing_cores() -> Iterator[None]:
 
     Started lazily, the threads given back would start at the ring's first parallel call, on the launching thread
     that the ring pins to one core, and inherit that core: on the H200, fourteen threads on the launch core made
-    torch's first end-to-end calls about 150 ms instead of 11-18 (the warm-up, sized by them, left 21 blocks instead of
+    torch's first end-to-end calls about 150 ms instead of 11-38 (the warm-up, sized by them, left 21 blocks instead of
     50, and a self-test's injected delay, sized by them too, was 45 % instead of 5 %) until the pool was swept off."""
     if _ends is None or _share is None or _in_ring:
         yield

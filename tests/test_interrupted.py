@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import sys
 import threading
@@ -127,4 +128,38 @@ def test_a_sigterm_while_the_files_are_written_waits_for_them_and_is_said() -> N
             pass
     finally:
         signal.signal(signal.SIGTERM, before)
+    assert written and notes == ["SIGTERM arrived while this run's files were written; they were finished first"]
+
+
+def test_a_sigterm_another_thread_takes_while_the_files_are_written_waits_too() -> None:
+    # A SIGTERM to the process may land on any thread that does not block it: torch's and ONNX Runtime's pools. It
+    # is held all the same; raised here, it would end the run between two files.
+    from pytest_rfdetr_latency.collector import sigterm_held
+
+    notes: list[str] = []
+    waiting, done = threading.Event(), threading.Event()
+
+    def pool_thread() -> None:
+        waiting.set()
+        done.wait(30)
+
+    other = threading.Thread(target=pool_thread, daemon=True)
+    before = signal.signal(signal.SIGTERM, _stop_as_interrupted)
+    try:
+        other.start()
+        waiting.wait(30)
+        read, write = os.pipe()
+        os.set_blocking(write, False)
+        wakeup = signal.set_wakeup_fd(write)  # the other thread's C-level handler writes here once it has the signal
+        with sigterm_held(notes):
+            assert other.ident is not None
+            signal.pthread_kill(other.ident, signal.SIGTERM)
+            assert select.select([read], [], [], 30)[0], "the other thread never took the SIGTERM"
+            written = True
+    finally:
+        done.set()
+        signal.signal(signal.SIGTERM, before)
+        signal.set_wakeup_fd(wakeup)
+        os.close(read)
+        os.close(write)
     assert written and notes == ["SIGTERM arrived while this run's files were written; they were finished first"]

@@ -337,14 +337,31 @@ class ResultCollector:
 @contextlib.contextmanager
 def sigterm_held(notes: list[str], ours: bool = True) -> Iterator[None]:
     """SIGTERM held back while the run's files are written whole; one that arrived meanwhile is taken then and said
-    in ``notes``. Only where this run handles SIGTERM (``ours``: plugin.pytest_configure) and it can be held."""
-    hold = ours and hasattr(signal, "pthread_sigmask") and threading.current_thread() is threading.main_thread()
-    if hold:
+    in ``notes``. Only where this run handles SIGTERM (``ours``: plugin.pytest_configure), from the main thread.
+
+    Two holds, because a SIGTERM sent to the process goes to any thread that does not block it (torch's and ONNX
+    Runtime's pools do not): blocked in this thread, it waits in the process's queue, where ``sigtimedwait`` takes it;
+    taken by another thread, Python runs the handler in this one, and for the while that handler only notes it.
+    ``signal.signal`` runs any handler still due before it puts the run's own back."""
+    if not (ours and threading.current_thread() is threading.main_thread()):
+        yield
+        return
+    arrived: list[int] = []
+
+    def note(signum: int, frame: object) -> None:
+        arrived.append(signum)
+
+    before = signal.signal(signal.SIGTERM, note)
+    blocks = hasattr(signal, "pthread_sigmask") and hasattr(signal, "sigtimedwait")  # macOS has no sigtimedwait
+    if blocks:
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
     try:
         yield
     finally:
-        if hold:
+        if blocks:
             if signal.sigtimedwait({signal.SIGTERM}, 0) is not None:
-                notes.append("SIGTERM arrived while this run's files were written; they were finished first")
+                arrived.append(signal.SIGTERM)
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if before is None else before)
+        if arrived:
+            notes.append("SIGTERM arrived while this run's files were written; they were finished first")

@@ -51,7 +51,7 @@ def test_every_part_is_a_subpackage_that_says_its_job_and_what_it_may_import() -
         below = ", ".join(ORDER[:ORDER.index(part)]) or "nothing else of this package"
         assert f"May import: {below}" in doc, f"{init}: its docstring should say 'May import: {below}'"
     face = {name for name in _modules() if name and _part(name) == "face"}
-    assert face == {"collector", "fixtures", "hookspecs", "plugin", "runner", "stash", "suite"}, sorted(face)
+    assert face == {"collector", "fixtures", "hookspecs", "plugin", "runner", "sigterm", "stash", "suite"}, sorted(face)
 
 
 def test_no_module_imports_a_part_above_its_own() -> None:

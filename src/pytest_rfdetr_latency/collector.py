@@ -8,18 +8,16 @@ confirmation it only hands the results back to the parent.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
 import sys
-import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from pytest_rfdetr_latency import sigterm
 from pytest_rfdetr_latency.measure import quiet
 from pytest_rfdetr_latency.measure.settings import Settings
 from pytest_rfdetr_latency.report import render as report
@@ -67,7 +65,7 @@ class ResultCollector:
                 self._record_processes(run)
             except KeyboardInterrupt:  # stopped while the fresh processes recorded; they were stopped with it
                 self.stopped = True
-        with sigterm_held(self.notes, SIGTERM_KEY in self.config.stash):  # files written whole, a SIGTERM waits
+        with sigterm.held(self.notes, SIGTERM_KEY in self.config.stash):  # files written whole, a SIGTERM waits
             if self.stopped and run.active:  # half a run: nothing recorded, no history; the report says so
                 self.notes.append(f"interrupted after {len(self.results)} case(s): no baseline saved and no history "
                                   "added (their files are as they were); the report holds the cases measured so far")
@@ -332,36 +330,3 @@ class ResultCollector:
             terminalreporter.write_line(line)
         for error in self.errors:
             terminalreporter.write_line(f"ERROR: {error}", red=True, bold=True)
-
-
-@contextlib.contextmanager
-def sigterm_held(notes: list[str], ours: bool = True) -> Iterator[None]:
-    """SIGTERM held back while the run's files are written whole; one that arrived meanwhile is taken then and said
-    in ``notes``. Only where this run handles SIGTERM (``ours``: plugin.pytest_configure), from the main thread.
-
-    Two holds, because a SIGTERM sent to the process goes to any thread that does not block it (torch's and ONNX
-    Runtime's pools do not): blocked in this thread, it waits in the process's queue, where ``sigtimedwait`` takes it;
-    taken by another thread, Python runs the handler in this one, and for the while that handler only notes it.
-    ``signal.signal`` runs any handler still due before it puts the run's own back."""
-    if not (ours and threading.current_thread() is threading.main_thread()):
-        yield
-        return
-    arrived: list[int] = []
-
-    def note(signum: int, frame: object) -> None:
-        arrived.append(signum)
-
-    before = signal.signal(signal.SIGTERM, note)
-    blocks = hasattr(signal, "pthread_sigmask") and hasattr(signal, "sigtimedwait")  # macOS has no sigtimedwait
-    if blocks:
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
-    try:
-        yield
-    finally:
-        if blocks:
-            if signal.sigtimedwait({signal.SIGTERM}, 0) is not None:
-                arrived.append(signal.SIGTERM)
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
-        signal.signal(signal.SIGTERM, signal.SIG_DFL if before is None else before)
-        if arrived:
-            notes.append("SIGTERM arrived while this run's files were written; they were finished first")

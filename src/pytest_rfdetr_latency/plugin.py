@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from pytest_rfdetr_latency import sigterm
 from pytest_rfdetr_latency.measure.cases import Case, matrix
 from pytest_rfdetr_latency.measure.settings import OPTION_GROUPS, OPTIONS, RawValue, Settings, SettingsError
 from pytest_rfdetr_latency.report.exports import remove_if_left_empty, unmade_storage
@@ -105,14 +106,7 @@ def pytest_configure(config: pytest.Config) -> None:
         _bind_xdist_workers(config, settings)
     in_main_thread = threading.current_thread() is threading.main_thread()  # where alone a handler can be set
     if settings.active and not child and not is_worker(config) and in_main_thread:
-        config.stash[SIGTERM_KEY] = signal.signal(signal.SIGTERM, _stop_as_interrupted)
-
-
-def _stop_as_interrupted(signum: int, frame: object) -> None:
-    """A run stopped from outside (a CI job's time limit or its cancel button sends SIGTERM) ends as Ctrl-C ends it:
-    pytest finishes the session, the processes this run started are stopped, the summary and the report say what was
-    measured, and no baseline or history is half written (collector.ResultCollector.pytest_sessionfinish)."""
-    raise KeyboardInterrupt(f"stopped by signal {signum} (SIGTERM)")
+        config.stash[SIGTERM_KEY] = signal.signal(signal.SIGTERM, sigterm.stop_as_interrupted)
 
 
 def _resolve(config: pytest.Config) -> Settings:

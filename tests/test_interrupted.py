@@ -143,13 +143,13 @@ def test_a_sigterm_another_thread_takes_while_the_files_are_written_waits_too() 
         done.wait(30)
 
     other = threading.Thread(target=pool_thread, daemon=True)
+    read, write = os.pipe()
+    os.set_blocking(write, False)
+    wakeup = signal.set_wakeup_fd(write)  # the other thread's C-level handler writes here once it has the signal
     before = signal.signal(signal.SIGTERM, stop_as_interrupted)
     try:
         other.start()
         waiting.wait(30)
-        read, write = os.pipe()
-        os.set_blocking(write, False)
-        wakeup = signal.set_wakeup_fd(write)  # the other thread's C-level handler writes here once it has the signal
         with held(notes):
             assert other.ident is not None
             signal.pthread_kill(other.ident, signal.SIGTERM)

@@ -121,15 +121,56 @@ def test_a_sigterm_while_the_files_are_written_waits_for_them_and_is_said() -> N
     try:
         with held(notes):
             os.kill(os.getpid(), signal.SIGTERM)  # held: nothing is raised here
-            # Writing takes a while: a thread of this process (an earlier test's torch pool) that takes the signal
-            # has handled it by the end. One that arrives as the hold ends stops the run after its files, as it should.
+            # Another thread of this process (an earlier test's torch pool) may take the signal; writing files takes
+            # long enough for it to have been scheduled and handled it (one that arrives as the hold ends stops the
+            # run then, its files whole).
             time.sleep(0.2)
             written = True
+        assert signal.getsignal(signal.SIGTERM) is stop_as_interrupted  # the run's own handler back
         with held(notes):
             pass
     finally:
         signal.signal(signal.SIGTERM, before)
     assert written and notes == ["SIGTERM arrived while this run's files were written; they were finished first"]
+
+
+def test_where_a_sigterm_cannot_be_blocked_it_is_held_all_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
+    # macOS has no sigtimedwait: the hold is the handler that only notes the signal.
+    monkeypatch.delattr(signal, "sigtimedwait")
+    notes: list[str] = []
+    before = signal.signal(signal.SIGTERM, stop_as_interrupted)
+    try:
+        with held(notes):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.2)
+            written = True
+        assert signal.getsignal(signal.SIGTERM) is stop_as_interrupted
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert written and notes == ["SIGTERM arrived while this run's files were written; they were finished first"]
+
+
+def test_a_ctrl_c_due_as_the_hold_ends_still_gets_the_runs_handler_put_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    # signal.signal first runs any handler still due; where that raises (a Ctrl-C, or GitHub's cancel, which sends
+    # SIGINT before SIGTERM), it swaps nothing. Left in place, the noting handler would swallow every later SIGTERM.
+    real = signal.signal
+    raised: list[bool] = []
+
+    def with_a_ctrl_c_due(signum: int, handler: Any) -> Any:
+        if handler is stop_as_interrupted and not raised:
+            raised.append(True)
+            raise KeyboardInterrupt("ctrl-c")  # as CPython does when the handler due raises: nothing swapped
+        return real(signum, handler)
+
+    before = signal.signal(signal.SIGTERM, stop_as_interrupted)
+    try:
+        monkeypatch.setattr(signal, "signal", with_a_ctrl_c_due)
+        with pytest.raises(KeyboardInterrupt, match="ctrl-c"), held([]):
+            pass
+        monkeypatch.undo()
+        assert raised and signal.getsignal(signal.SIGTERM) is stop_as_interrupted
+    finally:
+        real(signal.SIGTERM, before)
 
 
 def test_a_sigterm_another_thread_takes_while_the_files_are_written_waits_too() -> None:
@@ -155,6 +196,7 @@ def test_a_sigterm_another_thread_takes_while_the_files_are_written_waits_too() 
             signal.pthread_kill(other.ident, signal.SIGTERM)
             assert select.select([read], [], [], 30)[0], "the other thread never took the SIGTERM"
             written = True
+        assert signal.getsignal(signal.SIGTERM) is stop_as_interrupted
     finally:
         done.set()
         signal.signal(signal.SIGTERM, before)

@@ -6,7 +6,9 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from types import FrameType
+from typing import Any
 
 
 def stop_as_interrupted(signum: int, frame: object) -> None:
@@ -33,17 +35,32 @@ def held(notes: list[str], ours: bool = True) -> Iterator[None]:
     def note(signum: int, frame: object) -> None:
         arrived.append(signum)
 
-    before = signal.signal(signal.SIGTERM, note)
     blocks = hasattr(signal, "pthread_sigmask") and hasattr(signal, "sigtimedwait")  # macOS has no sigtimedwait
-    if blocks:
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    before = signal.signal(signal.SIGTERM, note)
     try:
+        if blocks:
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
         yield
     finally:
-        if blocks:
-            if signal.sigtimedwait({signal.SIGTERM}, 0) is not None:
-                arrived.append(signal.SIGTERM)
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
-        signal.signal(signal.SIGTERM, signal.SIG_DFL if before is None else before)
+        try:
+            if blocks:
+                try:
+                    if signal.sigtimedwait({signal.SIGTERM}, 0) is not None:
+                        arrived.append(signal.SIGTERM)
+                finally:
+                    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+        finally:
+            _put_back(signal.SIG_DFL if before is None else before)
         if arrived:
             notes.append("SIGTERM arrived while this run's files were written; they were finished first")
+
+
+def _put_back(handler: signal.Handlers | Callable[[int, FrameType | None], Any] | int) -> None:
+    """The run's SIGTERM handler back in place, whatever else is due: ``signal.signal`` first runs any handler still
+    pending (a Ctrl-C, or GitHub's cancel, which sends SIGINT first) and, where that raises, swaps nothing. Then the
+    swap is made and what was raised goes on."""
+    try:
+        signal.signal(signal.SIGTERM, handler)
+    except BaseException:
+        signal.signal(signal.SIGTERM, handler)  # the pending handler has run: nothing is due now
+        raise

@@ -35,24 +35,24 @@ def held(notes: list[str], ours: bool = True) -> Iterator[None]:
     def note(signum: int, frame: object) -> None:
         arrived.append(signum)
 
-    blocks = hasattr(signal, "pthread_sigmask") and hasattr(signal, "sigtimedwait")  # macOS has no sigtimedwait
-    before = signal.signal(signal.SIGTERM, note)
-    try:
-        if blocks:
-            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
-        yield
-    finally:
-        try:
-            if blocks:
-                try:
-                    if signal.sigtimedwait({signal.SIGTERM}, 0) is not None:
-                        arrived.append(signal.SIGTERM)
-                finally:
-                    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
-        finally:
-            _put_back(signal.SIG_DFL if before is None else before)
+    def take_the_blocked_one() -> None:
+        if signal.sigtimedwait({signal.SIGTERM}, 0) is not None:
+            arrived.append(signal.SIGTERM)
+
+    def say_so() -> None:
         if arrived:
             notes.append("SIGTERM arrived while this run's files were written; they were finished first")
+
+    blocks = hasattr(signal, "pthread_sigmask") and hasattr(signal, "sigtimedwait")  # macOS has no sigtimedwait
+    with contextlib.ExitStack() as undo:  # undone last to first, each step even where one before it raised
+        undo.callback(say_so)
+        before = signal.signal(signal.SIGTERM, note)
+        undo.callback(_put_back, signal.SIG_DFL if before is None else before)
+        if blocks:
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+            undo.callback(signal.pthread_sigmask, signal.SIG_UNBLOCK, {signal.SIGTERM})
+            undo.callback(take_the_blocked_one)
+        yield
 
 
 def _put_back(handler: signal.Handlers | Callable[[int, FrameType | None], Any] | int) -> None:

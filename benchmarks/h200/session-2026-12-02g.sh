@@ -13,7 +13,8 @@
 # must, which a device call of 600 s cannot hold); --rfdetr-no-profile (a regressed case is otherwise profiled on both
 # sides, about a minute each); stopped by SIGTERM at LIMIT (560 s: the call's 600 less 15 s of grace and the gzip)
 # or at the session's budget less RESERVE, whichever comes first, keeping the cases it finished; -vv for the
-# parent's progress lines, and the processes and the GPU written down every 10 s (TAG.watch.txt).
+# parent's progress lines, and the processes and the GPU written down every 10 s (TAG.watch.txt). MAXP=8 lets a run
+# grow to eight pairs as the shipped default does (tenth session).
 tag=$1 label=$2 backends=$3 pct=${4:-} on=${5:-}
 T0=${T0:-$(date +%s)}
 source benchmarks/h200/setup.sh
@@ -29,7 +30,7 @@ watch_processes "$OUT/$tag.watch.txt" & WATCH=$!
 inject=(); [ -n "$pct" ] && inject=(--inject "$pct" --inject-on "$on")
 python3 benchmarks/pr_gate.py run --processes 4 --tag "$tag" --label "$label" "${inject[@]}" --timeout "$r" \
   --grace 15 -- --rfdetr-device=cuda --rfdetr-strict --rfdetr-models="${MODELS:-RFDETRMedium,RFDETRSegSmall,RFDETRKeypointPreview}" \
-  --rfdetr-backends="$backends" --rfdetr-against-max-processes=4 --rfdetr-no-profile -vv >> "$OUT/$tag.txt" 2>&1
+  --rfdetr-backends="$backends" --rfdetr-against-max-processes=${MAXP:-4} --rfdetr-no-profile -vv >> "$OUT/$tag.txt" 2>&1
 kill $WATCH 2>/dev/null
 gzip -f "$OUT/$tag.json" "$OUT/$tag.log" "$OUT/$tag.watch.txt" 2>/dev/null
 date -u +%FT%TZ >> "$OUT/$tag.txt"

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -349,3 +350,117 @@ def test_a_child_that_does_not_take_turns_never_overlaps_the_other_whichever_sta
     assert all(o.error and "exit code 0" in o.error for o in outcomes)
     assert written == ["o0", "o1", "o2", "n0", "n1"]  # the old one ran alone, whether it started first or second
     assert turns == ([0, 2] if old_first else [2, 0])
+
+
+# A stopped run (processes.run_in_turns): the parent hangs up. A child waiting for its turn ends as Ctrl-C would,
+# with a wait in its ``finally`` (case.py steps aside there) ending at once too.
+HUNG_UP = """
+import sys
+from pytest_rfdetr_latency.measure import lockstep
+log = sys.argv[1]
+lockstep.begin()
+try:
+    lockstep.join()
+except KeyboardInterrupt as stop:
+    with open(log, "a") as out:
+        out.write(type(stop).__name__ + "\\n")
+    try:
+        lockstep.step_aside()
+    except lockstep.HungUp:
+        with open(log, "a") as out:
+            out.write("again\\n")
+    sys.exit(2)
+"""
+
+
+def test_a_child_hung_up_on_ends_its_wait_as_an_interrupt_and_every_later_wait_at_once(tmp_path: Path) -> None:
+    log = tmp_path / "log.txt"
+    proc, pipe = _start(HUNG_UP, str(log))
+    try:
+        assert os.read(pipe.done, 1) == b"p"  # begin: stepped aside, waiting to be let go
+        lockstep._write_go(pipe)
+        assert os.read(pipe.done, 1) == b"j"  # joined the ring: waiting for its turn
+        pipe.hang_up()
+        assert proc.wait(timeout=30) == 2
+    finally:
+        proc.kill()
+        pipe.close()
+    assert log.read_text().split() == ["HungUp", "again"]
+    assert pipe.go == -1  # closed once: close() leaves it alone
+
+
+# A process of a head to head as a stopped run meets it: case A taken in the ring by every process, then case B. The
+# first child holds its turn in B (a long block); the second, once A is done, ignores SIGTERM and, hung up on, does
+# not end (a process stuck in native code); the third ignores SIGTERM throughout and waits for its turn, so that only
+# the hang-up ends its wait. Each writes what it finished on an interrupt.
+STOPPED_IN_B = """
+import json, os, pickle, signal, sys, time
+from pathlib import Path
+from typing import Any
+from pytest_rfdetr_latency import sigterm
+from pytest_rfdetr_latency.measure import lockstep
+from pytest_rfdetr_latency.measure.processes import CHILD_ENV
+role, folder = sys.argv[1], Path(sys.argv[2])
+signal.signal(signal.SIGTERM, signal.SIG_IGN if role == "waits" else sigterm.stop_as_interrupted)
+settings = pickle.loads(Path(os.environ[CHILD_ENV]).read_bytes())
+done = []
+try:
+    lockstep.begin()
+    lockstep.join()
+    lockstep.turn()
+    lockstep.step_aside()
+    done.append({"id": "A", "scopes": {"e2e": {"value_ms": 1.0}}})
+    if role == "stuck":
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        lockstep.join()
+    except lockstep.HungUp:
+        if role == "stuck":
+            time.sleep(60)
+        raise
+    if role == "holds":
+        (folder / "holding").write_text("")
+        time.sleep(60)
+    done.append({"id": "B", "scopes": {"e2e": {"value_ms": 1.0}}})
+finally:
+    settings.child_report.write_text(json.dumps(done))
+"""
+
+
+def test_a_stopped_ring_keeps_what_every_process_finished_and_kills_one_that_does_not_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import _thread
+    import threading
+    from dataclasses import dataclass
+
+    from pytest_rfdetr_latency.measure import processes
+    from pytest_rfdetr_latency.measure.settings import Settings
+
+    @dataclass(frozen=True)
+    class Runs(processes.Launch):
+        role: str = ""
+
+        def command(self, targets: Any) -> list[str]:
+            return [sys.executable, "-c", STOPPED_IN_B, self.role, str(tmp_path)]
+
+    def stop_when_held() -> None:  # Ctrl-C in this process once the first child holds its turn in case B
+        until = time.monotonic() + 60
+        while not (tmp_path / "holding").exists() and time.monotonic() < until:
+            time.sleep(0.05)
+        _thread.interrupt_main()
+
+    monkeypatch.setattr(processes, "STOP_GRACE", 3.0)
+    children = [processes.Child(Runs(cwd=tmp_path, rootdir=tmp_path, role=role), (), Settings())
+                for role in ("holds", "stuck", "waits")]
+    threading.Thread(target=stop_when_held, daemon=True).start()
+    start = time.monotonic()
+    with pytest.raises(processes.Stopped) as stopped:
+        processes.run_in_turns(children, timeout=60)
+    assert time.monotonic() - start < 30
+    outcomes = stopped.value.outcomes
+    # The one holding its turn (SIGTERM) and the one waiting (hung up on) wrote case A, not B; the stuck one was
+    # killed after the grace, and reported nothing. None of them is an error of its own: the run was stopped.
+    assert [[r["id"] for r in o.results] for o in outcomes] == [["A"], [], ["A"]]
+    assert [o.error for o in outcomes] == [None, None, None]
+    assert isinstance(stopped.value, KeyboardInterrupt)

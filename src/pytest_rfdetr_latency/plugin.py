@@ -105,7 +105,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if settings.active:
         _bind_xdist_workers(config, settings)
     in_main_thread = threading.current_thread() is threading.main_thread()  # where alone a handler can be set
-    if settings.active and not child and not is_worker(config) and in_main_thread:
+    if settings.active and not is_worker(config) and in_main_thread:  # a fresh process too: a stopped run stops it
         config.stash[SIGTERM_KEY] = signal.signal(signal.SIGTERM, sigterm.stop_as_interrupted)
 
 

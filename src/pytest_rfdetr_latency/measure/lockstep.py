@@ -23,7 +23,8 @@ time: a host state that lasts longer than a block is seen by both. Each case's r
 that a pair's two stay neighbours in their order; a child keeps step case for case (case.py joins the ring even for a
 case it does not sample, and a wait cut short by a signal's exception takes the byte it was due before the next). A
 child whose plugin predates this protocol never writes a byte: it runs alone to its end while the others wait aside,
-and is counted as taking no turns.
+and is counted as taking no turns. A stopped run hangs up (``Pipes.hang_up``): a child's wait then ends as Ctrl-C
+would, and its session writes the cases it finished.
 """
 
 from __future__ import annotations
@@ -142,8 +143,8 @@ def _hand_back(byte: bytes) -> float:
 
 
 def _wait(go: int) -> None:
-    if not os.read(go, 1):  # the parent is gone: nobody will read what this process measures
-        os._exit(3)
+    if not os.read(go, 1):  # the parent hung up (a stopped run) or is gone: end as Ctrl-C would, with what is done
+        raise HungUp("the run that conducted the turns was stopped")
 
 
 @dataclass
@@ -177,6 +178,11 @@ class Pipes:
         _close(self.child_go)
         self.child_done = self.child_go = -1
 
+    def hang_up(self) -> None:
+        """No more turns: the child's waits, the one it is in and every later one, end (``HungUp``)."""
+        _close(self.go)
+        self.go = -1
+
     def close(self) -> None:
         self.close_child_ends()
         _close(self.go)
@@ -191,6 +197,12 @@ def _close(fd: int) -> None:
         os.close(fd)
     except OSError:
         pass
+
+
+class HungUp(KeyboardInterrupt):
+    """In a child: the parent closed its end of the turns (``Pipes.hang_up``, a stopped run) or exited. A
+    KeyboardInterrupt, so that the child's session ends as interrupted and still writes the cases it finished; every
+    later wait ends the same way at once, a ``finally`` that steps aside included."""
 
 
 class TurnTimeout(RuntimeError):

@@ -30,6 +30,7 @@ from pytest_rfdetr_latency.measure.settings import Settings
 
 CHILD_ENV = "_PYTEST_RFDETR_LATENCY_CHILD"  # the path of the pickled settings a fresh process measures with
 _TAIL_LINES = 25
+STOP_GRACE = 5.0  # seconds the processes of a stopped run have to write what they finished (run_in_turns)
 
 
 @dataclass
@@ -160,6 +161,15 @@ def run_child(launch: Launch, targets: Sequence[str], settings: Settings, timeou
         return _outcome(report, proc.returncode, output or "", start)
 
 
+class Stopped(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM while processes took turns (run_in_turns): they were asked to stop as it was, and what each
+    had finished and reported (its cases done by every process of the ring) is kept in ``outcomes``."""
+
+    def __init__(self, why: str, outcomes: list[ChildOutcome], turns: list[int]) -> None:
+        super().__init__(why)
+        self.outcomes, self.turns = outcomes, turns
+
+
 @dataclass(frozen=True)
 class Child:
     """One process of those that take turns (lockstep.py)."""
@@ -201,6 +211,10 @@ def run_in_turns(children: Sequence[Child], timeout: float) -> tuple[list[ChildO
                 procs.append((proc, report, log))
                 pipes.append(pipe)
             turns = lockstep.alternate(pipes, deadline)
+        except KeyboardInterrupt as stop:
+            for pipe in pipes:
+                pipe.hang_up()
+            raise Stopped(str(stop) or "interrupted", _ask_to_stop(procs, start), [0] * len(children)) from stop
         except lockstep.TurnTimeout:
             error = f"it ran past {timeout * len(children):g} s with the processes it took turns with and was stopped"
             turns = [0] * len(children)
@@ -217,6 +231,37 @@ def run_in_turns(children: Sequence[Child], timeout: float) -> tuple[list[ChildO
             else:
                 outcomes.append(_outcome(report, proc.returncode, output, start))
         return outcomes, turns
+
+
+def _ask_to_stop(procs: Sequence[tuple[subprocess.Popen[bytes], Path, Path]], start: float) -> list[ChildOutcome]:
+    """Each of ``procs``, already hung up on (a wait for its turn ends as Ctrl-C would, lockstep.HungUp), given a
+    moment to end so; those still working on their own then stopped by SIGTERM (sigterm.stop_as_interrupted); all
+    killed after STOP_GRACE seconds in all, or once the run is stopped a second time. What each reported: a process
+    writes its report case by case (collector.py), so even a killed one keeps the cases it finished."""
+    import signal
+
+    until = time.monotonic() + STOP_GRACE
+    try:
+        _wait_all(procs, time.monotonic() + min(STOP_GRACE / 5, 1.0))
+        for proc, _, _ in procs:
+            if proc.poll() is None:
+                with contextlib.suppress(OSError):
+                    os.kill(proc.pid, signal.SIGTERM)  # the process alone: its group's other members are its own
+        _wait_all(procs, until)
+    except KeyboardInterrupt:  # asked again (CI sends SIGTERM seconds after SIGINT): no more waiting
+        pass
+    outcomes = []
+    for proc, report, log in procs:
+        _reap(proc)
+        done = _outcome(report, proc.returncode, log.read_text(errors="replace"), start)
+        outcomes.append(dataclasses.replace(done, error=None))  # why it stopped is the run's (Stopped), not its own
+    return outcomes
+
+
+def _wait_all(procs: Sequence[tuple[subprocess.Popen[bytes], Path, Path]], until: float) -> None:
+    for proc, _, _ in procs:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=max(0.0, until - time.monotonic()))
 
 
 def _hand_over(folder: Path, settings: Settings, env: Mapping[str, str] | None) -> tuple[Path, dict[str, str]]:

@@ -23,6 +23,7 @@ from pytest_rfdetr_latency.measure.settings import Settings
 from pytest_rfdetr_latency.report import render as report
 from pytest_rfdetr_latency.report.duel import left_out_lines, said_of
 from pytest_rfdetr_latency.stash import (
+    HEAD_TO_HEAD_KEY,
     LAUNCH_KEY,
     PROPERTY,
     SESSION_KEY,
@@ -48,6 +49,14 @@ class ResultCollector:
         for name, value in report.user_properties:
             if name == PROPERTY:
                 self.results.append(json.loads(str(value)))
+                self._write_child_report()  # case by case: a stopped or killed process keeps what it finished
+
+    def _write_child_report(self) -> None:
+        run = settings(self.config)
+        if run.child_report is not None and not is_worker(self.config):
+            from pytest_rfdetr_latency.measure.processes import write_child_report
+
+            write_child_report(run.child_report, self.results)
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
@@ -55,10 +64,11 @@ class ResultCollector:
         if is_worker(self.config):
             return
         if run.child_report is not None:
-            from pytest_rfdetr_latency.measure.processes import write_child_report
-
-            write_child_report(run.child_report, self.results)
+            self._write_child_report()
             return
+        versus = self.config.stash.get(HEAD_TO_HEAD_KEY, None)
+        if versus is not None and versus.stopped:  # stopped while measuring: what it finished was judged, then it ends
+            session.exitstatus = exitstatus = pytest.ExitCode.INTERRUPTED
         self.stopped = exitstatus == pytest.ExitCode.INTERRUPTED  # Ctrl-C, or SIGTERM (plugin.pytest_configure)
         if run.save_baseline and not self.stopped:
             try:

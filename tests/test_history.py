@@ -453,3 +453,57 @@ def test_the_other_side_runs_in_its_own_checkout_and_a_coarse_comparison_is_unre
                                 "--rfdetr-scopes=forward", "--rfdetr-strict")
     strict.assert_outcomes(failed=1)
     strict.stdout.fnmatch_lines(["*verdict inconclusive (--rfdetr-strict makes this a failure)*"])
+
+
+# In each fresh process: once all eight have finished the case they take first (each pair its own: pair k's order of
+# the cases is rotated by k, cases.rotated), the run is stopped as a CI job's time limit stops it (SIGTERM to the
+# parent). Five cases: the first ring takes four of them, one pair each, and the fifth is not begun.
+STOP_AFTER_THE_FIRST_RING = """
+import os, pathlib, signal
+
+def pytest_runtest_logreport(report):
+    if not os.environ.get("_PYTEST_RFDETR_LATENCY_CHILD") or report.when != "call":
+        return
+    marks = pathlib.Path(__file__).with_name("finished")
+    marks.mkdir(exist_ok=True)
+    (marks / f"{os.getpid()}-{report.nodeid.split('[')[1].rstrip(']')}").touch()
+    if len(list(marks.iterdir())) == 8:
+        try:
+            os.close(os.open(marks.with_name("stop-sent"), os.O_CREAT | os.O_EXCL))
+        except FileExistsError:
+            return
+        os.kill(os.getppid(), signal.SIGTERM)
+"""
+
+
+def test_a_head_to_head_stopped_midway_judges_what_its_processes_finished_and_ends_interrupted(
+    pytester: pytest.Pytester, tmp_path: Path, fake_backend: Any
+) -> None:
+    pytester.makepyfile(test_suite=SUITE)
+    pytester.makeconftest(STOP_AFTER_THE_FIRST_RING)
+    result = pytester.runpytest_subprocess(
+        *NANO, "--rfdetr-scopes=e2e", "--rfdetr-resolutions=320,288,256,224,192",
+        f"--rfdetr-cache-dir={tmp_path / 'cache'}", "--rfdetr-latency", f"--rfdetr-against={sys.executable}",
+        "--rfdetr-against-aa", "--rfdetr-against-max-processes=4", "--rfdetr-report=report.json",
+        "--rfdetr-inject-slowdown=300%", "-v", "-rs")
+    finished = {name.split("-", 1)[1] for name in os.listdir(pytester.path / "finished")}
+    assert len(finished) == 4 and (pytester.path / "stop-sent").exists()
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    result.stdout.fnmatch_lines([
+        "*head to head: stopped by signal 15 (SIGTERM) while pairs 1 to 4 took turns; the cases every process "
+        "finished are judged, the run ends as interrupted*"])
+    left = ({f"RFDETRNano-onnx-cpu-r{r}" for r in (320, 288, 256, 224, 192)} - finished).pop()
+    result.stdout.fnmatch_lines([f"*{left}: head to head: not measured by every process: the run was stopped "
+                                 "(stopped by signal 15 (SIGTERM)) before they finished it*"])
+    result.stdout.fnmatch_lines(["*Interrupted: head to head stopped (stopped by signal 15 (SIGTERM)): the cases "
+                                 "every process finished were judged*"])
+    report = json.loads((pytester.path / "report.json").read_text())
+    assert report["interrupted"] is True
+    cases = {c["id"]: c for c in report["cases"]}
+    assert set(cases) == finished  # each on the one pair that took it, and nothing profiled
+    for case in cases.values():
+        e2e = case["verdicts"]["e2e"]
+        assert len(e2e["processes"]) == len(e2e["baseline_processes"]) == 1 and e2e["current"] > 3 * e2e["baseline"]
+        assert case["details"]["head_to_head"]["stopped"] == {"why": "stopped by signal 15 (SIGTERM)",
+                                                              "pairs": [1, 4]}
+        assert "profile_process" not in case["details"]

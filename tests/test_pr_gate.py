@@ -442,6 +442,56 @@ def test_pairs_are_added_two_at_a_time_while_a_comparison_cannot_resolve_what_it
     assert [side for side, _ in calls] == headtohead.order(8) and [k for _, k in calls][8:] == [4, 4, 5, 5, 6, 6, 7, 7]
 
 
+def test_a_run_stopped_while_growing_is_judged_on_its_first_pairs_and_profiles_nothing(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from pytest_rfdetr_latency.measure.processes import Stopped
+    from pytest_rfdetr_latency.measure.settings import Settings
+
+    fake = _fake_pairs(_figures(0.015))  # pairs 3 % apart: the first four cannot resolve forward's 5 %, so it grows
+
+    def stopped_when_growing(children: Any, timeout: float) -> Any:
+        outcomes, turns = fake(children, timeout)
+        if min(c.settings.process_index for c in children) >= 4:  # pairs 5 to 8: stopped, a case half done
+            raise Stopped("stopped by signal 15 (SIGTERM)", outcomes, [0] * len(children))
+        return outcomes, turns
+
+    monkeypatch.setattr(headtohead, "run_in_turns", stopped_when_growing)
+    settings = Settings(enabled=True, against=Path("/opt/head/bin/python"), against_aa=True)
+    outcome = headtohead.measure(Launch(cwd=tmp_path, rootdir=tmp_path), ["latency"], settings, tmp_path)
+    # As if it had not grown: four pairs, the added ones forgotten, still judged at the growing z; the record says it.
+    assert outcome.stopped == {"why": "stopped by signal 15 (SIGTERM)", "pairs": [5, 8]}
+    assert outcome.sides == headtohead.order(4) and sorted(outcome.turns) == [0, 1, 2, 3]
+    assert len(outcome.figures("other", "RFDETRMedium-torch-fp16", "forward")) == 4
+    assert outcome.added == [{"pairs": [5, 8], "unresolved": ["RFDETRMedium-torch-fp16 forward"], "stopped": True}]
+    assert outcome.decide_z == paired.GROWING_Z and outcome.profiler is None
+    assert outcome.finished("RFDETRMedium-torch-fp16") and not outcome.finished("RFDETRSmall-torch-fp16")
+    assert outcome.details(4, 4)["stopped"] == outcome.stopped
+
+
+def test_a_run_stopped_in_its_first_pairs_keeps_the_cases_every_process_finished(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from pytest_rfdetr_latency.measure.processes import ChildOutcome, Stopped
+    from pytest_rfdetr_latency.measure.settings import Settings
+
+    calls: list[int] = []
+
+    def stopped(children: Any, timeout: float) -> Any:
+        calls.append(len(children))
+        done = [ChildOutcome(results=[{"id": "RFDETRMedium-torch-fp16", "backend": "torch-fp16",
+                                       "scopes": {"forward": {"value_ms": 6.0}}}]) for _ in children]
+        raise Stopped("stopped by signal 15 (SIGTERM)", done, [0] * len(children))
+
+    monkeypatch.setattr(headtohead, "run_in_turns", stopped)
+    settings = Settings(enabled=True, against=Path("/opt/head/bin/python"), against_aa=True, against_processes=6)
+    outcome = headtohead.measure(Launch(cwd=tmp_path, rootdir=tmp_path), ["latency"], settings, tmp_path)
+    # The first four pairs were stopped: the last two are never started, nothing grows, nothing is profiled.
+    assert calls == [8] and outcome.stopped == {"why": "stopped by signal 15 (SIGTERM)", "pairs": [1, 4]}
+    assert outcome.added == [] and outcome.profiler is None and outcome.errors == {"this": [], "other": []}
+    assert len(outcome.figures("this", "RFDETRMedium-torch-fp16", "forward")) == 4
+
+
 def test_a_noisy_comparison_resolves_once_pairs_are_added_and_the_line_depends_on_the_noise_alone() -> None:
     from pytest_rfdetr_latency.measure.settings import Settings
 

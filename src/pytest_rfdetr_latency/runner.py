@@ -134,6 +134,9 @@ class LatencyCase:
         from pytest_rfdetr_latency.measure.headtohead import OTHER, THIS, diagnose, judge_scope
 
         mine, theirs = versus.of(THIS, self.id), versus.of(OTHER, self.id)
+        if (not mine or not theirs) and versus.stopped:
+            self._skip(f"{self.id}: head to head: not measured by every process: the run was stopped "
+                       f"({versus.stopped['why']}) before they finished it")
         if not mine or not theirs:
             side, errors = (THIS, versus.errors[THIS]) if not mine else (OTHER, versus.errors[OTHER])
             where = "this environment" if side == THIS else str(versus.python)

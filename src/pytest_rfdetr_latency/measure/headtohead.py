@@ -35,7 +35,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pytest_rfdetr_latency.measure.placement import Placement
-from pytest_rfdetr_latency.measure.processes import Child, ChildOutcome, Launch, child_settings, run_child, run_in_turns
+from pytest_rfdetr_latency.measure.processes import (
+    Child,
+    ChildOutcome,
+    Launch,
+    Stopped,
+    child_settings,
+    run_child,
+    run_in_turns,
+)
 from pytest_rfdetr_latency.measure.sampling import PRESETS, SamplingPlan
 from pytest_rfdetr_latency.measure.settings import Settings
 from pytest_rfdetr_latency.verdict.judge import Verdict, median
@@ -164,6 +172,9 @@ class HeadToHead:
     _drawn: dict[tuple[str, str], list[float]] = field(default_factory=dict, init=False, repr=False, compare=False)
     added: list[dict[str, Any]] = field(default_factory=list)  # pairs added while comparisons were unresolved
     may_grow: bool = False  # pairs may be added (grow): every comparison is judged at paired.GROWING_Z
+    # Ctrl-C or SIGTERM while the processes took turns: why, and which pairs were running. The cases every process of
+    # the first pairs finished are judged on them; a stop while growing forgets the added pairs (forget_pairs).
+    stopped: dict[str, Any] | None = None
     # Profiles one case on both sides, one more fresh process each, once its verdict is decided (measure sets it).
     profiler: Callable[[str, str, Mapping[str, int]], dict[str, ChildOutcome]] | None = field(
         default=None, repr=False, compare=False)
@@ -363,6 +374,18 @@ class HeadToHead:
             result["process_index"] = index
             self.results[side].setdefault(result["id"], []).append(result)
 
+    def finished(self, case_id: str) -> bool:
+        """Whether both sides have processes that measured ``case_id``."""
+        return bool(self.results[THIS].get(case_id)) and bool(self.results[OTHER].get(case_id))
+
+    def forget_pairs(self, first: int) -> None:
+        """Only pairs before ``first`` kept: what a run stopped while it grew is judged on (grow)."""
+        self.sides = order(first)
+        for cases in self.results.values():
+            for case, results in list(cases.items()):
+                cases[case] = [r for r in results if r.get("process_index", 0) < first]
+        self.turns = {pair: taken for pair, taken in self.turns.items() if pair < first}
+
     def details(self, mine: int, theirs: int) -> dict[str, Any]:
         """What a case's report says of the run: the other side, the order, each side's processes (``mine``,
         ``theirs``) and versions, errors, placement, provenance and the turns taken."""
@@ -374,7 +397,7 @@ class HeadToHead:
             "placement": self.placement, "placement_problems": self.placement_problems(),
             "provenance": self.provenance, "aa": self.aa, "in_turns": self.in_turns,
             "turns": {str(pair): turns for pair, turns in self.turns.items()},
-            "added": self.added, "may_grow": self.may_grow,
+            "added": self.added, "may_grow": self.may_grow, "stopped": self.stopped,
         }
 
 
@@ -437,6 +460,8 @@ def measure(
         def run_pairs(pairs: range) -> None:
             if outcome.in_turns:
                 for first in range(pairs.start, pairs.stop, AT_ONCE):
+                    if outcome.stopped:
+                        return
                     _run_at_once(outcome, range(first, min(first + AT_ONCE, pairs.stop)), child, timeout,
                                  lambda text: progress(text + f"{_named(settings)}, {len(targets)} test(s)"))
                 return
@@ -450,9 +475,12 @@ def measure(
                                                                one.env))
 
         run_pairs(range(settings.against_processes))
-        grow(outcome, settings, run_pairs, progress)
+        if not outcome.stopped:
+            grow(outcome, settings, run_pairs, progress)
     outcome.settle()
-    outcome.profiler = _profiler(launch, other_launch, moves or {}, settings, placement, cache_dir, timeout, progress)
+    if not outcome.stopped:  # a stopped run measures nothing more, profiles included
+        outcome.profiler = _profiler(launch, other_launch, moves or {}, settings, placement, cache_dir, timeout,
+                                     progress)
     return outcome
 
 
@@ -462,8 +490,14 @@ def _run_at_once(outcome: HeadToHead, pairs: range, child: Callable[[str, int], 
     sides = outcome.sides[2 * pairs.start:2 * pairs.stop]
     progress(f"head to head: pairs {pairs.start + 1} to {pairs.stop} of {len(outcome.sides) // 2}, {len(sides)} "
              f"processes at once, preparing together and taking turns block by block ({' '.join(sides)})")
-    outcomes, turns = run_in_turns([child(side, k // 2) for k, side in enumerate(sides, start=2 * pairs.start)],
-                                   timeout)
+    try:
+        outcomes, turns = run_in_turns([child(side, k // 2) for k, side in enumerate(sides, start=2 * pairs.start)],
+                                       timeout)
+    except Stopped as stop:  # the cases every process finished are kept; the session ends interrupted (runner)
+        outcome.stopped = {"why": str(stop), "pairs": [pairs.start + 1, pairs.stop]}
+        progress(f"head to head: {stop} while pairs {pairs.start + 1} to {pairs.stop} took turns; the cases every "
+                 "process finished are judged, the run ends as interrupted")
+        outcomes, turns = stop.outcomes, stop.turns
     for k, (side, done, taken) in enumerate(zip(sides, outcomes, turns), start=2 * pairs.start):
         outcome.turns.setdefault(k // 2, {})[side] = taken
         outcome.keep(side, k // 2, k + 1, done)
@@ -543,6 +577,9 @@ def grow(outcome: HeadToHead, settings: Settings, run_pairs: Callable[[range], N
              f"({', '.join(wanting[:3])}{', ...' if len(wanting) > 3 else ''}): pairs {first + 1} to {most}")
     outcome.added.append({"pairs": [first + 1, most], "unresolved": wanting})
     run_pairs(range(first, most))
+    if outcome.stopped:  # judged as if it had not grown: every case on the same pairs, at the same z
+        outcome.forget_pairs(first)
+        outcome.added[-1]["stopped"] = True
     outcome.forget_strays()  # measure settles the pairs once more, over all of them
 
 

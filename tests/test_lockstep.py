@@ -464,3 +464,4 @@ def test_a_stopped_ring_keeps_what_every_process_finished_and_kills_one_that_doe
     assert [[r["id"] for r in o.results] for o in outcomes] == [["A"], [], ["A"]]
     assert [o.error for o in outcomes] == [None, None, None]
     assert isinstance(stopped.value, KeyboardInterrupt)
+    assert stopped.value.turns == [1, 1, 1]  # case A's one block each; B's holder never handed its turn back

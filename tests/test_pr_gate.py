@@ -465,11 +465,11 @@ def test_a_run_stopped_while_growing_is_judged_on_its_first_pairs_and_profiles_n
     assert len(outcome.figures("other", "RFDETRMedium-torch-fp16", "forward")) == 4
     assert outcome.added == [{"pairs": [5, 8], "unresolved": ["RFDETRMedium-torch-fp16 forward"], "stopped": True}]
     assert outcome.decide_z == paired.GROWING_Z and outcome.profiler is None
-    assert outcome.finished("RFDETRMedium-torch-fp16") and not outcome.finished("RFDETRSmall-torch-fp16")
+    assert outcome.why == "stopped by signal 15 (SIGTERM)"
     assert outcome.details(4, 4)["stopped"] == outcome.stopped
 
 
-def test_a_run_stopped_in_its_first_pairs_keeps_the_cases_every_process_finished(
+def test_a_run_stopped_in_its_first_pairs_keeps_what_its_processes_finished_and_the_errors_of_their_own(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     from pytest_rfdetr_latency.measure.processes import ChildOutcome, Stopped
@@ -481,15 +481,20 @@ def test_a_run_stopped_in_its_first_pairs_keeps_the_cases_every_process_finished
         calls.append(len(children))
         done = [ChildOutcome(results=[{"id": "RFDETRMedium-torch-fp16", "backend": "torch-fp16",
                                        "scopes": {"forward": {"value_ms": 6.0}}}]) for _ in children]
-        raise Stopped("stopped by signal 15 (SIGTERM)", done, [0] * len(children))
+        done[1] = ChildOutcome(error="exit code 4; its last lines: ImportError: onnxruntime")  # ended on its own
+        raise Stopped("stopped by signal 15 (SIGTERM)", done, [3] * len(children))
 
     monkeypatch.setattr(headtohead, "run_in_turns", stopped)
     settings = Settings(enabled=True, against=Path("/opt/head/bin/python"), against_aa=True, against_processes=6)
     outcome = headtohead.measure(Launch(cwd=tmp_path, rootdir=tmp_path), ["latency"], settings, tmp_path)
     # The first four pairs were stopped: the last two are never started, nothing grows, nothing is profiled.
     assert calls == [8] and outcome.stopped == {"why": "stopped by signal 15 (SIGTERM)", "pairs": [1, 4]}
-    assert outcome.added == [] and outcome.profiler is None and outcome.errors == {"this": [], "other": []}
+    assert outcome.added == [] and outcome.profiler is None
+    assert outcome.errors == {"this": [], "other": ["process 2 (other side): exit code 4; its last lines: ImportError: "
+                                                    "onnxruntime"]}
     assert len(outcome.figures("this", "RFDETRMedium-torch-fp16", "forward")) == 4
+    assert len(outcome.figures("other", "RFDETRMedium-torch-fp16", "forward")) == 3
+    assert outcome.turns == {k: {"this": 3, "other": 3} for k in range(4)}  # the turns taken before the stop
 
 
 def test_a_noisy_comparison_resolves_once_pairs_are_added_and_the_line_depends_on_the_noise_alone() -> None:

@@ -147,7 +147,7 @@ def rfdetr_case(request: pytest.FixtureRequest, rfdetr_latency_session: LatencyS
     return LatencyCase(
         rfdetr_latency_session, case, skip=pytest.skip, fail=pytest.fail, publish=publish, scopes=scopes,
         thresholds=thresholds, budgets=marker_budgets, spawn=spawn, node=target,
-        versus=_head_to_head(request.session, rfdetr_latency_session, case.id),
+        versus=_head_to_head(request.session, rfdetr_latency_session, node),
     )
 
 
@@ -155,10 +155,10 @@ def _case_target(item: pytest.Item) -> str:
     return f"{item.path}::{item.nodeid.split('::', 1)[1]}"
 
 
-def _head_to_head(session: pytest.Session, latency_session: LatencySession, case_id: str) -> HeadToHead | None:
+def _head_to_head(session: pytest.Session, latency_session: LatencySession, node: pytest.Item) -> HeadToHead | None:
     """With --rfdetr-against, both sides' processes, measured for every selected case when the first case asks. A
     stopped measurement (HeadToHead.stopped) ends the session after its last case is judged or skipped: every case's
-    result is at hand (a process may take them in another order than the items')."""
+    result is at hand (a process may take them in another order than the items'); ``node`` asks."""
     config = session.config
     run = _settings(config)
     if run.against is None:
@@ -171,10 +171,8 @@ def _head_to_head(session: pytest.Session, latency_session: LatencySession, case
             latency_session, config.stash[LAUNCH_KEY], targets, lambda text: progress(config, text),
             config.stash.get(AGAINST_KEY, None))
     versus = config.stash[HEAD_TO_HEAD_KEY]
-    last = _case_items(session)[-1].callspec.params["rfdetr_case"]
-    if versus.stopped and isinstance(last, Case) and last.id == case_id:  # the session's last case: then it ends
-        session.shouldstop = (f"head to head stopped ({versus.stopped['why']}): the cases every process finished "
-                              "were judged")
+    if versus.stopped and node is _case_items(session)[-1]:  # the session's last case: then it ends
+        session.shouldstop = f"head to head stopped ({versus.stopped['why']}): what both sides finished was judged"
     return versus
 
 

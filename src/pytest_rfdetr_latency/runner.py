@@ -54,9 +54,7 @@ class LatencyCase:
         self._skip, self._fail, self._publish = skip, fail, publish
         self._thresholds = dict(thresholds or {})
         self._budgets = budgets
-        self._spawn = spawn
-        self._node = node
-        self._versus = versus
+        self._spawn, self._node, self._versus = spawn, node, versus
 
     def __repr__(self) -> str:
         return f"<LatencyCase {self.id} on {self.session.device.spec}>"
@@ -134,9 +132,8 @@ class LatencyCase:
         from pytest_rfdetr_latency.measure.headtohead import OTHER, THIS, diagnose, judge_scope
 
         mine, theirs = versus.of(THIS, self.id), versus.of(OTHER, self.id)
-        if (not mine or not theirs) and versus.stopped:
-            self._skip(f"{self.id}: head to head: not measured by every process: the run was stopped "
-                       f"({versus.stopped['why']}) before they finished it")
+        if (not mine or not theirs) and versus.stopped and not versus.errors[THIS if not mine else OTHER]:
+            self._skip(f"{self.id}: head to head: not measured on both sides: the run was stopped ({versus.why})")
         if not mine or not theirs:
             side, errors = (THIS, versus.errors[THIS]) if not mine else (OTHER, versus.errors[OTHER])
             where = "this environment" if side == THIS else str(versus.python)

@@ -374,9 +374,10 @@ class HeadToHead:
             result["process_index"] = index
             self.results[side].setdefault(result["id"], []).append(result)
 
-    def finished(self, case_id: str) -> bool:
-        """Whether both sides have processes that measured ``case_id``."""
-        return bool(self.results[THIS].get(case_id)) and bool(self.results[OTHER].get(case_id))
+    @property
+    def why(self) -> str:
+        """Why the run was stopped (Ctrl-C, SIGTERM), or nothing."""
+        return str((self.stopped or {}).get("why", ""))
 
     def forget_pairs(self, first: int) -> None:
         """Only pairs before ``first`` kept: what a run stopped while it grew is judged on (grow)."""
@@ -385,6 +386,8 @@ class HeadToHead:
             for case, results in list(cases.items()):
                 cases[case] = [r for r in results if r.get("process_index", 0) < first]
         self.turns = {pair: taken for pair, taken in self.turns.items() if pair < first}
+        for side, errors in self.errors.items():  # "process N (side): ...", N counted from 1 over both sides
+            self.errors[side] = [e for e in errors if int(e.split()[1]) <= 2 * first]
 
     def details(self, mine: int, theirs: int) -> dict[str, Any]:
         """What a case's report says of the run: the other side, the order, each side's processes (``mine``,
@@ -495,8 +498,8 @@ def _run_at_once(outcome: HeadToHead, pairs: range, child: Callable[[str, int], 
                                        timeout)
     except Stopped as stop:  # the cases every process finished are kept; the session ends interrupted (runner)
         outcome.stopped = {"why": str(stop), "pairs": [pairs.start + 1, pairs.stop]}
-        progress(f"head to head: {stop} while pairs {pairs.start + 1} to {pairs.stop} took turns; the cases every "
-                 "process finished are judged, the run ends as interrupted")
+        progress(f"head to head: {stop} while pairs {pairs.start + 1} to {pairs.stop} took turns; each case is judged "
+                 "on the pairs that finished it, and the run ends as interrupted")
         outcomes, turns = stop.outcomes, stop.turns
     for k, (side, done, taken) in enumerate(zip(sides, outcomes, turns), start=2 * pairs.start):
         outcome.turns.setdefault(k // 2, {})[side] = taken

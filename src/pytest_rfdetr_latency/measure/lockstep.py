@@ -212,11 +212,12 @@ class TurnTimeout(RuntimeError):
 FREE, RING, ASIDE, GONE = "free", "ring", "aside", "gone"  # a child's state, as the parent conducts it
 
 
-def alternate(pipes: Sequence[Pipes], deadline: float) -> list[int]:
+def alternate(pipes: Sequence[Pipes], deadline: float, turns: list[int] | None = None) -> list[int]:
     """Conduct ``pipes``' children (the module's protocol) until every one has exited; how many turns each handed
-    back. Raises TurnTimeout when a child keeps the others waiting past ``deadline`` (time.monotonic)."""
+    back, counted in ``turns`` where given (so that a caller stopped midway still has them). Raises TurnTimeout when a
+    child keeps the others waiting past ``deadline`` (time.monotonic)."""
     states = [FREE] * len(pipes)
-    turns = [0] * len(pipes)
+    turns = [0] * len(pipes) if turns is None else turns
     following = 0  # where the ring's next round-robin search starts
     while True:
         free = [i for i, state in enumerate(states) if state == FREE]

@@ -162,8 +162,8 @@ def run_child(launch: Launch, targets: Sequence[str], settings: Settings, timeou
 
 
 class Stopped(KeyboardInterrupt):
-    """Ctrl-C or SIGTERM while processes took turns (run_in_turns): they were asked to stop as it was, and what each
-    had finished and reported (its cases done by every process of the ring) is kept in ``outcomes``."""
+    """Ctrl-C or SIGTERM while processes took turns (run_in_turns): they were asked to stop as it was; what each had
+    finished and reported is kept in ``outcomes``, and the turns each had handed back in ``turns``."""
 
     def __init__(self, why: str, outcomes: list[ChildOutcome], turns: list[int]) -> None:
         super().__init__(why)
@@ -192,6 +192,7 @@ def run_in_turns(children: Sequence[Child], timeout: float) -> tuple[list[ChildO
     with contextlib.ExitStack() as stack:
         procs: list[tuple[subprocess.Popen[bytes], Path, Path]] = []
         pipes: list[lockstep.Pipes] = []
+        taken = [0] * len(children)
         error = ""
         stopped: set[int] = set()
         try:
@@ -210,11 +211,12 @@ def run_in_turns(children: Sequence[Child], timeout: float) -> tuple[list[ChildO
                 pipe.close_child_ends()
                 procs.append((proc, report, log))
                 pipes.append(pipe)
-            turns = lockstep.alternate(pipes, deadline)
+            turns = lockstep.alternate(pipes, deadline, taken)
         except KeyboardInterrupt as stop:
+            ended = {proc.pid for proc, _, _ in procs if proc.poll() is not None}  # on their own: their errors stand
             for pipe in pipes:
                 pipe.hang_up()
-            raise Stopped(str(stop) or "interrupted", _ask_to_stop(procs, start), [0] * len(children)) from stop
+            raise Stopped(str(stop) or "interrupted", _ask_to_stop(procs, start, ended), taken) from stop
         except lockstep.TurnTimeout:
             error = f"it ran past {timeout * len(children):g} s with the processes it took turns with and was stopped"
             turns = [0] * len(children)
@@ -233,11 +235,12 @@ def run_in_turns(children: Sequence[Child], timeout: float) -> tuple[list[ChildO
         return outcomes, turns
 
 
-def _ask_to_stop(procs: Sequence[tuple[subprocess.Popen[bytes], Path, Path]], start: float) -> list[ChildOutcome]:
+def _ask_to_stop(procs: Sequence[tuple[subprocess.Popen[bytes], Path, Path]], start: float,
+                 ended: set[int]) -> list[ChildOutcome]:
     """Each of ``procs``, already hung up on (a wait for its turn ends as Ctrl-C would, lockstep.HungUp), given a
     moment to end so; those still working on their own then stopped by SIGTERM (sigterm.stop_as_interrupted); all
-    killed after STOP_GRACE seconds in all, or once the run is stopped a second time. What each reported: a process
-    writes its report case by case (collector.py), so even a killed one keeps the cases it finished."""
+    killed after STOP_GRACE seconds in all, or once the run is stopped a second time. What each reported (case by
+    case, collector.py: a killed one keeps what it finished); only those ``ended`` before the stop keep their error."""
     import signal
 
     until = time.monotonic() + STOP_GRACE
@@ -254,7 +257,7 @@ def _ask_to_stop(procs: Sequence[tuple[subprocess.Popen[bytes], Path, Path]], st
     for proc, report, log in procs:
         _reap(proc)
         done = _outcome(report, proc.returncode, log.read_text(errors="replace"), start)
-        outcomes.append(dataclasses.replace(done, error=None))  # why it stopped is the run's (Stopped), not its own
+        outcomes.append(done if proc.pid in ended else dataclasses.replace(done, error=None))  # the run's stop
     return outcomes
 
 

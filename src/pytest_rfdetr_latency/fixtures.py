@@ -172,7 +172,7 @@ def _head_to_head(session: pytest.Session, latency_session: LatencySession, node
             config.stash.get(AGAINST_KEY, None))
     versus = config.stash[HEAD_TO_HEAD_KEY]
     if versus.stopped and node is _case_items(session)[-1]:  # the session's last case: then it ends
-        session.shouldstop = f"head to head stopped ({versus.stopped['why']}): what both sides finished was judged"
+        session.shouldstop = f"head to head stopped ({versus.why}): what both sides finished was judged"
     return versus
 
 

@@ -172,8 +172,8 @@ class HeadToHead:
     _drawn: dict[tuple[str, str], list[float]] = field(default_factory=dict, init=False, repr=False, compare=False)
     added: list[dict[str, Any]] = field(default_factory=list)  # pairs added while comparisons were unresolved
     may_grow: bool = False  # pairs may be added (grow): every comparison is judged at paired.GROWING_Z
-    # Ctrl-C or SIGTERM while the processes took turns: why, and which pairs were running. The cases every process of
-    # the first pairs finished are judged on them; a stop while growing forgets the added pairs (forget_pairs).
+    # Ctrl-C or SIGTERM while the processes took turns: why, and which pairs were running. Each case is judged on the
+    # pairs that finished it; a stop while growing forgets the added pairs (forget_pairs).
     stopped: dict[str, Any] | None = None
     # Profiles one case on both sides, one more fresh process each, once its verdict is decided (measure sets it).
     profiler: Callable[[str, str, Mapping[str, int]], dict[str, ChildOutcome]] | None = field(
@@ -496,7 +496,7 @@ def _run_at_once(outcome: HeadToHead, pairs: range, child: Callable[[str, int], 
     try:
         outcomes, turns = run_in_turns([child(side, k // 2) for k, side in enumerate(sides, start=2 * pairs.start)],
                                        timeout)
-    except Stopped as stop:  # the cases every process finished are kept; the session ends interrupted (runner)
+    except Stopped as stop:  # what each process finished is kept; the session ends interrupted (collector)
         outcome.stopped = {"why": str(stop), "pairs": [pairs.start + 1, pairs.stop]}
         progress(f"head to head: {stop} while pairs {pairs.start + 1} to {pairs.stop} took turns; each case is judged "
                  "on the pairs that finished it, and the run ends as interrupted")

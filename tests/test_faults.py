@@ -191,3 +191,30 @@ def test_a_session_that_falls_back_to_the_cpu_fails(nano_onnx: Path) -> None:
     with pytest.raises(BackendMisconfigured, match="onnx-cuda asked ONNX Runtime for CUDAExecutionProvider but the "
                                                    "session runs on CPUExecutionProvider"):
         open_session(onnxruntime, nano_onnx, "onnx-cuda", 0, onnxruntime.SessionOptions())
+
+
+def test_exports_are_keyed_by_the_exporting_code_not_only_its_version(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pull request's base and head share one export cache: where their rfdetr says the same version but its code
+    differs (a patched copy, an editable checkout), each exports its own; the same code twice is one export."""
+    import importlib
+
+    from pytest_rfdetr_latency.measure.models import export_source
+
+    def side(name: str, body: str) -> str:
+        package = tmp_path / name / "fake_rfdetr"
+        package.mkdir(parents=True)
+        (package / "__init__.py").write_text('__version__ = "1.0"\n')
+        (package / "export.py").write_text(body)
+        monkeypatch.syspath_prepend(str(tmp_path / name))
+        importlib.invalidate_caches()
+        export_source.cache_clear()
+        return export_source("fake_rfdetr")
+
+    base = side("base", "OPSET = 17\n")
+    same = side("same", "OPSET = 17\n")  # prepended: found first now
+    head = side("head", "OPSET = 18\n")
+    assert base == same != head
+    export_source.cache_clear()
+    assert export_source("no_such_package_here") == "missing"
+    export_source.cache_clear()

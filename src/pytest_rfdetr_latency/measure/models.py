@@ -6,6 +6,9 @@ older ``optimize_for_inference()``, and ``from_checkpoint`` where it exists.
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import importlib.util
 import os
 import random
 from pathlib import Path
@@ -143,6 +146,23 @@ def export_onnx(model: Any, out_dir: Path, resolution: int, batch: int) -> Path:
             raise ModelError(f"rfdetr's export wrote no .onnx file in {out_dir}")
         path = found[0]
     return Path(path)
+
+
+@functools.cache
+def export_source(package: str = "rfdetr") -> str:
+    """What an export depends on beyond versions: a digest of ``package``'s Python sources and of this module (which
+    calls the export). Two environments whose rfdetr says the same version but differs in code (a patched or vendored
+    copy, an editable checkout: the base and head of a pull request, which share one export cache) export apart;
+    a fresh install of the same release exports once. "missing" where the package cannot be found."""
+    spec = importlib.util.find_spec(package)  # finds the package without running its imports
+    if spec is None or spec.origin is None:
+        return "missing"
+    root = Path(spec.origin).parent
+    digest = hashlib.sha256()
+    for path in [*sorted(root.rglob("*.py")), Path(__file__)]:
+        name = path.relative_to(root) if path.is_relative_to(root) else path.name
+        digest.update(f"{name}\0".encode() + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
 
 
 def detection_scores(result: Any) -> Any:

@@ -237,7 +237,7 @@ class LatencySession:
             source = f"checkpoint={checkpoint.resolve()}:{st.st_size}:{st.st_mtime_ns}"
         key_text = "|".join(
             [case.model, str(case.resolution), str(case.batch), source, f"rfdetr={_version('rfdetr')}",
-             f"torch={_version('torch')}", "opset=17"]
+             f"torch={_version('torch')}", "opset=17", f"source={models.export_source()}"]
         )
         digest = hashlib.sha256(key_text.encode()).hexdigest()[:16]
         if digest in self._exports:

@@ -184,17 +184,17 @@ class _NoProbe:
         pass
 
 
-@pytest.mark.parametrize(("backend", "expected"), [("onnx-cuda", ["shared 1", b"j", "prepare 16", b"p"]),
-                                                   ("onnx-cpu", ["shared 1", b"j", "prepare 16", b"p"]),
-                                                   ("torch-fp16", ["shared 1", "prepare 1", b"j", b"p"])])
-def test_a_backend_that_tunes_on_the_gpu_or_makes_its_own_pool_prepares_alone_in_its_turn(
+@pytest.mark.parametrize(("backend", "expected"), [("onnx-cuda", ["shared 1", b"j", "prepare 16 None", b"p"]),
+                                                   ("onnx-cpu", ["shared 1", "prepare 1 1", b"j", b"p"]),
+                                                   ("torch-fp16", ["shared 1", "prepare 1 1", b"j", b"p"])])
+def test_a_backend_that_tunes_on_the_gpu_prepares_alone_in_its_turn(
     monkeypatch: pytest.MonkeyPatch, backend: str, expected: list[object]
 ) -> None:
     # ONNX Runtime's CUDA provider times cuDNN's algorithms while it prepares: with seven other processes preparing on
     # the same GPU, each side could keep other choices. It joins the ring first; a backend that does not tune
-    # prepares with the others and joins to sample. ONNX Runtime's CPU provider makes a pool of its own, as many
-    # threads as cores, that no share can cut: it prepares alone too. What is made at once with the others is made on
-    # this process's share of the cores (here 1 thread of torch's 16); what is made alone, on all of them.
+    # prepares with the others and joins to sample. What is made at once with the others is made on this process's
+    # share of the cores (here 1 thread of torch's 16, and the share a pool sized once, ONNX Runtime's CPU provider's,
+    # is made with: test_onnx_cpu_prepares_on_its_share_and_is_timed_on_all_its_threads); what is made alone, on all.
     from types import SimpleNamespace
 
     import torch
@@ -215,7 +215,7 @@ def test_a_backend_that_tunes_on_the_gpu_or_makes_its_own_pool_prepares_alone_in
     torch.set_num_threads(16)
 
     def prepare(context: object) -> None:
-        said.append(f"prepare {torch.get_num_threads()}")
+        said.append(f"prepare {torch.get_num_threads()} {lockstep.cores_while_preparing()}")
         raise BackendUnavailable("stopped here: what matters is when it began")
 
     session = SimpleNamespace(
@@ -465,3 +465,54 @@ def test_a_stopped_ring_keeps_what_every_process_finished_and_kills_one_that_doe
     assert [o.error for o in outcomes] == [None, None, None]
     assert isinstance(stopped.value, KeyboardInterrupt)
     assert stopped.value.turns == [1, 1, 1]  # case A's one block each; B's holder never handed its turn back
+
+
+@pytest.mark.slow
+def test_onnx_cpu_prepares_on_its_share_and_is_timed_on_all_its_threads(nano_onnx: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """ONNX Runtime's CPU pool is sized once, when its session is made, so no share can cut it afterwards: taking
+    turns, the case prepares at once with the others on a session of its share's threads (first run, calibration,
+    outputs for parity) and is timed, in its turn, on a session of all its threads."""
+    from PIL import Image
+
+    from pytest_rfdetr_latency.measure.backends import BackendContext, onnx_backend
+    from pytest_rfdetr_latency.measure.cases import Case
+    from pytest_rfdetr_latency.measure.environment import Device
+
+    made: list[dict[str, int]] = []
+    real_open = onnx_backend.open_session
+
+    def counted_open(*args: Any) -> Any:
+        session = real_open(*args)
+        record = {"threads": session.get_session_options().intra_op_num_threads, "runs": 0}
+        made.append(record)
+        run = session.run
+
+        def counted_run(*run_args: Any, **kwargs: Any) -> Any:
+            record["runs"] += 1
+            return run(*run_args, **kwargs)
+
+        session.run = counted_run
+        return session
+
+    monkeypatch.setattr(onnx_backend, "open_session", counted_open)
+    context = BackendContext(case=Case("RFDETRNano", "onnx-cpu"), device=Device("cpu", "a CPU", "cpu", None),
+                             images=[Image.new("RGB", (64, 48))], detections=5, load_model=lambda: None,
+                             onnx_path=lambda: nano_onnx, threads=3)
+    for name, value in (("_ends", (-1, -1)), ("_share", 1), ("_in_ring", False)):
+        monkeypatch.setattr(lockstep, name, value)
+    prepared = onnx_backend.prepare(context)
+    assert prepared.outputs is not None
+    prepared.outputs()
+    preparing, timed = made
+    assert (preparing["threads"], timed["threads"]) == (1, 3)
+    assert preparing["runs"] >= 3 and timed["runs"] == 0  # first run, calibration, parity's outputs: all on the share
+    monkeypatch.setattr(lockstep, "_in_ring", True)  # its turn
+    prepared.scopes["forward"]()
+    prepared.scopes["e2e"]()
+    assert timed["runs"] == 2 and prepared.details["intra_op_threads"] == {"preparing": 1, "timed": 3}
+
+    made.clear()  # not taking turns (or in the ring already): one session, all the threads, as before
+    monkeypatch.setattr(lockstep, "_ends", None)
+    onnx_backend.prepare(context)
+    assert [record["threads"] for record in made] == [3]

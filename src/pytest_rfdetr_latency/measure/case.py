@@ -83,7 +83,7 @@ class CaseMeasurement:
 
     def _enter_ring(self, result: CaseResult) -> None:
         """Head to head taking turns: join the ring for this case, once (before its first warm-up, or before it
-        prepares where preparing tunes on the GPU or makes a thread pool of its own, BackendInfo); the result says
+        prepares where preparing tunes on the GPU, BackendInfo.tunes_on_gpu); the result says
         which of the run's rings it was."""
         from pytest_rfdetr_latency.measure import lockstep
 
@@ -119,8 +119,8 @@ class CaseMeasurement:
         if inject and session.settings.inject_on == "memory":
             result.details["injected_memory"] = self._inject_memory(probe, inject)
         info = self.case.info
-        if (info.tunes_on_gpu and session.device.is_cuda) or info.own_threads:
-            self._enter_ring(result)  # taking turns, alone while it tunes on the GPU or makes its own thread pool
+        if info.tunes_on_gpu and session.device.is_cuda:
+            self._enter_ring(result)  # taking turns, alone while it tunes on the GPU
         session.progress(f"{self.id}: preparing {self.case.backend}")
         start = time.perf_counter()
         try:

@@ -33,11 +33,6 @@ class BackendInfo:
     # Preparing it times candidates on the GPU and keeps the fastest (cuDNN's algorithm search in ONNX Runtime's CUDA
     # provider, TensorRT's tactics, inductor's autotuning): head to head it prepares alone, in its turn.
     tunes_on_gpu: bool = False
-    # Computes on a thread pool of its own, as many threads as cores, fixed when its session is made (ONNX Runtime's
-    # CPU provider): head to head it prepares alone, in its turn, since the share of the cores that the processes
-    # preparing at once keep to (lockstep.sharing_cores) cuts torch's pool only. On the H200, eight processes making
-    # such sessions at once kept sixteen cores busy for 105 s without finishing a case that prepares in 2-4 s alone.
-    own_threads: bool = False
 
 
 BACKENDS: dict[str, BackendInfo] = {
@@ -49,8 +44,7 @@ BACKENDS: dict[str, BackendInfo] = {
         BackendInfo("torch-bf16", True, "bf16", "rfdetr's bfloat16 + TorchScript path: inference(dtype=bfloat16)"),
         BackendInfo("torch-compile", True, "fp16", "inference(compile_backend='inductor'), FP16; compile time "
                     "reported apart from latency", tunes_on_gpu=True),
-        BackendInfo("onnx-cpu", False, "fp32", "exported ONNX on ONNX Runtime's CPUExecutionProvider", on_host=True,
-                    own_threads=True),
+        BackendInfo("onnx-cpu", False, "fp32", "exported ONNX on ONNX Runtime's CPUExecutionProvider", on_host=True),
         BackendInfo("onnx-cuda", True, "tf32", "exported ONNX on ONNX Runtime's CUDAExecutionProvider, whose "
                     "default use_tf32 runs float32 in TF32 (fails if the session falls back to CPU)",
                     tunes_on_gpu=True),

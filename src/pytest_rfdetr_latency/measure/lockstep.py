@@ -95,6 +95,13 @@ def step_aside() -> None:
     _in_ring = False
 
 
+def cores_while_preparing() -> int | None:
+    """This process's share of the cores where it works at once with the others (taking turns, not in the ring);
+    None elsewhere. For a pool that is sized once when it is made (ONNX Runtime's), which ``sharing_cores`` cannot
+    cut."""
+    return _share if _ends is not None and not _in_ring else None
+
+
 @contextmanager
 def sharing_cores() -> Iterator[None]:
     """Taking turns and working at once with the others (not in the ring): torch's intra-op threads cut to this

@@ -545,3 +545,25 @@ def test_each_cases_verdicts_are_said_on_one_line_as_soon_as_they_are_decided() 
         "RFDETRMedium-torch-fp16: decided: device pass +0.00% (threshold 1%); forward regression +5.00% (threshold "
         "2.5%)")
     assert decided("X", {}) == "X: decided: nothing compared"
+
+
+def test_a_run_stopped_while_it_grew_forgets_the_added_pairs_their_results_turns_and_errors() -> None:
+    """What a stop while growing is judged on: the first pairs, as if the run had not grown. Each error goes with
+    its pair, whatever its text says."""
+    from pytest_rfdetr_latency.measure.processes import ChildOutcome
+
+    versus = headtohead.HeadToHead(Path("/opt/base/bin/python"), sides=headtohead.order(4))
+    for pair in range(4):
+        for number, side in enumerate(headtohead.order(4)[2 * pair:2 * pair + 2], start=2 * pair + 1):
+            failed = (pair, side) in {(1, "other"), (2, "this")}
+            versus.keep(side, pair, number, ChildOutcome(
+                results=[] if failed else [{"id": "case", "scopes": {"e2e": {}}}],
+                error="exit code 1; its last lines: a process number 9 in the text" if failed else None))
+        versus.turns[pair] = {"this": 5, "other": 5}
+    versus.forget_pairs(2)
+    assert versus.sides == headtohead.order(2)
+    assert [r["process_index"] for r in versus.results["this"]["case"]] == [0, 1]
+    assert [r["process_index"] for r in versus.results["other"]["case"]] == [0]
+    assert versus.errors == {"this": [], "other": ["process 3 (other side): exit code 1; its last lines: a process "
+                                                   "number 9 in the text"]}
+    assert sorted(versus.turns) == [0, 1]

@@ -158,6 +158,9 @@ class HeadToHead:
     sides: list[str] = field(default_factory=list)
     results: dict[str, dict[str, list[dict[str, Any]]]] = field(default_factory=lambda: {THIS: {}, OTHER: {}})
     errors: dict[str, list[str]] = field(default_factory=lambda: {THIS: [], OTHER: []})
+    # Per side, the pair of each error in ``errors`` (forget_pairs).
+    _error_pairs: dict[str, list[int]] = field(default_factory=lambda: {THIS: [], OTHER: []}, init=False,
+                                               repr=False, compare=False)
     tree: Path | None = None  # the other side's checkout
     placement: dict[str, Any] | None = None  # where every process's threads ran (placement.Placement.to_json)
     provenance: dict[str, dict[str, Any]] = field(default_factory=dict)  # per side: where it imported from
@@ -368,6 +371,7 @@ class HeadToHead:
         """What the ``number``-th process (of pair ``index``, on ``side``) measured, and its error if it had one."""
         if done.error:
             self.errors[side].append(f"process {number} ({side} side): {done.error}")
+            self._error_pairs[side].append(index)
         for result in done.results:
             if not result.get("scopes"):
                 continue
@@ -386,8 +390,9 @@ class HeadToHead:
             for case, results in list(cases.items()):
                 cases[case] = [r for r in results if r.get("process_index", 0) < first]
         self.turns = {pair: taken for pair, taken in self.turns.items() if pair < first}
-        for side, errors in self.errors.items():  # "process N (side): ...", N counted from 1 over both sides
-            self.errors[side] = [e for e in errors if int(e.split()[1]) <= 2 * first]
+        for side, errors in self.errors.items():
+            kept = [(error, pair) for error, pair in zip(errors, self._error_pairs[side]) if pair < first]
+            self.errors[side], self._error_pairs[side] = [e for e, _ in kept], [p for _, p in kept]
 
     def details(self, mine: int, theirs: int) -> dict[str, Any]:
         """What a case's report says of the run: the other side, the order, each side's processes (``mine``,

@@ -489,6 +489,7 @@ def test_a_run_stopped_in_its_first_pairs_keeps_what_its_processes_finished_and_
     outcome = headtohead.measure(Launch(cwd=tmp_path, rootdir=tmp_path), ["latency"], settings, tmp_path)
     # The first four pairs were stopped: the last two are never started, nothing grows, nothing is profiled.
     assert calls == [8] and outcome.stopped == {"why": "stopped by signal 15 (SIGTERM)", "pairs": [1, 4]}
+    assert outcome.sides == headtohead.order(4)  # the report's order lists the processes that ran, not the six asked
     assert outcome.added == [] and outcome.profiler is None
     assert outcome.errors == {"this": [], "other": ["process 2 (other side): exit code 4; its last lines: ImportError: "
                                                     "onnxruntime"]}

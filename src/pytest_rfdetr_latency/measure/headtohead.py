@@ -503,6 +503,7 @@ def _run_at_once(outcome: HeadToHead, pairs: range, child: Callable[[str, int], 
                                        timeout)
     except Stopped as stop:  # what each process finished is kept; the session ends interrupted (collector)
         outcome.stopped = {"why": str(stop), "pairs": [pairs.start + 1, pairs.stop]}
+        outcome.sides = outcome.sides[:2 * pairs.stop]  # pairs asked beyond these never start
         progress(f"head to head: {stop} while pairs {pairs.start + 1} to {pairs.stop} took turns; each case is judged "
                  "on the pairs that finished it, and the run ends as interrupted")
         outcomes, turns = stop.outcomes, stop.turns

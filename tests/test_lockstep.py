@@ -424,16 +424,19 @@ try:
     done.append({"id": "B", "scopes": {"e2e": {"value_ms": 1.0}}})
 finally:
     settings.child_report.write_text(json.dumps(done))
+    (folder / f"{role}-wrote").write_text("")
 """
 
 
+@pytest.mark.parametrize("again", [False, True])
 def test_a_stopped_ring_keeps_what_every_process_finished_and_kills_one_that_does_not_end(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest, again: bool
 ) -> None:
-    import _thread
+    import signal
     import threading
     from dataclasses import dataclass
 
+    from pytest_rfdetr_latency import sigterm
     from pytest_rfdetr_latency.measure import processes
     from pytest_rfdetr_latency.measure.settings import Settings
 
@@ -444,13 +447,24 @@ def test_a_stopped_ring_keeps_what_every_process_finished_and_kills_one_that_doe
         def command(self, targets: Any) -> list[str]:
             return [sys.executable, "-c", STOPPED_IN_B, self.role, str(tmp_path)]
 
+    stops: list[float] = []
+    main = threading.main_thread().ident
+    assert main is not None
+
     def stop_when_held() -> None:  # Ctrl-C in this process once the first child holds its turn in case B
         until = time.monotonic() + 60
         while not (tmp_path / "holding").exists() and time.monotonic() < until:
             time.sleep(0.05)
-        _thread.interrupt_main()
+        stops.append(time.monotonic())
+        signal.pthread_kill(main, signal.SIGINT)  # a real signal: it ends the main thread's wait on a pipe
+        if again:  # CI's SIGTERM a moment after its SIGINT, while the first stop is handled: the waiting ends then
+            while not (tmp_path / "waits-wrote").exists() and time.monotonic() < until:
+                time.sleep(0.05)
+            signal.pthread_kill(main, signal.SIGTERM)
 
-    monkeypatch.setattr(processes, "STOP_GRACE", 3.0)
+    monkeypatch.setattr(processes, "STOP_GRACE", 20.0 if again else 3.0)
+    before = signal.signal(signal.SIGTERM, sigterm.stop_as_interrupted)  # as the plugin's parent takes it
+    request.addfinalizer(lambda: signal.signal(signal.SIGTERM, before))
     children = [processes.Child(Runs(cwd=tmp_path, rootdir=tmp_path, role=role), (), Settings())
                 for role in ("holds", "stuck", "waits")]
     threading.Thread(target=stop_when_held, daemon=True).start()
@@ -461,7 +475,11 @@ def test_a_stopped_ring_keeps_what_every_process_finished_and_kills_one_that_doe
     outcomes = stopped.value.outcomes
     # The one holding its turn (SIGTERM) and the one waiting (hung up on) wrote case A, not B; the stuck one was
     # killed after the grace, and reported nothing. None of them is an error of its own: the run was stopped.
-    assert [[r["id"] for r in o.results] for o in outcomes] == [["A"], [], ["A"]]
+    # Stopped again once the waiting one had written: the other two killed then, not after the grace of 20 s (these
+    # children write at their end; a measuring process writes case by case, tests/test_history.py).
+    assert [[r["id"] for r in o.results] for o in outcomes] == [[] if again else ["A"], [], ["A"]]
+    if again:
+        assert time.monotonic() - stops[0] < 10
     assert [o.error for o in outcomes] == [None, None, None]
     assert isinstance(stopped.value, KeyboardInterrupt)
     assert stopped.value.turns == [1, 1, 1]  # case A's one block each; B's holder never handed its turn back
@@ -516,3 +534,25 @@ def test_onnx_cpu_prepares_on_its_share_and_is_timed_on_all_its_threads(nano_onn
     monkeypatch.setattr(lockstep, "_ends", None)
     onnx_backend.prepare(context)
     assert [record["threads"] for record in made] == [3]
+
+
+def test_while_a_stopped_run_collects_what_it_finished_a_further_stop_is_noted_not_raised() -> None:
+    """Raised between the hang-up and the waiting, or while the reports are read, a second stop would lose every
+    process's results; noted, it only ends the waiting (processes._ask_to_stop). The handlers are put back after."""
+    import signal
+
+    from pytest_rfdetr_latency import sigterm
+
+    before = signal.signal(signal.SIGTERM, sigterm.stop_as_interrupted)
+    try:
+        seen: list[int] = []
+        with lockstep.stops_noted(seen):
+            signal.raise_signal(signal.SIGINT)
+            signal.raise_signal(signal.SIGTERM)
+        assert seen == [signal.SIGINT, signal.SIGTERM]
+        assert signal.getsignal(signal.SIGTERM) is sigterm.stop_as_interrupted
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        with pytest.raises(KeyboardInterrupt, match="SIGTERM"):
+            signal.raise_signal(signal.SIGTERM)
+    finally:
+        signal.signal(signal.SIGTERM, before)

@@ -212,6 +212,29 @@ class HungUp(KeyboardInterrupt):
     later wait ends the same way at once, a ``finally`` that steps aside included."""
 
 
+@contextmanager
+def stops_noted(seen: list[int]) -> Iterator[None]:
+    """In the parent: Ctrl-C and SIGTERM noted in ``seen`` instead of raised, while a stopped run collects what its
+    children finished. Raised there, a second stop (CI sends SIGTERM seconds after SIGINT) would drop all of it; the
+    caller cuts its waiting short once ``seen`` holds one. Only from the main thread; elsewhere nothing changes."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def note(signum: int, frame: object) -> None:
+        seen.append(signum)
+
+    saved = {signum: signal.signal(signum, note) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in saved.items():
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+
+
 class TurnTimeout(RuntimeError):
     """A child kept the others waiting (its turn, or its work before joining or stepping aside) past the deadline."""
 

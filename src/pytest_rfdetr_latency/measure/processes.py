@@ -213,10 +213,13 @@ def run_in_turns(children: Sequence[Child], timeout: float) -> tuple[list[ChildO
                 pipes.append(pipe)
             turns = lockstep.alternate(pipes, deadline, taken)
         except KeyboardInterrupt as stop:
-            ended = {proc.pid for proc, _, _ in procs if proc.poll() is not None}  # on their own: their errors stand
-            for pipe in pipes:
-                pipe.hang_up()
-            raise Stopped(str(stop) or "interrupted", _ask_to_stop(procs, start, ended), taken) from stop
+            seen: list[int] = []
+            with lockstep.stops_noted(seen):  # a stop while this one is handled: no more waiting, nothing lost
+                ended = {proc.pid for proc, _, _ in procs if proc.poll() is not None}  # their errors stand
+                for pipe in pipes:
+                    pipe.hang_up()
+                outcomes = _ask_to_stop(procs, start, ended, seen)
+            raise Stopped(str(stop) or "interrupted", outcomes, taken) from stop
         except lockstep.TurnTimeout:
             error = f"it ran past {timeout * len(children):g} s with the processes it took turns with and was stopped"
             turns = [0] * len(children)
@@ -236,23 +239,21 @@ def run_in_turns(children: Sequence[Child], timeout: float) -> tuple[list[ChildO
 
 
 def _ask_to_stop(procs: Sequence[tuple[subprocess.Popen[bytes], Path, Path]], start: float,
-                 ended: set[int]) -> list[ChildOutcome]:
+                 ended: set[int], seen: list[int]) -> list[ChildOutcome]:
     """Each of ``procs``, already hung up on (a wait for its turn ends as Ctrl-C would, lockstep.HungUp), given a
     moment to end so; those still working on their own then stopped by SIGTERM (sigterm.stop_as_interrupted); all
-    killed after STOP_GRACE seconds in all, or once the run is stopped a second time. What each reported (case by
-    case, collector.py: a killed one keeps what it finished); only those ``ended`` before the stop keep their error."""
+    killed after STOP_GRACE seconds in all, or once the run is stopped again (a signal in ``seen``). What each
+    reported (case by case, collector.py: a killed one keeps what it finished); only those ``ended`` before the stop
+    keep their error."""
     import signal
 
     until = time.monotonic() + STOP_GRACE
-    try:
-        _wait_all(procs, time.monotonic() + min(STOP_GRACE / 5, 1.0))
-        for proc, _, _ in procs:
-            if proc.poll() is None:
-                with contextlib.suppress(OSError):
-                    os.kill(proc.pid, signal.SIGTERM)  # the process alone: its group's other members are its own
-        _wait_all(procs, until)
-    except KeyboardInterrupt:  # asked again (CI sends SIGTERM seconds after SIGINT): no more waiting
-        pass
+    _wait_all(procs, time.monotonic() + min(STOP_GRACE / 5, 1.0), seen)
+    for proc, _, _ in procs:
+        if proc.poll() is None and not seen:
+            with contextlib.suppress(OSError):
+                os.kill(proc.pid, signal.SIGTERM)  # the process alone: its group's other members are its own
+    _wait_all(procs, until, seen)
     outcomes = []
     for proc, report, log in procs:
         _reap(proc)
@@ -261,10 +262,9 @@ def _ask_to_stop(procs: Sequence[tuple[subprocess.Popen[bytes], Path, Path]], st
     return outcomes
 
 
-def _wait_all(procs: Sequence[tuple[subprocess.Popen[bytes], Path, Path]], until: float) -> None:
-    for proc, _, _ in procs:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=max(0.0, until - time.monotonic()))
+def _wait_all(procs: Sequence[tuple[subprocess.Popen[bytes], Path, Path]], until: float, seen: list[int]) -> None:
+    while not seen and time.monotonic() < until and any(proc.poll() is None for proc, _, _ in procs):
+        time.sleep(0.02)
 
 
 def _hand_over(folder: Path, settings: Settings, env: Mapping[str, str] | None) -> tuple[Path, dict[str, str]]:

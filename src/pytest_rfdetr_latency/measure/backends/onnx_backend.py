@@ -246,6 +246,19 @@ def _check_first_run(backend: str, path: Path, first: dict[str, Any], names: lis
         )
 
 
+def _threads_while(ctx: BackendContext) -> tuple[int, int]:
+    """The intra-op threads of the sessions that prepare the case and that time it. Head to head, the CPU provider
+    prepares at once with the other processes, on this process's share of the cores: an ONNX Runtime pool is sized
+    once, when its session is made, and eight sessions of sixteen threads each preparing at once on sixteen cores did
+    not finish one case in 105 s on the H200 (docs/pr-gate.md, ninth session; the pools oversubscribing the cores is
+    the likely cause, not shown). What is timed runs on a session of all the threads, made while preparing and first
+    run in the process's turn (its warm-up)."""
+    threads = _threads(ctx)
+    if ctx.case.backend != "onnx-cpu":
+        return threads, threads
+    return min(threads, lockstep.cores_while_preparing() or threads), threads
+
+
 def prepare(ctx: BackendContext) -> Prepared:
     import numpy as np
 
@@ -253,16 +266,12 @@ def prepare(ctx: BackendContext) -> Prepared:
     ort = _onnxruntime_for(ctx)
     path = ctx.onnx_path()
     index = ctx.device.index or 0
-    # Head to head, the CPU provider prepares at once with the other processes, on this process's share of the cores:
-    # its pool's threads are fixed when a session is made, and eight pools of sixteen spinning threads on sixteen
-    # cores did not finish preparing one case in 105 s on the H200 (docs/pr-gate.md, ninth session). What is timed
-    # runs on a session of all the threads, made now and first run in the process's turn (its warm-up).
-    threads, share = _threads(ctx), lockstep.cores_while_preparing() if backend == "onnx-cpu" else None
-    session, profile_dir = _profiled_session(ort, ctx, path, index, min(threads, share or threads))
+    preparing, threads = _threads_while(ctx)
+    session, profile_dir = _profiled_session(ort, ctx, path, index, preparing)
     used = session.get_providers()
     input_name, height, x, first, placement = _first_run(session, ctx, path, profile_dir)
-    timed = session if share is None or share >= threads else open_session(ort, path, backend, index,
-                                                                           _options(ort, threads))
+    timed = session if preparing == threads else open_session(ort, path, backend, index, _options(ort, threads))
+    held = [session] if timed is not session else []  # the preparing session, until parity's outputs are taken
     batch = ctx.case.batch
     images = ctx.images
 
@@ -291,7 +300,7 @@ def prepare(ctx: BackendContext) -> Prepared:
     scopes: dict[str, Any] = {"e2e": e2e, "forward": forward}
     unavailable: dict[str, str] = {}
     details: dict[str, Any] = {"providers": used, "node_time_share": placement, "onnx_file": path.name,
-                               "intra_op_threads": {"preparing": min(threads, share or threads), "timed": threads}}
+                               "intra_op_threads": {"preparing": preparing, "timed": threads}}
     keep_alive: list[Any] = []
     if backend == "onnx-cpu":
         unavailable["iobinding"] = "IO binding keeps inputs on the GPU; onnx-cpu has none"
@@ -299,12 +308,16 @@ def prepare(ctx: BackendContext) -> Prepared:
     else:
         _gpu_scopes(ort, ctx, session, path, input_name, x, scopes, unavailable, keep_alive)
 
-    def outputs() -> dict[str, Any]:  # checked while preparing: on the preparing session
-        return {k: np.asarray(v, dtype=np.float32) for k, v in run(x, session).items()}
+    def outputs() -> dict[str, Any]:  # checked once, while preparing: on the preparing session, then let go
+        return {k: np.asarray(v, dtype=np.float32) for k, v in run(x, held.pop() if held else timed).items()}
+
+    def close() -> None:
+        keep_alive.clear()
+        held.clear()
 
     return Prepared(scopes=scopes, graphable=None, unavailable=unavailable, precision=_precision(backend, session),
                     detections=detections, score_threshold=threshold, details=details, outputs=outputs,
-                    close=keep_alive.clear, **_after_timing(ort, ctx, path, index, {input_name: x}))
+                    close=close, **_after_timing(ort, ctx, path, index, {input_name: x}))
 
 
 class _AfterTiming(TypedDict):

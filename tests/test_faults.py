@@ -218,3 +218,33 @@ def test_exports_are_keyed_by_the_exporting_code_not_only_its_version(
     export_source.cache_clear()
     assert export_source("no_such_package_here") == "missing"
     export_source.cache_clear()
+
+
+def test_the_export_cache_keeps_one_export_per_exporting_code(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The session's export cache, as both sides of a head to head share it: rfdetr's code (``export_source``) is
+    part of the key, so code that differs exports apart, and the same code finds the export made before."""
+    from pytest_rfdetr_latency.measure import models
+    from pytest_rfdetr_latency.measure.cases import Case
+    from pytest_rfdetr_latency.measure.environment import Device
+    from pytest_rfdetr_latency.measure.session import LatencySession
+    from pytest_rfdetr_latency.measure.settings import Settings
+
+    exported: list[str] = []
+
+    def export_onnx(model: Any, out_dir: Path, resolution: int, batch: int) -> Path:
+        exported.append(models.export_source())
+        (out_dir / "model.onnx").write_text(models.export_source())
+        return out_dir / "model.onnx"
+
+    monkeypatch.setattr(models, "export_onnx", export_onnx)
+    monkeypatch.setattr(LatencySession, "model", lambda self, name, resolution=None: None)
+    case = Case("RFDETRNano", "onnx-cpu", resolution=384)
+    paths = []
+    for source in ("base-code", "head-code", "base-code"):
+        monkeypatch.setattr(models, "export_source", lambda package="rfdetr", source=source: source)
+        session = LatencySession(Settings(baseline_dir=tmp_path / "baselines"), Device("cpu", "a CPU", "cpu", None),
+                                 tmp_path / "cache", tmp_path)
+        paths.append(session.onnx_path(case))
+    assert exported == ["base-code", "head-code"]  # the third found the first's export
+    assert paths[0] == paths[2] != paths[1]
+    assert [p.read_text() for p in paths] == ["base-code", "head-code", "base-code"]

@@ -155,12 +155,15 @@ def export_source(package: str = "rfdetr") -> str:
     copy, an editable checkout: the base and head of a pull request, which share one export cache) export apart;
     a fresh install of the same release exports once. "missing" where the package cannot be found."""
     spec = importlib.util.find_spec(package)  # finds the package without running its imports
-    if spec is None or spec.origin is None:
+    if spec is None:
         return "missing"
-    root = Path(spec.origin).parent
+    files: list[tuple[str, Path]] = []
+    for folder in spec.submodule_search_locations or []:  # a package's folders (a namespace package has several)
+        files += sorted((str(path.relative_to(folder)), path) for path in Path(folder).rglob("*.py"))
+    if not files and spec.origin is not None:  # a module of one file
+        files = [(Path(spec.origin).name, Path(spec.origin))]
     digest = hashlib.sha256()
-    for path in [*sorted(root.rglob("*.py")), Path(__file__)]:
-        name = path.relative_to(root) if path.is_relative_to(root) else path.name
+    for name, path in [*files, (Path(__file__).name, Path(__file__))]:
         digest.update(f"{name}\0".encode() + path.read_bytes() + b"\0")
     return digest.hexdigest()[:16]
 

@@ -391,7 +391,7 @@ class HeadToHead:
                 cases[case] = [r for r in results if r.get("process_index", 0) < first]
         self.turns = {pair: taken for pair, taken in self.turns.items() if pair < first}
         for side, errors in self.errors.items():
-            kept = [(error, pair) for error, pair in zip(errors, self._error_pairs[side]) if pair < first]
+            kept = [(error, pair) for error, pair in zip(errors, self._error_pairs[side], strict=True) if pair < first]
             self.errors[side], self._error_pairs[side] = [e for e, _ in kept], [p for _, p in kept]
 
     def details(self, mine: int, theirs: int) -> dict[str, Any]:

@@ -216,23 +216,21 @@ class HungUp(KeyboardInterrupt):
 def stops_noted(seen: list[int]) -> Iterator[None]:
     """In the parent: Ctrl-C and SIGTERM noted in ``seen`` instead of raised, while a stopped run collects what its
     children finished. Raised there, a second stop (CI sends SIGTERM seconds after SIGINT) would drop all of it; the
-    caller cuts its waiting short once ``seen`` holds one. Only from the main thread; elsewhere nothing changes."""
+    caller cuts its waiting short once ``seen`` holds one. Only from the main thread, and only for a signal whose
+    handler Python set (one set from C stays as it is). Each is put back however the block ends. (sigterm.held does
+    the like for the session's files; the measuring part may not import the pytest face.)"""
+    import contextlib
     import signal
     import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
 
     def note(signum: int, frame: object) -> None:
         seen.append(signum)
 
-    saved = {signum: signal.signal(signum, note) for signum in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    with contextlib.ExitStack() as undo:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            if threading.current_thread() is threading.main_thread() and signal.getsignal(signum) is not None:
+                undo.callback(signal.signal, signum, signal.signal(signum, note))
         yield
-    finally:
-        for signum, handler in saved.items():
-            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
 
 
 class TurnTimeout(RuntimeError):

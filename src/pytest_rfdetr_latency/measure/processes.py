@@ -218,8 +218,7 @@ def run_in_turns(children: Sequence[Child], timeout: float) -> tuple[list[ChildO
                 ended = {proc.pid for proc, _, _ in procs if proc.poll() is not None}  # their errors stand
                 for pipe in pipes:
                     pipe.hang_up()
-                outcomes = _ask_to_stop(procs, start, ended, seen)
-            raise Stopped(str(stop) or "interrupted", outcomes, taken) from stop
+                raise Stopped(str(stop) or "interrupted", _ask_to_stop(procs, start, ended, seen), taken) from stop
         except lockstep.TurnTimeout:
             error = f"it ran past {timeout * len(children):g} s with the processes it took turns with and was stopped"
             turns = [0] * len(children)
@@ -256,7 +255,7 @@ def _ask_to_stop(procs: Sequence[tuple[subprocess.Popen[bytes], Path, Path]], st
     _wait_all(procs, until, seen)
     outcomes = []
     for proc, report, log in procs:
-        _reap(proc)
+        _reap(proc, STOP_GRACE)  # bounded: a child the kill cannot end yet (its driver's teardown) is left to the exit
         done = _outcome(report, proc.returncode, log.read_text(errors="replace"), start)
         outcomes.append(done if proc.pid in ended else dataclasses.replace(done, error=None))  # the run's stop
     return outcomes
@@ -286,10 +285,11 @@ def _outcome(report: Path, returncode: int, output: str, start: float) -> ChildO
     return ChildOutcome(results=results, error=error, seconds=time.perf_counter() - start)
 
 
-def _reap(proc: subprocess.Popen[str] | subprocess.Popen[bytes]) -> None:
+def _reap(proc: subprocess.Popen[str] | subprocess.Popen[bytes], timeout: float | None = None) -> None:
     if proc.poll() is None:
         _stop_group(proc)
-        proc.wait()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout)
 
 
 def _stop_group(proc: subprocess.Popen[str] | subprocess.Popen[bytes]) -> None:

@@ -390,9 +390,9 @@ class HeadToHead:
             for case, results in list(cases.items()):
                 cases[case] = [r for r in results if r.get("process_index", 0) < first]
         self.turns = {pair: taken for pair, taken in self.turns.items() if pair < first}
-        for side, errors in self.errors.items():
-            kept = [(error, pair) for error, pair in zip(errors, self._error_pairs[side], strict=True) if pair < first]
-            self.errors[side], self._error_pairs[side] = [e for e, _ in kept], [p for _, p in kept]
+        for side, pairs in self._error_pairs.items():
+            self.errors[side] = [e for e, pair in zip(self.errors[side], pairs, strict=True) if pair < first]
+            self._error_pairs[side] = [pair for pair in pairs if pair < first]
 
     def details(self, mine: int, theirs: int) -> dict[str, Any]:
         """What a case's report says of the run: the other side, the order, each side's processes (``mine``,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
@@ -171,6 +172,34 @@ def test_a_case_that_stops_before_it_samples_still_takes_its_place_in_the_ring(m
     assert said == [b"j", b"p"]  # joined for the case it did not sample, and stepped aside with the others
 
 
+def test_taking_turns_a_scope_collects_only_young_garbage_in_its_turn(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A full collection of a process holding torch and rfdetr takes 0.2-0.3 s and frees nothing; sampling began with
+    # one, in its turn, so every scope of every case held the other processes that long. Taking turns, the case
+    # collects in full before it joins the ring (test_a_backend_that_tunes_on_the_gpu_prepares_alone_in_its_turn), and
+    # a scope's sampling only the young generations; with the collector off while it times, either way.
+    from pytest_rfdetr_latency.measure import sampling, timing
+
+    said: list[object] = []
+    monkeypatch.setattr(gc, "collect", lambda generation=2: said.append(f"collect {generation}") or 0)
+    plan = sampling.PRESETS["turns"]
+
+    def call() -> None:
+        said.append(f"enabled {gc.isenabled()}")
+
+    def blocks() -> list[object]:
+        timing.sample(call, timing.HostClock(), timing.GpuMonitor(), plan, "median", call_ms=1.0, block_size=1,
+                      fewest=2)
+        return said[:]
+
+    first, *rest = blocks()  # not taking turns: as before, and as many blocks as its precision asks
+    assert first == "collect 2" and rest and set(rest) == {"enabled False"}
+    said.clear()
+    monkeypatch.setattr(lockstep, "_ends", (-1, -1))
+    monkeypatch.setattr(lockstep, "_hand_back", lambda byte: said.append(byte) or 0.0)
+    assert blocks() == ["collect 1", b".", "enabled False", b".", "enabled False"]
+    assert gc.isenabled()
+
+
 class _NoProbe:
     """A memory probe that probes nothing (no GPU here)."""
 
@@ -184,7 +213,8 @@ class _NoProbe:
         pass
 
 
-@pytest.mark.parametrize(("backend", "expected"), [("onnx-cuda", ["shared 1", b"j", "prepare 16 None", b"p"]),
+@pytest.mark.parametrize(("backend", "expected"), [("onnx-cuda", ["shared 1", "collect 2", b"j", "prepare 16 None",
+                                                                 b"p"]),
                                                    ("onnx-cpu", ["shared 1", "prepare 1 1", b"j", b"p"]),
                                                    ("torch-fp16", ["shared 1", "prepare 1 1", b"j", b"p"])])
 def test_a_backend_that_tunes_on_the_gpu_prepares_alone_in_its_turn(
@@ -211,6 +241,7 @@ def test_a_backend_that_tunes_on_the_gpu_prepares_alone_in_its_turn(
     monkeypatch.setattr(lockstep, "_in_ring", False)
     monkeypatch.setattr(lockstep, "_hand_back", lambda byte: said.append(byte) or 0.0)
     monkeypatch.setattr(memory, "MemoryProbe", _NoProbe)
+    monkeypatch.setattr(gc, "collect", lambda generation=2: said.append(f"collect {generation}") or 0)
     threads = torch.get_num_threads()
     torch.set_num_threads(16)
 

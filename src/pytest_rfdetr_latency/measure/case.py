@@ -8,6 +8,7 @@ from __future__ import annotations
 
 # Over 350 lines on purpose: one case's measurement from backend to figures; the scopes' sampling, injection and
 # placement are its steps, each a method.
+import gc
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -89,6 +90,8 @@ class CaseMeasurement:
 
         if self._ring:
             return
+        if lockstep.taking_turns():  # every process still works at once: in a turn, the others would wait for it
+            gc.collect()
         joined = lockstep.join()
         self._ring = 1
         if joined:

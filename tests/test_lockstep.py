@@ -172,32 +172,48 @@ def test_a_case_that_stops_before_it_samples_still_takes_its_place_in_the_ring(m
     assert said == [b"j", b"p"]  # joined for the case it did not sample, and stepped aside with the others
 
 
-def test_taking_turns_a_scope_collects_only_young_garbage_in_its_turn(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_taking_turns_a_case_collects_garbage_in_full_before_the_ring_and_its_scopes_only_young_garbage(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     # A full collection of a process holding torch and rfdetr takes 0.2-0.3 s and frees nothing; sampling began with
     # one, in its turn, so every scope of every case held the other processes that long. Taking turns, the case
-    # collects in full before it joins the ring (test_a_backend_that_tunes_on_the_gpu_prepares_alone_in_its_turn), and
-    # a scope's sampling only the young generations; with the collector off while it times, either way.
+    # collects in full before it joins the ring, and a scope's sampling then only the young generations; with the
+    # collector off while it times, either way. Elsewhere (the stored flow, the rfdetr_timer fixture) nothing changes.
+    from types import SimpleNamespace
+
     from pytest_rfdetr_latency.measure import sampling, timing
+    from pytest_rfdetr_latency.measure.case import CaseMeasurement
+    from pytest_rfdetr_latency.measure.cases import Case
+    from pytest_rfdetr_latency.measure.environment import Device
 
     said: list[object] = []
     monkeypatch.setattr(gc, "collect", lambda generation=2: said.append(f"collect {generation}") or 0)
-    plan = sampling.PRESETS["turns"]
 
-    def call() -> None:
-        said.append(f"enabled {gc.isenabled()}")
-
-    def blocks() -> list[object]:
-        timing.sample(call, timing.HostClock(), timing.GpuMonitor(), plan, "median", call_ms=1.0, block_size=1,
-                      fewest=2)
+    def sampled(collected: bool) -> list[object]:
+        said.clear()
+        timing.sample(lambda: said.append(f"collector on: {gc.isenabled()}"), timing.HostClock(), timing.GpuMonitor(),
+                      sampling.PRESETS["turns"], "median", call_ms=1.0, block_size=1, fewest=2, collected=collected)
         return said[:]
 
-    first, *rest = blocks()  # not taking turns: as before, and as many blocks as its precision asks
-    assert first == "collect 2" and rest and set(rest) == {"enabled False"}
-    said.clear()
-    monkeypatch.setattr(lockstep, "_ends", (-1, -1))
-    monkeypatch.setattr(lockstep, "_hand_back", lambda byte: said.append(byte) or 0.0)
-    assert blocks() == ["collect 1", b".", "enabled False", b".", "enabled False"]
+    for collected, first in ((False, "collect 2"), (True, "collect 1")):
+        taken = sampled(collected)
+        assert taken[0] == first and len(taken) > 2 and set(taken[1:]) == {"collector on: False"}
     assert gc.isenabled()
+
+    session = SimpleNamespace(device=Device("cpu", "a CPU", "cpu"), baseline_path=Path("nvidia-h200.json"),
+                              workload=lambda case: {}, settings=SimpleNamespace(strict=False))
+    measuring = CaseMeasurement(session, Case("RFDETRMedium", "torch-fp16"), ("forward",),  # type: ignore[arg-type]
+                                skip=pytest.skip, fail=pytest.fail, publish=lambda result: None)
+    result = SimpleNamespace(details={})
+    said.clear()
+    measuring._enter_ring(result)  # type: ignore[arg-type]  # not taking turns: no collection of its own
+    assert said == [] and not measuring._collected
+    for name, value in (("_ends", (-1, -1)), ("_in_ring", False), ("_cases", 0)):
+        monkeypatch.setattr(lockstep, name, value)
+    monkeypatch.setattr(lockstep, "_hand_back", lambda byte: said.append(byte) or 0.0)
+    measuring._ring = 0
+    measuring._enter_ring(result)  # type: ignore[arg-type]
+    assert said == ["collect 2", b"j"] and measuring._collected  # in full, before it joins
 
 
 class _NoProbe:

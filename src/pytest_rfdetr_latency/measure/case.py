@@ -52,6 +52,7 @@ class CaseMeasurement:
         self._node = node
         self._cycles_per_ms: float | None = None  # the injected kernel's size, as measured in the device scope's graph
         self._ring = 0  # head to head taking turns, this case: 0 not in the ring yet, 1 in it, 2 stepped aside
+        self._collected = False  # taking turns, this case's garbage was collected in full before it joined the ring
         self._to_profile: list[tuple[str, Any]] = []  # each timed scope's callable, for --rfdetr-profile
 
     def block_sizes(self) -> Mapping[str, int]:
@@ -72,7 +73,7 @@ class CaseMeasurement:
         __tracebackhide__ = True
         from pytest_rfdetr_latency.measure import lockstep
 
-        self._ring = 0
+        self._ring, self._collected = 0, False
         try:
             return self._run(inject)
         finally:
@@ -92,6 +93,7 @@ class CaseMeasurement:
             return
         if lockstep.taking_turns():  # every process still works at once: in a turn, the others would wait for it
             gc.collect()
+            self._collected = True  # so each scope's sampling, in its turn, collects only the young generations
         joined = lockstep.join()
         self._ring = 1
         if joined:
@@ -381,7 +383,7 @@ class CaseMeasurement:
                 size, fewest = _shared_sizes(session.settings.sizes_file, f"{self.id}/{scope}",
                                              (mine, plan.fewest_blocks(warm.call_ms, mine)))
             sampled = timing.sample(fn, clock, monitor, plan, statistic, call_ms=warm.call_ms, block_size=size,
-                                    fewest=fewest)
+                                    fewest=fewest, collected=self._collected)
             result.scopes[scope] = self._summarize(scope, sampled, result)
             meta.update(
                 warmup_calls=warm.calls,

@@ -176,9 +176,10 @@ class GpuMonitor:
 @contextmanager
 def gc_paused(full: bool = True) -> Iterator[None]:
     """The garbage collector off for the block, after a collection: a full one, or (``full=False``) of the young
-    generations only, where a full one ran shortly before. A full collection of a process holding torch and rfdetr
-    walks every object it has (440 000, freeing none, in 0.21-0.26 s on this project's 2-core CI machine); taken in a
-    turn of the ring (lockstep.py), it held the other processes waiting that long for every scope of every case."""
+    generations only, where the caller collected in full before (head to head, before the case joined the ring). A
+    full collection of a process holding torch and rfdetr walks every object it has (440 000, freeing none, in
+    0.21-0.26 s on this project's 2-core CI machine); taken in a turn of the ring (lockstep.py), it held the other
+    processes waiting that long for every scope of every case."""
     was_enabled = gc.isenabled()
     gc.collect(2 if full else 1)
     gc.disable()
@@ -291,6 +292,7 @@ def sample(
     call_ms: float | None = None,
     block_size: int | None = None,
     fewest: int | None = None,
+    collected: bool = False,
 ) -> Sampled:
     """Take blocks until the statistic's relative uncertainty reaches ``plan.target``, or time is up.
 
@@ -298,7 +300,8 @@ def sample(
     sizes the blocks. Never fewer than ``fewest`` kept blocks (head to head's, shared by every process), else
     ``plan.fewest_blocks``, unless throttling drops them past three times the time cap. Taking turns, exactly
     ``fewest``: every process the same count, so that the i-th blocks of a pair's two processes are a turn apart in
-    every scope (headtohead.HeadToHead.ratios pairs them call by call).
+    every scope (headtohead.HeadToHead.ratios pairs them call by call). ``collected``: the caller collected garbage in
+    full before (gc_paused).
     """
     from pytest_rfdetr_latency.measure import lockstep
     from pytest_rfdetr_latency.measure.environment import yardstick_ms
@@ -307,7 +310,7 @@ def sample(
     need = plan.fewest_blocks(call_ms, result.block_size) if fewest is None else fewest
     exactly = fewest is not None and lockstep.taking_turns()
     start = time.perf_counter()
-    with gc_paused(full=not lockstep.taking_turns()):  # taking turns, the case collected before it joined the ring
+    with gc_paused(full=not collected):
         while len(result.blocks) < plan.max_blocks:
             waited = lockstep.turn()  # head to head, the other side's blocks come between two of ours
             start += waited

@@ -6,8 +6,10 @@
 For each case the report details the judged side's first process scope by scope: its warm-up's seconds, its sampling's
 seconds (``sample_seconds``: from the start of sampling to its last block, turns waited for left out) and the calls
 it kept (``samples_ms``). Sampling beyond the calls is what the process did in its turns besides timing: reading the
-GPU's state, the host yardstick, and whatever ran at the start of sampling. Taking turns, every second of it is a
-second the other processes wait, so the ring of a case lasts about the processes' warm-ups, calls and holds together.
+GPU's state, the host yardstick, whatever ran at the start of sampling, and the calls of any block dropped as
+throttled, which ``samples_ms`` leaves out (a row whose ``kept_calls`` fall short of its blocks times their size had
+such a block). Taking turns, every second of it is a second the other processes wait, so the ring of a case lasts
+about the processes' warm-ups, calls and holds together.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ def holds(report: dict[str, Any]) -> list[dict[str, Any]]:
                 continue
             called = sum(calls) / 1000.0
             rows.append({"case": case["id"], "scope": scope, "blocks": meta.get("blocks"),
+                         "block_size": meta.get("block_size"), "kept_calls": len(calls),
                          "warmup_seconds": meta.get("warmup_seconds"), "sample_seconds": meta["sample_seconds"],
                          "calls_seconds": round(called, 4), "hold_seconds": round(meta["sample_seconds"] - called, 4),
                          "waited_seconds": meta.get("waited_seconds")})

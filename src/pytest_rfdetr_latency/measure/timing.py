@@ -177,9 +177,9 @@ class GpuMonitor:
 def gc_paused(full: bool = True) -> Iterator[None]:
     """The garbage collector off for the block, after a collection: a full one, or (``full=False``) of the young
     generations only, where the caller collected in full before (head to head, before the case joined the ring). A
-    full collection of a process holding torch and rfdetr walks every object it has (440 000, freeing none, in
-    0.21-0.26 s on this project's 2-core CI machine); taken in a turn of the ring (lockstep.py), it held the other
-    processes waiting that long for every scope of every case."""
+    full collection of a process holding torch and rfdetr walks every object it has (about 433 000, freeing none, in
+    0.21-0.32 s on this project's 2-core development machine: benchmarks/gc_cost.py); taken in a turn of the ring
+    (lockstep.py), it held the other processes waiting that long for every scope of every case."""
     was_enabled = gc.isenabled()
     gc.collect(2 if full else 1)
     gc.disable()
